@@ -1,0 +1,62 @@
+"""Figures that people would rather look at than read. Rendered with matplotlib's Agg backend,
+so they work without a display."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def most_confused_classes(cm: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` classes involved in the most errors (as true or predicted class),
+    in their original order: the block of a large confusion matrix worth showing."""
+    errors = cm - np.diag(np.diag(cm))
+    involvement = errors.sum(0) + errors.sum(1)
+    return np.sort(np.argsort(-involvement, kind="stable")[:k])
+
+
+def confusion_matrix_figure(
+    cm: np.ndarray, class_names: Sequence[str], max_classes: int = 30, title: str = ""
+) -> Figure:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted class).
+
+    With more than ``max_classes`` classes only the most-confused block is drawn (the title says
+    so): a 10,000-class matrix is unreadable, its confused block is not.
+    """
+    cm = np.asarray(cm, dtype=float)
+    keep = np.arange(len(cm)) if len(cm) <= max_classes else most_confused_classes(cm, max_classes)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)[np.ix_(keep, keep)]
+    names = [class_names[i] for i in keep]
+    n = len(keep)
+    side = min(4 + 0.45 * n, 24)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8 if n > 15 else 9)
+    ax.set_yticks(range(n), names, fontsize=8 if n > 15 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if norm[i, j] >= 0.005:
+                    ax.text(
+                        j,
+                        i,
+                        f"{norm[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    subset = "" if n == len(cm) else f" — {n} most-confused of {len(cm)} classes"
+    ax.set_title((title or "confusion matrix (row-normalised)") + subset)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig

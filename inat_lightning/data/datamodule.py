@@ -1,0 +1,193 @@
+"""``LightningDataModule`` over any ImageFolder root (with or without a manifest)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from inat_lightning.data.dataset import ImageDataset, collate_skipping
+from inat_lightning.data.manifest import Record, load_records
+from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
+from inat_lightning.data.synthetic import SyntheticSpecies
+from inat_lightning.data.transforms import eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+BALANCE_MODES = ("none", "sampler", "loss")
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Train/val/test loaders over ``root/<class>/<image>`` (plus ``root/manifest.csv`` if any).
+
+    Args:
+        root: dataset folder.
+        image_size: side of the square network input, in pixels.
+        split: ratios, seed and optional earlier ``splits.csv`` (see :mod:`~inat_lightning.data.split`).
+        splits_out: where to write this run's ``splits.csv`` (``None``: don't write).
+        batch_size: per device.
+        num_workers: loader worker processes (0 = load in the main process).
+        pin_memory: page-locked host memory (helps only with a GPU).
+        persistent_workers: keep workers between epochs (when ``num_workers > 0``).
+        balance: ``none``; ``sampler`` (class-balanced sampling of the train set); ``loss``
+            (the model weights its loss by inverse class frequency, see :attr:`class_weights`).
+        min_per_class: ``None``: a class with too few observations for every split is an error;
+            an int: classes with fewer observations than that are dropped with a warning.
+        crop_scale: scale range of the train ``RandomResizedCrop``.
+        color_jitter: strength of the train colour jitter (0 = off).
+        eval_crop_ratio: eval resize is ``image_size / eval_crop_ratio``, then centre crop.
+        synthetic: when given, ``root`` is (re)generated with it if it doesn't hold that dataset.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 64,
+        split: SplitSpec | None = None,
+        splits_out: str | Path | None = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        balance: str = "none",
+        min_per_class: int | None = None,
+        crop_scale: Sequence[float] = (0.35, 1.0),
+        color_jitter: float = 0.1,
+        eval_crop_ratio: float = 0.875,
+        synthetic: SyntheticSpecies | None = None,
+    ) -> None:
+        super().__init__()
+        self.split = split or SplitSpec()
+        errors = {
+            "image_size": image_size >= 16,
+            "batch_size": batch_size >= 1,
+            "num_workers": num_workers >= 0,
+            "balance": balance in BALANCE_MODES,
+            "min_per_class": min_per_class is None or min_per_class >= 1,
+            "eval_crop_ratio": 0 < eval_crop_ratio <= 1,
+        }
+        bad = [k for k, ok in errors.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid value for {', '.join(bad)} (balance: one of {BALANCE_MODES})")
+        self.root = Path(root)
+        if synthetic is None and not self.root.is_dir():
+            raise FileNotFoundError(f"root={str(root)!r}: no such directory")
+        self.image_size = image_size
+        self.splits_out = splits_out
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.balance = balance
+        self.min_per_class = min_per_class
+        self.crop_scale = tuple(crop_scale)
+        self.color_jitter = color_jitter
+        self.eval_crop_ratio = eval_crop_ratio
+        self.synthetic = synthetic
+        self.class_names: list[str] = []
+        self.records: dict[str, list[Record]] = {}
+        self.datasets: dict[str, ImageDataset] = {}
+
+    # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.synthetic.ensure(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
+        records = self._filter_classes(load_records(self.root))
+        splits = self.split.assign(records)
+        if self.splits_out:
+            write_splits(self.splits_out, records, splits)
+        self.class_names = sorted({r.taxon_name for r in records})
+        index = {name: i for i, name in enumerate(self.class_names)}
+        for name in SPLITS:
+            self.records[name] = [r for r, s in zip(records, splits) if s == name]
+        tf = {
+            "train": train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter),
+            "val": eval_transform(self.image_size, self.eval_crop_ratio),
+            "test": eval_transform(self.image_size, self.eval_crop_ratio),
+        }
+        for name in SPLITS:
+            recs = self.records[name]
+            self.datasets[name] = ImageDataset(
+                self.root, [r.path for r in recs], [index[r.taxon_name] for r in recs], tf[name]
+            )
+        sizes = {k: len(v) for k, v in self.datasets.items()}
+        log.info("%d classes, images per split: %s", self.num_classes, sizes)
+
+    def _filter_classes(self, records: list[Record]) -> list[Record]:
+        """Refuse (or drop, with ``min_per_class``) classes too small to appear in every split."""
+        if not records:
+            raise ValueError(f"root={str(self.root)!r}: no images found (expected root/<class>/<image>)")
+        observations: dict[str, set[str]] = defaultdict(set)
+        for r in records:
+            observations[r.taxon_name].add(r.observation_id)
+        needed = sum(1 for x in self.split.ratios if x > 0)
+        floor = max(needed, self.min_per_class or 0)
+        small = {c: len(o) for c, o in observations.items() if len(o) < floor}
+        if small and self.min_per_class is None:
+            worst = ", ".join(f"{c!r} ({n})" for c, n in sorted(small.items()))
+            raise ValueError(
+                f"class(es) with fewer than {needed} observations cannot be split three ways: {worst}."
+                " Add images, or set data.min_per_class to drop small classes."
+            )
+        if small:
+            log.warning("dropping %d class(es) with < %d observations: %s", len(small), floor,
+                        ", ".join(sorted(small)))
+            records = [r for r in records if r.taxon_name not in small]
+        if len(observations) - len(small) < 2:
+            raise ValueError(f"root={str(self.root)!r}: need at least 2 classes to classify")
+        return records
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Train images per class."""
+        counts = Counter(self.datasets["train"].labels)
+        return torch.tensor([counts.get(i, 0) for i in range(self.num_classes)], dtype=torch.float)
+
+    @property
+    def class_weights(self) -> torch.Tensor | None:
+        """Inverse-frequency loss weights (mean 1) when ``balance='loss'``, else ``None``."""
+        if self.balance != "loss":
+            return None
+        w = 1.0 / self.class_counts.clamp(min=1)
+        return w * self.num_classes / w.sum()
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=collate_skipping,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = None
+        if self.balance == "sampler":
+            labels = torch.tensor(self.datasets["train"].labels)
+            weights = (1.0 / self.class_counts.clamp(min=1))[labels]
+            sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
+        return self._loader("train", shuffle=True, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,155 @@
+"""The one manifest schema that links the stages (scrape → data → train → analyse).
+
+A manifest is a CSV file, ``<root>/manifest.csv``, one row per image:
+
+================  ==========================================================================
+column            meaning
+================  ==========================================================================
+photo_id          iNaturalist photo id (synthetic: ``syn-<n>``); unique per row
+observation_id    the observation (one individual) the photo belongs to; the split groups by it
+taxon_id          iNaturalist taxon id (synthetic: the species index)
+taxon_name        scientific name; this is the class label
+path              image path relative to the root, ``<folder>/<photo_id>.jpg``
+license           photo license code (``cc-by``, ``cc-by-nc``…); empty when unknown
+attribution       photo attribution string; empty when unknown
+url               source URL of the photo; empty for generated images
+sha256            hex digest of the file bytes
+width, height     image size in pixels
+quality_grade     iNaturalist quality grade (``research``, ``needs_id``…); empty when unknown
+cue_x0 … cue_y1   optional bounding box (pixels) of a spurious cue object; empty when absent
+================  ==========================================================================
+
+A plain ImageFolder tree without a manifest also works: :func:`scan_image_folder` builds the same
+records, each image being its own observation.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.csv"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@dataclass
+class Record:
+    """One image of the dataset, as written in the manifest."""
+
+    photo_id: str
+    observation_id: str
+    taxon_id: str
+    taxon_name: str
+    path: str
+    license: str = ""
+    attribution: str = ""
+    url: str = ""
+    sha256: str = ""
+    width: int | None = None
+    height: int | None = None
+    quality_grade: str = ""
+    cue_x0: float | None = None
+    cue_y0: float | None = None
+    cue_x1: float | None = None
+    cue_y1: float | None = None
+
+    @property
+    def cue_box(self) -> tuple[float, float, float, float] | None:
+        """The spurious-cue box ``(x0, y0, x1, y1)`` in pixels, or ``None``."""
+        box = (self.cue_x0, self.cue_y0, self.cue_x1, self.cue_y1)
+        return None if any(v is None for v in box) else box  # type: ignore[return-value]
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record))
+_INT_COLUMNS = {"width", "height"}
+_FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1"}
+
+
+def _parse(column: str, value: str) -> object:
+    if column in _INT_COLUMNS:
+        return int(value) if value else None
+    if column in _FLOAT_COLUMNS:
+        return float(value) if value else None
+    return value
+
+
+def read_manifest(path: str | Path) -> list[Record]:
+    """Read a manifest CSV; unknown extra columns are ignored, missing optional ones are empty."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"photo_id", "observation_id", "taxon_name", "path"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: manifest lacks required columns {sorted(missing)}")
+        return [
+            Record(**{c: _parse(c, row.get(c) or "") for c in COLUMNS})  # type: ignore[arg-type]
+            for row in reader
+        ]
+
+
+def write_manifest(path: str | Path, records: Iterable[Record]) -> None:
+    """Write records atomically (temporary file, then rename), so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in records:
+            writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
+    os.replace(tmp, path)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_UNSAFE = re.compile(r"[^\w\- .()]+", re.UNICODE)
+
+
+def safe_folder_name(name: str) -> str:
+    """A readable, filesystem-safe folder name for a taxon: no separators, no traversal.
+
+    ``"Danaus plexippus"`` stays as is; ``"../x/y"`` becomes ``"x_y"``.
+    """
+    cleaned = _UNSAFE.sub("_", name.replace(os.sep, "_").replace("/", "_")).strip(" ._")
+    return cleaned[:120] or "unnamed"
+
+
+def scan_image_folder(root: str | Path) -> list[Record]:
+    """Records for a plain ``root/<class>/<image>`` tree: the class is the folder name and every
+    image is its own observation. Hidden files and non-image files are ignored."""
+    root = Path(root)
+    records: list[Record] = []
+    with os.scandir(root) as classes:
+        class_dirs = sorted(e.name for e in classes if e.is_dir() and not e.name.startswith("."))
+    for taxon_index, name in enumerate(class_dirs):
+        with os.scandir(root / name) as files:
+            images = sorted(
+                e.name
+                for e in files
+                if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+        for file_name in images:
+            rel = f"{name}/{file_name}"
+            records.append(
+                Record(
+                    photo_id=rel,
+                    observation_id=rel,
+                    taxon_id=str(taxon_index),
+                    taxon_name=name,
+                    path=rel,
+                )
+            )
+    return records
+
+
+def load_records(root: str | Path) -> list[Record]:
+    """The records of a dataset root: its manifest when present, else a folder scan."""
+    root = Path(root)
+    manifest = root / MANIFEST_NAME
+    return read_manifest(manifest) if manifest.is_file() else scan_image_folder(root)

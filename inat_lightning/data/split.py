@@ -1,0 +1,143 @@
+"""Three-way train/val/test split: grouped by observation, stratified by class, deterministic, stable.
+
+Each observation gets a number ``u`` in [0, 1) from a hash of ``(seed, class, observation_id)``
+and goes to ``train`` / ``val`` / ``test`` by where ``u`` falls in the cumulative ratios. So:
+
+* all photos of one observation land in the same split (**grouped**);
+* each class is split by its own hashes, so its share in each split tends to the ratios
+  (**stratified**); for small classes, see below;
+* the same seed gives the same split on any machine (**deterministic**);
+* adding images or observations later never moves an existing observation (**stable**), because
+  an observation's ``u`` depends on nothing else.
+
+Small classes: if hashing leaves a split of a class empty (likely below ~20 observations), the
+observation whose ``u`` is closest to that split's interval moves into it, so every class is
+seen in every split. That repair depends only on the class's own observations.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from inat_lightning.data.manifest import Record
+
+SPLITS = ("train", "val", "test")
+
+
+def _unit_hash(seed: int, label: str, observation_id: str) -> float:
+    digest = hashlib.blake2b(f"{seed}\x00{label}\x00{observation_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64
+
+
+def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    """Validate ``(train, val, test)`` ratios: three non-negative numbers, train > 0, sum 1."""
+    if len(ratios) != 3:
+        raise ValueError(f"ratios={list(ratios)}: need three numbers (train, val, test)")
+    r = tuple(float(x) for x in ratios)
+    if any(x < 0 for x in r) or r[0] <= 0:
+        raise ValueError(f"ratios={list(r)}: must be non-negative, with train > 0")
+    if abs(sum(r) - 1.0) > 1e-6:
+        raise ValueError(f"ratios={list(r)}: must sum to 1 (they sum to {sum(r):g})")
+    return r  # type: ignore[return-value]
+
+
+def assign_observations(
+    observations: dict[str, list[str]], ratios: Sequence[float], seed: int
+) -> dict[str, str]:
+    """Split observations.
+
+    Args:
+        observations: class label → its observation ids.
+        ratios: (train, val, test) fractions summing to 1.
+        seed: changes the whole assignment.
+
+    Returns:
+        observation id → ``"train"`` / ``"val"`` / ``"test"``.
+    """
+    r = check_ratios(ratios)
+    edges = (r[0], r[0] + r[1], 1.0)
+    wanted = [i for i, x in enumerate(r) if x > 0]
+    out: dict[str, str] = {}
+    for label, obs_ids in observations.items():
+        u = {o: _unit_hash(seed, label, o) for o in set(obs_ids)}
+        split = {o: next(i for i, e in enumerate(edges) if x < e) for o, x in u.items()}
+        if len(u) >= len(wanted):  # repair empty splits of small classes
+            for s in wanted:
+                if s in split.values():
+                    continue
+                lo, hi = (edges[s - 1] if s else 0.0), edges[s]
+                counts = Counter(split.values())
+                donors = [o for o in u if counts[split[o]] > 1]
+                best = min(donors, key=lambda o: min(abs(u[o] - lo), abs(u[o] - hi)))
+                split[best] = s
+        out.update({o: SPLITS[s] for o, s in split.items()})
+    return out
+
+
+def split_records(
+    records: Sequence[Record],
+    ratios: Sequence[float],
+    seed: int,
+    previous: dict[str, str] | None = None,
+) -> list[str]:
+    """The split of each record (same order). ``previous`` (path → split, from an earlier
+    ``splits.csv``) pins the images it lists; only new observations are hashed."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rec in records:
+        groups[rec.taxon_name].append(rec.observation_id)
+    by_obs = assign_observations(groups, ratios, seed)
+    if previous:
+        for rec in records:  # an observation follows its previously split photos
+            if rec.path in previous:
+                by_obs[rec.observation_id] = previous[rec.path]
+    return [by_obs[rec.observation_id] for rec in records]
+
+
+def write_splits(path: str | Path, records: Sequence[Record], splits: Sequence[str]) -> None:
+    """Write ``path,observation_id,taxon_name,split`` rows (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "observation_id", "taxon_name", "split"])
+        for rec, split in zip(records, splits):
+            w.writerow([rec.path, rec.observation_id, rec.taxon_name, split])
+    os.replace(tmp, path)
+
+
+def read_splits(path: str | Path) -> dict[str, str]:
+    """Read a ``splits.csv``: image path → split."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return {row["path"]: row["split"] for row in csv.DictReader(f)}
+
+
+@dataclass
+class SplitSpec:
+    """How to split a dataset (the ``data.split`` config node).
+
+    Args:
+        ratios: (train, val, test) share of observations; must sum to 1.
+        seed: seed of the observation hash; changes the whole assignment.
+        file: an earlier ``splits.csv`` to reuse: the images it lists keep their split.
+    """
+
+    ratios: Sequence[float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        self.ratios = check_ratios(self.ratios)
+        if self.file is not None and not Path(self.file).is_file():
+            raise FileNotFoundError(f"file={self.file!r}: no such splits.csv")
+
+    def assign(self, records: Sequence[Record]) -> list[str]:
+        """The split of each record, in order."""
+        previous = read_splits(self.file) if self.file else None
+        return split_records(records, self.ratios, self.seed, previous)

@@ -1,0 +1,375 @@
+"""The embedded default dataset: procedurally drawn *synthetic species*.
+
+It behaves like a small iNaturalist scrape, so the whole pipeline runs offline in minutes:
+
+* each species has a body shape, a colour palette and a texture pattern; species 0/1 and 2/3 are
+  deliberate look-alikes (same shape and colours, different pattern);
+* photos vary in pose, scale, position, rotation and lighting, on natural-looking backgrounds
+  (water, foliage, sand, rock);
+* each *observation* (one individual) has 1–3 photos, recorded in the manifest;
+* an optional **spurious cue** — a hand in a blue sleeve, the seed's "fisherman" — co-occurs with
+  one species in a configurable share of its observations (and rarely with others); its box is
+  written to the manifest so the bias audit can measure whether the model looks at it.
+
+Everything derives from ``seed`` through independent random streams per photo (background,
+organism, cue), so :meth:`SyntheticSpecies.render` can redraw any photo with the cue removed or
+added and *nothing else changed* — the counterfactual images of the bias audit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
+
+from inat_lightning.data.manifest import MANIFEST_NAME, Record, safe_folder_name, sha256_of, write_manifest
+
+SPEC_NAME = "synthetic.json"
+BACKGROUNDS = ("water", "foliage", "sand", "rock")
+SHAPES = ("fish", "butterfly", "beetle", "leaf", "snail", "bird")
+PATTERNS = ("plain", "stripes", "spots", "bands", "rings")
+
+# name, shape, body colour, accent colour, pattern. (0, 1) and (2, 3) are look-alike pairs.
+CATALOGUE: tuple[tuple[str, str, tuple[int, int, int], tuple[int, int, int], str], ...] = (
+    ("Piscis striatus", "fish", (232, 122, 40), (35, 28, 28), "stripes"),
+    ("Piscis punctatus", "fish", (232, 122, 40), (35, 28, 28), "spots"),
+    ("Papilio aureus", "butterfly", (240, 200, 60), (30, 30, 30), "bands"),
+    ("Papilio ocellatus", "butterfly", (240, 200, 60), (30, 30, 30), "spots"),
+    ("Scarabaeus viridis", "beetle", (40, 160, 80), (210, 225, 70), "plain"),
+    ("Folium rubrum", "leaf", (190, 40, 55), (250, 205, 205), "stripes"),
+    ("Cochlea spiralis", "snail", (150, 100, 60), (245, 225, 185), "rings"),
+    ("Avis caerulea", "bird", (50, 90, 205), (250, 250, 250), "spots"),
+    ("Piscis caeruleus", "fish", (70, 140, 220), (250, 250, 250), "bands"),
+    ("Scarabaeus ruber", "beetle", (200, 40, 40), (20, 20, 20), "spots"),
+    ("Folium aureum", "leaf", (225, 190, 40), (120, 90, 20), "plain"),
+    ("Cochlea fusca", "snail", (90, 70, 50), (200, 170, 120), "stripes"),
+)
+SKIN, SLEEVE = (226, 178, 138), (40, 70, 160)
+
+
+@dataclass(frozen=True)
+class Species:
+    name: str
+    shape: str
+    body: tuple[int, int, int]
+    accent: tuple[int, int, int]
+    pattern: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One photo to draw: which species, which individual, which view."""
+
+    species: int
+    observation: int
+    view: int
+    has_cue: bool
+
+    @property
+    def photo_id(self) -> str:
+        return f"s{self.species:03d}-o{self.observation:04d}-v{self.view}"
+
+    @property
+    def observation_id(self) -> str:
+        return f"s{self.species:03d}-o{self.observation:04d}"
+
+
+@dataclass
+class SyntheticSpecies:
+    """Generator of the synthetic-species ImageFolder (see module docstring).
+
+    Args:
+        num_species: number of classes K (any K ≥ 2; the first 12 come from a hand-made catalogue).
+        observations_per_species: observations of the most common species.
+        max_views: each observation has 1..max_views photos.
+        long_tail: ratio of the most to the least common species' observation count (1 = balanced).
+        image_size: side of the square JPEG files, in pixels.
+        cue_species: index of the species the spurious cue co-occurs with; ``None`` = no cue.
+        cue_share: share of that species' observations that show the cue.
+        cue_other_share: share of the other species' observations that show it.
+        seed: everything derives from it.
+    """
+
+    num_species: int = 8
+    observations_per_species: int = 40
+    max_views: int = 3
+    long_tail: float = 1.0
+    image_size: int = 96
+    cue_species: int | None = None
+    cue_share: float = 0.8
+    cue_other_share: float = 0.03
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "num_species": self.num_species >= 2,
+            "observations_per_species": self.observations_per_species >= 1,
+            "max_views": self.max_views >= 1,
+            "long_tail": self.long_tail >= 1.0,
+            "image_size": self.image_size >= 16,
+            "cue_share": 0.0 <= self.cue_share <= 1.0,
+            "cue_other_share": 0.0 <= self.cue_other_share <= 1.0,
+            "cue_species": self.cue_species is None or 0 <= self.cue_species < self.num_species,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid synthetic dataset setting(s): {', '.join(bad)} ({self})")
+
+    # ------------------------------------------------------------------ catalogue and samples
+    def species(self) -> list[Species]:
+        out = [Species(*row) for row in CATALOGUE[: self.num_species]]
+        rng = np.random.default_rng([self.seed, 7919])
+        for k in range(len(out), self.num_species):
+            body, accent = rng.integers(20, 236, size=(2, 3))
+            out.append(
+                Species(
+                    name=f"Species {k:03d}",
+                    shape=SHAPES[int(rng.integers(len(SHAPES)))],
+                    body=tuple(int(v) for v in body),  # type: ignore[arg-type]
+                    accent=tuple(int(v) for v in accent),  # type: ignore[arg-type]
+                    pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
+                )
+            )
+        return out
+
+    def observation_count(self, species: int) -> int:
+        if self.num_species == 1:
+            return self.observations_per_species
+        decay = self.long_tail ** (-species / (self.num_species - 1))
+        return max(1, round(self.observations_per_species * decay))
+
+    def samples(self) -> list[Sample]:
+        out = []
+        for k in range(self.num_species):
+            share = self.cue_share if k == self.cue_species else self.cue_other_share
+            for obs in range(self.observation_count(k)):
+                rng = np.random.default_rng([self.seed, k, obs, 1])
+                views = int(rng.integers(1, self.max_views + 1))
+                has_cue = self.cue_species is not None and bool(rng.random() < share)
+                out.extend(Sample(k, obs, v, has_cue) for v in range(views))
+        return out
+
+    # ------------------------------------------------------------------ drawing
+    def render(self, sample: Sample, cue: bool | None = None) -> tuple[Image.Image, tuple | None]:
+        """Draw one photo. ``cue`` overrides whether the cue is drawn (counterfactuals); all else
+        stays identical. Returns the image and the cue box ``(x0, y0, x1, y1)`` or ``None``."""
+        draw_cue = sample.has_cue if cue is None else cue
+        sp = self.species()[sample.species]
+        big = 2 * self.image_size  # drawn at 2× then downsampled: cheap anti-aliasing
+        individual = np.random.default_rng([self.seed, sample.species, sample.observation, 2])
+        view = np.random.default_rng([self.seed, sample.species, sample.observation, 3, sample.view])
+        cue_rng = np.random.default_rng([self.seed, sample.species, sample.observation, 4, sample.view])
+
+        bg_kind = BACKGROUNDS[int(individual.integers(len(BACKGROUNDS)))]  # same place for all views
+        canvas = _background(bg_kind, view, big)
+        corner = int(cue_rng.integers(4))  # drawn even without cue: keeps the organism's place fixed
+        organism = _organism(sp, individual, view, big)
+        # keep the organism away from the corner where the cue goes
+        cx = big * (0.5 + (0.12 if corner % 2 == 0 else -0.12) + view.uniform(-0.08, 0.08))
+        cy = big * (0.5 + (0.12 if corner < 2 else -0.12) + view.uniform(-0.08, 0.08))
+        canvas.paste(organism, (int(cx - big / 2), int(cy - big / 2)), organism)
+
+        box = None
+        if draw_cue:
+            box = _draw_hand(canvas, corner, cue_rng, big)
+        lighting = view.uniform(0.75, 1.2) * (1 + view.uniform(-0.08, 0.08, size=3))
+        arr = np.asarray(canvas, dtype=np.float32) * lighting
+        img = Image.fromarray(arr.clip(0, 255).astype(np.uint8)).resize(
+            (self.image_size, self.image_size), Image.Resampling.LANCZOS
+        )
+        if box is not None:
+            box = tuple(round(v / 2, 1) for v in box)
+        return img, box
+
+    # ------------------------------------------------------------------ files
+    def generate(self, root: str | Path, progress: bool = True) -> list[Record]:
+        """Write the ImageFolder + manifest under ``root`` (atomically: a temporary folder renamed
+        at the end, so an interrupted generation leaves nothing half-written)."""
+        root = Path(root)
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        species = self.species()
+        records = []
+        for s in tqdm(self.samples(), desc="synthetic species", unit="img", disable=not progress):
+            img, box = self.render(s)
+            folder = safe_folder_name(species[s.species].name)
+            (tmp / folder).mkdir(exist_ok=True)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=90)
+            data = buf.getvalue()
+            rel = f"{folder}/{s.photo_id}.jpg"
+            (tmp / rel).write_bytes(data)
+            x0, y0, x1, y1 = box if box else (None, None, None, None)
+            records.append(
+                Record(
+                    photo_id=s.photo_id,
+                    observation_id=s.observation_id,
+                    taxon_id=str(s.species),
+                    taxon_name=species[s.species].name,
+                    path=rel,
+                    license="cc0",
+                    attribution="inat-lightning synthetic species",
+                    sha256=sha256_of(data),
+                    width=img.width,
+                    height=img.height,
+                    quality_grade="research",
+                    cue_x0=x0,
+                    cue_y0=y0,
+                    cue_x1=x1,
+                    cue_y1=y1,
+                )
+            )
+        write_manifest(tmp / MANIFEST_NAME, records)
+        (tmp / SPEC_NAME).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+        return records
+
+    def is_generated_at(self, root: str | Path) -> bool:
+        """True when ``root`` already holds this exact dataset (the cache is valid)."""
+        spec = Path(root) / SPEC_NAME
+        if not spec.is_file() or not (Path(root) / MANIFEST_NAME).is_file():
+            return False
+        return json.loads(spec.read_text()) == json.loads(json.dumps(asdict(self)))
+
+    def ensure(self, root: str | Path, progress: bool = True) -> None:
+        """Generate into ``root`` unless it already holds this dataset. Refuses to overwrite a
+        folder that is not a synthetic dataset, so a wrong path can never delete user data."""
+        root = Path(root)
+        if self.is_generated_at(root):
+            return
+        if root.exists() and any(root.iterdir()) and not (root / SPEC_NAME).is_file():
+            raise FileExistsError(f"{root} exists and is not a synthetic dataset; refusing to overwrite")
+        self.generate(root, progress=progress)
+
+
+# ---------------------------------------------------------------------- drawing helpers
+def _background(kind: str, rng: np.random.Generator, size: int) -> Image.Image:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    if kind == "water":
+        base = np.array([35, 95, 150], np.float32)
+        f, phase = rng.uniform(15, 30), rng.uniform(0, 2 * math.pi)
+        ripple = 18 * np.sin(yy * f + phase + 1.5 * np.sin(xx * 6 + phase))
+        arr = base + (ripple + 40 * (yy - 0.5))[..., None] * np.array([0.5, 0.8, 1.0], np.float32)
+        return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    palettes = {
+        "foliage": ((45, 95, 40), [(30, 70, 25), (70, 130, 50), (100, 150, 60), (20, 50, 20)]),
+        "sand": ((205, 185, 135), [(220, 200, 150), (180, 160, 115), (195, 170, 120)]),
+        "rock": ((125, 120, 115), [(90, 88, 85), (150, 145, 140), (110, 105, 100)]),
+    }
+    base, blobs = palettes[kind]
+    img = Image.new("RGB", (size, size), base)
+    draw = ImageDraw.Draw(img)
+    for _ in range(40 if kind == "foliage" else 25):
+        x, y = rng.uniform(0, size, 2)
+        rx, ry = rng.uniform(0.03, 0.15, 2) * size
+        draw.ellipse((x - rx, y - ry, x + rx, y + ry), fill=blobs[int(rng.integers(len(blobs)))])
+    img = img.filter(ImageFilter.GaussianBlur(size * (0.01 if kind == "foliage" else 0.02)))
+    noise = rng.normal(0, 10 if kind == "sand" else 6, size=(size, size, 1)).astype(np.float32)
+    return Image.fromarray((np.asarray(img, np.float32) + noise).clip(0, 255).astype(np.uint8))
+
+
+def _shape_mask(shape: str, size: int, length: float) -> Image.Image:
+    """White silhouette of a body shape, centred, pointing right, ``length`` px long."""
+    mask = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(mask)
+    c, h = size / 2, length / 2
+    if shape == "fish":
+        d.ellipse((c - h * 0.75, c - h * 0.38, c + h * 0.75, c + h * 0.38), fill=255)
+        d.polygon([(c - h * 0.6, c), (c - h, c - h * 0.35), (c - h, c + h * 0.35)], fill=255)
+    elif shape == "butterfly":
+        for sx in (-1, 1):
+            for top, reach in ((-0.85, 0.85), (0.0, 0.6)):
+                xs = sorted((c + sx * h * 0.05, c + sx * h * reach))
+                d.ellipse((xs[0], c + h * top, xs[1], c + h * (top + reach - 0.05 * (top < 0))),
+                          fill=255)
+        d.rectangle((c - h * 0.06, c - h * 0.7, c + h * 0.06, c + h * 0.6), fill=255)
+    elif shape == "beetle":
+        d.ellipse((c - h * 0.6, c - h * 0.42, c + h * 0.6, c + h * 0.42), fill=255)
+        d.ellipse((c + h * 0.45, c - h * 0.22, c + h * 0.9, c + h * 0.22), fill=255)
+        for t in (-0.3, 0.0, 0.3):
+            d.line((c + t * h, c - h * 0.75, c + t * h, c + h * 0.75), fill=255, width=max(1, size // 60))
+    elif shape == "leaf":
+        pts = [(c + h * math.cos(t), c + h * 0.42 * math.sin(t) * abs(math.cos(t / 2)) * 1.6)
+               for t in np.linspace(0, 2 * math.pi, 40)]
+        d.polygon(pts, fill=255)
+        d.line((c - h, c, c - h * 1.15, c + h * 0.1), fill=255, width=max(1, size // 80))
+    elif shape == "snail":
+        d.ellipse((c - h, c + h * 0.05, c + h, c + h * 0.4), fill=255)
+        d.ellipse((c - h * 0.55, c - h * 0.65, c + h * 0.35, c + h * 0.25), fill=255)
+    elif shape == "bird":
+        d.ellipse((c - h * 0.6, c - h * 0.35, c + h * 0.45, c + h * 0.35), fill=255)
+        d.ellipse((c + h * 0.25, c - h * 0.55, c + h * 0.7, c - h * 0.1), fill=255)
+        d.polygon([(c + h * 0.68, c - h * 0.4), (c + h, c - h * 0.32), (c + h * 0.68, c - h * 0.24)],
+                  fill=255)
+        d.polygon([(c - h * 0.5, c), (c - h, c - h * 0.3), (c - h, c + h * 0.2)], fill=255)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return mask
+
+
+def _pattern(sp: Species, rng: np.random.Generator, size: int, length: float) -> Image.Image:
+    """Body colour with the species' pattern in its accent colour (fixed per individual)."""
+    jitter = rng.integers(-12, 13, size=3)
+    body = tuple(int(np.clip(v + j, 0, 255)) for v, j in zip(sp.body, jitter))
+    img = Image.new("RGB", (size, size), body)
+    d = ImageDraw.Draw(img)
+    c, h = size / 2, length / 2
+    if sp.pattern == "stripes":
+        step = length * rng.uniform(0.11, 0.14)
+        for x in np.arange(c - h + rng.uniform(0, step), c + h, step):
+            d.rectangle((x, 0, x + step * 0.4, size), fill=sp.accent)
+    elif sp.pattern == "spots":
+        for _ in range(int(rng.integers(9, 15))):
+            x, y = c + rng.uniform(-0.8, 0.8) * h, c + rng.uniform(-0.7, 0.7) * h
+            r = length * rng.uniform(0.035, 0.06)
+            d.ellipse((x - r, y - r, x + r, y + r), fill=sp.accent)
+    elif sp.pattern == "bands":
+        for x in (c - h * 0.35, c + h * 0.25):
+            w = length * rng.uniform(0.08, 0.12)
+            d.rectangle((x, 0, x + w, size), fill=sp.accent)
+    elif sp.pattern == "rings":
+        for r in np.arange(h * 0.1, h, h * 0.18):
+            d.ellipse((c - r - h * 0.1, c - r - h * 0.2, c + r - h * 0.1, c + r - h * 0.2),
+                      outline=sp.accent, width=max(1, int(length * 0.03)))
+    return img
+
+
+def _organism(sp: Species, individual: np.random.Generator, view: np.random.Generator,
+              size: int) -> Image.Image:
+    """RGBA layer of the organism, rotated and scaled for this view."""
+    length = size * individual.uniform(0.42, 0.55) * view.uniform(0.88, 1.12)
+    mask = _shape_mask(sp.shape, size, length)
+    layer = _pattern(sp, individual, size, length).convert("RGBA")
+    layer.putalpha(mask)
+    if view.random() < 0.5:
+        layer = layer.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return layer.rotate(view.uniform(-45, 45), resample=Image.Resampling.BILINEAR)
+
+
+def _draw_hand(canvas: Image.Image, corner: int, rng: np.random.Generator, size: int) -> tuple:
+    """The spurious cue: a hand in a blue sleeve reaching in from an image corner. Returns its box."""
+    d = ImageDraw.Draw(canvas)
+    w = size * rng.uniform(0.26, 0.32)
+    right, bottom = corner % 2 == 1, corner >= 2
+    x0 = size - w if right else 0
+    y0 = size - w if bottom else 0
+    # sleeve along the edge, palm towards the centre, four fingers
+    sx0 = x0 + (w * 0.5 if right else 0)
+    d.rectangle((sx0, y0, sx0 + w * 0.5, y0 + w), fill=SLEEVE)
+    px0 = x0 + (w * 0.1 if right else w * 0.4)
+    d.rounded_rectangle((px0, y0 + w * 0.3, px0 + w * 0.5, y0 + w * 0.8), radius=w * 0.1, fill=SKIN)
+    for i in range(4):
+        fy = y0 + w * (0.25 + 0.15 * i)
+        fx = px0 - w * 0.1 if right else px0 + w * 0.35
+        d.ellipse((fx, fy, fx + w * 0.25, fy + w * 0.12), fill=SKIN)
+    return (x0, y0, x0 + w, y0 + w)

@@ -1,0 +1,68 @@
+"""torchvision ResNet factory: depth from config, head sized from the data, local weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+log = logging.getLogger(__name__)
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+
+
+def resnet(
+    depth: int = 101,
+    num_classes: int = 1000,
+    weights: str | None = None,
+    weights_path: str | Path | None = None,
+    zero_init_residual: bool = True,
+) -> models.ResNet:
+    """A torchvision ResNet with a ``num_classes``-way head.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        num_classes: outputs of the new head.
+        weights: a torchvision weights name (``"IMAGENET1K_V2"``, ``"DEFAULT"``); downloads on
+            first use, so only where the machine can reach download.pytorch.org.
+        weights_path: a local file with a state dict (a torchvision ``.pth``, or a Lightning
+            checkpoint of this project); every tensor whose name and shape match is loaded, the
+            classification head is left fresh when its size differs.
+        zero_init_residual: start each residual branch at zero (its last BN weight = 0), so a
+            deep ResNet trained from scratch begins as a shallow one: much more stable on small
+            data (Goyal et al., 2017).
+    """
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(f"depth={depth}: must be one of {RESNET_DEPTHS}")
+    if weights and weights_path:
+        raise ValueError("set either weights or weights_path, not both")
+    builder = getattr(models, f"resnet{depth}")
+    net = builder(weights=weights) if weights else builder(zero_init_residual=zero_init_residual)
+    net.fc = nn.Linear(net.fc.in_features, num_classes)
+    if weights_path:
+        load_matching(net, weights_path)
+    return net
+
+
+def load_matching(net: nn.Module, path: str | Path) -> list[str]:
+    """Load the tensors of ``path`` whose names and shapes match ``net``; return the names skipped.
+
+    Accepts a raw state dict or a checkpoint dict with ``state_dict`` (keys prefixed ``net.`` by
+    this project's classifier are unprefixed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights_path={str(path)!r}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = {k.removeprefix("net."): v for k, v in state.items()}
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"weights_path={str(path)!r}: no tensor matches this network")
+    net.load_state_dict(usable, strict=False)
+    skipped = sorted(set(own) - set(usable))
+    log.info("loaded %d tensors from %s; kept fresh: %s", len(usable), path, skipped or "none")
+    return skipped

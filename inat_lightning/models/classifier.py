@@ -1,0 +1,186 @@
+"""The species classifier: a ResNet in a ``LightningModule`` with SGD + ReduceLROnPlateau and
+torchmetrics (micro/macro accuracy, top-5, macro F1/precision/recall, per-class F1, confusion
+matrix), all logged per stage as ``<stage>/<metric>``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from inat_lightning.models.backbones import resnet
+
+STAGES = ("train", "val", "test")
+
+
+def build_metrics(num_classes: int) -> MetricCollection:
+    """The scalar metrics of one stage; top-5 only when there are at least 5 classes."""
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
+        "recall_macro": MulticlassRecall(num_classes, average="macro"),
+    }
+    if num_classes >= 5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class Classifier(L.LightningModule):
+    """ResNet species classifier.
+
+    Args:
+        num_classes: size of the head (from the data module).
+        class_names: label names, in index order; kept in the checkpoint for evaluation.
+        optimizer: partial optimizer (``torch.optim.SGD`` in config), called with the parameters.
+        scheduler: partial LR scheduler, called with the optimizer; ``None`` for a constant LR.
+        monitor: metric the scheduler watches (``ReduceLROnPlateau``).
+        depth, weights, weights_path: see :func:`inat_lightning.models.backbones.resnet`.
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-class loss weights (long-tailed data); ``None`` = uniform.
+        channels_last: NHWC memory format (faster on CPU from ~128 px, and on tensor cores).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/f1_macro",
+        class_names: Sequence[str] | None = None,
+        depth: int = 101,
+        weights: str | None = None,
+        weights_path: str | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
+        self.save_hyperparameters(logger=False, ignore=["class_weights"])
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.net = resnet(depth, num_classes, weights=weights, weights_path=weights_path)
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        # keys get a suffix: a ModuleDict key "train" would shadow nn.Module.train()
+        self.metrics = nn.ModuleDict(
+            {f"{s}_": build_metrics(num_classes).clone(prefix=f"{s}/") for s in STAGES}
+        )
+        self.per_class_f1 = nn.ModuleDict(
+            {s: MulticlassF1Score(num_classes, average=None) for s in ("val", "test")}
+        )
+        self.confmat = nn.ModuleDict(
+            {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        x, y = batch["image"], batch["label"]
+        if batch.get("n_skipped") is not None:
+            self.log(
+                f"{stage}/skipped_images",
+                float(batch["n_skipped"]),
+                reduce_fx="sum",
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+            )
+        if x is None:  # every image of the batch was unreadable
+            return None
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+        )
+        metrics = self.metrics[f"{stage}_"]
+        metrics.update(logits, y)
+        for name, metric in metrics.items():
+            self.log(
+                name,
+                metric,
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(y),
+                prog_bar=name in ("val/acc", "val/f1_macro"),
+            )
+        if stage in self.confmat:
+            self.per_class_f1[stage].update(logits, y)
+            self.confmat[stage].update(logits, y)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    # ------------------------------------------------------------------ epoch ends
+    def confusion_matrix(self, stage: str) -> torch.Tensor:
+        """Rows = true class, columns = predicted class, counts of the current epoch (synced
+        across devices)."""
+        return self.confmat[stage].compute()
+
+    def _epoch_start(self, stage: str) -> None:
+        self.per_class_f1[stage].reset()
+        self.confmat[stage].reset()
+
+    def _epoch_end(self, stage: str) -> None:
+        if self.trainer.sanity_checking:
+            return
+        f1 = self.per_class_f1[stage].compute()
+        self.log_dict({f"{stage}/f1_class/{n}": v for n, v in zip(self.class_names, f1)})
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch_start("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": self.hparams.scheduler(optimizer=optimizer),
+                "monitor": self.hparams.monitor,
+                "interval": "epoch",
+                "frequency": 1,
+            },
+        }

@@ -1,0 +1,99 @@
+"""The training task behind ``train.py``: check the config, build everything with Hydra, fit,
+test the best checkpoint, write ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+from omegaconf import DictConfig, OmegaConf
+
+from inat_lightning.config import ConfigError, build, build_all, check_train_config
+
+log = logging.getLogger(__name__)
+
+
+def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test a classifier; return ``cfg.optimized_metric`` (for sweepers)."""
+    check_train_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    callbacks = build_all(cfg.get("callbacks"), "callbacks")
+    loggers = build_all(cfg.get("logger"), "logger")
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    datamodule = build(cfg.data, "data")
+    try:
+        datamodule.setup("fit")
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        raise ConfigError(f"data: {e}") from e
+    model = build(
+        cfg.model,
+        "model",
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        class_weights=datamodule.class_weights,
+    )
+    for lg in trainer.loggers:
+        lg.log_hyperparams(_flat_hparams(cfg))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_metrics = _scalar_metrics(trainer)
+
+    test_metrics: dict[str, float] = {}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test", True):
+        if not best:
+            log.warning(
+                "no best checkpoint (fast_dev_run or no checkpointing): testing current weights"
+            )
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        test_metrics = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test/")}
+
+    metrics = {**train_metrics, **test_metrics}
+    summary: dict[str, Any] = {
+        "metrics": metrics,
+        "best_checkpoint": best or None,
+        "class_names": datamodule.class_names,
+        "split_sizes": {k: len(v) for k, v in datamodule.datasets.items()},
+        "chance_accuracy": 1.0 / datamodule.num_classes,
+    }
+    if cfg.get("test", True):
+        summary["test_confusion_matrix"] = model.confusion_matrix("test").tolist()
+    out = Path(cfg.paths.output_dir) / "metrics.json"
+    out.write_text(json.dumps(summary, indent=2))
+    log.info("metrics written to %s", out)
+    for key in ("test/acc", "test/acc_macro", "test/f1_macro"):
+        if key in metrics:
+            log.info("%s = %.4f (chance %.4f)", key, metrics[key], summary["chance_accuracy"])
+
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    return None if value is None or math.isnan(value) else value
+
+
+def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's main hyperparameters, flat, for TensorBoard's HPARAMS tab."""
+    keep = ("data", "model", "trainer", "seed")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k != "_target_":
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node if isinstance(node, int | float | str | bool) else str(node)
+
+    for k in keep:
+        walk(k, container.get(k))  # type: ignore[union-attr]
+    return flat

@@ -1,0 +1,80 @@
+"""Bad config values fail before any work, with a message naming the key."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from inat_lightning.config import ConfigError, check_train_config
+from inat_lightning.training import train
+from tests.conftest import REPO, run_cli
+
+
+def compose_train(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.log_dir={tmp_path}/logs",
+                f"paths.data_dir={tmp_path}/data",
+                *overrides,
+            ],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "out")  # no Hydra runtime in compose()
+    return cfg
+
+
+def test_defaults_are_valid_and_the_default_model_is_resnet101(tmp_path):
+    cfg = compose_train(tmp_path)
+    check_train_config(cfg)
+    assert cfg.model.depth == 101 and cfg.data.synthetic.num_species == 8
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.depth=77", "model.depth=77"),
+        ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1"),
+        ("model.optimizer.momentum=-1", "model.optimizer"),
+        ("model.scheduler.factor=2.0", "model.scheduler"),
+        ("model.label_smoothing=1.5", "model.label_smoothing"),
+        ("model.weights_path=/nonexistent.pth", "model.weights_path"),
+        ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
+    ],
+)
+def test_model_and_run_errors_name_the_key(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("-", r"\-")):
+        check_train_config(compose_train(tmp_path, override))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.split.ratios=[0.5,0.6,0.1]"], r"data\.split\.ratios=.*sum to 1"),
+        (["data=imagefolder", "data.root=/does/not/exist"], r"data\.root="),
+        (["data.batch_size=0"], r"data.*batch_size"),
+    ],
+)
+def test_data_errors_name_the_key_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train(tmp_path, *overrides))
+    assert not (tmp_path / "data").exists()  # nothing was generated
+
+
+def test_empty_dataset_is_a_config_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no images"):
+        train(compose_train(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'empty'}"))
+
+
+@pytest.mark.slow
+def test_cli_reports_config_error_in_one_line_and_exits_2(tmp_path):
+    res = run_cli("train.py", "model.depth=77", tmp_path=tmp_path, timeout=120)
+    assert res.returncode == 2
+    assert "config error: model.depth=77" in res.stderr
+    assert "Traceback" not in res.stderr
+    unknown = run_cli("train.py", "data.no_such_key=1", tmp_path=tmp_path, timeout=120)
+    assert unknown.returncode != 0 and "no_such_key" in unknown.stderr

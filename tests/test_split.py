@@ -1,0 +1,88 @@
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from inat_lightning.data.manifest import Record
+from inat_lightning.data.split import SplitSpec, read_splits, split_records, write_splits
+
+
+def records(classes: dict[str, int], views: int = 2, start: int = 0) -> list[Record]:
+    out = []
+    for name, n_obs in classes.items():
+        for o in range(start, start + n_obs):
+            for v in range(views):
+                out.append(
+                    Record(f"{name}-{o}-{v}", f"{name}-{o}", name, name, f"{name}/{o}-{v}.jpg")
+                )
+    return out
+
+
+RATIOS = (0.7, 0.15, 0.15)
+
+
+def test_grouped_by_observation():
+    recs = records({"a": 50, "b": 30}, views=3)
+    splits = split_records(recs, RATIOS, seed=0)
+    per_obs = defaultdict(set)
+    for r, s in zip(recs, splits):
+        per_obs[r.observation_id].add(s)
+    assert all(len(s) == 1 for s in per_obs.values())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_shares_follow_the_ratios(seed):
+    recs = records({"big": 2000, "mid": 400}, views=1)
+    splits = split_records(recs, RATIOS, seed=seed)
+    for cls in ("big", "mid"):
+        c = Counter(s for r, s in zip(recs, splits) if r.taxon_name == cls)
+        n = sum(c.values())
+        for split, p in zip(("train", "val", "test"), RATIOS):
+            sigma = (p * (1 - p) / n) ** 0.5  # hashing is binomial sampling per class
+            assert abs(c[split] / n - p) < 4.5 * sigma, (cls, split, c)
+
+
+def test_every_class_reaches_every_split_even_when_small():
+    recs = records({f"c{i}": 3 + i % 4 for i in range(40)}, views=1)
+    splits = split_records(recs, RATIOS, seed=2)
+    for i in range(40):
+        assert {s for r, s in zip(recs, splits) if r.taxon_name == f"c{i}"} == {
+            "train",
+            "val",
+            "test",
+        }
+
+
+def test_deterministic_and_seed_dependent():
+    recs = records({"a": 100, "b": 100})
+    assert split_records(recs, RATIOS, 7) == split_records(list(recs), RATIOS, 7)
+    assert split_records(recs, RATIOS, 7) != split_records(recs, RATIOS, 8)
+
+
+def test_stable_when_images_and_observations_are_added():
+    old = records({"a": 60, "b": 45})
+    new = old + records({"a": 30, "b": 20}, start=1000) + records({"c": 25})
+    before = dict(zip((r.path for r in old), split_records(old, RATIOS, 3)))
+    after = dict(zip((r.path for r in new), split_records(new, RATIOS, 3)))
+    assert all(after[p] == s for p, s in before.items())
+
+
+def test_previous_split_file_pins_images(tmp_path: Path):
+    recs = records({"a": 40, "b": 40})
+    splits = split_records(recs, RATIOS, 0)
+    write_splits(tmp_path / "splits.csv", recs, splits)
+    assert read_splits(tmp_path / "splits.csv") == {r.path: s for r, s in zip(recs, splits)}
+    # another seed would move things, but the file pins every listed image
+    spec = SplitSpec(ratios=RATIOS, seed=99, file=str(tmp_path / "splits.csv"))
+    assert spec.assign(recs) == splits
+
+
+@pytest.mark.parametrize("ratios", [(0.5, 0.6, 0.1), (0.7, 0.3), (-0.1, 0.6, 0.5), (0.0, 0.5, 0.5)])
+def test_bad_ratios_are_named(ratios):
+    with pytest.raises(ValueError, match="ratios="):
+        SplitSpec(ratios=ratios)
+
+
+def test_missing_split_file_is_named(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="file="):
+        SplitSpec(file=str(tmp_path / "nope.csv"))

@@ -1,0 +1,85 @@
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inat_lightning.data.manifest import read_manifest
+from inat_lightning.data.synthetic import SyntheticSpecies
+
+
+def test_generation_is_deterministic_and_complete(tmp_path: Path):
+    gen = SyntheticSpecies(num_species=3, observations_per_species=4, image_size=32, seed=5)
+    a = gen.generate(tmp_path / "a", progress=False)
+    b = gen.generate(tmp_path / "b", progress=False)
+    assert [r.sha256 for r in a] == [r.sha256 for r in b]
+    assert read_manifest(tmp_path / "a" / "manifest.csv") == a
+    for r in a:
+        assert Image.open(tmp_path / "a" / r.path).size == (32, 32)
+        assert r.path.startswith(r.taxon_name + "/")
+    views = Counter(r.observation_id for r in a)
+    assert set(views.values()) <= {1, 2, 3} and len(views) == 12
+    other = SyntheticSpecies(num_species=3, observations_per_species=4, image_size=32, seed=6)
+    assert [r.sha256 for r in other.generate(tmp_path / "c", progress=False)] != [
+        r.sha256 for r in a
+    ]
+
+
+def test_look_alike_pairs_differ_only_in_pattern():
+    sp = SyntheticSpecies().species()
+    for i, j in ((0, 1), (2, 3)):
+        assert (sp[i].shape, sp[i].body, sp[i].accent) == (sp[j].shape, sp[j].body, sp[j].accent)
+        assert sp[i].pattern != sp[j].pattern
+    assert len({s.name for s in SyntheticSpecies(num_species=20).species()}) == 20
+
+
+def test_long_tail_counts():
+    gen = SyntheticSpecies(num_species=5, observations_per_species=50, long_tail=10)
+    counts = [gen.observation_count(k) for k in range(5)]
+    assert counts[0] == 50 and counts[-1] == 5 and counts == sorted(counts, reverse=True)
+
+
+def test_cue_goes_with_the_chosen_species_and_counterfactual_changes_only_the_box():
+    gen = SyntheticSpecies(num_species=4, observations_per_species=40, image_size=64, cue_species=1)
+    samples = gen.samples()
+    obs_cue = {(s.species, s.observation): s.has_cue for s in samples}
+    share = [np.mean([v for (k, _), v in obs_cue.items() if k == sp]) for sp in range(4)]
+    assert share[1] > 0.6 and max(share[0], share[2], share[3]) < 0.15
+
+    cued = next(s for s in samples if s.has_cue)
+    with_cue, box = gen.render(cued)
+    without, no_box = gen.render(cued, cue=False)
+    assert box is not None and no_box is None
+    a, b = np.asarray(with_cue, float), np.asarray(without, float)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    inside = np.zeros(a.shape[:2], bool)
+    inside[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2] = True
+    assert np.abs(a - b)[inside].mean() > 20  # the hand is really there
+    assert np.abs(a - b)[~inside].mean() < 1.0  # and nothing else moved
+
+
+def test_no_cue_when_disabled():
+    assert not any(s.has_cue for s in SyntheticSpecies(num_species=3).samples())
+
+
+def test_ensure_caches_and_never_overwrites_user_data(tmp_path: Path):
+    gen = SyntheticSpecies(num_species=2, observations_per_species=3, image_size=24)
+    gen.ensure(tmp_path / "syn")
+    stamp = (tmp_path / "syn" / "manifest.csv").stat().st_mtime_ns
+    gen.ensure(tmp_path / "syn")
+    assert (tmp_path / "syn" / "manifest.csv").stat().st_mtime_ns == stamp  # cached
+    SyntheticSpecies(num_species=3, observations_per_species=3, image_size=24).ensure(
+        tmp_path / "syn"
+    )
+    assert len({r.taxon_name for r in read_manifest(tmp_path / "syn" / "manifest.csv")}) == 3
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.jpg").write_bytes(b"x")
+    with pytest.raises(FileExistsError):
+        gen.ensure(tmp_path / "mine")
+    assert (tmp_path / "mine" / "precious.jpg").exists()
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="cue_species"):
+        SyntheticSpecies(num_species=3, cue_species=5)
