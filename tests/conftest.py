@@ -8,11 +8,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from inat_lightning.data.synthetic import SyntheticSpecies
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory) -> Path:
+    """A ``paths.data_dir`` shared by CLI tests, so the synthetic dataset is generated once."""
+    return tmp_path_factory.mktemp("data")
+
+
+def run_dirs(log_dir: Path) -> list[Path]:
+    """Run folders (those holding a .hydra folder) under a log dir."""
+    return sorted(p.parent for p in log_dir.rglob(".hydra"))
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +50,31 @@ def make_image_folder(root: Path, counts: dict[str, int], size: int = 24) -> Pat
 
 
 def run_cli(
-    script: str, *overrides: str, tmp_path: Path, timeout: float = 600
+    script: str, *overrides: str, tmp_path: Path, data_dir: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run an entry point for real, with logs and data under ``tmp_path``."""
+    """Run an entry point for real, with logs (and data, unless ``data_dir``) under ``tmp_path``."""
     cmd = [
         sys.executable,
         str(REPO / script),
         f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.data_dir={data_dir or tmp_path / 'data'}",
         *overrides,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def compose_config(name: str, tmp_path: Path, *overrides: str) -> DictConfig:
+    """Compose a primary config in-process (no subprocess), with paths under ``tmp_path``."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            name,
+            overrides=[
+                f"paths.log_dir={tmp_path}/logs",
+                f"paths.data_dir={tmp_path}/data",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "out")  # no Hydra runtime in compose()
+    return cfg

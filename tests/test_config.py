@@ -3,28 +3,14 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from inat_lightning.config import ConfigError, check_train_config
 from inat_lightning.training import train
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 
 
 def compose_train(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"paths.log_dir={tmp_path}/logs",
-                f"paths.data_dir={tmp_path}/data",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "out")  # no Hydra runtime in compose()
-    return cfg
+    return compose_config("train", tmp_path, *overrides)
 
 
 def test_defaults_are_valid_and_the_default_model_is_resnet101(tmp_path):

@@ -167,6 +167,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
+        # drop a ragged last train batch: a batch of one breaks BatchNorm and adds noise
+        drop_last = split == "train" and len(self.datasets[split]) > self.batch_size
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
@@ -176,6 +178,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=collate_skipping,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.csv"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -78,18 +80,27 @@ def _parse(column: str, value: str) -> object:
     return value
 
 
-def read_manifest(path: str | Path) -> list[Record]:
-    """Read a manifest CSV; unknown extra columns are ignored, missing optional ones are empty."""
+def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Record]:
+    """Read a manifest CSV; unknown extra columns are ignored, missing optional ones are empty.
+
+    A row with fewer or more cells than the header (a line torn by a crash) is an error, or is
+    skipped with a warning when ``skip_incomplete``.
+    """
     path = Path(path)
+    records = []
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"photo_id", "observation_id", "taxon_name", "path"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: manifest lacks required columns {sorted(missing)}")
-        return [
-            Record(**{c: _parse(c, row.get(c) or "") for c in COLUMNS})  # type: ignore[arg-type]
-            for row in reader
-        ]
+        for row in reader:
+            if None in row or None in row.values():
+                if not skip_incomplete:
+                    raise ValueError(f"{path}: line {reader.line_num} is incomplete")
+                log.warning("%s: skipping incomplete line %d", path, reader.line_num)
+                continue
+            records.append(Record(**{c: _parse(c, row.get(c) or "") for c in COLUMNS}))
+    return records
 
 
 def write_manifest(path: str | Path, records: Iterable[Record]) -> None:

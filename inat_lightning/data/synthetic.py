@@ -87,6 +87,8 @@ class SyntheticSpecies:
 
     Args:
         num_species: number of classes K (any K ≥ 2; the first 12 come from a hand-made catalogue).
+        lookalikes: include the look-alike partners (species 1 and 3 of the catalogue); ``False``
+            gives an easy set of clearly distinct species.
         observations_per_species: observations of the most common species.
         max_views: each observation has 1..max_views photos.
         long_tail: ratio of the most to the least common species' observation count (1 = balanced).
@@ -98,6 +100,7 @@ class SyntheticSpecies:
     """
 
     num_species: int = 8
+    lookalikes: bool = True
     observations_per_species: int = 40
     max_views: int = 3
     long_tail: float = 1.0
@@ -124,7 +127,8 @@ class SyntheticSpecies:
 
     # ------------------------------------------------------------------ catalogue and samples
     def species(self) -> list[Species]:
-        out = [Species(*row) for row in CATALOGUE[: self.num_species]]
+        rows = [r for i, r in enumerate(CATALOGUE) if self.lookalikes or i not in (1, 3)]
+        out = [Species(*row) for row in rows[: self.num_species]]
         rng = np.random.default_rng([self.seed, 7919])
         for k in range(len(out), self.num_species):
             body, accent = rng.integers(20, 236, size=(2, 3))

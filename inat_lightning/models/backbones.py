@@ -18,7 +18,7 @@ def resnet(
     num_classes: int = 1000,
     weights: str | None = None,
     weights_path: str | Path | None = None,
-    zero_init_residual: bool = True,
+    zero_init_residual: bool = False,
 ) -> models.ResNet:
     """A torchvision ResNet with a ``num_classes``-way head.
 
@@ -30,9 +30,9 @@ def resnet(
         weights_path: a local file with a state dict (a torchvision ``.pth``, or a Lightning
             checkpoint of this project); every tensor whose name and shape match is loaded, the
             classification head is left fresh when its size differs.
-        zero_init_residual: start each residual branch at zero (its last BN weight = 0), so a
-            deep ResNet trained from scratch begins as a shallow one: much more stable on small
-            data (Goyal et al., 2017).
+        zero_init_residual: start every residual branch at zero (last BN weight = 0), so a deep
+            net trained from scratch starts as a shallow one. Measured here on the synthetic set:
+            it steadies ResNet101 from scratch, but slows ResNet18 down a lot.
     """
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"depth={depth}: must be one of {RESNET_DEPTHS}")

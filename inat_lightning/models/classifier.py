@@ -44,10 +44,12 @@ class Classifier(L.LightningModule):
     Args:
         num_classes: size of the head (from the data module).
         class_names: label names, in index order; kept in the checkpoint for evaluation.
-        optimizer: partial optimizer (``torch.optim.SGD`` in config), called with the parameters.
+        optimizer: partial optimizer (``torch.optim.SGD`` in config), called with the parameters;
+            needed for training only, so a checkpoint loads for evaluation without it.
         scheduler: partial LR scheduler, called with the optimizer; ``None`` for a constant LR.
         monitor: metric the scheduler watches (``ReduceLROnPlateau``).
-        depth, weights, weights_path: see :func:`inat_lightning.models.backbones.resnet`.
+        depth, weights, weights_path, zero_init_residual: see
+            :func:`inat_lightning.models.backbones.resnet`.
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class loss weights (long-tailed data); ``None`` = uniform.
         channels_last: NHWC memory format (faster on CPU from ~128 px, and on tensor cores).
@@ -56,13 +58,14 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         num_classes: int,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/f1_macro",
         class_names: Sequence[str] | None = None,
         depth: int = 101,
         weights: str | None = None,
         weights_path: str | None = None,
+        zero_init_residual: bool = False,
         label_smoothing: float = 0.0,
         class_weights: torch.Tensor | None = None,
         channels_last: bool = False,
@@ -70,9 +73,13 @@ class Classifier(L.LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
-        self.save_hyperparameters(logger=False, ignore=["class_weights"])
+        # plain Python values (not OmegaConf lists) and no partials in the checkpoint: it then
+        # loads with torch.load(weights_only=True)
+        class_names = [str(c) for c in class_names] if class_names is not None else None
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "class_weights"])
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
-        self.net = resnet(depth, num_classes, weights=weights, weights_path=weights_path)
+        self.net = resnet(depth, num_classes, weights, weights_path, zero_init_residual)
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -172,13 +179,15 @@ class Classifier(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        if self.optimizer is None:
+            raise ValueError("optimizer: required for training (model.optimizer in config)")
+        optimizer = self.optimizer(params=self.parameters())
+        if self.scheduler is None:
             return {"optimizer": optimizer}
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": self.hparams.scheduler(optimizer=optimizer),
+                "scheduler": self.scheduler(optimizer=optimizer),
                 "monitor": self.hparams.monitor,
                 "interval": "epoch",
                 "frequency": 1,

@@ -1,0 +1,205 @@
+"""Polite HTTP: a global rate limit, byte budgets, retries with backoff + jitter, size caps.
+
+Every request of a scrape goes through one :class:`HttpClient`, so its limits hold globally,
+across threads, retries included.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import requests
+
+log = logging.getLogger(__name__)
+
+
+class RateLimiter:
+    """At most ``rate`` acquisitions per second, evenly spaced, shared by all threads."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate={rate}: must be > 0 requests per second")
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class ByteBudget:
+    """Caps bytes per sliding hour and day (iNaturalist: ~5 GB/h and ~24 GB/day of media);
+    :meth:`wait` blocks until the next body fits again."""
+
+    def __init__(self, per_hour: float | None, per_day: float | None) -> None:
+        self.limits = [(3600.0, per_hour), (86400.0, per_day)]
+        self._log: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def _used(self, window: float, now: float) -> int:
+        return sum(n for t, n in self._log if t > now - window)
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._log and self._log[0][0] < now - 86400:
+                    self._log.popleft()
+                over = [(w, cap) for w, cap in self.limits if cap and self._used(w, now) >= cap]
+                if not over:
+                    return
+                window = over[0][0]
+                oldest = next(t for t, _ in self._log if t > now - window)
+                delay = oldest + window - now
+            log.warning("media byte budget reached; pausing %.0f s", delay)
+            time.sleep(min(delay, 60.0))
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._log.append((time.monotonic(), n))
+
+
+class HttpError(Exception):
+    """A request that failed for good (after retries, or with a non-retryable status)."""
+
+
+class RetryableError(Exception):
+    """Raised by a body check (e.g. an image that does not decode) to ask for another try."""
+
+
+@dataclass
+class RetryPolicy:
+    """Retries on timeouts, connection errors, 429 (honouring ``Retry-After``) and 5xx.
+
+    Args:
+        retries: extra attempts after the first.
+        backoff: first backoff in seconds; doubles every attempt, plus up to 100% jitter.
+        max_backoff: cap of one wait, ``Retry-After`` included.
+    """
+
+    retries: int = 4
+    backoff: float = 1.0
+    max_backoff: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        base = self.backoff * 2**attempt
+        return min(base * (1 + random.random()), self.max_backoff)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class HttpClient:
+    """GET with a global rate limit, retries and a body-size cap.
+
+    Args:
+        rate: requests per second, never exceeded (iNaturalist asks for ~1/s on its API).
+        user_agent: a descriptive User-Agent, with a way to reach you.
+        timeout: seconds to connect and between bytes.
+        retry: see :class:`RetryPolicy`.
+        max_bytes: refuse bodies larger than this.
+        byte_budget: optional hourly/daily byte caps.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        user_agent: str,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_bytes: int = 20_000_000,
+        byte_budget: ByteBudget | None = None,
+    ) -> None:
+        self.limiter = RateLimiter(rate)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.max_bytes = max_bytes
+        self.byte_budget = byte_budget
+        self._local = threading.local()
+        self.user_agent = user_agent
+
+    @property
+    def session(self) -> requests.Session:
+        """One ``requests.Session`` per thread (sessions are not thread-safe)."""
+        if not hasattr(self._local, "session"):
+            s = requests.Session()
+            s.headers["User-Agent"] = self.user_agent
+            self._local.session = s
+        return self._local.session
+
+    def _read(self, resp: requests.Response) -> bytes:
+        declared = resp.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise HttpError(f"body of {declared} bytes exceeds max_bytes={self.max_bytes}")
+        chunks, size = [], 0
+        for chunk in resp.iter_content(65536):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise HttpError(f"body exceeds max_bytes={self.max_bytes}")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if declared and declared.isdigit() and len(body) < int(declared):
+            raise RetryableError(f"truncated body: {len(body)} of {declared} bytes")
+        return body
+
+    def get(
+        self,
+        url: str,
+        params: dict | None = None,
+        accept: Callable[[requests.Response, bytes], None] | None = None,
+    ) -> tuple[requests.Response, bytes]:
+        """GET ``url``; ``accept(response, body)`` may raise :class:`RetryableError` (try again)
+        or :class:`HttpError` (give up). Returns the response and its body."""
+        reason = ""
+        for attempt in range(self.retry.retries + 1):
+            if self.byte_budget:
+                self.byte_budget.wait()
+            self.limiter.acquire()
+            wait = self.retry.delay(attempt)
+            try:
+                with self.session.get(
+                    url, params=params, timeout=self.timeout, stream=True
+                ) as resp:
+                    status = resp.status_code
+                    if status == 429 or status >= 500:
+                        reason = f"HTTP {status}"
+                        hinted = retry_after_seconds(resp.headers.get("Retry-After"))
+                        if status == 429 and hinted is not None:
+                            wait = min(hinted, self.retry.max_backoff)
+                    elif status >= 400:
+                        raise HttpError(f"HTTP {status} for {url}")
+                    else:
+                        body = self._read(resp)
+                        if self.byte_budget:
+                            self.byte_budget.add(len(body))
+                        if accept:
+                            accept(resp, body)
+                        return resp, body
+            except (requests.Timeout, requests.ConnectionError, RetryableError) as e:
+                reason = f"{type(e).__name__}: {e}"
+            if attempt < self.retry.retries:
+                log.debug("retrying %s in %.1f s (%s)", url, wait, reason)
+                time.sleep(wait)
+        raise HttpError(f"gave up after {self.retry.retries + 1} attempts: {reason}")

@@ -1,0 +1,169 @@
+"""iNaturalist API v1 client: resolve taxa, page observations with ``id_above``, parse photos.
+
+Parsing is kept in pure functions (:func:`parse_observation`, :func:`pick_taxon`) so it is checked
+against genuine API responses in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from inat_lightning.scrape.http import HttpClient
+
+SIZES = ("square", "small", "medium", "large", "original")
+_SIZE_IN_URL = re.compile(r"/(square|thumb|small|medium|large|original)\.(\w+)(\?.*)?$")
+_PHOTO_ID_IN_URL = re.compile(r"/photos/(\d+)/")
+DEFAULT_LICENSES = (
+    "cc0",
+    "cc-by",
+    "cc-by-sa",
+    "cc-by-nc",
+    "cc-by-nc-sa",
+    "cc-by-nd",
+    "cc-by-nc-nd",
+)
+
+
+@dataclass(frozen=True)
+class Taxon:
+    id: int
+    name: str
+    rank: str = ""
+
+
+@dataclass(frozen=True)
+class PhotoItem:
+    """One photo to download, with everything the manifest records."""
+
+    photo_id: str
+    observation_id: str
+    taxon: Taxon
+    url: str
+    license: str = ""
+    attribution: str = ""
+    quality_grade: str = ""
+
+
+def sized_url(url: str, size: str) -> str:
+    """Swap the size variant of a photo URL: ``.../square.jpg`` → ``.../medium.jpg``."""
+    if size not in SIZES:
+        raise ValueError(f"size={size!r}: must be one of {SIZES}")
+    return _SIZE_IN_URL.sub(lambda m: f"/{size}.{m.group(2)}{m.group(3) or ''}", url)
+
+
+def photo_id_from_url(url: str) -> str | None:
+    m = _PHOTO_ID_IN_URL.search(url)
+    return m.group(1) if m else None
+
+
+def parse_observation(
+    obs: dict, taxon: Taxon, size: str = "medium", licenses: Sequence[str] | None = None
+) -> list[PhotoItem]:
+    """The photos of one ``/v1/observations`` result, filtered by photo license.
+
+    Each photo carries its *own* license and attribution (not the observation's). Photos without
+    a URL are skipped; ``licenses=None`` keeps every license, an empty license code means
+    "all rights reserved" and is kept only then.
+    """
+    wanted = None if licenses is None else {x.lower() for x in licenses}
+    items = []
+    for photo in obs.get("photos") or []:
+        url = photo.get("url")
+        code = (photo.get("license_code") or "").lower()
+        if not url or (wanted is not None and code not in wanted):
+            continue
+        items.append(
+            PhotoItem(
+                photo_id=str(photo["id"]),
+                observation_id=str(obs["id"]),
+                taxon=taxon,
+                url=sized_url(url, size),
+                license=code,
+                attribution=photo.get("attribution") or "",
+                quality_grade=obs.get("quality_grade") or "",
+            )
+        )
+    return items
+
+
+def pick_taxon(response: dict, query: str) -> Taxon:
+    """The taxon a name means in a ``/v1/taxa?q=`` response: an exact (case-insensitive) match
+    of its name or matched term, active taxa first; otherwise an error listing the candidates."""
+    results = response.get("results") or []
+    q = query.strip().lower()
+    exact = [
+        t
+        for t in results
+        if q in {(t.get("name") or "").lower(), (t.get("matched_term") or "").lower()}
+    ]
+    exact.sort(key=lambda t: not t.get("is_active", True))
+    if exact:
+        t = exact[0]
+        return Taxon(int(t["id"]), t["name"], t.get("rank") or "")
+    names = ", ".join(f"{t.get('name')} ({t.get('rank')})" for t in results[:8]) or "none"
+    raise LookupError(f"taxon {query!r} not found on iNaturalist; candidates: {names}")
+
+
+class INatAPI:
+    """The few API v1 endpoints a scrape needs.
+
+    Args:
+        client: the shared polite HTTP client (its rate limit covers these calls).
+        base_url: API root, ``https://api.inaturalist.org/v1`` (tests point it at a fake server).
+    """
+
+    def __init__(
+        self, client: HttpClient, base_url: str = "https://api.inaturalist.org/v1"
+    ) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+
+    def _get(self, path: str, params: dict | None = None) -> dict:
+        _, body = self.client.get(f"{self.base_url}/{path.lstrip('/')}", params=params)
+        return json.loads(body)
+
+    def resolve_taxon(self, name_or_id: str | int) -> Taxon:
+        """A taxon from its id (``48662``) or scientific/common name (``"Danaus plexippus"``)."""
+        text = str(name_or_id).strip()
+        if text.isdigit():
+            results = self._get(f"taxa/{text}").get("results") or []
+            if not results:
+                raise LookupError(f"taxon id {text} not found on iNaturalist")
+            t = results[0]
+            return Taxon(int(t["id"]), t["name"], t.get("rank") or "")
+        return pick_taxon(self._get("taxa", {"q": text, "per_page": 30}), text)
+
+    def iter_photos(
+        self,
+        taxon: Taxon,
+        size: str = "medium",
+        quality_grade: str | None = "research",
+        licenses: Sequence[str] | None = DEFAULT_LICENSES,
+        per_page: int = 200,
+        max_pages: int = 10_000,
+    ) -> Iterator[PhotoItem]:
+        """Photos of a taxon's observations, oldest first, paged with ``id_above`` (page numbers
+        stop at 10,000 results). Bounded by ``max_pages``."""
+        last_id = 0
+        for _ in range(max_pages):
+            params = {
+                "taxon_id": taxon.id,
+                "photos": "true",
+                "order_by": "id",
+                "order": "asc",
+                "id_above": last_id,
+                "per_page": min(max(per_page, 1), 200),
+            }
+            if quality_grade:
+                params["quality_grade"] = quality_grade
+            if licenses:
+                params["photo_license"] = ",".join(licenses)
+            results = self._get("observations", params).get("results") or []
+            if not results:
+                return
+            for obs in results:
+                yield from parse_observation(obs, taxon, size, licenses)
+            last_id = max(int(o["id"]) for o in results)

@@ -1,0 +1,377 @@
+"""A fake iNaturalist on 127.0.0.1 for offline tests and benchmarks.
+
+It generates its own data in the shape of the real API v1 (observations with photos, per-photo
+licenses and attributions; taxa), serves photo bytes (synthetic-species drawings, so a model can
+learn from a scrape), and an infinite-scroll observation grid whose tiles JavaScript appends when
+the page is scrolled to the bottom, after a loading delay — the markup real scrapers target
+(``.thumbnail a.img`` with a ``background-image``, or an ``<img>``, and ``href=/observations/<id>``).
+
+Faults are scripted per photo id (a list of behaviours, one per request, then normal service):
+``"500"``, ``"429"``, ``"timeout"`` (sleeps past the client timeout), ``"truncate"``, ``"html"``,
+``"404"``; and ``api_429_every=N`` answers every Nth API request with 429 + ``Retry-After``.
+Every request is logged with its arrival time, so tests check rate limits from the server side.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+from inat_lightning.data.synthetic import Sample, SyntheticSpecies
+
+LICENSES = ("cc-by", "cc-by-nc", "cc0", "cc-by-sa", None)  # None: all rights reserved
+SIZES = {"square": 32, "small": 48, "medium": 64, "large": 80, "original": 96}
+GRID_PAGE = 12  # tiles per scroll
+
+
+@dataclass
+class FakeObservation:
+    id: int
+    taxon_index: int
+    photo_ids: list[int]
+    quality_grade: str
+
+
+@dataclass
+class FakeINat:
+    """Generated iNaturalist data + an HTTP server for it.
+
+    Args:
+        num_taxa: taxa (synthetic species; the first ones' names are the catalogue's).
+        observations_per_taxon: observations per taxon.
+        max_photos: photos per observation, 1..max_photos.
+        faults: photo id → behaviours of its successive requests (see module docstring).
+        api_429_every: every Nth API request gets 429 (0 = never).
+        retry_after: the ``Retry-After`` seconds sent with 429.
+        latency: seconds added to every response.
+        scroll_delay_ms: grid loading delay after scrolling to the bottom.
+        timeout_sleep: how long a ``"timeout"`` fault stalls.
+    """
+
+    num_taxa: int = 3
+    observations_per_taxon: int = 10
+    max_photos: int = 2
+    faults: dict[int, list[str]] = field(default_factory=dict)
+    api_429_every: int = 0
+    retry_after: float = 1.0
+    latency: float = 0.0
+    scroll_delay_ms: int = 300
+    timeout_sleep: float = 3.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.species = SyntheticSpecies(
+            num_species=max(self.num_taxa, 2), image_size=96, seed=self.seed
+        )
+        self.taxa = [
+            {"id": 1000 + k, "name": self.species.species()[k].name, "rank": "species"}
+            for k in range(self.num_taxa)
+        ]
+        self.observations: list[FakeObservation] = []
+        next_obs, next_photo = 5000, 90000
+        for i in range(self.observations_per_taxon):  # interleave taxa, like real ids
+            for k in range(self.num_taxa):
+                n = 1 + (i + k) % self.max_photos
+                ids = list(range(next_photo, next_photo + n))
+                grade = "needs_id" if (i + k) % 7 == 6 else "research"
+                self.observations.append(FakeObservation(next_obs, k, ids, grade))
+                next_obs += 3
+                next_photo += n
+        self.photo_owner = {p: o for o in self.observations for p in o.photo_ids}
+        self.requests: list[tuple[float, str, str]] = []  # (monotonic time, kind, path)
+        self._attempts: dict[int, int] = defaultdict(int)
+        self._api_count = 0
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[int, str], bytes] = {}
+        self.server: _QuietServer | None = None
+
+    # ------------------------------------------------------------------ data in API shape
+    def photo_license(self, photo_id: int) -> str | None:
+        return LICENSES[photo_id % len(LICENSES)]
+
+    def photo_json(self, photo_id: int) -> dict:
+        code = self.photo_license(photo_id)
+        rights = (
+            "no rights reserved (CC0)"
+            if code == "cc0"
+            else (
+                f"some rights reserved ({code.upper().replace('CC-', 'CC ')})"
+                if code
+                else "all rights reserved"
+            )
+        )
+        return {
+            "id": photo_id,
+            "license_code": code,
+            "url": f"{self.base_url}/photos/{photo_id}/square.jpg?{photo_id % 997}",
+            "attribution": f"(c) observer{photo_id % 13}, {rights}",
+            "original_dimensions": {"width": 96, "height": 96},
+            "flags": [],
+        }
+
+    def observation_json(self, obs: FakeObservation) -> dict:
+        taxon = self.taxa[obs.taxon_index]
+        photos = [self.photo_json(p) for p in obs.photo_ids]
+        return {
+            "id": obs.id,
+            "uuid": f"00000000-0000-0000-0000-{obs.id:012d}",
+            "quality_grade": obs.quality_grade,
+            "license_code": "cc-by-nc",
+            "uri": f"{self.base_url}/observations/{obs.id}",
+            "taxon": {**taxon, "is_active": True, "rank_level": 10},
+            "photos": photos,
+            "observation_photos": [
+                {"id": p["id"] + 1, "position": i, "photo": p} for i, p in enumerate(photos)
+            ],
+            "user": {"id": 7, "login": f"observer{obs.id % 13}"},
+        }
+
+    def search(self, query: dict[str, str]) -> dict:
+        """``GET /v1/observations``: taxon, quality grade, photo license, id_above paging."""
+        taxon_id = int(query.get("taxon_id", "0"))
+        per_page = min(int(query.get("per_page", "30")), 200)
+        id_above = int(query.get("id_above", "0"))
+        grade = query.get("quality_grade")
+        licenses = set(query["photo_license"].split(",")) if query.get("photo_license") else None
+        hits = [
+            o
+            for o in self.observations
+            if self.taxa[o.taxon_index]["id"] == taxon_id
+            and o.id > id_above
+            and (grade is None or o.quality_grade == grade)
+            and (licenses is None or any(self.photo_license(p) in licenses for p in o.photo_ids))
+        ]
+        page = hits[:per_page]
+        return {
+            "total_results": len(hits),
+            "page": 1,
+            "per_page": per_page,
+            "results": [self.observation_json(o) for o in page],
+        }
+
+    def taxa_search(self, q: str) -> dict:
+        q = q.lower()
+        genus = [
+            {
+                "id": 999,
+                "name": q.split()[0].capitalize(),
+                "rank": "genus",
+                "matched_term": q.split()[0],
+            }
+        ]
+        hits = [
+            {**t, "matched_term": t["name"], "is_active": True}
+            for t in self.taxa
+            if q in t["name"].lower()
+        ]
+        results = genus + hits if q else hits  # a genus first, as the real search often answers
+        return {"total_results": len(results), "page": 1, "per_page": 30, "results": results}
+
+    def image_bytes(self, photo_id: int, size: str) -> bytes:
+        key = (photo_id, size)
+        if key not in self._cache:
+            obs = self.photo_owner[photo_id]
+            view = obs.photo_ids.index(photo_id)
+            img, _ = self.species.render(Sample(obs.taxon_index, obs.id, view, False))
+            img = img.resize((SIZES[size], SIZES[size]))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=85)
+            self._cache[key] = buf.getvalue()
+        return self._cache[key]
+
+    def expected_photos(
+        self, licenses: set[str | None], grade: str | None = "research"
+    ) -> dict[int, int]:
+        """photo id → taxon index for every photo a complete API scrape should fetch."""
+        return {
+            p: o.taxon_index
+            for o in self.observations
+            if grade is None or o.quality_grade == grade
+            for p in o.photo_ids
+            if self.photo_license(p) in licenses
+        }
+
+    # ------------------------------------------------------------------ serving
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None, "start() the server first"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeINat:
+        self.server = _QuietServer(("127.0.0.1", 0), _handler(self))
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self) -> FakeINat:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def request_times(self, kind: str) -> list[float]:
+        return [t for t, k, _ in self.requests if k == kind]
+
+    def next_fault(self, photo_id: int) -> str | None:
+        with self._lock:
+            plan = self.faults.get(photo_id, [])
+            n = self._attempts[photo_id]
+            self._attempts[photo_id] += 1
+        if plan and plan[-1] == "404":
+            return "404"  # permanent
+        return plan[n] if n < len(plan) else None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (a timeout test) is expected: no traceback on stderr."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def _send(
+            self,
+            status: int,
+            body: bytes,
+            ctype: str,
+            headers: dict | None = None,
+            declared: int | None = None,
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(declared if declared is not None else len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+            if declared is not None:
+                self.close_connection = True
+
+        def _json(self, data: dict, status: int = 200) -> None:
+            self._send(status, json.dumps(data).encode(), "application/json")
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            parts = [p for p in url.path.split("/") if p]
+            kind = "api" if parts[:1] == ["v1"] else "photo" if parts[:1] == ["photos"] else "page"
+            with fake._lock:
+                fake.requests.append((time.monotonic(), kind, self.path))
+            if fake.latency:
+                time.sleep(fake.latency)
+            if kind == "api":
+                self._api(parts[1:], query)
+            elif kind == "photo" and len(parts) == 3:
+                self._photo(int(parts[1]), parts[2].split(".")[0])
+            elif parts == ["observations"]:
+                self._send(
+                    200, grid_page(fake, int(query.get("taxon_id", "0"))).encode(), "text/html"
+                )
+            else:
+                self._json({"error": "not found"}, 404)
+
+        def _api(self, parts: list[str], query: dict[str, str]) -> None:
+            with fake._lock:
+                fake._api_count += 1
+                throttled = fake.api_429_every and fake._api_count % fake.api_429_every == 0
+            if throttled:
+                self._send(
+                    429,
+                    b'{"error":"Too Many Requests"}',
+                    "application/json",
+                    {"Retry-After": f"{fake.retry_after:g}"},
+                )
+            elif parts == ["observations"]:
+                self._json(fake.search(query))
+            elif parts == ["taxa"]:
+                self._json(fake.taxa_search(query.get("q", "")))
+            elif len(parts) == 2 and parts[0] == "taxa" and parts[1].isdigit():
+                hits = [t for t in fake.taxa if t["id"] == int(parts[1])]
+                self._json({"total_results": len(hits), "page": 1, "per_page": 30, "results": hits})
+            else:
+                self._json({"error": "not found"}, 404)
+
+        def _photo(self, photo_id: int, size: str) -> None:
+            if photo_id not in fake.photo_owner or size not in SIZES:
+                self._send(404, b"not found", "text/plain")
+                return
+            fault = fake.next_fault(photo_id)
+            body = fake.image_bytes(photo_id, size)
+            if fault == "500":
+                self._send(500, b"server error", "text/plain")
+            elif fault == "429":
+                self._send(
+                    429, b"slow down", "text/plain", {"Retry-After": f"{fake.retry_after:g}"}
+                )
+            elif fault == "404":
+                self._send(404, b"gone", "text/plain")
+            elif fault == "timeout":
+                time.sleep(fake.timeout_sleep)
+                self._send(200, body, "image/jpeg")
+            elif fault == "truncate":
+                self._send(200, body[: len(body) // 2], "image/jpeg")  # honest length, cut image
+            elif fault == "html":
+                self._send(200, b"<html><body>rate limited</body></html>", "text/html")
+            else:
+                self._send(200, body, "image/jpeg")
+
+    return Handler
+
+
+def grid_page(fake: FakeINat, taxon_id: int) -> str:
+    """The observation grid: tiles appended by JavaScript on scroll to the bottom, after a delay."""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Observations</title>
+<style>.thumbnail{{display:inline-block;width:180px;height:220px;margin:6px;vertical-align:top}}
+a.img{{display:block;width:180px;height:180px;background-size:cover}} a.img img{{width:180px;height:180px}}
+#loading{{display:none}}</style></head><body>
+<div id="grid" class="observations grid"></div><div id="loading">Loading…</div>
+<script>
+const TAXON = {taxon_id}, DELAY = {fake.scroll_delay_ms}, PER = {GRID_PAGE};
+let lastId = 0, busy = false, done = false, n = 0;
+function tile(o) {{
+  const p = o.photos[0], url = p.url.replace('/square.', '/medium.');
+  const cell = document.createElement('div'); cell.className = 'thumbnail';
+  const a = document.createElement('a'); a.className = 'img'; a.href = '/observations/' + o.id;
+  if (n++ % 3 === 2) {{ const img = document.createElement('img'); img.src = url; a.appendChild(img); }}
+  else {{ a.style.backgroundImage = 'url("' + url + '")'; }}
+  const name = document.createElement('a'); name.className = 'display-name sciname';
+  name.href = '/taxa/' + o.taxon.id; name.textContent = o.taxon.name;
+  cell.appendChild(a); cell.appendChild(name); document.getElementById('grid').appendChild(cell);
+}}
+async function more() {{
+  if (busy || done) return; busy = true;
+  document.getElementById('loading').style.display = 'block';
+  await new Promise(r => setTimeout(r, lastId ? DELAY : 0));
+  const r = await fetch(`/v1/observations?taxon_id=${{TAXON}}&photos=true&order_by=id&order=asc&per_page=${{PER}}&id_above=${{lastId}}`);
+  const data = await r.json();
+  data.results.forEach(tile);
+  if (data.results.length) lastId = data.results[data.results.length - 1].id;
+  if (data.results.length < PER) {{ done = true; document.getElementById('grid').dataset.end = 'true'; }}
+  document.getElementById('loading').style.display = 'none'; busy = false;
+}}
+window.addEventListener('scroll', () => {{
+  if (window.innerHeight + window.scrollY >= document.body.scrollHeight - 50) more();
+}});
+more();
+</script></body></html>"""

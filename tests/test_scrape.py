@@ -1,0 +1,250 @@
+"""scrape.py against a fake iNaturalist on 127.0.0.1: API backend, downloader faults, rate limits,
+resume after SIGKILL, and what was scraped feeding train.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from inat_lightning.config import ConfigError
+from inat_lightning.data.manifest import read_manifest, sha256_of
+from inat_lightning.scrape.scraper import scrape
+from tests.conftest import REPO, compose_config, run_cli, run_dirs
+from tests.fakeinat.server import FakeINat
+
+CC = {"cc-by", "cc-by-nc", "cc0", "cc-by-sa"}
+FAST = [
+    "scrape.api_rate=20",
+    "scrape.media_rate=40",
+    "scrape.backoff=0.05",
+    "scrape.progress=false",
+    "scrape.timeout=1.5",
+    "scrape.max_per_taxon=null",
+]
+
+
+def scrape_cfg(tmp_path: Path, fake: FakeINat, *overrides: str):
+    taxa = ",".join(t["name"] for t in fake.taxa)
+    return compose_config(
+        "scrape",
+        tmp_path,
+        f"scrape.api_url={fake.base_url}/v1",
+        f"scrape.taxa=[{taxa}]",
+        f"scrape.out={tmp_path / 'inat'}",
+        *FAST,
+        *overrides,
+    )
+
+
+def max_per_second(times: list[float]) -> int:
+    """The largest number of requests that arrived within any 1-second window."""
+    return max(sum(t0 <= t < t0 + 1.0 for t in times) for t0 in times)
+
+
+def assert_tree_is_exactly(root: Path, fake: FakeINat, expected: dict[int, int]) -> None:
+    """Every expected photo once, in its species folder, decodable, matching its manifest row,
+    and nothing else: no partial, no duplicate, no corrupt file."""
+    rows = read_manifest(root / "manifest.csv")
+    assert sorted(int(r.photo_id) for r in rows) == sorted(expected)
+    files = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in ("manifest.csv", "failures.csv")
+    )
+    assert files == sorted(r.path for r in rows)
+    for r in rows:
+        body = (root / r.path).read_bytes()
+        assert sha256_of(body) == r.sha256
+        with Image.open(root / r.path) as img:
+            img.load()
+        assert r.taxon_name == fake.taxa[expected[int(r.photo_id)]]["name"]
+        assert r.path.startswith(r.taxon_name + "/")
+    assert not (root / ".partial").exists()
+
+
+def test_api_scrape_writes_imagefolder_and_manifest(tmp_path):
+    with FakeINat(num_taxa=3, observations_per_taxon=12) as fake:
+        summary = scrape(scrape_cfg(tmp_path, fake, "scrape.backend.per_page=5"))
+        expected = fake.expected_photos(CC)
+        assert_tree_is_exactly(tmp_path / "inat", fake, expected)
+        assert summary.downloaded == len(expected) and summary.failed == 0
+        rows = {int(r.photo_id): r for r in read_manifest(tmp_path / "inat" / "manifest.csv")}
+        for pid, r in rows.items():  # per-photo license and attribution, from the API
+            photo = fake.photo_json(pid)
+            assert (r.license, r.attribution) == (photo["license_code"], photo["attribution"])
+            assert r.url.endswith(f"/photos/{pid}/medium.jpg?{pid % 997}")
+            assert r.quality_grade == "research" and (r.width, r.height) == (64, 64)
+            owner = fake.photo_owner[pid]
+            assert r.observation_id == str(owner.id) and r.taxon_id == str(1000 + owner.taxon_index)
+        # id_above paging: 5 per page, every request asked for the next ids
+        pages = [p for _, k, p in fake.requests if k == "api" and "/observations" in p]
+        assert len(pages) >= 3 * (12 // 5)
+        assert all("order_by=id" in p and "id_above=" in p for p in pages)
+
+        # a second run finds everything done and downloads nothing
+        n_photo_requests = len(fake.request_times("photo"))
+        again = scrape(scrape_cfg(tmp_path, fake, "scrape.backend.per_page=5"))
+        assert again.downloaded == 0 and again.skipped == len(expected)
+        assert len(fake.request_times("photo")) == n_photo_requests
+
+
+def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
+    probe = FakeINat(num_taxa=2, observations_per_taxon=10)
+    ids = sorted(probe.expected_photos(CC))
+    faults = {
+        ids[0]: ["500", "500"],
+        ids[1]: ["429"],
+        ids[2]: ["timeout"],
+        ids[3]: ["truncate"],
+        ids[4]: ["html"],
+        ids[5]: ["404"],
+        ids[6]: ["500"] * 10,
+    }
+    with FakeINat(
+        num_taxa=2, observations_per_taxon=10, faults=faults, api_429_every=3, retry_after=0.5
+    ) as fake:
+        summary = scrape(
+            scrape_cfg(
+                tmp_path,
+                fake,
+                "scrape.backend.per_page=4",
+                "scrape.retries=3",
+                "scrape.api_rate=8",
+                "scrape.media_rate=15",
+            )
+        )
+        failed = {ids[5], ids[6]}
+        expected = {p: t for p, t in fake.expected_photos(CC).items() if p not in failed}
+        assert_tree_is_exactly(tmp_path / "inat", fake, expected)
+        assert summary.failed == 2
+        reasons = (tmp_path / "inat" / "failures.csv").read_text()
+        assert f"{ids[5]},".replace(",", "") in reasons and "HTTP 404" in reasons
+        assert "gave up after 4 attempts: HTTP 500" in reasons
+
+        # the global rate limits are never exceeded, seen from the server: no 1-second window
+        # holds more than `rate` requests (+1 for the window's two ends)
+        assert max_per_second(fake.request_times("api")) <= 8 + 1
+        assert max_per_second(fake.request_times("photo")) <= 15 + 1
+        # Retry-After is honoured: the retry of the 429'd photo came >= 0.5 s later
+        t429 = [t for t, k, p in fake.requests if k == "photo" and f"/photos/{ids[1]}/" in p]
+        assert len(t429) == 2 and t429[1] - t429[0] >= 0.5
+        # 404 is not retried, 500 is retried `retries` times
+        assert sum(f"/photos/{ids[5]}/" in p for _, _, p in fake.requests) == 1
+        assert sum(f"/photos/{ids[6]}/" in p for _, _, p in fake.requests) == 4
+
+
+def test_oversize_bodies_are_refused(tmp_path):
+    with FakeINat(num_taxa=2, observations_per_taxon=3) as fake:
+        summary = scrape(scrape_cfg(tmp_path, fake, "scrape.max_bytes=500"))  # JPEGs are ~2 KB
+        assert summary.downloaded == 0 and summary.failed == len(fake.expected_photos(CC))
+        assert "exceeds max_bytes" in (tmp_path / "inat" / "failures.csv").read_text()
+
+
+def test_per_taxon_cap_and_size_variant(tmp_path):
+    with FakeINat(num_taxa=2, observations_per_taxon=12) as fake:
+        scrape(scrape_cfg(tmp_path, fake, "scrape.max_per_taxon=5", "scrape.size=small"))
+        rows = read_manifest(tmp_path / "inat" / "manifest.csv")
+        assert Counter(r.taxon_name for r in rows) == {t["name"]: 5 for t in fake.taxa}
+        assert all("/small.jpg" in r.url and r.width == 48 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("scrape.size=huge", "scrape.size='huge'"),
+        ("scrape.api_rate=0", "scrape.api_rate=0"),
+        ("scrape.taxa=[]", "scrape.taxa"),
+        ("scrape.workers=0", "scrape.workers=0"),
+    ],
+)
+def test_bad_scrape_config_fails_before_any_request(tmp_path, override, message):
+    with FakeINat(num_taxa=1, observations_per_taxon=2) as fake:
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
+            scrape(scrape_cfg(tmp_path, fake, override))
+        assert fake.requests == []
+
+
+def test_unknown_taxon_is_reported_and_others_continue(tmp_path):
+    with FakeINat(num_taxa=2, observations_per_taxon=4) as fake:
+        cfg = scrape_cfg(tmp_path, fake)
+        cfg.scrape.taxa = ["Nonexistus fictus", fake.taxa[1]["name"], str(fake.taxa[0]["id"])]
+        summary = scrape(cfg)
+        assert (
+            summary.failed == 1
+            and "Nonexistus fictus" in (tmp_path / "inat" / "failures.csv").read_text()
+        )
+        assert set(summary.per_taxon) == {t["name"] for t in fake.taxa}
+
+
+@pytest.mark.slow
+def test_killed_scrape_resumes_to_the_exact_tree(tmp_path):
+    """SIGKILL the real CLI midway, run it again: same tree as an uninterrupted scrape."""
+    with FakeINat(num_taxa=2, observations_per_taxon=40, latency=0.02) as fake:
+        taxa = ",".join(t["name"] for t in fake.taxa)
+        args = [
+            sys.executable,
+            str(REPO / "scrape.py"),
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"scrape.api_url={fake.base_url}/v1",
+            f"scrape.taxa=[{taxa}]",
+            f"scrape.out={tmp_path / 'inat'}",
+            *FAST,
+            "scrape.media_rate=10",
+            "scrape.backend.per_page=10",
+        ]
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        manifest = tmp_path / "inat" / "manifest.csv"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.is_file() and manifest.read_text().count("\n") > 15:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the scrape finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        before = len(read_manifest(manifest, skip_incomplete=True))
+        expected = fake.expected_photos(CC)
+        assert 0 < before < len(expected)
+
+        res = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert_tree_is_exactly(tmp_path / "inat", fake, expected)
+        assert f"skipped {before}" in res.stdout or "skipped" in res.stdout
+
+
+@pytest.mark.slow
+def test_train_on_what_was_scraped(tmp_path):
+    with FakeINat(num_taxa=3, observations_per_taxon=12) as fake:
+        scrape(scrape_cfg(tmp_path, fake))
+    res = run_cli(
+        "train.py",
+        "data=imagefolder",
+        f"data.root={tmp_path / 'inat'}",
+        "model=resnet18",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        tmp_path=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "logs")
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["class_names"] == sorted(t["name"] for t in fake.taxa)
+    assert sum(summary["split_sizes"].values()) == len(fake.expected_photos(CC))
+    # the split grouped the scraped photos by their iNaturalist observation
+    splits = (run / "splits.csv").read_text().splitlines()[1:]
+    by_obs: dict[str, set[str]] = {}
+    for line in splits:
+        _, obs, _, split = line.rsplit(",", 3)
+        by_obs.setdefault(obs, set()).add(split)
+    assert all(len(s) == 1 for s in by_obs.values())
