@@ -6,7 +6,7 @@ import pytest
 
 from inat_lightning.config import ConfigError, check_train_config
 from inat_lightning.training import train
-from tests.conftest import run_cli
+from tests.conftest import compose_config, run_cli
 
 
 def compose_train(tmp_path: Path, *overrides: str):

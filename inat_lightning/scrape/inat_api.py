@@ -7,12 +7,14 @@ against genuine API responses in the tests.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from inat_lightning.scrape.http import HttpClient
 
+log = logging.getLogger(__name__)
 SIZES = ("square", "small", "medium", "large", "original")
 _SIZE_IN_URL = re.compile(r"/(square|thumb|small|medium|large|original)\.(\w+)(\?.*)?$")
 _PHOTO_ID_IN_URL = re.compile(r"/photos/(\d+)/")
@@ -166,4 +168,8 @@ class INatAPI:
                 return
             for obs in results:
                 yield from parse_observation(obs, taxon, size, licenses)
-            last_id = max(int(o["id"]) for o in results)
+            page_last = max(int(o["id"]) for o in results)
+            if page_last <= last_id:  # not sorted by id: paging on would loop, stop here
+                log.warning("observations not in ascending id order; stopping at id %d", last_id)
+                return
+            last_id = page_last

@@ -342,7 +342,7 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
 def grid_page(fake: FakeINat, taxon_id: int) -> str:
     """The observation grid: tiles appended by JavaScript on scroll to the bottom, after a delay."""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Observations</title>
-<style>.thumbnail{{display:inline-block;width:180px;height:220px;margin:6px;vertical-align:top}}
+<style>.thumbnail{{display:block;width:180px;height:220px;margin:6px}}
 a.img{{display:block;width:180px;height:180px;background-size:cover}} a.img img{{width:180px;height:180px}}
 #loading{{display:none}}</style></head><body>
 <div id="grid" class="observations grid"></div><div id="loading">Loading…</div>
