@@ -78,3 +78,17 @@ def compose_config(name: str, tmp_path: Path, *overrides: str) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "out")  # no Hydra runtime in compose()
     return cfg
+
+
+def tensorboard_tags(run_dir: Path) -> dict[str, dict[str, list]]:
+    """Every scalar and image event under a run dir: ``{"scalars": {tag: [values]}, "images": {tag: [...]}}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, dict[str, list]] = {"scalars": {}, "images": {}, "tensors": {}}
+    for f in sorted(run_dir.rglob("events.out.tfevents.*")):
+        ea = EventAccumulator(str(f), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+        ea.Reload()
+        for kind, get in (("scalars", ea.Scalars), ("images", ea.Images), ("tensors", ea.Tensors)):
+            for tag in ea.Tags()[kind]:
+                out[kind].setdefault(tag, []).extend(get(tag))
+    return out

@@ -40,7 +40,9 @@ def test_corrupt_images_are_reported_and_skipped(tmp_path: Path, caplog):
     (root / "a" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     good = (root / "b" / "1.jpg").read_bytes()
     (root / "b" / "1.jpg").write_bytes(good[: len(good) // 2])  # truncated
-    d = dm(root, split=SplitSpec(ratios=(0.5, 0.25, 0.25)))
+    d = dm(
+        root, split=SplitSpec(ratios=(0.5, 0.25, 0.25)), batch_size=64
+    )  # no ragged batch dropped
     d.setup()
     seen, skipped = 0, 0
     with caplog.at_level(logging.WARNING):

@@ -60,3 +60,28 @@ def confusion_matrix_figure(
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
+
+
+def per_class_bars(table: list[dict], max_classes: int = 40) -> Figure:
+    """Precision and recall per class, worst F1 first (above ``max_classes``, only the worst)."""
+    rows = sorted(table, key=lambda r: r["f1"])[:max_classes]
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * n))
+    y = np.arange(n)
+    ax.barh(y - 0.2, [r["precision"] for r in rows], height=0.4, label="precision", color="#4c72b0")
+    ax.barh(y + 0.2, [r["recall"] for r in rows], height=0.4, label="recall", color="#dd8452")
+    ax.set_yticks(y, [f"{r['class']} (n={r['support']})" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score")
+    shown = "" if n == len(table) else f" — {n} worst of {len(table)}"
+    ax.set_title("per-class precision and recall, worst F1 first" + shown)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path) -> None:
+    """Write a figure as PNG and free it."""
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,6 +90,8 @@ class SyntheticSpecies:
         num_species: number of classes K (any K ≥ 2; the first 12 come from a hand-made catalogue).
         lookalikes: include the look-alike partners (species 1 and 3 of the catalogue); ``False``
             gives an easy set of clearly distinct species.
+        cryptic: draw each look-alike partner exactly like its twin (same pattern too): cryptic
+            species, which only context can tell apart — the strongest setting for a spurious cue.
         observations_per_species: observations of the most common species.
         max_views: each observation has 1..max_views photos.
         long_tail: ratio of the most to the least common species' observation count (1 = balanced).
@@ -101,6 +104,7 @@ class SyntheticSpecies:
 
     num_species: int = 8
     lookalikes: bool = True
+    cryptic: bool = False
     observations_per_species: int = 40
     max_views: int = 3
     long_tail: float = 1.0
@@ -128,6 +132,8 @@ class SyntheticSpecies:
     # ------------------------------------------------------------------ catalogue and samples
     def species(self) -> list[Species]:
         rows = [r for i, r in enumerate(CATALOGUE) if self.lookalikes or i not in (1, 3)]
+        if self.cryptic and self.lookalikes:  # twins share everything but the name
+            rows = [(r[0], *rows[i - 1][1:]) if i in (1, 3) else r for i, r in enumerate(rows)]
         out = [Species(*row) for row in rows[: self.num_species]]
         rng = np.random.default_rng([self.seed, 7919])
         for k in range(len(out), self.num_species):
@@ -149,16 +155,34 @@ class SyntheticSpecies:
         decay = self.long_tail ** (-species / (self.num_species - 1))
         return max(1, round(self.observations_per_species * decay))
 
+    def _observation(self, k: int, obs: int) -> tuple[int, bool]:
+        """(number of views, whether the cue is there) of one observation."""
+        share = self.cue_share if k == self.cue_species else self.cue_other_share
+        rng = np.random.default_rng([self.seed, k, obs, 1])
+        views = int(rng.integers(1, self.max_views + 1))
+        return views, self.cue_species is not None and bool(rng.random() < share)
+
     def samples(self) -> list[Sample]:
         out = []
         for k in range(self.num_species):
-            share = self.cue_share if k == self.cue_species else self.cue_other_share
             for obs in range(self.observation_count(k)):
-                rng = np.random.default_rng([self.seed, k, obs, 1])
-                views = int(rng.integers(1, self.max_views + 1))
-                has_cue = self.cue_species is not None and bool(rng.random() < share)
+                views, has_cue = self._observation(k, obs)
                 out.extend(Sample(k, obs, v, has_cue) for v in range(views))
         return out
+
+    def sample_of(self, photo_id: str) -> Sample:
+        """The sample behind a generated photo id (``s003-o0012-v1``), to redraw it."""
+        m = re.fullmatch(r"s(\d+)-o(\d+)-v(\d+)", photo_id)
+        if not m:
+            raise ValueError(f"photo_id={photo_id!r} is not a synthetic photo id")
+        k, obs, view = (int(g) for g in m.groups())
+        return Sample(k, obs, view, self._observation(k, obs)[1])
+
+    @classmethod
+    def from_root(cls, root: str | Path) -> SyntheticSpecies | None:
+        """The generator of a generated dataset folder, or ``None`` for any other folder."""
+        spec = Path(root) / SPEC_NAME
+        return cls(**json.loads(spec.read_text())) if spec.is_file() else None
 
     # ------------------------------------------------------------------ drawing
     def render(self, sample: Sample, cue: bool | None = None) -> tuple[Image.Image, tuple | None]:

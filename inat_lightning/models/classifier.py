@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
@@ -94,6 +95,7 @@ class Classifier(L.LightningModule):
         self.confmat = nn.ModuleDict(
             {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
         )
+        self._predictions: dict[str, list[tuple[torch.Tensor, ...]]] = {"val": [], "test": []}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -138,6 +140,10 @@ class Classifier(L.LightningModule):
         if stage in self.confmat:
             self.per_class_f1[stage].update(logits, y)
             self.confmat[stage].update(logits, y)
+            confidence, pred = logits.detach().softmax(1).max(1)
+            self._predictions[stage].append(
+                (batch["index"].cpu(), y.cpu(), pred.cpu(), confidence.float().cpu())
+            )
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -155,9 +161,19 @@ class Classifier(L.LightningModule):
         across devices)."""
         return self.confmat[stage].compute()
 
+    def predictions(self, stage: str) -> dict[str, np.ndarray]:
+        """This epoch's predictions on this process: dataset ``index``, ``label``, ``pred`` and
+        ``confidence`` (softmax of the predicted class), for picking images to explain."""
+        parts = self._predictions.get(stage) or []
+        keys = ("index", "label", "pred", "confidence")
+        if not parts:
+            return {k: np.zeros(0) for k in keys}
+        return {k: torch.cat(col).numpy() for k, col in zip(keys, zip(*parts))}
+
     def _epoch_start(self, stage: str) -> None:
         self.per_class_f1[stage].reset()
         self.confmat[stage].reset()
+        self._predictions[stage] = []
 
     def _epoch_end(self, stage: str) -> None:
         if self.trainer.sanity_checking:

@@ -1,0 +1,78 @@
+"""Per-class metrics and the most-confused species pairs (look-alikes), from a confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def per_class_table(cm: np.ndarray, class_names: Sequence[str]) -> list[dict]:
+    """One row per class: support, predicted count, precision, recall, F1 (rows of ``cm`` are the
+    true classes). Precision/F1 are 0 when undefined, as in scikit-learn's ``zero_division=0``."""
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(1), cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return [
+        {
+            "class": name,
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+
+def most_confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict]:
+    """The ``top`` largest off-diagonal cells: species A (true) taken for species B (predicted),
+    with the count, the rate (share of A's images) and the reverse direction B → A."""
+    cm = np.asarray(cm, dtype=float)
+    support = cm.sum(1)
+    cells = [
+        (cm[i, j], i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0
+    ]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [
+        {
+            "true": class_names[i],
+            "predicted": class_names[j],
+            "count": int(n),
+            "rate": float(n / support[i]) if support[i] else 0.0,
+            "reverse_count": int(cm[j, i]),
+            "reverse_rate": float(cm[j, i] / support[j]) if support[j] else 0.0,
+        }
+        for n, i, j in cells[:top]
+    ]
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        if not rows:
+            return
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def to_markdown(rows: list[dict], digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table (TensorBoard's text plugin renders it too)."""
+    if not rows:
+        return "_(none)_"
+    cols = list(rows[0])
+
+    def cell(v) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
