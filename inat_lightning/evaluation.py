@@ -64,7 +64,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = Classifier.load_from_checkpoint(ckpt, map_location="cpu")
     if model.class_names != datamodule.class_names:
         raise ConfigError(
-            f"data: classes {datamodule.class_names} differ from the checkpoint's {model.class_names}"
+            f"data: classes {datamodule.class_names} differ from the checkpoint's "
+            f"{model.class_names}"
         )
 
     trainer.test(model, datamodule=datamodule)

@@ -81,7 +81,7 @@ def compose_config(name: str, tmp_path: Path, *overrides: str) -> DictConfig:
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, dict[str, list]]:
-    """Every scalar and image event under a run dir: ``{"scalars": {tag: [values]}, "images": {tag: [...]}}``."""
+    """Every scalar, image and tensor event under a run dir, by kind and tag."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out: dict[str, dict[str, list]] = {"scalars": {}, "images": {}, "tensors": {}}

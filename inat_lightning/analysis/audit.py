@@ -122,8 +122,8 @@ def cue_audit(
                 generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued
             ]
             removed = _predict(net, _tensor(redrawn, image_size), cfg.batch_size)
-            # the cue added to photos of other species: how often does it pull them to the cue's class?
-            cue_classes = {lab for lab in labels}
+            # the cue added to other species' photos: how often does it pull them to its class?
+            cue_classes = set(labels.tolist())
             clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
             if clean and cue_classes:
                 added = [

@@ -53,10 +53,10 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         lines += [
             "## Bias audit: the spurious cue",
             "",
-            "`energy_in_box`: share of Grad-CAM energy inside the cue's box (vs `box_area`, its "
-            "share of the image; `energy_lift` is their ratio, 1 = what a uniform map gives). `acc_cue_removed`: the same photos redrawn without the cue. "
-            "`flip_rate_cue_added`: other species' photos with the cue added, predicted as this "
-            "class.",
+            "`energy_in_box`: share of Grad-CAM energy inside the cue's box; `box_area`: the box's "
+            "share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
+            "`acc_cue_removed`: the same photos redrawn without the cue. `flip_rate_cue_added`: "
+            "other species' photos with the cue added, predicted as this class.",
             "",
             to_markdown(audit["rows"]),
             "",

@@ -24,7 +24,7 @@ def select_examples(
     top_mistakes: int = 8,
 ) -> list[Pick]:
     """Per class, the ``per_class`` most confident correct and wrong predictions; then the
-    ``top_mistakes`` most confident mistakes not already picked. Deterministic (ties by position)."""
+    ``top_mistakes`` most confident mistakes not already picked. Ties go by position."""
     order = np.lexsort((np.arange(len(confidence)), -confidence))  # most confident first
     picks: list[Pick] = []
     for c in range(num_classes):
