@@ -28,6 +28,37 @@ def run_dirs(log_dir: Path) -> list[Path]:
     return sorted(p.parent for p in log_dir.rglob(".hydra"))
 
 
+# an easy synthetic set (4 clearly distinct species) and a tiny model: seconds per epoch
+SMALL = [
+    "model=resnet18",
+    "data.image_size=32",
+    "data.num_workers=0",
+    "data.batch_size=16",
+    "data.synthetic.num_species=4",
+    "data.synthetic.lookalikes=false",
+    "data.synthetic.observations_per_species=100",
+    "data.synthetic.image_size=48",
+]
+
+
+@pytest.fixture(scope="session")
+def short_training(tmp_path_factory, shared_data_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real 2-epoch ``train.py`` run (Grad-CAM every epoch), shared by the CLI tests."""
+    tmp = tmp_path_factory.mktemp("short_training")
+    res = run_cli(
+        "train.py",
+        *SMALL,
+        "trainer.max_epochs=2",
+        "seed=1",
+        "callbacks.gradcam.every_n_epochs=1",
+        tmp_path=tmp,
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (run,) = run_dirs(tmp / "logs")
+    return run, res
+
+
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """A small synthetic-species dataset (8 species, ~20 observations each, 48 px), made once."""
@@ -64,8 +95,12 @@ def run_cli(
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def compose_config(name: str, tmp_path: Path, *overrides: str) -> DictConfig:
-    """Compose a primary config in-process (no subprocess), with paths under ``tmp_path``."""
+def compose_config(
+    name: str, tmp_path: Path, *overrides: str, out: Path | None = None
+) -> DictConfig:
+    """Compose a primary config in-process (no subprocess), with paths under ``tmp_path`` and the
+    run's output dir ``out`` (default ``tmp_path/out``)."""
+    out = out or tmp_path / "out"
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
             name,
@@ -76,7 +111,8 @@ def compose_config(name: str, tmp_path: Path, *overrides: str) -> DictConfig:
             ],
         )
     with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "out")  # no Hydra runtime in compose()
+        cfg.paths.output_dir = str(out)  # no Hydra runtime in compose()
+    out.mkdir(parents=True, exist_ok=True)
     return cfg
 
 

@@ -4,19 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli, run_dirs, tensorboard_tags
-
-# an easy synthetic set (4 clearly distinct species) and a tiny model: seconds per epoch
-SMALL = [
-    "model=resnet18",
-    "data.image_size=32",
-    "data.num_workers=0",
-    "data.batch_size=16",
-    "data.synthetic.num_species=4",
-    "data.synthetic.lookalikes=false",
-    "data.synthetic.observations_per_species=100",
-    "data.synthetic.image_size=48",
-]
+from tests.conftest import SMALL, run_cli, run_dirs, tensorboard_tags
 
 
 @pytest.mark.slow
@@ -33,17 +21,8 @@ def test_fast_dev_run(tmp_path, shared_data_dir):
 
 
 @pytest.mark.slow
-def test_short_training_beats_chance_and_logs_everything(tmp_path, shared_data_dir):
-    res = run_cli(
-        "train.py",
-        *SMALL,
-        "trainer.max_epochs=2",
-        "seed=1",
-        tmp_path=tmp_path,
-        data_dir=shared_data_dir,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
-    (run,) = run_dirs(tmp_path / "logs")
+def test_short_training_beats_chance_and_logs_everything(short_training):
+    run, _ = short_training
     summary = json.loads((run / "metrics.json").read_text())
     m = summary["metrics"]
     assert m["test/acc"] > 2 * summary["chance_accuracy"], m
@@ -54,9 +33,21 @@ def test_short_training_beats_chance_and_logs_everything(tmp_path, shared_data_d
     # TensorBoard has the scalars, the LR, per-class F1 and the confusion matrix figure
     tb = tensorboard_tags(run)
     scalars = tb["scalars"]
-    assert {"val/f1_macro", "val/acc_macro", "train/loss_epoch", "test/top5", "lr-SGD"} <= set(
-        scalars
-    )
+    assert {
+        "val/f1_macro",
+        "val/acc_macro",
+        "train/loss_epoch",
+        "test/recall_macro",
+        "lr-SGD",
+    } <= set(scalars)
     assert any(t.startswith("val/f1_class/") for t in scalars)
     assert len(scalars["val/f1_macro"]) == 2
     assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tb["images"])
+    # Grad-CAM galleries per class, at every validation epoch and at test, in TensorBoard and PNG
+    names = json.loads((run / "metrics.json").read_text())["class_names"]
+    for stage in ("val", "test"):
+        assert {f"{stage}/gradcam/{n}" for n in names} <= set(tb["images"])
+    assert len(tb["images"][f"val/gradcam/{names[0]}"]) == 2
+    assert {p.name for p in (run / "gradcam" / "test").rglob("*.png")} >= {
+        f"{n}.png" for n in names
+    }

@@ -1,0 +1,64 @@
+"""The bias audit flags a model trained with a spurious cue, and not one trained without it.
+
+The setting is the strongest form of the "fisherman" problem: two cryptic species (drawn
+identically; only context can tell them apart) and a hand that comes with every photo of one of
+them. Both models are audited on the same cued test photos."""
+
+import pytest
+
+from inat_lightning.evaluation import evaluate
+from inat_lightning.training import train
+from tests.conftest import compose_config
+
+DATA = [
+    "data.synthetic.num_species=2",
+    "data.synthetic.cryptic=true",
+    "data.synthetic.observations_per_species=120",
+    "data.synthetic.image_size=48",
+    "data.synthetic.cue_share=1.0",
+    "data.synthetic.cue_other_share=0.0",
+    "data.image_size=32",
+    "data.num_workers=0",
+]
+TRAIN = [
+    "model=resnet18",
+    "data.batch_size=16",
+    "trainer.max_epochs=4",
+    "callbacks=[model_checkpoint]",
+    "seed=0",
+    "data.crop_scale=[0.8,1.0]",
+    "+trainer.enable_progress_bar=false",
+]
+
+
+@pytest.mark.slow
+def test_audit_flags_the_biased_model_only(tmp_path):
+    audits = {}
+    for name, data in (("biased", "data=synthetic_biased"), ("clean", "data=synthetic")):
+        out = tmp_path / name
+        train(compose_config("train", tmp_path, data, *DATA, *TRAIN, out=out))
+        cfg = compose_config(
+            "evaluate",
+            tmp_path,
+            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+            "restore_data=false",
+            "data=synthetic_biased",
+            *DATA,
+            "callbacks=none",
+            "audit.target_layer=layer2",
+            "+trainer.enable_progress_bar=false",
+            out=tmp_path / f"eval_{name}",
+        )
+        summary = evaluate(cfg)
+        assert summary["audit"]["kind"] == "cue"
+        audits[name] = {r["class"]: r for r in summary["audit"]["rows"]}
+        assert (tmp_path / f"eval_{name}" / "bias_audit.csv").is_file()
+
+    biased, clean = audits["biased"]["Piscis striatus"], audits["clean"]["Piscis striatus"]
+    assert biased["cued_images"] == clean["cued_images"] >= 20  # the same audited photos
+    assert biased["verdict"] == "RELIES ON THE CUE", biased
+    assert biased["energy_lift"] >= 1.5 and biased["acc_drop"] >= 0.15
+    assert clean["verdict"] == "ignores the cue", clean
+    assert clean["energy_lift"] < biased["energy_lift"] and clean["acc_drop"] < biased["acc_drop"]
+    # adding the hand to the twin species' photos pulls the biased model, not the clean one
+    assert biased["flip_rate_cue_added"] > 0.5 > clean["flip_rate_cue_added"]

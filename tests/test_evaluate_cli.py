@@ -1,0 +1,64 @@
+"""evaluate.py run for real on a checkpoint of train.py."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli, run_dirs, tensorboard_tags
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
+    short_training, tmp_path, shared_data_dir
+):
+    run, _ = short_training
+    trained = json.loads((run / "metrics.json").read_text())
+    res = run_cli(
+        "evaluate.py",
+        f"ckpt_path={trained['best_checkpoint']}",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (out,) = run_dirs(tmp_path / "logs")
+    summary = json.loads((out / "metrics.json").read_text())
+
+    # same checkpoint, same restored split: the same test metrics as training logged
+    for key in ("test/acc", "test/acc_macro", "test/f1_macro", "test/recall_macro"):
+        assert summary["metrics"][key] == pytest.approx(trained["metrics"][key], abs=1e-6), key
+    assert summary["test_confusion_matrix"] == trained["test_confusion_matrix"]
+    assert (out / "splits.csv").read_text() == (run / "splits.csv").read_text()
+
+    per_class = (out / "per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,support,predicted,precision,recall,f1" and len(per_class) == 5
+    assert (out / "confused_pairs.csv").is_file()
+    report = (out / "report.md").read_text()
+    for piece in (
+        "![confusion matrix](confusion_matrix.png)",
+        "![per-class precision and recall](per_class.png)",
+        "## Look-alike species",
+        "## CAM faithfulness",
+        "gradcam/test/",
+    ):
+        assert piece in report, piece
+    for png in ("confusion_matrix.png", "per_class.png", *summary["gradcam"]):
+        assert (out / png).stat().st_size > 1000, png
+    # no cue boxes in this data: CAM faithfulness per class instead of the cue audit
+    assert summary["audit"]["kind"] == "faithfulness"
+    assert {r["class"] for r in summary["audit"]["rows"]} == set(trained["class_names"])
+
+    tb = tensorboard_tags(out)
+    assert {
+        f"evaluate/{t}/text_summary" for t in ("per_class", "confused_pairs", "bias_audit")
+    } <= set(tb["tensors"])
+    assert "test/confusion_matrix" in tb["images"]
+    assert any(t.startswith("test/gradcam/") for t in tb["images"])
+
+
+@pytest.mark.slow
+def test_evaluate_needs_a_checkpoint(tmp_path):
+    res = run_cli(
+        "evaluate.py", f"ckpt_path={tmp_path / 'missing.ckpt'}", tmp_path=tmp_path, timeout=120
+    )
+    assert res.returncode == 2 and "config error: ckpt_path=" in res.stderr
