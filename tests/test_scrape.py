@@ -17,6 +17,7 @@ from PIL import Image
 
 from inat_lightning.config import ConfigError
 from inat_lightning.data.manifest import read_manifest, sha256_of
+from inat_lightning.scrape.http import ByteBudget
 from inat_lightning.scrape.scraper import scrape
 from tests.conftest import REPO, compose_config, run_cli, run_dirs
 from tests.fakeinat.server import FakeINat
@@ -147,6 +148,29 @@ def test_oversize_bodies_are_refused(tmp_path):
         summary = scrape(scrape_cfg(tmp_path, fake, "scrape.max_bytes=500"))  # JPEGs are ~2 KB
         assert summary.downloaded == 0 and summary.failed == len(fake.expected_photos(CC))
         assert "exceeds max_bytes" in (tmp_path / "inat" / "failures.csv").read_text()
+
+
+def test_same_bytes_under_two_photo_ids_are_stored_once(tmp_path):
+    probe = FakeINat(num_taxa=2, observations_per_taxon=6)
+    first, second = sorted(probe.expected_photos(CC))[:2]
+    with FakeINat(num_taxa=2, observations_per_taxon=6, duplicates={second: first}) as fake:
+        summary = scrape(scrape_cfg(tmp_path, fake, "scrape.workers=4"))
+        rows = read_manifest(tmp_path / "inat" / "manifest.csv")
+        assert summary.duplicates == 1 and len(rows) == len(fake.expected_photos(CC)) - 1
+        assert len({r.sha256 for r in rows}) == len(rows)
+        assert {int(r.photo_id) for r in rows} & {first, second} == {first}
+
+
+def test_byte_budget_pauses_until_the_window_frees():
+    budget = ByteBudget([(0.4, 1000), (3600, None)])
+    budget.wait()  # empty: no wait
+    budget.add(600)
+    t0 = time.monotonic()
+    budget.wait()  # 600 < 1000: no wait
+    assert time.monotonic() - t0 < 0.05
+    budget.add(600)  # 1200 >= 1000: wait until the first body leaves the 0.4 s window
+    budget.wait()
+    assert 0.3 < time.monotonic() - t0 < 1.0
 
 
 def test_per_taxon_cap_and_size_variant(tmp_path):

@@ -42,7 +42,10 @@ def test_short_training_beats_chance_and_logs_everything(short_training):
     } <= set(scalars)
     assert any(t.startswith("val/f1_class/") for t in scalars)
     assert len(scalars["val/f1_macro"]) == 2
-    assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tb["images"])
+    assert {f"{s}/{f}" for s in ("val", "test") for f in ("confusion_matrix", "per_class")} <= set(
+        tb["images"]
+    )
+    assert "val/confused_pairs/text_summary" in tb["tensors"]
     # Grad-CAM galleries per class, at every validation epoch and at test, in TensorBoard and PNG
     names = json.loads((run / "metrics.json").read_text())["class_names"]
     for stage in ("val", "test"):

@@ -11,9 +11,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import save_image
 
-from inat_lightning.analysis.figures import confusion_matrix_figure
+from inat_lightning.analysis.figures import confusion_matrix_figure, per_class_bars
 from inat_lightning.analysis.gradcam import cam_method, compute_cams, heatmap, overlay
 from inat_lightning.analysis.selection import select_examples
+from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
 from inat_lightning.data.manifest import safe_folder_name
 from inat_lightning.data.transforms import denormalize
 
@@ -23,16 +24,20 @@ def tensorboard_writers(trainer: L.Trainer) -> list:
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
-class ConfusionMatrixFigure(L.Callback):
-    """Logs the row-normalised confusion matrix as ``<stage>/confusion_matrix`` at the end of
-    every validation (not the sanity check) and test epoch.
+class MetricFigures(L.Callback):
+    """At the end of every validation (not the sanity check) and test epoch, logs to TensorBoard
+    the row-normalised confusion matrix (``<stage>/confusion_matrix``), per-class precision and
+    recall (``<stage>/per_class``) and the most-confused pairs table (``<stage>/confused_pairs``,
+    TEXT tab).
 
     Args:
-        max_classes: above this many classes, draw only the most-confused block.
+        max_classes: above this many classes, the matrix shows only its most-confused block.
+        top_pairs: rows of the most-confused pairs table.
     """
 
-    def __init__(self, max_classes: int = 30) -> None:
+    def __init__(self, max_classes: int = 30, top_pairs: int = 10) -> None:
         self.max_classes = max_classes
+        self.top_pairs = top_pairs
 
     def _log(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if trainer.sanity_checking:
@@ -41,10 +46,18 @@ class ConfusionMatrixFigure(L.Callback):
         writers = tensorboard_writers(trainer)
         if not writers or not trainer.is_global_zero:
             return
-        fig = confusion_matrix_figure(cm, module.class_names, self.max_classes, title=f"{stage}")
+        names, step = module.class_names, trainer.global_step
+        figs = {
+            "confusion_matrix": confusion_matrix_figure(cm, names, self.max_classes, title=stage),
+            "per_class": per_class_bars(per_class_table(cm, names)),
+        }
+        pairs = to_markdown(most_confused_pairs(cm, names, self.top_pairs))
         for w in writers:
-            w.add_figure(f"{stage}/confusion_matrix", fig, trainer.global_step, close=False)
-        plt.close(fig)
+            for tag, fig in figs.items():
+                w.add_figure(f"{stage}/{tag}", fig, step, close=False)
+            w.add_text(f"{stage}/confused_pairs", pairs, step)
+        for fig in figs.values():
+            plt.close(fig)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log(trainer, pl_module, "val")

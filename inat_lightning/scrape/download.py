@@ -154,9 +154,9 @@ class Downloader:
             return "failed", str(e)
         with Image.open(io.BytesIO(body)) as img:
             size = img.size
-        with self._lock:
-            dup = self.sha_to_photo.get(sha256_of(body))
-        if dup is not None:
+        with self._lock:  # check and claim in one step: concurrent twins can't both pass
+            dup = self.sha_to_photo.setdefault(sha256_of(body), item.photo_id)
+        if dup != item.photo_id:
             return "duplicates", f"same bytes as photo {dup}"
         part = self.root / PARTIAL_DIR / f"{item.photo_id}.part"
         part.parent.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -40,30 +40,39 @@ class RateLimiter:
 
 
 class ByteBudget:
-    """Caps bytes per sliding hour and day (iNaturalist: ~5 GB/h and ~24 GB/day of media);
-    :meth:`wait` blocks until the next body fits again."""
+    """Caps bytes per sliding window, e.g. ``[(3600, 5e9), (86400, 24e9)]`` (iNaturalist: more
+    than ~5 GB/h or ~24 GB/day of media may get a client blocked); :meth:`wait` blocks until the
+    next body fits again. A cap of ``None`` is no cap."""
 
-    def __init__(self, per_hour: float | None, per_day: float | None) -> None:
-        self.limits = [(3600.0, per_hour), (86400.0, per_day)]
+    def __init__(self, limits: Sequence[tuple[float, float | None]]) -> None:
+        self.limits = [(float(w), cap) for w, cap in limits if cap]
+        self.horizon = max((w for w, _ in self.limits), default=0.0)
         self._log: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
 
-    def _used(self, window: float, now: float) -> int:
-        return sum(n for t, n in self._log if t > now - window)
+    def _delay(self) -> float:
+        """Seconds until every window is under its cap again (0: now)."""
+        now = time.monotonic()
+        while self._log and self._log[0][0] <= now - self.horizon:
+            self._log.popleft()
+        delay = 0.0
+        for window, cap in self.limits:
+            recent = [(t, n) for t, n in self._log if t > now - window]
+            used = sum(n for _, n in recent)
+            for t, n in recent:  # the oldest bodies leave the window first
+                if used < cap:
+                    break
+                used -= n
+                delay = max(delay, t + window - now)
+        return delay
 
     def wait(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
-                while self._log and self._log[0][0] < now - 86400:
-                    self._log.popleft()
-                over = [(w, cap) for w, cap in self.limits if cap and self._used(w, now) >= cap]
-                if not over:
-                    return
-                window = over[0][0]
-                oldest = next(t for t, _ in self._log if t > now - window)
-                delay = oldest + window - now
-            log.warning("media byte budget reached; pausing %.0f s", delay)
+                delay = self._delay()
+            if delay <= 0:
+                return
+            log.warning("media byte budget reached; pausing %.1f s", delay)
             time.sleep(min(delay, 60.0))
 
     def add(self, n: int) -> None:

@@ -92,7 +92,7 @@ def make_clients(s: DictConfig) -> tuple[HttpClient, HttpClient]:
         s.timeout,
         retry,
         max_bytes=s.max_bytes,
-        byte_budget=ByteBudget(s.max_bytes_per_hour, s.max_bytes_per_day),
+        byte_budget=ByteBudget([(3600, s.max_bytes_per_hour), (86400, s.max_bytes_per_day)]),
     )
     return api, media
 

@@ -53,6 +53,7 @@ class FakeINat:
         latency: seconds added to every response.
         scroll_delay_ms: grid loading delay after scrolling to the bottom.
         timeout_sleep: how long a ``"timeout"`` fault stalls.
+        duplicates: photo id → another photo id whose bytes it serves (a re-uploaded photo).
     """
 
     num_taxa: int = 3
@@ -64,6 +65,9 @@ class FakeINat:
     latency: float = 0.0
     scroll_delay_ms: int = 300
     timeout_sleep: float = 3.0
+    duplicates: dict[int, int] = field(
+        default_factory=dict
+    )  # photo id → photo whose bytes it serves
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -175,6 +179,7 @@ class FakeINat:
         return {"total_results": len(results), "page": 1, "per_page": 30, "results": results}
 
     def image_bytes(self, photo_id: int, size: str) -> bytes:
+        photo_id = self.duplicates.get(photo_id, photo_id)
         key = (photo_id, size)
         if key not in self._cache:
             obs = self.photo_owner[photo_id]
