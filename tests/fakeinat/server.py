@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from inat_lightning.data.synthetic import Sample, SyntheticSpecies
@@ -380,3 +381,38 @@ window.addEventListener('scroll', () => {{
 }});
 more();
 </script></body></html>"""
+
+
+def main() -> None:
+    """Serve from a process of its own (benchmarks: no GIL shared with the client). Prints the base
+    URL, serves until SIGTERM/SIGINT, then writes the request log (time, kind, path) as JSON."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--taxa", type=int, default=2)
+    ap.add_argument("--observations", type=int, default=50)
+    ap.add_argument("--max-photos", type=int, default=2)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--log", required=True)
+    a = ap.parse_args()
+    fake = FakeINat(
+        num_taxa=a.taxa,
+        observations_per_taxon=a.observations,
+        max_photos=a.max_photos,
+        latency=a.latency,
+    )
+    for p in fake.photo_owner:  # render up front: requests then cost only the network
+        fake.image_bytes(p, "medium")
+    fake.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(fake.base_url, flush=True)
+    stop.wait()
+    fake.stop()
+    Path(a.log).write_text(json.dumps(fake.requests))
+
+
+if __name__ == "__main__":
+    main()
