@@ -40,5 +40,9 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# each benchmark prints JSON; docs/benchmarks.md records the figures
+bench: venv
+	for b in loop flops input gradcam downloader scale; do $(BIN)/python -m bench.bench_$$b || exit 1; done
+
 clean:
 	rm -rf logs .pytest_cache .ruff_cache

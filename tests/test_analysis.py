@@ -122,6 +122,7 @@ def test_batched_cams_match_single_and_leave_the_model_untouched():
     assert batched.shape == (5, 64, 64) and batched.min() >= 0 and batched.max() <= 1
     np.testing.assert_allclose(batched, single, atol=1e-4)
     assert net.training and all(m.training for m in net.modules())
+    assert all(p.requires_grad for p in net.parameters())
     assert (
         torch.equal(net.fc.weight.grad, torch.ones_like(net.fc.weight))
         and net.conv1.weight.grad is None
