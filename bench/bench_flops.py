@@ -58,7 +58,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--depths", type=int, nargs="+", default=[18, 50, 101])
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
-    ap.add_argument("--bf16-sizes", type=int, nargs="*", default=[64], help="bf16 is slow on CPUs without it")
+    ap.add_argument(
+        "--bf16-sizes", type=int, nargs="*", default=[64], help="bf16 is slow on CPUs without it"
+    )
     ap.add_argument("--steps", type=int, default=3)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -79,13 +81,27 @@ def main() -> None:
                     xv = x.contiguous(memory_format=torch.channels_last)
                 opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
                 t = step_time(net, opt, xv, y, variant, 1 if variant == "bf16" else a.steps)
-                rows.append({"model": f"resnet{depth}", "size": size, "variant": variant, "batch": batch,
-                             "img_s": round(batch / t, 1), "gflop_per_img": round(flops / batch / 1e9, 2),
-                             "achieved_gflop_s": round(flops / t / 1e9, 1),
-                             "share_of_peak": round(flops / t / peak, 3)})
+                rows.append(
+                    {
+                        "model": f"resnet{depth}",
+                        "size": size,
+                        "variant": variant,
+                        "batch": batch,
+                        "img_s": round(batch / t, 1),
+                        "gflop_per_img": round(flops / batch / 1e9, 2),
+                        "achieved_gflop_s": round(flops / t / 1e9, 1),
+                        "share_of_peak": round(flops / t / peak, 3),
+                    }
+                )
                 print(rows[-1], flush=True)
-    report("flops", {"matmul_peak_gflop_s": round(peak / 1e9, 1), "rows": rows,
-                     "goal": ">= 0.60 of the matmul peak for ResNet101"})
+    report(
+        "flops",
+        {
+            "matmul_peak_gflop_s": round(peak / 1e9, 1),
+            "rows": rows,
+            "goal": ">= 0.60 of the matmul peak for ResNet101",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -77,17 +77,27 @@ def main() -> None:
     consume = model_rate(a.size, a.batch)
     rows = {}
     for source in ("small", "medium"):
-        for name, ds in (("pillow", ImageDataset(tmp / source, paths, [0] * len(paths), tf)),
-                         ("decode_jpeg", TorchvisionDecode(tmp / source, paths, tf))):
+        for name, ds in (
+            ("pillow", ImageDataset(tmp / source, paths, [0] * len(paths), tf)),
+            ("decode_jpeg", TorchvisionDecode(tmp / source, paths, tf)),
+        ):
             for workers in (0, a.workers):
                 r = loader_rate(ds, workers, a.batch)
                 rows[f"{source}_{name}_workers{workers}_img_s"] = round(r, 1)
     best = max(v for k, v in rows.items() if k.endswith(f"workers{a.workers}_img_s"))
     default = rows[f"small_pillow_workers{a.workers}_img_s"]
-    report("input", {"image_size": a.size, "images": len(paths), **rows,
-                     "resnet101_train_img_s": round(consume, 1),
-                     "default_pipeline_vs_model": round(default / consume, 2),
-                     "best_pipeline_vs_model": round(best / consume, 2), "goal": ">= 1.5x"})
+    report(
+        "input",
+        {
+            "image_size": a.size,
+            "images": len(paths),
+            **rows,
+            "resnet101_train_img_s": round(consume, 1),
+            "default_pipeline_vs_model": round(default / consume, 2),
+            "best_pipeline_vs_model": round(best / consume, 2),
+            "goal": ">= 1.5x",
+        },
+    )
 
 
 if __name__ == "__main__":
