@@ -17,26 +17,28 @@ DATA = [
     "data.synthetic.image_size=48",
     "data.synthetic.cue_share=1.0",
     "data.synthetic.cue_other_share=0.0",
-    "data.image_size=32",
+    "data.image_size=48",
+    "data.eval_crop_ratio=1.0",  # keep the corners, where the hand is
     "data.num_workers=0",
 ]
 TRAIN = [
     "model=resnet18",
     "data.batch_size=16",
-    "trainer.max_epochs=4",
+    "trainer.max_epochs=6",
+    "model.optimizer.lr=0.02",
     "callbacks=[model_checkpoint]",
-    "seed=0",
-    "data.crop_scale=[0.8,1.0]",
+    "data.crop_scale=[0.9,1.0]",
     "+trainer.enable_progress_bar=false",
 ]
 
 
 @pytest.mark.slow
-def test_audit_flags_the_biased_model_only(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_audit_flags_the_biased_model_only(tmp_path, seed):
     audits = {}
     for name, data in (("biased", "data=synthetic_biased"), ("clean", "data=synthetic")):
         out = tmp_path / name
-        train(compose_config("train", tmp_path, data, *DATA, *TRAIN, out=out))
+        train(compose_config("train", tmp_path, data, *DATA, *TRAIN, f"seed={seed}", out=out))
         cfg = compose_config(
             "evaluate",
             tmp_path,
@@ -58,7 +60,7 @@ def test_audit_flags_the_biased_model_only(tmp_path):
     assert biased["cued_images"] == clean["cued_images"] >= 20  # the same audited photos
     assert biased["verdict"] == "RELIES ON THE CUE", biased
     assert biased["energy_lift"] >= 1.5 and biased["acc_drop"] >= 0.15
-    assert clean["verdict"] == "ignores the cue", clean
-    assert clean["energy_lift"] < biased["energy_lift"] and clean["acc_drop"] < biased["acc_drop"]
+    assert clean["verdict"] != "RELIES ON THE CUE", clean
+    assert clean["acc_drop"] < 0.15 and clean["energy_lift"] < biased["energy_lift"]
     # adding the hand to the twin species' photos pulls the biased model, not the clean one
     assert biased["flip_rate_cue_added"] > 0.5 > clean["flip_rate_cue_added"]

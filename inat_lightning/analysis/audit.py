@@ -5,8 +5,8 @@ For images whose manifest row has a cue box (the synthetic "fisherman"):
 * **energy** — the share of Grad-CAM energy (predicted class) inside the box, against the box's
   share of the image area (the energy-based pointing game);
 * **counterfactual** — accuracy with the cue vs with the cue removed, on the same photos redrawn
-  by the dataset generator, and how often *adding* the cue to other species' photos flips the
-  prediction to the cue's species;
+  by the dataset generator, and how much *adding* the cue to other species' photos raises the
+  share predicted as the cue's species (``flip_rate_cue_added``: with the cue minus without);
 * a **verdict** per class: "relies on the cue" when the energy share is at least ``min_lift``
   times the box's area share and the accuracy drop is at least ``min_drop``.
 
@@ -116,7 +116,7 @@ def cue_audit(
             energy.append(e)
             area.append(a)
         removed = None
-        flips: dict[int, list[bool]] = defaultdict(list)
+        flips: dict[int, list[int]] = defaultdict(list)
         if generator is not None:
             redrawn = [
                 generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued
@@ -130,10 +130,12 @@ def cue_audit(
                     generator.render(generator.sample_of(r.photo_id), cue=True)[0] for r in clean
                 ]
                 pa = _predict(net, _tensor(added, image_size), cfg.batch_size)
-                for r, p in zip(clean, pa):
-                    for c in cue_classes:
+                originals = [Image.open(root / r.path).convert("RGB") for r in clean]
+                po = _predict(net, _tensor(originals, image_size), cfg.batch_size)
+                for r, p_added, p_orig in zip(clean, pa, po):
+                    for c in cue_classes:  # +1: the cue pulled it to c; -1: it pushed it away
                         if index[r.taxon_name] != c:
-                            flips[c].append(bool(p == c))
+                            flips[c].append(int(p_added == c) - int(p_orig == c))
 
     rows = []
     groups = {class_names[c]: labels == c for c in sorted(set(labels.tolist()))}
