@@ -55,9 +55,9 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
             "",
             "`energy_in_box`: share of Grad-CAM energy inside the cue's box; `box_area`: the box's "
             "share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
-            "`acc_cue_removed`: the same photos redrawn without the cue. `flip_rate_cue_added`: how "
-            "much adding the cue to other species' photos raises the share predicted as this "
-            "class (with the cue minus without).",
+            "`acc_cue_removed`: the same photos redrawn without the cue. "
+            "`flip_rate_cue_added`: how much adding the cue to other species' photos raises the "
+            "share predicted as this class (with the cue minus without).",
             "",
             to_markdown(audit["rows"]),
             "",
