@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from inat_lightning.models.backbones import RESNET_DEPTHS
 
@@ -90,7 +90,3 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         log.error("config error: %s", e)
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
