@@ -47,6 +47,11 @@ def decode_check(resp, body: bytes) -> tuple[int, int]:
     ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
         raise RetryableError(f"not an image: Content-Type {ctype}")
+    return decoded_size(body)
+
+
+def decoded_size(body: bytes) -> tuple[int, int]:
+    """(width, height) of an image body that fully decodes; :class:`RetryableError` otherwise."""
     try:
         with Image.open(io.BytesIO(body)) as img:
             img.load()
@@ -141,21 +146,20 @@ class Downloader:
         if final.is_file():  # renamed just before a crash: adopt it if it is sound
             body = final.read_bytes()
             try:
-                with Image.open(io.BytesIO(body)) as img:
-                    img.load()
-                    size = img.size
-            except Exception:  # noqa: BLE001
+                size = decoded_size(body)
+            except RetryableError:
                 final.unlink()
             else:
-                return self._register(item, rel, body, size, "skipped")
+                return self._register(item, rel, sha256_of(body), size, "skipped")
         try:
-            resp, body = self.client.get(item.url, accept=decode_check)
+            _, body = self.client.get(item.url, accept=decode_check)
         except HttpError as e:
             return "failed", str(e)
-        with Image.open(io.BytesIO(body)) as img:
+        with Image.open(io.BytesIO(body)) as img:  # header only: decode_check decoded it all
             size = img.size
+        sha = sha256_of(body)
         with self._lock:  # check and claim in one step: concurrent twins can't both pass
-            dup = self.sha_to_photo.setdefault(sha256_of(body), item.photo_id)
+            dup = self.sha_to_photo.setdefault(sha, item.photo_id)
         if dup != item.photo_id:
             return "duplicates", f"same bytes as photo {dup}"
         part = self.root / PARTIAL_DIR / f"{item.photo_id}.part"
@@ -163,12 +167,9 @@ class Downloader:
         part.write_bytes(body)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
-        return self._register(item, rel, body, size, "downloaded")
+        return self._register(item, rel, sha, size, "downloaded")
 
-    def _register(
-        self, item: PhotoItem, rel: str, body: bytes, size, outcome: str
-    ) -> tuple[str, str]:
-        sha = sha256_of(body)
+    def _register(self, item: PhotoItem, rel: str, sha: str, size, outcome: str) -> tuple[str, str]:
         with self._lock:
             self.sha_to_photo.setdefault(sha, item.photo_id)
         self._append(
