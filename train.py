@@ -1,9 +1,12 @@
 """Train a species classifier: python train.py [overrides]. See README.md and conf/train.yaml."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from inat_lightning.config import run_cli
+from inat_lightning.resume import resume_argv
 from inat_lightning.training import train
 
 
@@ -13,4 +16,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = resume_argv(sys.argv)  # resume=<run dir>: that run's overrides, in that folder
     main()

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning.models.backbones import RESNET_DEPTHS
+from inat_lightning.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,11 @@ def _call(node: DictConfig, key: str, *args: Any) -> Any:
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    """Checks that need no instantiation of heavy objects: the model section and the paths."""
+    """Checks that need no instantiation of heavy objects: required values, the model
+    section and the paths."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required (set on the command line, key=value)")
     model = cfg.model
     if model.depth not in RESNET_DEPTHS:
         raise ConfigError(f"model.depth={model.depth}: must be one of {RESNET_DEPTHS}")
@@ -76,9 +81,10 @@ def check_train_config(cfg: DictConfig) -> None:
     optimizer = _call(model.optimizer, "model.optimizer", [torch.zeros(1, requires_grad=True)])
     if model.get("scheduler"):
         _call(model.scheduler, "model.scheduler", optimizer)
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path={ckpt!r}: no such checkpoint")
+    try:
+        resume_checkpoint(cfg)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from e
 
 
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:

@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from inat_lightning.config import ConfigError, build, build_all, check_train_config
+from inat_lightning.config import (
+    ConfigError,
+    build,
+    build_all,
+    check_train_config,
+    resume_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +49,17 @@ def train(cfg: DictConfig) -> float | None:
         class_names=datamodule.class_names,
         class_weights=datamodule.class_weights,
     )
-    for lg in trainer.loggers:
-        lg.log_hyperparams(_flat_hparams(cfg))
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt = resume_checkpoint(cfg)
+        if ckpt:
+            log.info("resuming from %s", ckpt)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     train_metrics = _scalar_metrics(trainer)
 
     test_metrics: dict[str, float] = {}
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpointing = trainer.checkpoint_callback
+    best = checkpointing.best_model_path if checkpointing else ""
     if cfg.get("test", True):
         if not best:
             log.warning(
@@ -67,8 +76,17 @@ def train(cfg: DictConfig) -> float | None:
         "split_sizes": {k: len(v) for k, v in datamodule.datasets.items()},
         "chance_accuracy": 1.0 / datamodule.num_classes,
     }
+    if checkpointing is not None and checkpointing.best_model_score is not None:
+        summary["best"] = {
+            "monitor": checkpointing.monitor,
+            "score": float(checkpointing.best_model_score),
+        }
     if cfg.get("test", True):
+        # a collective under DDP: every rank computes, rank 0 writes
         summary["test_confusion_matrix"] = model.confusion_matrix("test").tolist()
+    if not trainer.is_global_zero:
+        return None
+    _log_hparams(trainer, cfg, {**metrics, **_best_metric(summary)})
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.write_text(json.dumps(summary, indent=2))
     log.info("metrics written to %s", out)
@@ -78,6 +96,23 @@ def train(cfg: DictConfig) -> float | None:
 
     value = metrics.get(cfg.get("optimized_metric") or "")
     return None if value is None or math.isnan(value) else value
+
+
+def _best_metric(summary: dict[str, Any]) -> dict[str, float]:
+    best = summary.get("best")
+    return {f"best/{best['monitor']}": best["score"]} if best else {}
+
+
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Hyperparameters and final metrics (as ``hp/<metric>``) for TensorBoard's HPARAMS tab,
+    where the runs of a sweep line up in one table."""
+    keep = ("best/", "test/acc", "test/f1_macro", "val/acc", "val/f1_macro")
+    hp = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(keep) and "/f1_class/" not in k}
+    for lg in trainer.loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(_flat_hparams(cfg), metrics=hp)
+        else:
+            lg.log_hyperparams(_flat_hparams(cfg))
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:

@@ -112,6 +112,8 @@ def compose_config(
         )
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)  # no Hydra runtime in compose()
+        if "run_name" in cfg:
+            cfg.run_name = "test"
     out.mkdir(parents=True, exist_ok=True)
     return cfg
 

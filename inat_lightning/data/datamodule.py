@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from inat_lightning.data.dataset import ImageDataset, collate_skipping
@@ -32,7 +33,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         batch_size: per device.
         num_workers: loader worker processes (0 = load in the main process).
         pin_memory: page-locked host memory (helps only with a GPU).
-        persistent_workers: keep workers between epochs (when ``num_workers > 0``).
+        persistent_workers: keep workers between epochs (when ``num_workers > 0``); off by
+            default so workers restart each epoch from that epoch's seed (exact resume).
         balance: ``none``; ``sampler`` (class-balanced sampling of the train set); ``loss``
             (the model weights its loss by inverse class frequency, see :attr:`class_weights`).
         min_per_class: ``None``: a class with too few observations for every split is an error;
@@ -52,7 +54,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 2,
         pin_memory: bool = False,
-        persistent_workers: bool = True,
+        persistent_workers: bool = False,
         balance: str = "none",
         min_per_class: int | None = None,
         crop_scale: Sequence[float] = (0.35, 1.0),
@@ -166,6 +168,17 @@ class ImageFolderDataModule(L.LightningDataModule):
         return w * self.num_classes / w.sum()
 
     # ------------------------------------------------------------------ loaders
+    def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, shard val/test without the padding of ``DistributedSampler``: every image
+        is evaluated exactly once, so synced metrics and confusion matrices count each once."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            self.datasets[split], num_replicas=trainer.world_size, rank=trainer.global_rank,
+            shuffle=False,
+        )
+
     def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
         # drop a ragged last train batch: a batch of one breaks BatchNorm and adds noise
         drop_last = split == "train" and len(self.datasets[split]) > self.batch_size
@@ -190,7 +203,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader("val", sampler=self._eval_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("test", sampler=self._eval_sampler("test"))

@@ -1,0 +1,67 @@
+"""Resuming an interrupted training run in its own folder, with its own config.
+
+``python train.py resume=<run dir>`` (or ``resume=true hydra.run.dir=<run dir>``) is rewritten
+by :func:`resume_argv` into that run's original overrides plus ``hydra.run.dir=<run dir>``;
+the train task then continues from ``<run dir>/checkpoints/last.ckpt`` (see
+:func:`resume_checkpoint`). Logs, checkpoints and TensorBoard curves continue in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+FALSE = {"false", "False", "null", "None", ""}
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``argv`` with ``resume=<run dir>`` expanded: the run's saved overrides first, then the
+    other arguments of this command (they win), then ``hydra.run.dir`` and ``resume=true``.
+    Any other ``argv`` is returned unchanged; a missing run dir is left to the train task's
+    config check, which names the key."""
+    args = argv[1:]
+    values = {_key(a): a.split("=", 1)[1] for a in args if "=" in a}
+    resume = values.get("resume")
+    if resume is None or resume in FALSE or "-m" in args or "--multirun" in args:
+        return argv
+    run_dir = Path(values.get("hydra.run.dir", "").strip("'\"") if resume == "true" else resume)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return argv
+    mine = [a for a in args if _key(a) not in ("resume", "hydra.run.dir")]
+    taken = {_key(a) for a in mine}
+    original = yaml.safe_load(saved.read_text()) or []
+    kept = [o for o in original if _key(o) not in taken | {"resume", "ckpt_path"}]
+    quoted = str(run_dir).replace("\\", "\\\\").replace("'", "\\'")
+    return [argv[0], *kept, *mine, f"hydra.run.dir='{quoted}'", "resume=true"]
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint to continue from: ``ckpt_path`` if set, else with ``resume`` the run
+    folder's ``checkpoints/last.ckpt``; ``None`` to start fresh. Raises ``FileNotFoundError``
+    naming the key when the file is missing."""
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint")
+        return str(cfg.ckpt_path)
+    resume = cfg.get("resume")
+    if resume in (None, False) or str(resume) in FALSE:
+        return None
+    if resume is not True:  # a path that resume_argv did not expand
+        raise FileNotFoundError(
+            f"resume={resume}: not a run folder (expected {resume}/.hydra/overrides.yaml)"
+        )
+    last = Path(cfg.paths.output_dir) / LAST
+    if not last.is_file():
+        raise FileNotFoundError(
+            f"resume={resume}: no {LAST} in {cfg.paths.output_dir} to resume from "
+            "(use resume=<run dir>, the folder holding .hydra/ and checkpoints/)"
+        )
+    return str(last)

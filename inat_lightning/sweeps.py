@@ -1,0 +1,119 @@
+"""Multirun sweep summary: one table (CSV and Markdown) of every job's overrides and metrics.
+
+:class:`SweepSummary` is a Hydra callback (``conf/hydra/default.yaml``): after each job and at
+the end of a ``-m`` sweep (grid, Optuna, SLURM alike) it rewrites ``summary.csv`` and
+``summary.md`` in the sweep folder from the jobs' ``.hydra/overrides.yaml`` and ``metrics.json``,
+so a half-finished or crashed sweep still has a table of what ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+METRICS = ("val/f1_macro", "val/acc", "test/f1_macro", "test/acc", "test/acc_macro")
+
+
+def _job_overrides(job_dir: Path) -> dict[str, str]:
+    items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in items)
+
+
+def _job_number(job_dir: Path) -> int:
+    head = job_dir.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
+def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per job folder of a sweep: ``job``, ``status``, ``overrides`` (dict), metrics
+    (``METRICS`` plus ``best/<monitor>``, NaN when missing) and ``run_dir``."""
+    rows = []
+    job_dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
+    for job_dir in sorted(job_dirs, key=lambda p: (_job_number(p), p.name)):
+        summary_file = job_dir / "metrics.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        metrics = summary.get("metrics", {})
+        best = summary.get("best") or {}
+        row: dict[str, Any] = {
+            "job": _job_number(job_dir),
+            "status": "done" if summary else "failed or running",
+            "overrides": _job_overrides(job_dir),
+            **{k: float(metrics.get(k, math.nan)) for k in METRICS},
+        }
+        if best.get("monitor"):
+            row[f"best/{best['monitor']}"] = float(best.get("score", math.nan))
+        row["run_dir"] = job_dir.name
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Columns: the overrides that differ between jobs, then the metrics."""
+    keys = sorted({k for r in rows for k in r["overrides"]})
+    varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] or keys
+    metric_cols = [c for c in rows[0] if c not in ("job", "status", "overrides", "run_dir")]
+    for r in rows[1:]:
+        metric_cols += [c for c in r if c.startswith("best/") and c not in metric_cols]
+    header = ["job", *varying, *metric_cols, "status", "run_dir"]
+    body = []
+    for r in rows:
+        cells = [str(r["job"]), *(r["overrides"].get(k, "") for k in varying)]
+        cells += [_fmt(r.get(c, math.nan)) for c in metric_cols]
+        body.append([*cells, r["status"], r["run_dir"]])
+    return header, body
+
+
+def _fmt(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.4f}"
+
+
+def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None) -> Path | None:
+    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; returns the Markdown path
+    (``None`` when no job folder exists yet). Writes are atomic: parallel jobs may call it."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    if not rows:
+        return None
+    header, body = _table(rows)
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *body])
+    lines = [f"# Sweep summary: {sweep_dir.name}", ""]
+    scored = [r for r in rows if not math.isnan(r.get(optimized_metric or "", math.nan))]
+    if scored:
+        top = max(scored, key=lambda r: r[optimized_metric])
+        lines += [f"Best {optimized_metric}: {top[optimized_metric]:.4f} (job {top['job']})", ""]
+    # the Markdown table leaves out the (long) folder names; the CSV has them
+    lines += ["| " + " | ".join(header[:-1]) + " |", "|" + "---|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(cells[:-1]) + " |" for cells in body]
+    for name, text in (("summary.csv", buf.getvalue()), ("summary.md", "\n".join(lines) + "\n")):
+        tmp = sweep_dir / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        tmp.replace(sweep_dir / name)
+    return sweep_dir / "summary.md"
+
+
+class SweepSummary(Callback):
+    """Hydra callback: keeps ``<sweep dir>/summary.{csv,md}`` up to date during a multirun."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            write_summary(config.hydra.sweep.dir, config.get("optimized_metric"))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = write_summary(config.hydra.sweep.dir, config.get("optimized_metric"))
+        if path is not None:
+            log.info("sweep summary: %s (and summary.csv)", path)
