@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import re
 import sys
@@ -9,15 +11,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning.models.backbones import RESNET_DEPTHS
 from inat_lightning.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+OPTIMIZABLE = re.compile(
+    r"^(train|val|test)/(loss|acc|acc_macro|top5|f1_macro|precision_macro|recall_macro)$"
+    r"|^best/val/\w+$"
+)
 
 
 class ConfigError(ValueError):
@@ -37,6 +47,9 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         where = match.group(1) if match else key
         cause = e.__cause__ or e
         msg = str(cause)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", msg)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown.group(1)}: unknown key ({msg})") from e
         raise ConfigError(f"{where}.{msg}" if re.match(r"^\w+=", msg) else f"{where}: {msg}") from e
 
 
@@ -49,6 +62,46 @@ def build_all(node: DictConfig | None, key: str) -> list[Any]:
         for name, child in node.items()
         if isinstance(child, DictConfig) and "_target_" in child
     ]
+
+
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Strict keys: every ``_target_`` node may only hold arguments its target accepts (unless
+    it takes ``**kwargs``), so a misspelt or unknown key fails before any work, named in full."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+            return
+        if not isinstance(node, dict):
+            return
+        if "_target_" in node:
+            _check_target(node, path)
+        for k, v in node.items():
+            walk(v, f"{path}.{k}" if path else str(k))
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def _check_target(node: dict, path: str) -> None:
+    try:
+        target = get_object(str(node["_target_"]))
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's _target_ value
+        raise ConfigError(f"{path}._target_={node['_target_']}: cannot import ({e})") from e
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # some builtins have no signature
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(node) - HYDRA_KEYS - set(params))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(params), n=1)
+        hint = f"did you mean {close[0]}?" if close else "accepted: " + ", ".join(params)
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key for {node['_target_']}; {hint}")
 
 
 def _call(node: DictConfig, key: str, *args: Any) -> Any:
@@ -64,9 +117,16 @@ def _call(node: DictConfig, key: str, *args: Any) -> Any:
 def check_train_config(cfg: DictConfig) -> None:
     """Checks that need no instantiation of heavy objects: required values, the model
     section and the paths."""
+    check_targets(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)}: required (set on the command line, key=value)")
+    metric = cfg.get("optimized_metric")
+    if metric is not None and not OPTIMIZABLE.match(str(metric)):
+        raise ConfigError(
+            f"optimized_metric={metric}: must be <stage>/<metric> with stage train|val|test|best "
+            "and metric loss|acc|acc_macro|top5|f1_macro|precision_macro|recall_macro"
+        )
     model = cfg.model
     if model.depth not in RESNET_DEPTHS:
         raise ConfigError(f"model.depth={model.depth}: must be one of {RESNET_DEPTHS}")
@@ -87,10 +147,25 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(str(e)) from e
 
 
+def check_trainer(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Checks that need the resolved accelerator; run before any data is touched."""
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and cfg.trainer.get("sync_batchnorm"):
+        raise ConfigError("trainer.sync_batchnorm=true: SyncBatchNorm needs GPUs; false on CPU")
+    precision = str(cfg.trainer.get("precision", ""))
+    if on_cpu and ("16" in precision):
+        log.warning(
+            "trainer.precision=%s on CPU: mixed precision is usually much slower than 32-true "
+            "on CPUs without native bf16/fp16 (about 25x on the CI machine)",
+            precision,
+        )
+
+
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a task from a Hydra entry point; a :class:`ConfigError` exits with status 2 and one
-    clear line instead of a traceback."""
+    clear line instead of a traceback. Keys are checked first (:func:`check_targets`)."""
     try:
+        check_targets(cfg)
         return task(cfg)
     except ConfigError as e:
         log.error("config error: %s", e)

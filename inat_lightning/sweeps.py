@@ -61,8 +61,9 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Columns: the overrides that differ between jobs, then the metrics."""
+def _table(rows: list[dict[str, Any]], short: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Columns: the overrides that differ between jobs (``short``: floats to 4 digits), then
+    the metrics."""
     keys = sorted({k for r in rows for k in r["overrides"]})
     varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] or keys
     metric_cols = [c for c in rows[0] if c not in ("job", "status", "overrides", "run_dir")]
@@ -71,10 +72,19 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["job", *varying, *metric_cols, "status", "run_dir"]
     body = []
     for r in rows:
-        cells = [str(r["job"]), *(r["overrides"].get(k, "") for k in varying)]
+        values = [r["overrides"].get(k, "") for k in varying]
+        cells = [str(r["job"]), *(map(_short, values) if short else values)]
         cells += [_fmt(r.get(c, math.nan)) for c in metric_cols]
         body.append([*cells, r["status"], r["run_dir"]])
     return header, body
+
+
+def _short(value: str) -> str:
+    """Sampled floats (Optuna) to 4 significant digits; anything else as given."""
+    try:
+        return f"{float(value):.4g}" if any(c in value for c in ".eE") else value
+    except ValueError:
+        return value
 
 
 def _fmt(value: float) -> str:
@@ -94,9 +104,11 @@ def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None) ->
     lines = [f"# Sweep summary: {sweep_dir.name}", ""]
     scored = [r for r in rows if not math.isnan(r.get(optimized_metric or "", math.nan))]
     if scored:
-        top = max(scored, key=lambda r: r[optimized_metric])
+        pick = min if "loss" in optimized_metric else max
+        top = pick(scored, key=lambda r: r[optimized_metric])
         lines += [f"Best {optimized_metric}: {top[optimized_metric]:.4f} (job {top['job']})", ""]
-    # the Markdown table leaves out the (long) folder names; the CSV has them
+    # the Markdown table rounds sampled values and leaves out the (long) folder names
+    header, body = _table(rows, short=True)
     lines += ["| " + " | ".join(header[:-1]) + " |", "|" + "---|" * (len(header) - 1)]
     lines += ["| " + " | ".join(cells[:-1]) + " |" for cells in body]
     for name, text in (("summary.csv", buf.getvalue()), ("summary.md", "\n".join(lines) + "\n")):

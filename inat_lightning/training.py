@@ -18,6 +18,7 @@ from inat_lightning.config import (
     build,
     build_all,
     check_train_config,
+    check_trainer,
     resume_checkpoint,
 )
 
@@ -37,6 +38,7 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
     loggers = build_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    check_trainer(trainer, cfg)
     datamodule = build(cfg.data, "data")
     try:
         datamodule.setup("fit")
@@ -94,8 +96,16 @@ def train(cfg: DictConfig) -> float | None:
         if key in metrics:
             log.info("%s = %.4f (chance %.4f)", key, metrics[key], summary["chance_accuracy"])
 
-    value = metrics.get(cfg.get("optimized_metric") or "")
-    return None if value is None or math.isnan(value) else value
+    return _optimized_value(cfg.get("optimized_metric"), {**metrics, **_best_metric(summary)})
+
+
+def _optimized_value(name: str | None, metrics: dict[str, float]) -> float | None:
+    """The value a sweeper optimises; NaN (a failed trial for Optuna) when it was not logged."""
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning("optimized_metric=%s was not logged in this run: returning NaN", name)
+    return float(metrics.get(name, math.nan))
 
 
 def _best_metric(summary: dict[str, Any]) -> dict[str, float]:

@@ -84,12 +84,14 @@ def run_cli(
     script: str, *overrides: str, tmp_path: Path, data_dir: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """Run an entry point for real, with logs (and data, unless ``data_dir``) under ``tmp_path``."""
+    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: before the overrides
     cmd = [
         sys.executable,
         str(REPO / script),
+        *flags,
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.data_dir={data_dir or tmp_path / 'data'}",
-        *overrides,
+        *(o for o in overrides if not o.startswith("-")),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
