@@ -130,6 +130,12 @@ def check_train_config(cfg: DictConfig) -> None:
     model = cfg.model
     if model.depth not in RESNET_DEPTHS:
         raise ConfigError(f"model.depth={model.depth}: must be one of {RESNET_DEPTHS}")
+    fine_tuning = "backbone_finetuning" in (cfg.get("callbacks") or {})
+    if fine_tuning and not (model.get("weights_path") or model.get("weights")):
+        raise ConfigError(
+            "model.weights_path: required for fine-tuning (callbacks.backbone_finetuning), "
+            "e.g. model.weights_path=weights/resnet101.pth"
+        )
     if model.get("weights_path") and not Path(model.weights_path).is_file():
         raise ConfigError(f"model.weights_path={model.weights_path!r}: no such file")
     if not 0.0 <= model.label_smoothing < 1.0:

@@ -64,3 +64,28 @@ def test_cli_reports_config_error_in_one_line_and_exits_2(tmp_path):
     assert "Traceback" not in res.stderr
     unknown = run_cli("train.py", "data.no_such_key=1", tmp_path=tmp_path, timeout=120)
     assert unknown.returncode != 0 and "no_such_key" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+trainer.max_epoch=3", r"^trainer\.max_epoch: unknown key .*did you mean max_epochs"),
+        ("+model.chanels_last=true", r"^model\.chanels_last: unknown key"),
+        ("+model.optimizer.moment=0.9", r"^model\.optimizer\.moment: unknown key"),
+        ("+data.split.sead=1", r"^data\.split\.sead: unknown key"),
+        ("+data.synthetic.num_specie=3", r"^data\.synthetic\.num_specie: unknown key"),
+        ("+callbacks.model_checkpoint.top_k=2", r"^callbacks\.model_checkpoint\.top_k: unknown"),
+        ("model._target_=no.such.Model", r"^model\._target_=no\.such\.Model: cannot import"),
+        ("optimized_metric=val/f1", r"^optimized_metric=val/f1"),
+    ],
+)
+def test_unknown_keys_anywhere_are_refused_before_any_work(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train(tmp_path, override))
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("preset", ["experiment=finetune", "hparams_search=optuna_sgd"])
+def test_presets_keep_keys_strict(tmp_path, preset):
+    with pytest.raises(ConfigError, match=r"^trainer\.max_epoch: unknown key"):
+        check_train_config(compose_train(tmp_path, preset, "+trainer.max_epoch=3"))

@@ -1,0 +1,120 @@
+"""Scale-out on Lightning's own engine: DDP on CPU, the GPU trainer switches, SLURM config."""
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from inat_lightning.config import ConfigError, build, check_train_config, check_trainer
+from inat_lightning.models.classifier import Classifier
+from tests.conftest import REPO, SMALL, compose_config, run_cli, run_dirs
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes_syncs_metrics(tmp_path, shared_data_dir):
+    res = run_cli(
+        "train.py",
+        *SMALL,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+        "~callbacks.gradcam",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (run,) = run_dirs(tmp_path / "logs")  # the second process wrote into the same run
+    log = (run / "train.log").read_text()
+    assert "distributed_backend=gloo" in res.stdout + res.stderr + log
+    assert "All distributed processes registered. Starting with 2 processes" in (
+        res.stdout + res.stderr + log
+    )
+    summary = json.loads((run / "metrics.json").read_text())
+    cm = torch.tensor(summary["test_confusion_matrix"])
+    # every test image counted exactly once across the two processes: no padding duplicates,
+    # no half-sized matrix from one rank (the test split has an odd size here)
+    n_test = summary["split_sizes"]["test"]
+    assert n_test % 2 == 1
+    assert int(cm.sum()) == n_test
+    assert summary["metrics"]["test/acc"] == pytest.approx(float(cm.trace() / cm.sum()), abs=1e-6)
+
+
+def test_gpu_preset_composes_with_mixed_precision_and_channels_last(tmp_path):
+    cfg = compose_config("train", tmp_path, "experiment=resnet101_gpu")
+    check_train_config(cfg)
+    assert cfg.model.depth == 101 and cfg.data.image_size == 224
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.model.channels_last is True
+    assert cfg.data.split.ratios == [0.7, 0.15, 0.15]
+    assert cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without GPU")
+def test_gpu_trainer_without_gpu_is_a_config_error_before_any_work(tmp_path):
+    cfg = compose_config("train", tmp_path, "trainer=gpu")
+    with pytest.raises(ConfigError, match="^trainer"):
+        build(cfg.trainer, "trainer")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_preset_runs_with_bf16_channels_last_and_compile(tmp_path, shared_data_dir):
+    res = run_cli(
+        "train.py",
+        "experiment=resnet101_gpu",
+        *SMALL,
+        "data.num_workers=2",
+        "model.compile=true",
+        "debug=fast_dev_run",
+        "trainer.accelerator=gpu",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "bf16" in res.stdout + res.stderr
+
+
+def test_sync_batchnorm_on_cpu_is_refused(tmp_path):
+    cfg = compose_config(
+        "train", tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"
+    )
+    trainer = build(cfg.trainer, "trainer", logger=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match=r"trainer\.sync_batchnorm"):
+        check_trainer(trainer, cfg)
+
+
+def test_compile_and_channels_last_switches_keep_checkpoints_plain():
+    torch.manual_seed(0)
+    plain = Classifier(3, depth=18)
+    fast = Classifier(3, depth=18, channels_last=True, compile=True, compile_backend="eager")
+    fast.load_state_dict(plain.state_dict())  # same keys: no "_orig_mod." from the compiled copy
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    assert fast.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 32, 32)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+    assert fast._compiled and not plain._compiled
+
+
+def test_slurm_launcher_config_follows_the_trainer(tmp_path):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "hydra/launcher=slurm",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+                "hydra.launcher.partition=gpu",
+            ],
+            return_hydra_config=True,
+        )
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+    assert launcher["tasks_per_node"] == 4 and launcher["gpus_per_node"] == 4
+    assert launcher["nodes"] == 2 and launcher["partition"] == "gpu"
