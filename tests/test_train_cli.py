@@ -41,6 +41,9 @@ def test_short_training_beats_chance_and_logs_everything(short_training):
         "lr-SGD",
     } <= set(scalars)
     assert any(t.startswith("val/f1_class/") for t in scalars)
+    # final metrics for the HPARAMS tab, where the runs of a sweep line up
+    assert {"hp/best/val/f1_macro", "hp/test/acc", "hp/val/f1_macro"} <= set(scalars)
+    assert scalars["hp/test/acc"][-1].value == pytest.approx(m["test/acc"])
     assert len(scalars["val/f1_macro"]) == 2
     assert {f"{s}/{f}" for s in ("val", "test") for f in ("confusion_matrix", "per_class")} <= set(
         tb["images"]
