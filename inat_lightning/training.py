@@ -52,8 +52,8 @@ def train(cfg: DictConfig) -> float | None:
         class_weights=datamodule.class_weights,
     )
 
+    ckpt = resume_checkpoint(cfg)
     if cfg.get("train", True):
-        ckpt = resume_checkpoint(cfg)
         if ckpt:
             log.info("resuming from %s", ckpt)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
@@ -63,11 +63,13 @@ def train(cfg: DictConfig) -> float | None:
     checkpointing = trainer.checkpoint_callback
     best = checkpointing.best_model_path if checkpointing else ""
     if cfg.get("test", True):
-        if not best:
+        # the best checkpoint of this fit; with train=false, the given checkpoint
+        tested = best or (None if cfg.get("train", True) else ckpt)
+        if not tested:
             log.warning(
                 "no best checkpoint (fast_dev_run or no checkpointing): testing current weights"
             )
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested)
         test_metrics = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test/")}
 
     metrics = {**train_metrics, **test_metrics}

@@ -57,3 +57,23 @@ def test_short_training_beats_chance_and_logs_everything(short_training):
     assert {p.name for p in (run / "gradcam" / "test").rglob("*.png")} >= {
         f"{n}.png" for n in names
     }
+
+
+@pytest.mark.slow
+def test_train_false_tests_the_given_checkpoint(short_training, tmp_path, shared_data_dir):
+    run, _ = short_training
+    trained = json.loads((run / "metrics.json").read_text())
+    res = run_cli(
+        "train.py",
+        *SMALL,
+        "train=false",
+        f"ckpt_path={trained['best_checkpoint']}",
+        "~callbacks.gradcam",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (again,) = run_dirs(tmp_path / "logs")
+    tested = json.loads((again / "metrics.json").read_text())
+    assert tested["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"])
+    assert tested["test_confusion_matrix"] == trained["test_confusion_matrix"]
