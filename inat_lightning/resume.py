@@ -23,7 +23,8 @@ def _key(override: str) -> str:
 
 def resume_argv(argv: list[str]) -> list[str]:
     """``argv`` with ``resume=<run dir>`` expanded: the run's saved overrides first, then the
-    other arguments of this command (they win), then ``hydra.run.dir`` and ``resume=true``.
+    other arguments of this command (they win), then ``hydra.run.dir``, ``resume=true`` and
+    the run's TensorBoard run name.
     Any other ``argv`` is returned unchanged; a missing run dir is left to the train task's
     config check, which names the key."""
     args = argv[1:]
@@ -38,9 +39,19 @@ def resume_argv(argv: list[str]) -> list[str]:
     mine = [a for a in args if _key(a) not in ("resume", "hydra.run.dir")]
     taken = {_key(a) for a in mine}
     original = yaml.safe_load(saved.read_text()) or []
-    kept = [o for o in original if _key(o) not in taken | {"resume", "ckpt_path"}]
-    quoted = str(run_dir).replace("\\", "\\\\").replace("'", "\\'")
-    return [argv[0], *kept, *mine, f"hydra.run.dir='{quoted}'", "resume=true"]
+    kept = [o for o in original if _key(o) not in taken | {"resume", "ckpt_path", "run_name"}]
+    tail = [f"hydra.run.dir={_quote(run_dir)}", "resume=true"]
+    # keep the TensorBoard run, whatever order a sweep gave its name
+    tensorboard = run_dir / "tensorboard"
+    runs = [p.name for p in tensorboard.iterdir() if p.is_dir()] if tensorboard.is_dir() else []
+    if len(runs) == 1 and "run_name" not in taken:
+        tail.append(f"run_name={_quote(runs[0])}")
+    return [argv[0], *kept, *mine, *tail]
+
+
+def _quote(value: object) -> str:
+    """A Hydra override value that may hold ``,``, ``=`` or spaces."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:

@@ -25,12 +25,14 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
+BOOKKEEPING = {"resume", "run_name"}  # overrides a resumed job adds: not experiment settings
 METRICS = ("val/f1_macro", "val/acc", "test/f1_macro", "test/acc", "test/acc_macro")
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
     items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    return dict(item.split("=", 1) if "=" in item else (item, "") for item in items)
+    pairs = (item.split("=", 1) if "=" in item else (item, "") for item in items)
+    return {k: v for k, v in pairs if k not in BOOKKEEPING}
 
 
 def _job_number(job_dir: Path) -> int:
@@ -119,11 +121,17 @@ def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None) ->
 
 
 class SweepSummary(Callback):
-    """Hydra callback: keeps ``<sweep dir>/summary.{csv,md}`` up to date during a multirun."""
+    """Hydra callback: keeps ``<sweep dir>/summary.{csv,md}`` up to date during a multirun
+    and when one of its jobs is resumed."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
             write_summary(config.hydra.sweep.dir, config.get("optimized_metric"))
+            return
+        # a sweep job resumed on its own (resume=<job dir>) updates its sweep's table
+        sweep_dir = Path(config.hydra.runtime.output_dir).parent
+        if (sweep_dir / "multirun.yaml").is_file():
+            write_summary(sweep_dir, config.get("optimized_metric"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         path = write_summary(config.hydra.sweep.dir, config.get("optimized_metric"))

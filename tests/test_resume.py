@@ -37,6 +37,10 @@ def test_resume_argv_restores_the_runs_overrides_and_folder(tmp_path):
     ]
     same = resume_argv(["train.py", "resume=true", f"hydra.run.dir={run}"])
     assert same[-2:] == [f"hydra.run.dir='{run}'", "resume=true"] and "seed=3" in same
+    # a sweep job's TensorBoard run keeps its name
+    (run / "tensorboard" / "seed=3,model=resnet18").mkdir(parents=True)
+    swept = resume_argv(["train.py", f"resume={run}"])
+    assert swept[-1] == "run_name='seed=3,model=resnet18'"
     for untouched in (["train.py", "seed=1"], ["train.py", "resume=false"]):
         assert resume_argv(untouched) == untouched
 

@@ -31,13 +31,17 @@ def fake_job(sweep, num, overrides, metrics=None):
 
 
 def test_summary_lists_varying_overrides_and_metrics_per_job(tmp_path):
-    fake_job(tmp_path, 0, ["model=resnet18", "model.optimizer.lr=0.1"], {"val/f1_macro": 0.5})
+    resumed = ["resume=true", "run_name='x'"]  # bookkeeping of a resumed job: not columns
+    fake_job(
+        tmp_path, 0, ["model=resnet18", "model.optimizer.lr=0.1", *resumed], {"val/f1_macro": 0.5}
+    )
     fake_job(tmp_path, 1, ["model=resnet18", "model.optimizer.lr=0.01"], {"val/f1_macro": 0.7})
     fake_job(tmp_path, 10, ["model=resnet18", "model.optimizer.lr=0.001"])  # crashed
     md = write_summary(tmp_path, "val/f1_macro")
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [r["job"] for r in rows] == ["0", "1", "10"]  # numeric order, not text order
     assert "model" not in rows[0]  # the same in every job: not a column
+    assert "resume" not in rows[0] and "run_name" not in rows[0]
     assert [r["model.optimizer.lr"] for r in rows] == ["0.1", "0.01", "0.001"]
     assert [r["val/f1_macro"] for r in rows] == ["0.5000", "0.7000", ""]
     assert rows[2]["status"] == "failed or running"
