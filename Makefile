@@ -42,7 +42,7 @@ format: venv
 
 # each benchmark prints JSON; docs/benchmarks.md records the figures
 bench: venv
-	for b in loop flops input gradcam downloader scale; do $(BIN)/python -m bench.bench_$$b || exit 1; done
+	for b in loop flops input gradcam downloader scale workers; do $(BIN)/python -m bench.bench_$$b || exit 1; done
 
 clean:
 	rm -rf logs .pytest_cache .ruff_cache
