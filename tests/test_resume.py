@@ -2,10 +2,12 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,9 +59,22 @@ def last_epoch(run) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
 
 
+def start_train(log: Path, *args: str) -> subprocess.Popen:
+    """train.py in the background, its output to ``log`` (a pipe could fill up and block)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(REPO / "train.py"), *args]
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, shared_data_dir):
     overrides = [
+        f"paths.data_dir={shared_data_dir}",
         *SMALL,
         "trainer.max_epochs=2",
         "+trainer.limit_train_batches=12",
@@ -68,13 +83,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, 
         "~callbacks.gradcam",
         "~callbacks.metric_figures",
     ]
-    paths = [f"paths.data_dir={shared_data_dir}"]
     killed_logs = tmp_path / "killed"
-    cmd = [sys.executable, str(REPO / "train.py"), f"paths.log_dir={killed_logs}", *paths]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [*cmd, *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = start_train(tmp_path / "killed.log", f"paths.log_dir={killed_logs}", *overrides)
     try:
         deadline = time.monotonic() + 300
         while not list(killed_logs.rglob("last.ckpt")):
@@ -87,40 +97,27 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, 
     (run,) = run_dirs(killed_logs)
     assert not (run / "metrics.json").exists()
     assert last_epoch(run) == 0, "killed too late: epoch 1 had finished"
+    saved = tmp_path / "saved.ckpt"  # the in-place resume will overwrite last.ckpt
+    shutil.copy(run / "checkpoints" / "last.ckpt", saved)
 
-    # the uninterrupted run and the resume, side by side (neither depends on timing)
-    straight = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "train.py"),
-            f"paths.log_dir={tmp_path / 'straight'}",
-            *paths,
-            *overrides,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    resumed = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), f"resume={run}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert straight.wait(timeout=600) == 0, straight.stderr.read()[-3000:]
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
+    # the uninterrupted run, the in-place resume and a ckpt_path resume, side by side
+    # (none depends on timing)
+    runs = {
+        "straight": [f"paths.log_dir={tmp_path / 'straight'}", *overrides],
+        "from_ckpt": [f"paths.log_dir={tmp_path / 'from_ckpt'}", *overrides, f"ckpt_path={saved}"],
+        "resumed": [f"resume={run}"],
+    }
+    procs = {k: start_train(tmp_path / f"{k}.log", *args) for k, args in runs.items()}
+    for k, proc in procs.items():
+        finish(proc, tmp_path / f"{k}.log")
 
-    (reference,) = run_dirs(tmp_path / "straight")
-    got = json.loads((run / "metrics.json").read_text())
-    want = json.loads((reference / "metrics.json").read_text())
-    assert got["metrics"] == want["metrics"]
-    assert got["best"] == want["best"]
-    assert got["test_confusion_matrix"] == want["test_confusion_matrix"]
+    want = json.loads((run_dirs(tmp_path / "straight")[0] / "metrics.json").read_text())
+    for got_dir in (run, run_dirs(tmp_path / "from_ckpt")[0]):
+        got = json.loads((got_dir / "metrics.json").read_text())
+        assert got["metrics"] == want["metrics"], got_dir
+        assert got["best"] == want["best"]
+        assert got["test_confusion_matrix"] == want["test_confusion_matrix"]
     assert last_epoch(run) == 1
     # continued in place: one TensorBoard run, one run folder
     assert len(list((run / "tensorboard").iterdir())) == 1
+    assert len(run_dirs(killed_logs)) == 1
