@@ -47,9 +47,6 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         where = match.group(1) if match else key
         cause = e.__cause__ or e
         msg = str(cause)
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", msg)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown.group(1)}: unknown key ({msg})") from e
         raise ConfigError(f"{where}.{msg}" if re.match(r"^\w+=", msg) else f"{where}: {msg}") from e
 
 
@@ -169,9 +166,8 @@ def check_trainer(trainer: L.Trainer, cfg: DictConfig) -> None:
 
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a task from a Hydra entry point; a :class:`ConfigError` exits with status 2 and one
-    clear line instead of a traceback. Keys are checked first (:func:`check_targets`)."""
+    clear line instead of a traceback."""
     try:
-        check_targets(cfg)
         return task(cfg)
     except ConfigError as e:
         log.error("config error: %s", e)

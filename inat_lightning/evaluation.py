@@ -17,7 +17,7 @@ from inat_lightning.analysis import figures, tables
 from inat_lightning.analysis.audit import cue_audit, faithfulness
 from inat_lightning.analysis.callbacks import tensorboard_writers
 from inat_lightning.analysis.report import write_report
-from inat_lightning.config import ConfigError, build, build_all
+from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path``; returns the summary written to ``metrics.json``."""
+    check_targets(cfg)
     if not cfg.get("ckpt_path"):
         raise ConfigError(
             "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"

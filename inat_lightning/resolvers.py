@@ -24,8 +24,19 @@ def short_name(text: str, max_len: int = 140) -> str:
     return name
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``: the config key a command-line override sets."""
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def round_sample(value: str) -> str:
+    """A long float such as an Optuna sample (``0.010142997784304343``) to 4 significant
+    digits (``0.01014``); any other value as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if len(value) > 8 and "." in value else value
 
 
 def swept_keys() -> set[str]:
@@ -52,21 +63,12 @@ def run_name() -> str:
 
     hc = HydraConfig.get()
     excluded = set(hc.job.config.override_dirname.exclude_keys)
-    items = sorted(o for o in hc.overrides.task if _key(o) not in excluded)
+    items = sorted(o for o in hc.overrides.task if override_key(o) not in excluded)
     if hc.mode == RunMode.MULTIRUN:
         swept = swept_keys()
-        items = [o for o in items if _key(o) in swept] + [o for o in items if _key(o) not in swept]
-    return short_name(",".join(map(_round, items)))
-
-
-def _round(override: str) -> str:
-    """``lr=0.010142997784304343`` (an Optuna sample) reads ``lr=0.01014``."""
-    key, _, value = override.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        return override
-    return f"{key}={number:.4g}" if len(value) > 8 and "." in value else override
+        items = sorted(items, key=lambda o: override_key(o) not in swept)  # stable: swept first
+    rounded = (k + eq + round_sample(v) for k, eq, v in (o.partition("=") for o in items))
+    return short_name(",".join(rounded))
 
 
 def register() -> None:

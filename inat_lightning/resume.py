@@ -13,12 +13,11 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
+from inat_lightning.resolvers import override_key
+
 FALSE = {"false", "False", "null", "None", ""}
 LAST = Path("checkpoints") / "last.ckpt"
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+ADDED_KEYS = {"resume", "run_name"}  # what resume_argv adds: bookkeeping, not settings
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -28,7 +27,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     Any other ``argv`` is returned unchanged; a missing run dir is left to the train task's
     config check, which names the key."""
     args = argv[1:]
-    values = {_key(a): a.split("=", 1)[1] for a in args if "=" in a}
+    values = {override_key(a): a.split("=", 1)[1] for a in args if "=" in a}
     resume = values.get("resume")
     if resume is None or resume in FALSE or "-m" in args or "--multirun" in args:
         return argv
@@ -36,10 +35,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         return argv
-    mine = [a for a in args if _key(a) not in ("resume", "hydra.run.dir")]
-    taken = {_key(a) for a in mine}
+    mine = [a for a in args if override_key(a) not in ("resume", "hydra.run.dir")]
+    taken = {override_key(a) for a in mine}
     original = yaml.safe_load(saved.read_text()) or []
-    kept = [o for o in original if _key(o) not in taken | {"resume", "ckpt_path", "run_name"}]
+    dropped = taken | ADDED_KEYS | {"ckpt_path"}
+    kept = [o for o in original if override_key(o) not in dropped]
     tail = [f"hydra.run.dir={_quote(run_dir)}", "resume=true"]
     # keep the TensorBoard run, whatever order a sweep gave its name
     tensorboard = run_dir / "tensorboard"

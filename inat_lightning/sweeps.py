@@ -23,16 +23,18 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from inat_lightning.resolvers import round_sample
+from inat_lightning.resume import ADDED_KEYS
+
 log = logging.getLogger(__name__)
 
-BOOKKEEPING = {"resume", "run_name"}  # overrides a resumed job adds: not experiment settings
 METRICS = ("val/f1_macro", "val/acc", "test/f1_macro", "test/acc", "test/acc_macro")
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
     items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     pairs = (item.split("=", 1) if "=" in item else (item, "") for item in items)
-    return {k: v for k, v in pairs if k not in BOOKKEEPING}
+    return {k: v for k, v in pairs if k not in ADDED_KEYS}  # a resumed job's bookkeeping
 
 
 def _job_number(job_dir: Path) -> int:
@@ -75,18 +77,10 @@ def _table(rows: list[dict[str, Any]], short: bool = False) -> tuple[list[str], 
     body = []
     for r in rows:
         values = [r["overrides"].get(k, "") for k in varying]
-        cells = [str(r["job"]), *(map(_short, values) if short else values)]
+        cells = [str(r["job"]), *(map(round_sample, values) if short else values)]
         cells += [_fmt(r.get(c, math.nan)) for c in metric_cols]
         body.append([*cells, r["status"], r["run_dir"]])
     return header, body
-
-
-def _short(value: str) -> str:
-    """Sampled floats (Optuna) to 4 significant digits; anything else as given."""
-    try:
-        return f"{float(value):.4g}" if any(c in value for c in ".eE") else value
-    except ValueError:
-        return value
 
 
 def _fmt(value: float) -> str:

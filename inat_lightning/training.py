@@ -90,7 +90,8 @@ def train(cfg: DictConfig) -> float | None:
         summary["test_confusion_matrix"] = model.confusion_matrix("test").tolist()
     if not trainer.is_global_zero:
         return None
-    _log_hparams(trainer, cfg, {**metrics, **_best_metric(summary)})
+    final = {**metrics, **_best_metric(summary)}
+    _log_hparams(trainer, cfg, final)
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.write_text(json.dumps(summary, indent=2))
     log.info("metrics written to %s", out)
@@ -98,7 +99,7 @@ def train(cfg: DictConfig) -> float | None:
         if key in metrics:
             log.info("%s = %.4f (chance %.4f)", key, metrics[key], summary["chance_accuracy"])
 
-    return _optimized_value(cfg.get("optimized_metric"), {**metrics, **_best_metric(summary)})
+    return _optimized_value(cfg.get("optimized_metric"), final)
 
 
 def _optimized_value(name: str | None, metrics: dict[str, float]) -> float | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from inat_lightning.config import ConfigError
+from inat_lightning.config import ConfigError, check_targets
 from inat_lightning.scrape.browser import BrowserConfig, BrowserLister
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
@@ -114,6 +114,7 @@ def _fail(total: Summary, downloader: Downloader, what: str, reason: str) -> Non
 
 def scrape(cfg: DictConfig) -> Summary:
     """Run a scrape as configured in ``cfg.scrape``; re-running it resumes."""
+    check_targets(cfg)
     s = cfg.scrape
     check_scrape_config(s)
     names = read_taxa(s.taxa, s.get("taxa_file"))
