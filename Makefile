@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
 
-.PHONY: demo test lint format browser venv bench clean
+.PHONY: demo test test-fast lint format browser venv bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: venv
 test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# the edit-test loop: everything but the tests that train or run the CLI (make test runs all)
+test-fast: venv browser
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from inat_lightning.config import run_cli
-from inat_lightning.resume import resume_argv
+from inat_lightning.runs.resume import resume_argv
 from inat_lightning.training import train
 
 

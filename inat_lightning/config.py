@@ -1,4 +1,5 @@
-"""Config checking: every bad value fails before any work, with a message naming its key."""
+"""Hydra glue shared by every task: build ``_target_`` nodes, strict keys, one rule helper, and
+one way to report a bad value (:class:`ConfigError`, naming its key, before any work)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,34 @@ import inspect
 import logging
 import re
 import sys
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import lightning.pytorch as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.accelerators import CPUAccelerator
 from omegaconf import DictConfig, OmegaConf
-
-from inat_lightning.models.backbones import RESNET_DEPTHS
-from inat_lightning.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
-
-OPTIMIZABLE = re.compile(
-    r"^(train|val|test)/(loss|acc|acc_macro|top5|f1_macro|precision_macro|recall_macro)$"
-    r"|^best/val/\w+$"
-)
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
 class ConfigError(ValueError):
     """A config value is wrong; the message starts with the offending key."""
+
+
+def require(rules: Mapping[str, tuple[bool, str]], values: Mapping[str, Any]) -> None:
+    """The one validation style of constructors: ``rules[key] = (ok, what it must be)``; the
+    first broken rule raises ``ValueError("key=value: must be …")``, which :func:`build` and
+    :func:`check_args` prefix with the config node's key."""
+    for key, (ok, want) in rules.items():
+        if not ok:
+            raise ValueError(f"{key}={values.get(key)!r}: must be {want}")
+
+
+def _keyed(where: str, msg: str) -> str:
+    """``where.param=…`` when a message starts with ``param=``, else ``where: message``."""
+    return f"{where}.{msg}" if re.match(r"^\w+=", msg) else f"{where}: {msg}"
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -44,10 +48,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
         match = re.search(r"full_key: (\S+)", str(e))
-        where = match.group(1) if match else key
-        cause = e.__cause__ or e
-        msg = str(cause)
-        raise ConfigError(f"{where}.{msg}" if re.match(r"^\w+=", msg) else f"{where}: {msg}") from e
+        raise ConfigError(_keyed(match.group(1) if match else key, str(e.__cause__ or e))) from e
 
 
 def build_all(node: DictConfig | None, key: str) -> list[Any]:
@@ -61,7 +62,41 @@ def build_all(node: DictConfig | None, key: str) -> list[Any]:
     ]
 
 
-HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+def build_with(node: DictConfig, key: str, available: Mapping[str, Any]) -> Any:
+    """:func:`build`, passing the run-time objects of ``available`` (an API client, the class
+    names…) that the ``_target_`` accepts, so targets with different needs share one group."""
+    params = _parameters(get_object(str(node._target_))) or {}
+    return build(node, key, **{k: v for k, v in available.items() if k in params})
+
+
+def call_partial(node: DictConfig, key: str, *args: Any) -> Any:
+    """Build a ``_partial_`` node and call it with ``args`` (an optimizer on a dummy parameter):
+    the target checks its own arguments; its errors name ``key``."""
+    try:
+        return build(node, key)(*args)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{key} ({node._target_}): {e}") from e
+
+
+def check_args(check: Callable[..., Any], node: DictConfig, key: str) -> None:
+    """Run a constructor's own argument check on a config node, without building anything
+    heavy: ``check`` is called with the node's values it accepts (the others keep their
+    defaults), and its ``ValueError``/``FileNotFoundError`` becomes a :class:`ConfigError`."""
+    params = _parameters(check) or {}
+    values = {k: v for k, v in node.items() if k in params and not isinstance(v, DictConfig)}
+    try:
+        check(**values)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(_keyed(key, str(e))) from e
+
+
+def _parameters(target: Any) -> Mapping[str, inspect.Parameter] | None:
+    try:
+        return inspect.signature(target).parameters
+    except (TypeError, ValueError):  # some builtins have no signature
+        return None
 
 
 def check_targets(cfg: DictConfig) -> None:
@@ -88,80 +123,14 @@ def _check_target(node: dict, path: str) -> None:
         target = get_object(str(node["_target_"]))
     except Exception as e:  # noqa: BLE001 - any import failure is the user's _target_ value
         raise ConfigError(f"{path}._target_={node['_target_']}: cannot import ({e})") from e
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # some builtins have no signature
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    params = _parameters(target)
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     unknown = sorted(set(node) - HYDRA_KEYS - set(params))
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(params), n=1)
         hint = f"did you mean {close[0]}?" if close else "accepted: " + ", ".join(params)
         raise ConfigError(f"{path}.{unknown[0]}: unknown key for {node['_target_']}; {hint}")
-
-
-def _call(node: DictConfig, key: str, *args: Any) -> Any:
-    """Build a ``_partial_`` node and call it with ``args``; its errors name ``key``."""
-    try:
-        return build(node, key)(*args)
-    except (ValueError, TypeError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"{key} ({node._target_}): {e}") from e
-
-
-def check_train_config(cfg: DictConfig) -> None:
-    """Checks that need no instantiation of heavy objects: required values, the model
-    section and the paths."""
-    check_targets(cfg)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{', '.join(missing)}: required (set on the command line, key=value)")
-    metric = cfg.get("optimized_metric")
-    if metric is not None and not OPTIMIZABLE.match(str(metric)):
-        raise ConfigError(
-            f"optimized_metric={metric}: must be <stage>/<metric> with stage train|val|test|best "
-            "and metric loss|acc|acc_macro|top5|f1_macro|precision_macro|recall_macro"
-        )
-    model = cfg.model
-    if model.depth not in RESNET_DEPTHS:
-        raise ConfigError(f"model.depth={model.depth}: must be one of {RESNET_DEPTHS}")
-    fine_tuning = "backbone_finetuning" in (cfg.get("callbacks") or {})
-    if fine_tuning and not (model.get("weights_path") or model.get("weights")):
-        raise ConfigError(
-            "model.weights_path: required for fine-tuning (callbacks.backbone_finetuning), "
-            "e.g. model.weights_path=weights/resnet101.pth"
-        )
-    if model.get("weights_path") and not Path(model.weights_path).is_file():
-        raise ConfigError(f"model.weights_path={model.weights_path!r}: no such file")
-    if not 0.0 <= model.label_smoothing < 1.0:
-        raise ConfigError(f"model.label_smoothing={model.label_smoothing}: must be in [0, 1)")
-    lr = model.optimizer.get("lr")
-    if lr is not None and not lr > 0:
-        raise ConfigError(f"model.optimizer.lr={lr}: must be > 0")
-    # let the optimizer and scheduler check the rest of their own arguments, on a dummy parameter
-    optimizer = _call(model.optimizer, "model.optimizer", [torch.zeros(1, requires_grad=True)])
-    if model.get("scheduler"):
-        _call(model.scheduler, "model.scheduler", optimizer)
-    try:
-        resume_checkpoint(cfg)
-    except FileNotFoundError as e:
-        raise ConfigError(str(e)) from e
-
-
-def check_trainer(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Checks that need the resolved accelerator; run before any data is touched."""
-    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
-    if on_cpu and cfg.trainer.get("sync_batchnorm"):
-        raise ConfigError("trainer.sync_batchnorm=true: SyncBatchNorm needs GPUs; false on CPU")
-    precision = str(cfg.trainer.get("precision", ""))
-    if on_cpu and ("16" in precision):
-        log.warning(
-            "trainer.precision=%s on CPU: mixed precision is usually much slower than 32-true "
-            "on CPUs without native bf16/fp16 (about 25x on the CI machine)",
-            precision,
-        )
 
 
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:

@@ -1,6 +1,9 @@
 """The analysis task behind ``evaluate.py``: test a checkpoint on its run's test split and write
 metrics, per-class and look-alike tables, figures, Grad-CAM galleries, the bias audit and one
-``report.md`` gathering them — to the run dir and to TensorBoard."""
+``report.md`` gathering them — to the run dir and to TensorBoard.
+
+:func:`evaluate` reads as its steps: load → test → tables → audit → galleries → summary and
+report → TensorBoard."""
 
 from __future__ import annotations
 
@@ -10,54 +13,59 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from inat_lightning.analysis import figures, tables
-from inat_lightning.analysis.audit import cue_audit, faithfulness
-from inat_lightning.analysis.callbacks import tensorboard_writers
+from inat_lightning.analysis import tables
+from inat_lightning.analysis.audit import choose_audit
 from inat_lightning.analysis.report import write_report
+from inat_lightning.callbacks.gradcam import GradCamOverlays
+from inat_lightning.callbacks.metric_figures import MetricFigures
+from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.config import ConfigError, build, build_all, check_targets
+from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.metrics import key, scalar_metrics
+from inat_lightning.runs.overrides import key_of, task_overrides
+from inat_lightning.runs.resume import checkpoint_file
 
 log = logging.getLogger(__name__)
 
 
 def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     """The training run's data config, with its ``splits.csv`` pinned, so the test split is the
-    same one; falls back to ``cfg.data`` when the checkpoint is not inside a run folder."""
+    same one; then this command's ``data.*`` overrides (and ``data_overrides``) on top. Falls
+    back to ``cfg.data`` when the checkpoint is not inside a run folder or
+    ``restore_data=false``."""
     run_dir = ckpt.resolve().parent.parent
     saved, splits = run_dir / ".hydra" / "config.yaml", run_dir / "splits.csv"
     if not cfg.get("restore_data", True) or not saved.is_file():
         log.info("using data from this command's config")
         return cfg.data
     data = OmegaConf.load(saved).data
+    changed = {
+        key_of(o).removeprefix("data."): OmegaConf.select(cfg, key_of(o))
+        for o in task_overrides()
+        if key_of(o).startswith("data.") and not o.is_delete()
+    }
+    changed |= dict(cfg.get("data_overrides") or {})
     with open_dict(data):
         if splits.is_file():
             data.split.file = str(splits)
         data.splits_out = str(Path(cfg.paths.output_dir) / "splits.csv")
-        for key, value in (cfg.get("data_overrides") or {}).items():
-            OmegaConf.update(data, key, value, merge=False)
-    log.info("restored data config and split of %s", run_dir)
+        for name, value in changed.items():
+            OmegaConf.update(data, name, value, merge=False)
+    log.info("restored data config and split of %s (changed: %s)", run_dir, changed or "nothing")
     return data
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path``; returns the summary written to ``metrics.json``."""
-    check_targets(cfg)
-    if not cfg.get("ckpt_path"):
-        raise ConfigError(
-            "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
-        )
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path={str(ckpt)!r}: no such checkpoint")
-    audit_cfg = build(cfg.audit, "audit")
-    out = Path(cfg.paths.output_dir)
-    callbacks = build_all(cfg.get("callbacks"), "callbacks")
-    loggers = build_all(cfg.get("logger"), "logger")
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
-    datamodule = build(restore_data_config(cfg, ckpt), "data")
+def load(cfg: DictConfig, ckpt: Path) -> tuple[ImageFolderDataModule, Classifier]:
+    """The data module (test split set up) and the checkpoint's classifier; their classes must
+    agree. The data config used is saved as ``data.yaml`` in the run folder."""
+    data = restore_data_config(cfg, ckpt)
+    OmegaConf.save(data, Path(cfg.paths.output_dir) / "data.yaml")
+    datamodule = build(data, "data")
     try:
         datamodule.setup("test")
     except (ValueError, FileNotFoundError) as e:
@@ -68,59 +76,95 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"data: classes {datamodule.class_names} differ from the checkpoint's "
             f"{model.class_names}"
         )
+    return datamodule, model
 
+
+def run_test(
+    trainer: L.Trainer, model: Classifier, datamodule: ImageFolderDataModule
+) -> tuple[dict[str, float], np.ndarray]:
+    """Test metrics and the test confusion matrix (the callbacks draw figures and galleries)."""
     trainer.test(model, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
-    cm = model.confusion_matrix("test").cpu().numpy()
-    names = model.class_names
-    per_class = tables.per_class_table(cm, names)
-    pairs = tables.most_confused_pairs(cm, names, top=cfg.top_pairs)
-    tables.write_csv(out / "per_class.csv", per_class)
-    tables.write_csv(out / "confused_pairs.csv", pairs)
-    figures.save(
-        figures.confusion_matrix_figure(cm, names, cfg.max_matrix_classes),
-        out / "confusion_matrix.png",
-    )
-    figures.save(figures.per_class_bars(per_class), out / "per_class.png")
+    return scalar_metrics(trainer.callback_metrics), model.confusion_matrix("test").cpu().numpy()
 
+
+def write_tables(out: Path, cm: np.ndarray, names: list[str], top_pairs: int) -> dict[str, list]:
+    """``per_class.csv`` and ``confused_pairs.csv``; returns both tables."""
+    found = {
+        "per_class": tables.per_class_table(cm, names),
+        "confused_pairs": tables.most_confused_pairs(cm, names, top=top_pairs),
+    }
+    for name, rows in found.items():
+        tables.write_csv(out / f"{name}.csv", rows)
+    return found
+
+
+def audit(
+    cfg: DictConfig, model: Classifier, datamodule: ImageFolderDataModule, out: Path
+) -> dict[str, Any]:
+    """The audit that fits the test records (cue boxes or not), written to ``bias_audit.csv``."""
+    records = datamodule.records["test"]
+    chosen = choose_audit(records, build(cfg.audit, "audit"))
     net = model.net.to(torch.device("cpu"))
-    test_records = datamodule.records["test"]
-    if any(r.cue_box is not None for r in test_records):
-        audit = {
-            "kind": "cue",
-            "rows": cue_audit(
-                net, datamodule.root, test_records, names, datamodule.image_size, audit_cfg
-            ),
-        }
-    else:
-        audit = {
-            "kind": "faithfulness",
-            "rows": faithfulness(
-                net, datamodule.root, test_records, names, datamodule.image_size, audit_cfg
-            ),
-        }
-    tables.write_csv(out / "bias_audit.csv", audit["rows"])
+    rows = chosen.run(net, datamodule.root, records, model.class_names, datamodule.image_size)
+    tables.write_csv(out / "bias_audit.csv", rows)
+    return {"kind": chosen.kind, "title": chosen.title, "legend": chosen.legend, "rows": rows}
 
-    galleries = [p for cb in callbacks for p in getattr(cb, "written", [])]
+
+def pictures(callbacks: list[Any], out: Path) -> tuple[dict[str, str], list[str]]:
+    """The figures and Grad-CAM galleries the callbacks wrote at test, relative to ``out``."""
+    figures: dict[str, str] = {}
+    galleries: list[str] = []
+    for cb in callbacks:
+        if isinstance(cb, MetricFigures):
+            figures |= {k: str(p.relative_to(out)) for k, p in cb.saved().items()}
+        if isinstance(cb, GradCamOverlays):
+            galleries += [str(p.relative_to(out)) for p in cb.galleries("test")]
+    return figures, galleries
+
+
+def log_tables(trainer: L.Trainer, found: dict[str, list], audit_rows: list[dict]) -> None:
+    """The tables in TensorBoard's TEXT tab (the figures are there already, by the callbacks)."""
+    for w in tensorboard_writers(trainer):
+        for name, rows in (*found.items(), ("bias_audit", audit_rows)):
+            w.add_text(f"evaluate/{name}", tables.to_markdown(rows), 0)
+        w.flush()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path``; returns the summary written to ``metrics.json``."""
+    check_targets(cfg)
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    ckpt = checkpoint_file(cfg.ckpt_path)
+    build(cfg.audit, "audit")  # its errors before any work
+    out = Path(cfg.paths.output_dir)
+    callbacks = build_all(cfg.get("callbacks"), "callbacks")
+    loggers = build_all(cfg.get("logger"), "logger")
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    datamodule, model = load(cfg, ckpt)
+
+    metrics, cm = run_test(trainer, model, datamodule)
+    names = model.class_names
+    found = write_tables(out, cm, names, cfg.top_pairs)
+    audited = audit(cfg, model, datamodule, out)
+    figures, galleries = pictures(callbacks, out)
     summary = {
         "checkpoint": str(ckpt),
         "metrics": metrics,
         "class_names": names,
         "chance_accuracy": 1 / len(names),
         "test_confusion_matrix": cm.tolist(),
-        "per_class": per_class,
-        "confused_pairs": pairs,
-        "audit": audit,
-        "gradcam": [str(p.relative_to(out)) for p in galleries],
+        **found,
+        "audit": audited,
+        "figures": figures,
+        "gradcam": galleries,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     report = write_report(out, summary)
-    for w in tensorboard_writers(trainer):
-        w.add_text("evaluate/per_class", tables.to_markdown(per_class), 0)
-        w.add_text("evaluate/confused_pairs", tables.to_markdown(pairs), 0)
-        w.add_text("evaluate/bias_audit", tables.to_markdown(audit["rows"]), 0)
-        w.add_figure("evaluate/per_class", figures.per_class_bars(per_class), 0)
-        w.flush()
+    log_tables(trainer, found, audited["rows"])
     log.info("report: %s", report)
-    print(f"evaluate: test/acc={metrics.get('test/acc', float('nan')):.4f} -> {report}")
+    acc = key("test", "acc")
+    print(f"evaluate: {acc}={metrics.get(acc, float('nan')):.4f} -> {report}")
     return summary

@@ -13,25 +13,18 @@ import lightning.pytorch as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from inat_lightning.config import (
-    ConfigError,
-    build,
-    build_all,
-    check_train_config,
-    check_trainer,
-    resume_checkpoint,
-)
+from inat_lightning.checks import check_train_config, check_trainer
+from inat_lightning.config import ConfigError, build, build_all
+from inat_lightning.models.metrics import headline, scalar_metrics
+from inat_lightning.runs.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
 
 
 def train(cfg: DictConfig) -> float | None:
     """Train and test a classifier; return ``cfg.optimized_metric`` (for sweepers)."""
     check_train_config(cfg)
+    ckpt = resume_checkpoint(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -52,12 +45,11 @@ def train(cfg: DictConfig) -> float | None:
         class_weights=datamodule.class_weights,
     )
 
-    ckpt = resume_checkpoint(cfg)
     if cfg.get("train", True):
         if ckpt:
             log.info("resuming from %s", ckpt)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
-    train_metrics = _scalar_metrics(trainer)
+    train_metrics = scalar_metrics(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
     checkpointing = trainer.checkpoint_callback
@@ -70,7 +62,8 @@ def train(cfg: DictConfig) -> float | None:
                 "no best checkpoint (fast_dev_run or no checkpointing): testing current weights"
             )
         trainer.test(model, datamodule=datamodule, ckpt_path=tested)
-        test_metrics = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test/")}
+        tested_metrics = scalar_metrics(trainer.callback_metrics)
+        test_metrics = {k: v for k, v in tested_metrics.items() if k.startswith("test/")}
 
     metrics = {**train_metrics, **test_metrics}
     summary: dict[str, Any] = {
@@ -95,7 +88,7 @@ def train(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.write_text(json.dumps(summary, indent=2))
     log.info("metrics written to %s", out)
-    for key in ("test/acc", "test/acc_macro", "test/f1_macro"):
+    for key in headline("test"):
         if key in metrics:
             log.info("%s = %.4f (chance %.4f)", key, metrics[key], summary["chance_accuracy"])
 
@@ -119,8 +112,8 @@ def _best_metric(summary: dict[str, Any]) -> dict[str, float]:
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
     """Hyperparameters and final metrics (as ``hp/<metric>``) for TensorBoard's HPARAMS tab,
     where the runs of a sweep line up in one table."""
-    keep = ("best/", "test/acc", "test/f1_macro", "val/acc", "val/f1_macro")
-    hp = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(keep) and "/f1_class/" not in k}
+    keep = headline("val", "test")
+    hp = {f"hp/{k}": v for k, v in metrics.items() if k in keep or k.startswith("best/")}
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
             lg.log_hyperparams(_flat_hparams(cfg), metrics=hp)

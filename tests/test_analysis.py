@@ -94,7 +94,7 @@ def test_select_examples():
     preds = np.array([0, 1, 0, 1, 0, 0])
     conf = np.array([0.6, 0.9, 0.8, 0.7, 0.95, 0.5])
     picks = select_examples(labels, preds, conf, 3, per_class=1, top_mistakes=2)
-    assert [(p.i, p.kind) for p in picks] == [
+    assert [(p.position, p.kind) for p in picks] == [
         (2, "correct"),
         (1, "wrong"),
         (3, "correct"),
@@ -102,7 +102,7 @@ def test_select_examples():
         (5, "wrong"),
     ]
     picks = select_examples(labels, preds, conf, 3, per_class=0, top_mistakes=2)
-    assert [(p.i, p.kind) for p in picks] == [(4, "top_mistake"), (1, "top_mistake")]
+    assert [(p.position, p.kind) for p in picks] == [(4, "top_mistake"), (1, "top_mistake")]
 
 
 def test_batched_cams_match_single_and_leave_the_model_untouched():

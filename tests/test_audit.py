@@ -8,7 +8,7 @@ import pytest
 
 from inat_lightning.evaluation import evaluate
 from inat_lightning.training import train
-from tests.conftest import compose_config
+from tests.helpers.cli import compose_config
 
 DATA = [
     "data.synthetic.num_species=2",

@@ -12,7 +12,7 @@ from inat_lightning.data.manifest import read_manifest
 from inat_lightning.scrape.browser import observation_id_from_href, tile_photo_url
 from inat_lightning.scrape.scraper import scrape
 from tests.fakeinat.server import GRID_PAGE, FakeINat
-from tests.test_scrape import CC, scrape_cfg
+from tests.helpers.scrape import CC, scrape_cfg
 
 HAVE_BROWSER = bool(shutil.which("chromium") and shutil.which("chromedriver"))
 

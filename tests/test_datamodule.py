@@ -7,7 +7,7 @@ import torch
 
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.split import SplitSpec
-from tests.conftest import make_image_folder
+from tests.helpers.data import make_image_folder
 
 
 def dm(root, **kw) -> ImageFolderDataModule:

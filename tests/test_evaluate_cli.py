@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import yaml
 
-from tests.conftest import run_cli, run_dirs, tensorboard_tags
+from tests.helpers.cli import run_cli, run_dirs
+from tests.helpers.tensorboard import tensorboard_tags
 
 
 @pytest.mark.slow
@@ -16,6 +18,7 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
     res = run_cli(
         "evaluate.py",
         f"ckpt_path={trained['best_checkpoint']}",
+        "data.batch_size=7",  # applied on top of the restored data config
         tmp_path=tmp_path,
         data_dir=shared_data_dir,
         timeout=300,
@@ -29,6 +32,10 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
         assert summary["metrics"][key] == pytest.approx(trained["metrics"][key], abs=1e-6), key
     assert summary["test_confusion_matrix"] == trained["test_confusion_matrix"]
     assert (out / "splits.csv").read_text() == (run / "splits.csv").read_text()
+    used = yaml.safe_load((out / "data.yaml").read_text())
+    trained_data = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]
+    assert used["batch_size"] == 7 and trained_data["batch_size"] != 7
+    assert used["synthetic"] == trained_data["synthetic"]  # the rest is the run's
 
     per_class = (out / "per_class.csv").read_text().splitlines()
     assert per_class[0] == "class,support,predicted,precision,recall,f1" and len(per_class) == 5

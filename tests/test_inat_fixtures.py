@@ -15,7 +15,7 @@ import pytest
 from inat_lightning.scrape.download import decode_check
 from inat_lightning.scrape.http import HttpClient, RetryableError
 from inat_lightning.scrape.inat_api import INatAPI, Taxon, parse_observation, pick_taxon
-from tests.conftest import REPO
+from tests.helpers.cli import REPO
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "inat"
 

@@ -10,7 +10,7 @@ from inat_lightning.data.manifest import (
     scan_image_folder,
     write_manifest,
 )
-from tests.conftest import make_image_folder
+from tests.helpers.data import make_image_folder
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path):

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from inat_lightning.config import ConfigError, check_train_config
+from inat_lightning.checks import check_train_config
+from inat_lightning.config import ConfigError
 from inat_lightning.training import train
-from tests.conftest import SMALL, compose_config
+from tests.helpers.cli import SMALL, compose_config
 
 
 @pytest.mark.parametrize("preset", ["cpu_quick", "resnet101_gpu", "finetune"])

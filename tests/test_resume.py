@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from inat_lightning.config import ConfigError, check_train_config
-from inat_lightning.resume import resume_argv
-from tests.conftest import REPO, SMALL, compose_config, run_dirs
+from inat_lightning.config import ConfigError
+from inat_lightning.runs.resume import resume_argv, resume_checkpoint
+from tests.helpers.cli import REPO, SMALL, compose_config, run_dirs
 
 
 def saved_run(tmp_path, overrides):
@@ -49,9 +49,9 @@ def test_resume_argv_restores_the_runs_overrides_and_folder(tmp_path):
 
 def test_resume_without_a_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"resume=True: no checkpoints/last\.ckpt"):
-        check_train_config(compose_config("train", tmp_path, "resume=true"))
+        resume_checkpoint(compose_config("train", tmp_path, "resume=true"))
     with pytest.raises(ConfigError, match=r"resume=/no/such/run: not a run folder"):
-        check_train_config(compose_config("train", tmp_path, "resume=/no/such/run"))
+        resume_checkpoint(compose_config("train", tmp_path, "resume=/no/such/run"))
 
 
 def last_epoch(run) -> int:

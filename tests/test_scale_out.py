@@ -7,9 +7,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from inat_lightning.config import ConfigError, build, check_train_config, check_trainer
+from inat_lightning.checks import check_train_config, check_trainer
+from inat_lightning.config import ConfigError, build
 from inat_lightning.models.classifier import Classifier
-from tests.conftest import REPO, SMALL, compose_config, run_cli, run_dirs
+from tests.helpers.cli import REPO, SMALL, compose_config, run_cli, run_dirs
 
 
 @pytest.mark.slow

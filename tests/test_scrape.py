@@ -19,31 +19,9 @@ from inat_lightning.config import ConfigError
 from inat_lightning.data.manifest import read_manifest, sha256_of
 from inat_lightning.scrape.http import ByteBudget
 from inat_lightning.scrape.scraper import scrape
-from tests.conftest import REPO, compose_config, run_cli, run_dirs
 from tests.fakeinat.server import FakeINat
-
-CC = {"cc-by", "cc-by-nc", "cc0", "cc-by-sa"}
-FAST = [
-    "scrape.api_rate=20",
-    "scrape.media_rate=40",
-    "scrape.backoff=0.05",
-    "scrape.progress=false",
-    "scrape.timeout=1.5",
-    "scrape.max_per_taxon=null",
-]
-
-
-def scrape_cfg(tmp_path: Path, fake: FakeINat, *overrides: str):
-    taxa = ",".join(t["name"] for t in fake.taxa)
-    return compose_config(
-        "scrape",
-        tmp_path,
-        f"scrape.api_url={fake.base_url}/v1",
-        f"scrape.taxa=[{taxa}]",
-        f"scrape.out={tmp_path / 'inat'}",
-        *FAST,
-        *overrides,
-    )
+from tests.helpers.cli import REPO, run_cli, run_dirs
+from tests.helpers.scrape import CC, FAST, scrape_cfg
 
 
 def max_per_second(times: list[float]) -> int:
@@ -181,6 +159,16 @@ def test_per_taxon_cap_and_size_variant(tmp_path):
         assert all("/small.jpg" in r.url and r.width == 48 for r in rows)
 
 
+def test_listing_stops_once_the_taxon_is_full(tmp_path):
+    # 3 photos wanted, 2 observations per page: 2 pages hold them, 6 pages exist
+    with FakeINat(num_taxa=1, observations_per_taxon=12) as fake:
+        cfg = scrape_cfg(tmp_path, fake, "scrape.max_per_taxon=3", "scrape.backend.per_page=2")
+        scrape(cfg)
+        pages = [p for _, k, p in fake.requests if k == "api" and "/observations" in p]
+        assert len(read_manifest(tmp_path / "inat" / "manifest.csv")) == 3
+        assert 1 <= len(pages) <= 3, pages
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -188,6 +176,9 @@ def test_per_taxon_cap_and_size_variant(tmp_path):
         ("scrape.api_rate=0", "scrape.api_rate=0"),
         ("scrape.taxa=[]", "scrape.taxa"),
         ("scrape.workers=0", "scrape.workers=0"),
+        ("scrape.backend.per_page=500", "scrape.backend.per_page=500: must be in [1, 200]"),
+        ("+scrape.backend.per_pag=10", "scrape.backend.per_pag: unknown key"),
+        ("scrape.backend._target_=no.Such", "scrape.backend._target_=no.Such: cannot import"),
     ],
 )
 def test_bad_scrape_config_fails_before_any_request(tmp_path, override, message):

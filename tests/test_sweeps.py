@@ -7,19 +7,9 @@ import math
 import pytest
 import yaml
 
-from inat_lightning.resolvers import short_name
-from inat_lightning.sweeps import collect, write_summary
-from tests.conftest import SMALL, run_cli, run_dirs
-
-# one short epoch per job
-QUICK = [
-    *SMALL,
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=2",
-    "~callbacks.gradcam",
-    "~callbacks.metric_figures",
-]
+from inat_lightning.runs.names import short_name
+from inat_lightning.runs.summary import collect, write_summary
+from tests.helpers.cli import QUICK, SMALL, run_cli, run_dirs
 
 
 def fake_job(sweep, num, overrides, metrics=None):

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import SMALL, run_cli, run_dirs, tensorboard_tags
+from tests.helpers.cli import SMALL, run_cli, run_dirs
+from tests.helpers.tensorboard import tensorboard_tags
 
 
 @pytest.mark.slow

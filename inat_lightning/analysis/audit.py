@@ -1,6 +1,9 @@
 """Bias audit — measured, not eyeballed: does the model look at the species or at a spurious cue?
 
-For images whose manifest row has a cue box (the synthetic "fisherman"):
+Two audits share one interface (:class:`Audit`); :func:`choose_audit` picks the first that
+applies to the data, as pytorch-grad-cam's CAM methods share one base.
+
+:class:`CueAudit`, for images whose manifest row has a cue box (the synthetic "fisherman"):
 
 * **energy** — the share of Grad-CAM energy (predicted class) inside the box, against the box's
   share of the image area (the energy-based pointing game);
@@ -10,13 +13,14 @@ For images whose manifest row has a cue box (the synthetic "fisherman"):
 * a **verdict** per class: "relies on the cue" when the energy share is at least ``min_lift``
   times the box's area share and the accuracy drop is at least ``min_drop``.
 
-Without boxes (real scraped data) it reports, per class, CAM faithfulness from pytorch-grad-cam's
-metrics: the confidence change when the most relevant 20% of pixels are removed (ROAD) and when
-the image is multiplied by its CAM.
+:class:`FaithfulnessAudit`, without boxes (real scraped data), reports per class the CAM
+faithfulness metrics of pytorch-grad-cam: the confidence change when the most relevant 20% of
+pixels are removed (ROAD) and when the image is multiplied by its CAM.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,80 +92,198 @@ def _tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     return torch.stack([tf(img.convert("RGB")) for img in images])
 
 
-def cue_audit(
-    net: nn.Module,
-    root: str | Path,
-    records: Sequence[Record],
-    class_names: Sequence[str],
-    image_size: int,
-    cfg: AuditConfig,
-) -> list[dict]:
-    """One row per class that has cued images, plus an ``(all)`` row. See module docstring."""
-    root = Path(root)
-    index = {n: i for i, n in enumerate(class_names)}
-    cued = [r for r in records if r.cue_box is not None and r.taxon_name in index]
-    generator = SyntheticSpecies.from_root(root)
-    with untouched(net):
-        net.eval()
-        photos = [Image.open(root / r.path).convert("RGB") for r in cued]
-        x = _tensor(photos, image_size)
-        labels = np.array([index[r.taxon_name] for r in cued])
-        preds = _predict(net, x, cfg.batch_size)
-        cams = compute_cams(net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size)
-        energy, area = [], []
-        for r, img, cam in zip(cued, photos, cams):
-            sx, sy = image_size / img.width, image_size / img.height
-            x0, y0, x1, y1 = r.cue_box
-            e, a = energy_in_box(cam, (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
-            energy.append(e)
-            area.append(a)
-        removed = None
-        flips: dict[int, list[int]] = defaultdict(list)
-        if generator is not None:
-            redrawn = [
-                generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued
-            ]
-            removed = _predict(net, _tensor(redrawn, image_size), cfg.batch_size)
-            # the cue added to other species' photos: how often does it pull them to its class?
-            cue_classes = set(labels.tolist())
-            clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
-            if clean and cue_classes:
-                added = [
-                    generator.render(generator.sample_of(r.photo_id), cue=True)[0] for r in clean
-                ]
-                pa = _predict(net, _tensor(added, image_size), cfg.batch_size)
-                originals = [Image.open(root / r.path).convert("RGB") for r in clean]
-                po = _predict(net, _tensor(originals, image_size), cfg.batch_size)
-                for r, p_added, p_orig in zip(clean, pa, po):
-                    for c in cue_classes:  # +1: the cue pulled it to c; -1: it pushed it away
-                        if index[r.taxon_name] != c:
-                            flips[c].append(int(p_added == c) - int(p_orig == c))
+class Audit(ABC):
+    """One bias/faithfulness audit of a network on a split's records.
 
-    rows = []
-    groups = {class_names[c]: labels == c for c in sorted(set(labels.tolist()))}
-    groups["(all)"] = np.ones(len(labels), bool)
-    for name, mask in groups.items():
-        n = int(mask.sum())
-        row = {
-            "class": name,
-            "cued_images": n,
-            "energy_in_box": float(np.mean(np.array(energy)[mask])) if n else 0.0,
-            "box_area": float(np.mean(np.array(area)[mask])) if n else 0.0,
-            "energy_lift": float(np.mean(np.array(energy)[mask]) / np.mean(np.array(area)[mask]))
-            if n
-            else 0.0,
-            "acc_with_cue": float(np.mean(preds[mask] == labels[mask])) if n else 0.0,
-        }
-        if removed is not None:
-            row["acc_cue_removed"] = float(np.mean(removed[mask] == labels[mask])) if n else 0.0
-            row["acc_drop"] = row["acc_with_cue"] - row["acc_cue_removed"]
-            c = index.get(name)
-            row["flip_rate_cue_added"] = (
-                float(np.mean(flips[c])) if c in flips and flips[c] else 0.0
+    Subclasses set ``kind`` (the key in ``metrics.json``), ``title`` and ``legend`` (the report's
+    heading and column explanations), say whether they fit the data (:meth:`applies`) and
+    compute one row per class (:meth:`run`)."""
+
+    kind: str
+    title: str
+    legend: str
+
+    def __init__(self, cfg: AuditConfig) -> None:
+        self.cfg = cfg
+
+    @staticmethod
+    @abstractmethod
+    def applies(records: Sequence[Record]) -> bool:
+        """Whether this audit can run on these records."""
+
+    @abstractmethod
+    def run(
+        self,
+        net: nn.Module,
+        root: str | Path,
+        records: Sequence[Record],
+        class_names: Sequence[str],
+        image_size: int,
+    ) -> list[dict]:
+        """One row (a dict) per class."""
+
+
+class CueAudit(Audit):
+    """Energy in the cue box, counterfactual accuracy and flip rate, and a verdict per class."""
+
+    kind = "cue"
+    title = "Bias audit: the spurious cue"
+    legend = (
+        "`energy_in_box`: share of Grad-CAM energy inside the cue's box; `box_area`: the box's "
+        "share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
+        "`acc_cue_removed`: the same photos redrawn without the cue. "
+        "`flip_rate_cue_added`: how much adding the cue to other species' photos raises the "
+        "share predicted as this class (with the cue minus without)."
+    )
+
+    @staticmethod
+    def applies(records: Sequence[Record]) -> bool:
+        return any(r.cue_box is not None for r in records)
+
+    def run(
+        self,
+        net: nn.Module,
+        root: str | Path,
+        records: Sequence[Record],
+        class_names: Sequence[str],
+        image_size: int,
+    ) -> list[dict]:
+        """One row per class that has cued images, plus an ``(all)`` row (see the module doc)."""
+        cfg = self.cfg
+        root = Path(root)
+        index = {n: i for i, n in enumerate(class_names)}
+        cued = [r for r in records if r.cue_box is not None and r.taxon_name in index]
+        generator = SyntheticSpecies.from_root(root)
+        with untouched(net):
+            net.eval()
+            photos = [Image.open(root / r.path).convert("RGB") for r in cued]
+            x = _tensor(photos, image_size)
+            labels = np.array([index[r.taxon_name] for r in cued])
+            preds = _predict(net, x, cfg.batch_size)
+            cams = compute_cams(
+                net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
             )
-        row["verdict"] = verdict(row, cfg)
-        rows.append(row)
-    return rows
+            energy, area = [], []
+            for r, img, cam in zip(cued, photos, cams):
+                sx, sy = image_size / img.width, image_size / img.height
+                x0, y0, x1, y1 = r.cue_box
+                e, a = energy_in_box(cam, (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+                energy.append(e)
+                area.append(a)
+            removed = None
+            flips: dict[int, list[int]] = defaultdict(list)
+            if generator is not None:
+                redrawn = [
+                    generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued
+                ]
+                removed = _predict(net, _tensor(redrawn, image_size), cfg.batch_size)
+                # the cue added to other species' photos: how often does it pull them to its class?
+                cue_classes = set(labels.tolist())
+                clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
+                if clean and cue_classes:
+                    samples = [generator.sample_of(r.photo_id) for r in clean]
+                    added = [generator.render(sample, cue=True)[0] for sample in samples]
+                    pa = _predict(net, _tensor(added, image_size), cfg.batch_size)
+                    originals = [Image.open(root / r.path).convert("RGB") for r in clean]
+                    po = _predict(net, _tensor(originals, image_size), cfg.batch_size)
+                    for r, p_added, p_orig in zip(clean, pa, po):
+                        for c in cue_classes:  # +1: the cue pulled it to c; -1: it pushed it away
+                            if index[r.taxon_name] != c:
+                                flips[c].append(int(p_added == c) - int(p_orig == c))
+
+        rows = []
+        groups = {class_names[c]: labels == c for c in sorted(set(labels.tolist()))}
+        groups["(all)"] = np.ones(len(labels), bool)
+        for name, mask in groups.items():
+            n = int(mask.sum())
+            row = {
+                "class": name,
+                "cued_images": n,
+                "energy_in_box": float(np.mean(np.array(energy)[mask])) if n else 0.0,
+                "box_area": float(np.mean(np.array(area)[mask])) if n else 0.0,
+                "energy_lift": (
+                    float(np.mean(np.array(energy)[mask]) / np.mean(np.array(area)[mask]))
+                    if n
+                    else 0.0
+                ),
+                "acc_with_cue": float(np.mean(preds[mask] == labels[mask])) if n else 0.0,
+            }
+            if removed is not None:
+                row["acc_cue_removed"] = float(np.mean(removed[mask] == labels[mask])) if n else 0.0
+                row["acc_drop"] = row["acc_with_cue"] - row["acc_cue_removed"]
+                c = index.get(name)
+                row["flip_rate_cue_added"] = (
+                    float(np.mean(flips[c])) if c in flips and flips[c] else 0.0
+                )
+            row["verdict"] = verdict(row, cfg)
+            rows.append(row)
+        return rows
+
+
+class FaithfulnessAudit(Audit):
+    """CAM faithfulness per class (ROAD, CAM-multiplied confidence): data without cue boxes."""
+
+    kind = "faithfulness"
+    title = "CAM faithfulness (no cue boxes in this data)"
+    legend = (
+        "Confidence change of the predicted class when the CAM's most relevant pixels are "
+        "removed (ROAD, 20 %) and when the image is multiplied by its CAM."
+    )
+
+    @staticmethod
+    def applies(records: Sequence[Record]) -> bool:
+        return True
+
+    def run(
+        self,
+        net: nn.Module,
+        root: str | Path,
+        records: Sequence[Record],
+        class_names: Sequence[str],
+        image_size: int,
+    ) -> list[dict]:
+        """Per class, mean confidence change of the predicted class when the CAM's most relevant 20%
+        of pixels are removed (ROAD; more negative = more faithful) and when the image is multiplied
+        by its CAM (closer to 0 = the CAM keeps what matters)."""
+        cfg = self.cfg
+        root = Path(root)
+        by_class: dict[str, list[Record]] = defaultdict(list)
+        for r in records:
+            if len(by_class[r.taxon_name]) < cfg.max_per_class:
+                by_class[r.taxon_name].append(r)
+        rows = []
+        with untouched(net):
+            net.eval()
+            for name in class_names:
+                recs = by_class.get(name)
+                if not recs:
+                    continue
+                x = _tensor([Image.open(root / r.path) for r in recs], image_size)
+                preds = _predict(net, x, cfg.batch_size)
+                cams = compute_cams(
+                    net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
+                )
+                targets = [ClassifierOutputTarget(int(p)) for p in preds]
+                road = ROADMostRelevantFirst(percentile=80)(x, cams, targets, net)
+                mult = CamMultImageConfidenceChange()(x, cams, targets, net)
+                rows.append(
+                    {
+                        "class": name,
+                        "images": len(recs),
+                        "road_most_relevant_first": float(np.mean(road)),
+                        "cam_mult_confidence_change": float(np.mean(mult)),
+                    }
+                )
+        return rows
+
+
+#: in order of preference: the first that applies to the data runs
+AUDITS: tuple[type[Audit], ...] = (CueAudit, FaithfulnessAudit)
+
+
+def choose_audit(records: Sequence[Record], cfg: AuditConfig) -> Audit:
+    """The first audit of :data:`AUDITS` that applies to ``records``."""
+    return next(a for a in AUDITS if a.applies(records))(cfg)
 
 
 def verdict(row: dict, cfg: AuditConfig) -> str:
@@ -180,45 +302,3 @@ def verdict(row: dict, cfg: AuditConfig) -> str:
     if looks or needs:
         return "partly uses the cue"
     return "ignores the cue"
-
-
-def faithfulness(
-    net: nn.Module,
-    root: str | Path,
-    records: Sequence[Record],
-    class_names: Sequence[str],
-    image_size: int,
-    cfg: AuditConfig,
-) -> list[dict]:
-    """Per class, mean confidence change of the predicted class when the CAM's most relevant 20%
-    of pixels are removed (ROAD; more negative = more faithful) and when the image is multiplied
-    by its CAM (closer to 0 = the CAM keeps what matters)."""
-    root = Path(root)
-    by_class: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
-        if len(by_class[r.taxon_name]) < cfg.max_per_class:
-            by_class[r.taxon_name].append(r)
-    rows = []
-    with untouched(net):
-        net.eval()
-        for name in class_names:
-            recs = by_class.get(name)
-            if not recs:
-                continue
-            x = _tensor([Image.open(root / r.path) for r in recs], image_size)
-            preds = _predict(net, x, cfg.batch_size)
-            cams = compute_cams(
-                net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
-            )
-            targets = [ClassifierOutputTarget(int(p)) for p in preds]
-            road = ROADMostRelevantFirst(percentile=80)(x, cams, targets, net)
-            mult = CamMultImageConfidenceChange()(x, cams, targets, net)
-            rows.append(
-                {
-                    "class": name,
-                    "images": len(recs),
-                    "road_most_relevant_first": float(np.mean(road)),
-                    "cam_mult_confidence_change": float(np.mean(mult)),
-                }
-            )
-    return rows

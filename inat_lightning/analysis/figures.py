@@ -81,7 +81,8 @@ def per_class_bars(table: list[dict], max_classes: int = 40) -> Figure:
     return fig
 
 
-def save(fig: Figure, path) -> None:
-    """Write a figure as PNG and free it."""
+def save(fig: Figure, path, close: bool = True) -> None:
+    """Write a figure as PNG and (``close``) free it."""
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if close:
+        plt.close(fig)

@@ -94,7 +94,7 @@ def compute_cams(
 def heatmap(cams: np.ndarray, style: str = "red") -> np.ndarray:
     """``(N, H, W)`` CAMs → ``(N, H, W, 3)`` RGB heatmaps in [0, 1].
 
-    ``red``: the seed's style, red = CAM, green = blue = 0. ``colormap``: matplotlib's ``jet``.
+    ``red``: a red-only heatmap, red = CAM, green = blue = 0. ``colormap``: matplotlib's ``jet``.
     """
     if style == "red":
         heat = np.zeros((*cams.shape, 3), np.float32)

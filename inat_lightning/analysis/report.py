@@ -6,15 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from inat_lightning.analysis.tables import to_markdown
+from inat_lightning.models.metrics import SCALARS, key
 
-HEADLINE = (
-    "test/acc",
-    "test/acc_macro",
-    "test/top5",
-    "test/f1_macro",
-    "test/precision_macro",
-    "test/recall_macro",
-)
+FIGURE_CAPTIONS = {
+    "confusion_matrix": "confusion matrix",
+    "per_class": "per-class precision and recall",
+}
+
+
+def _figure(name: str, summary: dict[str, Any], heading: str = "") -> list[str]:
+    """A figure's Markdown lines (under ``heading``), or none when no callback saved it."""
+    path = summary.get("figures", {}).get(name)
+    if not path:
+        return []
+    return [*([f"## {heading}", ""] if heading else []), f"![{FIGURE_CAPTIONS[name]}]({path})", ""]
 
 
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
@@ -28,12 +33,11 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "",
         "## Metrics (test split)",
         "",
-        to_markdown([{"metric": k, "value": m[k]} for k in HEADLINE if k in m]),
+        to_markdown(
+            [{"metric": k, "value": m[k]} for k in (key("test", s) for s in SCALARS) if k in m]
+        ),
         "",
-        "## Confusion matrix",
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
+        *_figure("confusion_matrix", summary, heading="Confusion matrix"),
         "## Look-alike species: most-confused pairs",
         "",
         "`rate` is the share of the true species' test images taken for the other; `reverse_*` is "
@@ -43,35 +47,12 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "",
         "## Per class",
         "",
-        "![per-class precision and recall](per_class.png)",
-        "",
+        *_figure("per_class", summary),
         to_markdown(summary["per_class"]),
         "",
     ]
     audit = summary["audit"]
-    if audit["kind"] == "cue":
-        lines += [
-            "## Bias audit: the spurious cue",
-            "",
-            "`energy_in_box`: share of Grad-CAM energy inside the cue's box; `box_area`: the box's "
-            "share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
-            "`acc_cue_removed`: the same photos redrawn without the cue. "
-            "`flip_rate_cue_added`: how much adding the cue to other species' photos raises the "
-            "share predicted as this class (with the cue minus without).",
-            "",
-            to_markdown(audit["rows"]),
-            "",
-        ]
-    else:
-        lines += [
-            "## CAM faithfulness (no cue boxes in this data)",
-            "",
-            "Confidence change of the predicted class when the CAM's most relevant pixels are "
-            "removed (ROAD, 20 %) and when the image is multiplied by its CAM.",
-            "",
-            to_markdown(audit["rows"]),
-            "",
-        ]
+    lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
     if summary["gradcam"]:
         lines += [
             "## Grad-CAM",

@@ -9,9 +9,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Pick:
-    """Position ``i`` in the prediction arrays, and why it was picked."""
+    """An image to explain: its ``position`` in the prediction arrays, and why it was picked."""
 
-    i: int
+    position: int
     kind: str  # "correct" | "wrong" | "top_mistake"
 
 
@@ -32,6 +32,6 @@ def select_examples(
         right = mine[preds[mine] == c][:per_class]
         wrong = mine[preds[mine] != c][:per_class]
         picks += [Pick(int(i), "correct") for i in right] + [Pick(int(i), "wrong") for i in wrong]
-    taken = {p.i for p in picks}
+    taken = {p.position for p in picks}
     mistakes = [int(i) for i in order if preds[i] != labels[i] and int(i) not in taken]
     return picks + [Pick(i, "top_mistake") for i in mistakes[:top_mistakes]]

@@ -7,7 +7,7 @@ It behaves like a small iNaturalist scrape, so the whole pipeline runs offline i
 * photos vary in pose, scale, position, rotation and lighting, on natural-looking backgrounds
   (water, foliage, sand, rock);
 * each *observation* (one individual) has 1–3 photos, recorded in the manifest;
-* an optional **spurious cue** — a hand in a blue sleeve, the seed's "fisherman" — co-occurs with
+* an optional **spurious cue** — a hand in a blue sleeve, an angler holding the fish — co-occurs with
   one species in a configurable share of its observations (and rarely with others); its box is
   written to the manifest so the bias audit can measure whether the model looks at it.
 

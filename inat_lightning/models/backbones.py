@@ -13,6 +13,18 @@ log = logging.getLogger(__name__)
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 
 
+def check_resnet_args(
+    depth: int = 101, weights: str | None = None, weights_path: str | Path | None = None
+) -> None:
+    """The rules of :func:`resnet`'s arguments, also run on the config before any work."""
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(f"depth={depth}: must be one of {RESNET_DEPTHS}")
+    if weights and weights_path:
+        raise ValueError("weights: set either weights or weights_path, not both")
+    if weights_path and not Path(weights_path).is_file():
+        raise FileNotFoundError(f"weights_path={str(weights_path)!r}: no such file")
+
+
 def resnet(
     depth: int = 101,
     num_classes: int = 1000,
@@ -34,10 +46,7 @@ def resnet(
             net trained from scratch starts as a shallow one. Measured here on the synthetic set:
             it steadies ResNet101 from scratch, but slows ResNet18 down a lot.
     """
-    if depth not in RESNET_DEPTHS:
-        raise ValueError(f"depth={depth}: must be one of {RESNET_DEPTHS}")
-    if weights and weights_path:
-        raise ValueError("set either weights or weights_path, not both")
+    check_resnet_args(depth, weights, weights_path)
     builder = getattr(models, f"resnet{depth}")
     net = builder(weights=weights) if weights else builder(zero_init_residual=zero_init_residual)
     net.fc = nn.Linear(net.fc.in_features, num_classes)
@@ -53,8 +62,7 @@ def load_matching(net: nn.Module, path: str | Path) -> list[str]:
     this project's classifier are unprefixed).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights_path={str(path)!r}: no such file")
+    check_resnet_args(weights_path=path)
     state = torch.load(path, map_location="cpu", weights_only=False)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k.removeprefix("net."): v for k, v in state.items()}

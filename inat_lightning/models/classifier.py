@@ -8,35 +8,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
-from inat_lightning.models.backbones import resnet
-
-STAGES = ("train", "val", "test")
+from inat_lightning.models.backbones import check_resnet_args, resnet
+from inat_lightning.models.metrics import MONITOR, STAGES, build_metrics, key
 
 
-def build_metrics(num_classes: int) -> MetricCollection:
-    """The scalar metrics of one stage; top-5 only when there are at least 5 classes."""
-    metrics: dict[str, Any] = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
-        "recall_macro": MulticlassRecall(num_classes, average="macro"),
-    }
-    if num_classes >= 5:
-        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
+def check_classifier_args(
+    depth: int = 101,
+    weights: str | None = None,
+    weights_path: str | None = None,
+    label_smoothing: float = 0.0,
+) -> None:
+    """The rules of :class:`Classifier`'s own arguments, also run on the config before any work
+    (the optimizer and scheduler check theirs when called)."""
+    check_resnet_args(depth, weights, weights_path)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
 
 
 class Classifier(L.LightningModule):
@@ -65,7 +55,7 @@ class Classifier(L.LightningModule):
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
-        monitor: str = "val/f1_macro",
+        monitor: str = MONITOR,
         class_names: Sequence[str] | None = None,
         depth: int = 101,
         weights: str | None = None,
@@ -78,8 +68,7 @@ class Classifier(L.LightningModule):
         compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
+        check_classifier_args(depth, weights, weights_path, label_smoothing)
         # plain Python values (not OmegaConf lists) and no partials in the checkpoint: it then
         # loads with torch.load(weights_only=True)
         class_names = [str(c) for c in class_names] if class_names is not None else None
@@ -103,7 +92,6 @@ class Classifier(L.LightningModule):
         self.confmat = nn.ModuleDict(
             {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
         )
-        self._predictions: dict[str, list[tuple[torch.Tensor, ...]]] = {"val": [], "test": []}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -117,23 +105,26 @@ class Classifier(L.LightningModule):
         return nn.ModuleList(m for name, m in self.net.named_children() if name != "fc")
 
     # ------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+    def _step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor] | None:
+        """Loss and metrics of one batch; returns ``loss`` and the detached ``logits`` (the
+        outputs that callbacks such as the Grad-CAM galleries read in ``on_*_batch_end``),
+        ``None`` when every image of the batch was unreadable."""
         x, y = batch["image"], batch["label"]
         if batch.get("n_skipped") is not None:
             self.log(
-                f"{stage}/skipped_images",
+                key(stage, "skipped_images"),
                 float(batch["n_skipped"]),
                 reduce_fx="sum",
                 on_step=False,
                 on_epoch=True,
                 batch_size=1,
             )
-        if x is None:  # every image of the batch was unreadable
+        if x is None:
             return None
         logits = self(x)
         loss = self.criterion(logits, y)
         self.log(
-            f"{stage}/loss",
+            key(stage, "loss"),
             loss,
             on_step=stage == "train",
             on_epoch=True,
@@ -142,32 +133,24 @@ class Classifier(L.LightningModule):
         )
         metrics = self.metrics[f"{stage}_"]
         metrics.update(logits, y)
+        shown = {key("val", "acc"), self.hparams.monitor}
         for name, metric in metrics.items():
-            self.log(
-                name,
-                metric,
-                on_step=False,
-                on_epoch=True,
-                batch_size=len(y),
-                prog_bar=name in ("val/acc", "val/f1_macro"),
-            )
+            bar = name in shown
+            self.log(name, metric, on_step=False, on_epoch=True, batch_size=len(y), prog_bar=bar)
         if stage in self.confmat:
             self.per_class_f1[stage].update(logits, y)
             self.confmat[stage].update(logits, y)
-            confidence, pred = logits.detach().softmax(1).max(1)
-            self._predictions[stage].append(
-                (batch["index"].cpu(), y.cpu(), pred.cpu(), confidence.float().cpu())
-            )
-        return loss
+        return {"loss": loss, "logits": logits.detach()}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._step(batch, "train")
+        out = self._step(batch, "train")
+        return out["loss"] if out else None
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict | None:
+        return self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict | None:
+        return self._step(batch, "test")
 
     # ------------------------------------------------------------------ epoch ends
     def confusion_matrix(self, stage: str) -> torch.Tensor:
@@ -175,25 +158,15 @@ class Classifier(L.LightningModule):
         across devices)."""
         return self.confmat[stage].compute()
 
-    def predictions(self, stage: str) -> dict[str, np.ndarray]:
-        """This epoch's predictions on this process: dataset ``index``, ``label``, ``pred`` and
-        ``confidence`` (softmax of the predicted class), for picking images to explain."""
-        parts = self._predictions.get(stage) or []
-        keys = ("index", "label", "pred", "confidence")
-        if not parts:
-            return {k: np.zeros(0) for k in keys}
-        return {k: torch.cat(col).numpy() for k, col in zip(keys, zip(*parts))}
-
     def _epoch_start(self, stage: str) -> None:
         self.per_class_f1[stage].reset()
         self.confmat[stage].reset()
-        self._predictions[stage] = []
 
     def _epoch_end(self, stage: str) -> None:
         if self.trainer.sanity_checking:
             return
         f1 = self.per_class_f1[stage].compute()
-        self.log_dict({f"{stage}/f1_class/{n}": v for n, v in zip(self.class_names, f1)})
+        self.log_dict({key(stage, f"f1_class/{n}"): v for n, v in zip(self.class_names, f1)})
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_start("val")

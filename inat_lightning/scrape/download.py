@@ -198,6 +198,7 @@ class Downloader:
         summary = Summary()
         have = Counter(r.taxon_name for r in self.records.values())
         queued: set[str] = set()
+        listed: set[str] = set()
         inflight: dict[Future, PhotoItem] = {}
         bar = tqdm(total=total, desc=desc, unit="img", disable=not self.progress, leave=True)
 
@@ -216,9 +217,19 @@ class Downloader:
                 bar.update(1)
                 bar.set_postfix(ok=summary.downloaded + summary.skipped, failed=summary.failed)
 
+        def full() -> bool:
+            """Every listed taxon is full, in-flight downloads included: stop reading the list
+            (no more API pages or grid scrolls), unless a failure frees a slot."""
+            cap = self.max_per_taxon
+            if cap is None or any(have[t] < cap for t in listed):
+                return False
+            settle(set(wait(inflight).done))
+            return all(have[t] >= cap for t in listed)
+
         with ThreadPoolExecutor(self.workers, thread_name_prefix="download") as pool:
             try:
                 for item in items:
+                    listed.add(item.taxon.name)
                     if item.photo_id in self.records:
                         summary.skipped += 1
                         summary.per_taxon[item.taxon.name] += 1
@@ -230,6 +241,8 @@ class Downloader:
                         self.max_per_taxon is not None
                         and have[item.taxon.name] >= self.max_per_taxon
                     ):
+                        if full():
+                            break
                         continue
                     queued.add(item.photo_id)
                     have[item.taxon.name] += 1
@@ -237,6 +250,8 @@ class Downloader:
                     if len(inflight) >= 2 * self.workers:  # don't list far ahead of downloads
                         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                         settle(done)
+                    if full():
+                        break
                 while inflight:
                     done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                     settle(done)

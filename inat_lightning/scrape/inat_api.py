@@ -11,7 +11,9 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from inat_lightning.config import require
 from inat_lightning.scrape.http import HttpClient
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,25 @@ class PhotoItem:
     license: str = ""
     attribution: str = ""
     quality_grade: str = ""
+
+
+class PhotoLister(Protocol):
+    """A scrape backend (``scrape/backend=…``, a ``_target_`` node): lists a taxon's photos.
+
+    It is a context manager (a browser is closed on exit) and yields :class:`PhotoItem` until
+    its list ends; the caller stops reading once it has enough."""
+
+    def __enter__(self) -> PhotoLister: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def iter_photos(
+        self,
+        taxon: Taxon,
+        size: str = "medium",
+        quality_grade: str | None = None,
+        licenses: Sequence[str] | None = None,
+    ) -> Iterator[PhotoItem]: ...
 
 
 def sized_url(url: str, size: str) -> str:
@@ -173,3 +194,39 @@ class INatAPI:
                 log.warning("observations not in ascending id order; stopping at id %d", last_id)
                 return
             last_id = page_last
+
+
+class ApiLister:
+    """Lists photos through the API (``scrape/backend=api``, the default: faster and kinder to
+    the site than the browser).
+
+    Args:
+        api: the API client of the scrape (given at run time).
+        per_page: results per request (API maximum: 200).
+        max_pages: hard bound on requests per taxon.
+    """
+
+    def __init__(self, api: INatAPI, per_page: int = 200, max_pages: int = 10_000) -> None:
+        rules = {
+            "per_page": (1 <= per_page <= 200, "in [1, 200]"),
+            "max_pages": (max_pages >= 1, ">= 1"),
+        }
+        require(rules, {"per_page": per_page, "max_pages": max_pages})
+        self.api, self.per_page, self.max_pages = api, per_page, max_pages
+
+    def iter_photos(
+        self,
+        taxon: Taxon,
+        size: str = "medium",
+        quality_grade: str | None = None,
+        licenses: Sequence[str] | None = None,
+    ) -> Iterator[PhotoItem]:
+        yield from self.api.iter_photos(
+            taxon, size, quality_grade, licenses, self.per_page, self.max_pages
+        )
+
+    def __enter__(self) -> ApiLister:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

@@ -1,69 +1,22 @@
-"""Lightning callbacks that write analysis figures to TensorBoard during training and testing."""
+"""Grad-CAM galleries of a deterministic set of validation and test images."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import save_image
 
-from inat_lightning.analysis.figures import confusion_matrix_figure, per_class_bars
 from inat_lightning.analysis.gradcam import cam_method, compute_cams, heatmap, overlay
 from inat_lightning.analysis.selection import select_examples
-from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
+from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.data.manifest import safe_folder_name
 from inat_lightning.data.transforms import denormalize
 
-
-def tensorboard_writers(trainer: L.Trainer) -> list:
-    """The ``SummaryWriter`` of every TensorBoard logger of the trainer."""
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-
-class MetricFigures(L.Callback):
-    """At the end of every validation (not the sanity check) and test epoch, logs to TensorBoard
-    the row-normalised confusion matrix (``<stage>/confusion_matrix``), per-class precision and
-    recall (``<stage>/per_class``) and the most-confused pairs table (``<stage>/confused_pairs``,
-    TEXT tab).
-
-    Args:
-        max_classes: above this many classes, the matrix shows only its most-confused block.
-        top_pairs: rows of the most-confused pairs table.
-    """
-
-    def __init__(self, max_classes: int = 30, top_pairs: int = 10) -> None:
-        self.max_classes = max_classes
-        self.top_pairs = top_pairs
-
-    def _log(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking:
-            return
-        cm = module.confusion_matrix(stage).cpu().numpy()  # collective: every rank calls it
-        writers = tensorboard_writers(trainer)
-        if not writers or not trainer.is_global_zero:
-            return
-        names, step = module.class_names, trainer.global_step
-        figs = {
-            "confusion_matrix": confusion_matrix_figure(cm, names, self.max_classes, title=stage),
-            "per_class": per_class_bars(per_class_table(cm, names)),
-        }
-        pairs = to_markdown(most_confused_pairs(cm, names, self.top_pairs))
-        for w in writers:
-            for tag, fig in figs.items():
-                w.add_figure(f"{stage}/{tag}", fig, step, close=False)
-            w.add_text(f"{stage}/confused_pairs", pairs, step)
-        for fig in figs.values():
-            plt.close(fig)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module, "test")
+COLUMNS = ("index", "label", "pred", "confidence")
 
 
 class GradCamOverlays(L.Callback):
@@ -71,10 +24,12 @@ class GradCamOverlays(L.Callback):
     ``every_n_epochs``) and of testing: per class the most confident correct and wrong
     prediction, plus the most confident mistakes overall.
 
-    Each picked image gives a row: the photo, the CAM of the predicted class and (for mistakes)
-    the CAM of the true class. Rows go to TensorBoard (``<stage>/gradcam/<class>`` and
-    ``<stage>/gradcam/top_mistakes``) and to PNG grids under ``out_dir/<stage>/epoch<NNN>/``.
-    The model's weights, gradients and train/eval mode are left as they were.
+    The predictions come from the model's step outputs (``logits``), collected here batch by
+    batch. Each picked image gives a row: the photo, the CAM of the predicted class and (for
+    mistakes) the CAM of the true class. Rows go to TensorBoard (``<stage>/gradcam/<class>`` and
+    ``<stage>/gradcam/top_mistakes``) and to PNG grids under ``out_dir/<stage>/epoch<NNN>/``
+    (see :meth:`galleries`). The model's weights, gradients and train/eval mode are left as
+    they were.
 
     Args:
         every_n_epochs: validation epochs between two galleries (0: only at test).
@@ -111,24 +66,77 @@ class GradCamOverlays(L.Callback):
         self.alpha = alpha
         self.out_dir = Path(out_dir) if out_dir else None
         self.batch_size = batch_size
-        self.written: list[Path] = []
+        self._rows: list[tuple[torch.Tensor, ...]] = []
+        self._written: dict[str, list[Path]] = {}
+
+    def galleries(self, stage: str = "test") -> list[Path]:
+        """The PNG grids written for ``stage`` (every epoch's, in order)."""
+        return list(self._written.get(stage, []))
+
+    # ------------------------------------------------------------------ collecting predictions
+    def _due(self, trainer: L.Trainer, stage: str) -> bool:
+        if stage == "test":
+            return True
+        epoch = trainer.current_epoch + 1
+        return (
+            not trainer.sanity_checking
+            and bool(self.every_n_epochs)
+            and not epoch % self.every_n_epochs
+        )
+
+    def _collect(self, outputs: Any, batch: dict[str, Any]) -> None:
+        if not isinstance(outputs, dict) or "logits" not in outputs:
+            return  # an all-unreadable batch
+        confidence, pred = outputs["logits"].softmax(1).max(1)
+        self._rows.append(
+            (batch["index"].cpu(), batch["label"].cpu(), pred.cpu(), confidence.float().cpu())
+        )
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._due(trainer, "val"):
+            self._collect(outputs, batch)
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._collect(outputs, batch)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if trainer.sanity_checking or not self.every_n_epochs or epoch % self.every_n_epochs:
-            return
-        self.explain(trainer, pl_module, "val")
+        if self._due(trainer, "val"):
+            self.explain(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.explain(trainer, pl_module, "test")
 
+    # ------------------------------------------------------------------ the gallery
     def explain(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        """Pick images from this epoch's predictions, compute their CAMs and write the rows."""
         dataset = (
             getattr(trainer.datamodule, "datasets", {}).get(stage) if trainer.datamodule else None
         )
-        pred = module.predictions(stage)
-        if not trainer.is_global_zero or dataset is None or not len(pred["index"]):
+        if not trainer.is_global_zero or dataset is None or not self._rows:
             return
+        pred = {k: torch.cat(col).numpy() for k, col in zip(COLUMNS, zip(*self._rows))}
         picks = select_examples(
             pred["label"],
             pred["pred"],
@@ -137,13 +145,13 @@ class GradCamOverlays(L.Callback):
             self.per_class,
             self.top_mistakes,
         )
-        loaded = [(p, dataset[int(pred["index"][p.i])]) for p in picks]
+        loaded = [(p, dataset[int(pred["index"][p.position])]) for p in picks]
         loaded = [(p, s) for p, s in loaded if s is not None]
         if not loaded:
             return
         images = torch.stack([s["image"] for _, s in loaded]).to(module.device)
-        labels = [int(pred["label"][p.i]) for p, _ in loaded]
-        preds = [int(pred["pred"][p.i]) for p, _ in loaded]
+        labels = [int(pred["label"][p.position]) for p, _ in loaded]
+        preds = [int(pred["pred"][p.position]) for p, _ in loaded]
         cams = [
             compute_cams(module.net, images, t, self.method, self.target_layer, self.batch_size)
             for t in (preds, labels)
@@ -168,4 +176,4 @@ class GradCamOverlays(L.Callback):
             if folder:
                 path = folder / f"{safe_folder_name(tag)}.png"
                 save_image(grid, path, nrow=3, padding=2, pad_value=1.0)
-                self.written.append(path)
+                self._written.setdefault(stage, []).append(path)

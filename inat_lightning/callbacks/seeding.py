@@ -1,4 +1,4 @@
-"""Training-loop callbacks that are not analysis: reproducible epochs for exact resume."""
+"""Reproducible epochs: every training epoch reseeded from ``seed + epoch``, for exact resume."""
 
 from __future__ import annotations
 

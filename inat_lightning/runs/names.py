@@ -1,4 +1,5 @@
-"""OmegaConf resolvers used by ``conf/`` (registered when :mod:`inat_lightning` is imported)."""
+"""Run names: a run's overrides as its sweep-job folder and TensorBoard run name (the
+``inat.run_name`` resolver of ``conf/``, registered when :mod:`inat_lightning` is imported)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from inat_lightning.runs.overrides import key_of, parse
 
 
 def short_name(text: str, max_len: int = 140) -> str:
@@ -24,11 +27,6 @@ def short_name(text: str, max_len: int = 140) -> str:
     return name
 
 
-def override_key(override: str) -> str:
-    """``+a.b=1`` -> ``a.b``: the config key a command-line override sets."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def round_sample(value: str) -> str:
     """A long float such as an Optuna sample (``0.010142997784304343``) to 4 significant
     digits (``0.01014``); any other value as given."""
@@ -43,15 +41,13 @@ def swept_keys() -> set[str]:
     """Keys a running multirun sweeps over: those with a sweep value in ``multirun.yaml``
     (``a=1,2``, ``range(...)``, …) and those searched by the sweeper (Optuna's ``params``)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     hc = HydraConfig.get()
     keys = set((hc.sweeper.get("params") or {}).keys())
     saved = Path(hc.sweep.dir) / "multirun.yaml"
     if saved.is_file():
         task = OmegaConf.load(saved).hydra.overrides.task
-        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
-        keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+        keys |= {key_of(o) for o in parse(task) if o.is_sweep_override()}
     return keys
 
 
@@ -63,12 +59,20 @@ def run_name() -> str:
 
     hc = HydraConfig.get()
     excluded = set(hc.job.config.override_dirname.exclude_keys)
-    items = sorted(o for o in hc.overrides.task if override_key(o) not in excluded)
+    items = sorted(
+        (o for o in parse(hc.overrides.task) if key_of(o) not in excluded),
+        key=lambda o: o.input_line,
+    )
     if hc.mode == RunMode.MULTIRUN:
         swept = swept_keys()
-        items = sorted(items, key=lambda o: override_key(o) not in swept)  # stable: swept first
-    rounded = (k + eq + round_sample(v) for k, eq, v in (o.partition("=") for o in items))
-    return short_name(",".join(rounded))
+        items = sorted(items, key=lambda o: key_of(o) not in swept)  # stable: swept first
+    return short_name(",".join(_rounded(o.input_line) for o in items))
+
+
+def _rounded(override: str) -> str:
+    """``a.lr=0.010142997784304343`` → ``a.lr=0.01014`` (see :func:`round_sample`)."""
+    head, eq, value = override.partition("=")
+    return head + eq + round_sample(value)
 
 
 def register() -> None:

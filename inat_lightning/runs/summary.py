@@ -23,18 +23,20 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from inat_lightning.resolvers import round_sample
-from inat_lightning.resume import ADDED_KEYS
+from inat_lightning.models.metrics import headline
+from inat_lightning.runs.names import round_sample
+from inat_lightning.runs.overrides import key_of, parse, value_text
+from inat_lightning.runs.resume import BOOKKEEPING_KEYS
 
 log = logging.getLogger(__name__)
 
-METRICS = ("val/f1_macro", "val/acc", "test/f1_macro", "test/acc", "test/acc_macro")
+METRICS = headline("val", "test")
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
-    items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    pairs = (item.split("=", 1) if "=" in item else (item, "") for item in items)
-    return {k: v for k, v in pairs if k not in ADDED_KEYS}  # a resumed job's bookkeeping
+    items = parse(yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or [])
+    # a resumed job's bookkeeping is not a setting
+    return {key_of(o): value_text(o) for o in items if key_of(o) not in BOOKKEEPING_KEYS}
 
 
 def _job_number(job_dir: Path) -> int:

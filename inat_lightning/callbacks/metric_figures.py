@@ -1,0 +1,69 @@
+"""Confusion matrix, per-class bars and the look-alike table, after every validation and test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as L
+import matplotlib.pyplot as plt
+
+from inat_lightning.analysis.figures import confusion_matrix_figure, per_class_bars, save
+from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
+from inat_lightning.callbacks.writers import tensorboard_writers
+
+
+class MetricFigures(L.Callback):
+    """At the end of every validation (not the sanity check) and test epoch, logs to TensorBoard
+    the row-normalised confusion matrix (``<stage>/confusion_matrix``), per-class precision and
+    recall (``<stage>/per_class``) and the most-confused pairs table (``<stage>/confused_pairs``,
+    TEXT tab). With ``out_dir``, the test figures are also saved there as
+    ``confusion_matrix.png`` and ``per_class.png`` (see :meth:`saved`).
+
+    Args:
+        max_classes: above this many classes, the matrix shows only its most-confused block.
+        top_pairs: rows of the most-confused pairs table.
+        out_dir: folder for the test figures' PNG files (``None``: TensorBoard only).
+    """
+
+    def __init__(self, max_classes: int = 30, top_pairs: int = 10, out_dir: str | None = None):
+        self.max_classes = max_classes
+        self.top_pairs = top_pairs
+        self.out_dir = Path(out_dir) if out_dir else None
+        self._saved: dict[str, Path] = {}
+
+    def saved(self) -> dict[str, Path]:
+        """The PNG files of the last test, by figure name (``confusion_matrix``, ``per_class``)."""
+        return dict(self._saved)
+
+    def _log(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if trainer.sanity_checking:
+            return
+        cm = module.confusion_matrix(stage).cpu().numpy()  # collective: every rank calls it
+        writers = tensorboard_writers(trainer)
+        keep = stage == "test" and self.out_dir is not None
+        if not (writers or keep) or not trainer.is_global_zero:
+            return
+        names, step = module.class_names, trainer.global_step
+        figs = {
+            "confusion_matrix": confusion_matrix_figure(cm, names, self.max_classes, title=stage),
+            "per_class": per_class_bars(per_class_table(cm, names)),
+        }
+        pairs = to_markdown(most_confused_pairs(cm, names, self.top_pairs))
+        for w in writers:
+            for tag, fig in figs.items():
+                w.add_figure(f"{stage}/{tag}", fig, step, close=False)
+            w.add_text(f"{stage}/confused_pairs", pairs, step)
+        if keep:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            for tag, fig in figs.items():
+                path = self.out_dir / f"{tag}.png"
+                save(fig, path, close=False)
+                self._saved[tag] = path
+        for fig in figs.values():
+            plt.close(fig)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "test")

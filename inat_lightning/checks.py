@@ -1,0 +1,61 @@
+"""The tasks' early checks: every bad value fails before any work, with a message naming its
+key. Each rule lives once: argument rules are the constructors' own (run here through
+:func:`~inat_lightning.config.check_args` or on a dummy call); only rules that tie several keys
+together live here."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.accelerators import CPUAccelerator
+from omegaconf import DictConfig, OmegaConf
+
+from inat_lightning.config import ConfigError, call_partial, check_args, check_targets
+from inat_lightning.models.classifier import check_classifier_args
+from inat_lightning.models.metrics import SCALARS, STAGES, is_optimizable
+
+log = logging.getLogger(__name__)
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Checks that need no heavy object: strict keys, required values, the optimised metric,
+    and the model, optimizer and scheduler arguments."""
+    check_targets(cfg)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required (set on the command line, key=value)")
+    metric = cfg.get("optimized_metric")
+    if metric is not None and not is_optimizable(str(metric)):
+        raise ConfigError(
+            f"optimized_metric={metric}: must be [best/]<stage>/<metric> with stage "
+            f"{'|'.join(STAGES)} and metric {'|'.join(SCALARS)}"
+        )
+    model = cfg.model
+    check_args(check_classifier_args, model, "model")
+    fine_tuning = "backbone_finetuning" in (cfg.get("callbacks") or {})
+    if fine_tuning and not (model.get("weights_path") or model.get("weights")):
+        raise ConfigError(
+            "model.weights_path: required for fine-tuning (callbacks.backbone_finetuning), "
+            "e.g. model.weights_path=weights/resnet101.pth"
+        )
+    # the optimizer and scheduler check their own arguments, on a dummy parameter
+    dummy = [torch.zeros(1, requires_grad=True)]
+    optimizer = call_partial(model.optimizer, "model.optimizer", dummy)
+    if model.get("scheduler"):
+        call_partial(model.scheduler, "model.scheduler", optimizer)
+
+
+def check_trainer(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Checks that need the resolved accelerator; run before any data is touched."""
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and cfg.trainer.get("sync_batchnorm"):
+        raise ConfigError("trainer.sync_batchnorm=true: SyncBatchNorm needs GPUs; false on CPU")
+    precision = str(cfg.trainer.get("precision", ""))
+    if on_cpu and ("16" in precision):
+        log.warning(
+            "trainer.precision=%s on CPU: mixed precision is usually much slower than 32-true "
+            "on CPUs without native bf16/fp16 (see docs/benchmarks.md)",
+            precision,
+        )

@@ -1,0 +1,59 @@
+"""The metric names, in one place: what the classifier logs (``<stage>/<metric>``), what the
+sweep summary, the report, the HPARAMS tab and the logs show, and what a sweeper may optimise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+STAGES = ("train", "val", "test")
+#: every scalar the classifier logs per stage (``top5`` only with 5 classes or more)
+SCALARS = ("loss", "acc", "acc_macro", "top5", "f1_macro", "precision_macro", "recall_macro")
+#: the few that sum a run up: sweep summary, HPARAMS tab, the last log lines
+HEADLINE = ("acc", "acc_macro", "f1_macro")
+#: what checkpointing, the LR scheduler and early stopping watch by default
+MONITOR = "val/f1_macro"
+
+
+def key(stage: str, metric: str) -> str:
+    """``val``, ``f1_macro`` → ``val/f1_macro``: the name logged to Lightning and TensorBoard."""
+    return f"{stage}/{metric}"
+
+
+def headline(*stages: str) -> tuple[str, ...]:
+    """The :data:`HEADLINE` metrics of ``stages``, e.g. ``headline("val", "test")``."""
+    return tuple(key(s, m) for s in stages for m in HEADLINE)
+
+
+def is_optimizable(name: str) -> bool:
+    """A name a sweeper may optimise: ``<stage>/<scalar>`` or ``best/<stage>/<scalar>``."""
+    stage, _, metric = name.removeprefix("best/").partition("/")
+    return stage in STAGES and metric in SCALARS
+
+
+def build_metrics(num_classes: int) -> MetricCollection:
+    """The scalar metrics of one stage, named as in :data:`SCALARS` (the loss is logged apart);
+    top-5 only when there are at least 5 classes."""
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
+        "recall_macro": MulticlassRecall(num_classes, average="macro"),
+    }
+    if num_classes >= 5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+def scalar_metrics(logged: Mapping[str, Any]) -> dict[str, float]:
+    """The one-number entries of a trainer's ``callback_metrics``, as floats, sorted by name."""
+    return {k: float(v) for k, v in sorted(logged.items()) if v.numel() == 1}

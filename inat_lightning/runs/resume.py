@@ -1,0 +1,103 @@
+"""Resuming an interrupted training run in its own folder, with its own config.
+
+``python train.py resume=<run dir>`` (or ``resume=true hydra.run.dir=<run dir>``) is rewritten
+by :func:`resume_argv` into that run's original overrides plus ``hydra.run.dir=<run dir>``;
+the train task then continues from ``<run dir>/checkpoints/last.ckpt`` (see
+:func:`resume_checkpoint`). Logs, checkpoints and TensorBoard curves continue in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from hydra.errors import OverrideParseException
+from omegaconf import DictConfig
+
+from inat_lightning.config import ConfigError
+from inat_lightning.runs.overrides import key_of, parse, quote, value_text
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: what resume_argv adds to a run's overrides: bookkeeping, not settings (no sweep column)
+BOOKKEEPING_KEYS = {"resume", "run_name"}
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``argv`` with ``resume=<run dir>`` expanded: the run's saved overrides first, then the
+    other arguments of this command (they win), then ``hydra.run.dir``, ``resume=true`` and
+    the run's TensorBoard run name.
+    Any other ``argv`` (no resume, a multirun, overrides Hydra cannot parse) is returned
+    unchanged; a missing run dir is left to :func:`resume_checkpoint`, which names the key."""
+    args = argv[1:]
+    if "-m" in args or "--multirun" in args:
+        return argv
+    # run folders of sweep jobs are named by their overrides ("0_a=1,b=2"), which Hydra's grammar
+    # cannot read unquoted: these two keys take the rest of the argument as a path, as typed
+    paths = {a.split("=", 1)[0]: _path_value(a) for a in args if _is_path_arg(a)}
+    try:
+        given = parse(a for a in args if "=" in a and not a.startswith("-") and not _is_path_arg(a))
+    except OverrideParseException:
+        return argv  # Hydra reports it
+    resume = paths.get("resume")
+    if resume in (None, False, ""):
+        return argv
+    run_dir = Path(str(paths.get("hydra.run.dir", "")) if resume is True else str(resume))
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return argv
+    mine = [o.input_line for o in given]
+    mine += [a for a in args if "=" not in a or a.startswith("-")]  # flags, as given
+    taken = {key_of(o) for o in given}
+    dropped = taken | BOOKKEEPING_KEYS | {"ckpt_path"}
+    original = parse(yaml.safe_load(saved.read_text()) or [])
+    kept = [o.input_line for o in original if key_of(o) not in dropped]
+    tail = [f"hydra.run.dir={quote(run_dir)}", "resume=true"]
+    # keep the TensorBoard run, whatever order a sweep gave its name
+    tensorboard = run_dir / "tensorboard"
+    runs = [p.name for p in tensorboard.iterdir() if p.is_dir()] if tensorboard.is_dir() else []
+    if len(runs) == 1 and "run_name" not in taken:
+        tail.append(f"run_name={quote(runs[0])}")
+    return [argv[0], *kept, *mine, *tail]
+
+
+def _is_path_arg(arg: str) -> bool:
+    return arg.startswith(("resume=", "hydra.run.dir="))
+
+
+def _path_value(arg: str) -> object:
+    """The value of ``key=value`` as Hydra reads it (``true``, ``null``, a quoted path); the
+    text as typed when Hydra's grammar cannot read it as one value (``=`` or ``,`` in it)."""
+    try:
+        (override,) = parse([arg])
+    except OverrideParseException:
+        return arg.split("=", 1)[1]
+    return value_text(override) if override.is_sweep_override() else override.value()
+
+
+def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
+    """``path`` if it is a file; else a :class:`ConfigError` naming ``key``."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}={str(path)!r}: no such checkpoint")
+    return Path(path)
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint a training run continues from: ``ckpt_path`` if set, else with ``resume``
+    the run folder's ``checkpoints/last.ckpt``; ``None`` to start fresh. A missing file is a
+    :class:`ConfigError` naming the key."""
+    if cfg.get("ckpt_path"):
+        return str(checkpoint_file(cfg.ckpt_path))
+    resume = cfg.get("resume")
+    if resume in (None, False):
+        return None
+    if resume is not True:  # a path that resume_argv did not expand
+        raise ConfigError(
+            f"resume={resume}: not a run folder (expected {resume}/.hydra/overrides.yaml)"
+        )
+    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
+    if not last.is_file():
+        raise ConfigError(
+            f"resume={resume}: no {LAST_CHECKPOINT} in {cfg.paths.output_dir} to resume from "
+            "(use resume=<run dir>, the folder holding .hydra/ and checkpoints/)"
+        )
+    return str(last)
