@@ -1,5 +1,7 @@
-"""Hydra glue shared by every task: build ``_target_`` nodes, strict keys, one rule helper, and
-one way to report a bad value (:class:`ConfigError`, naming its key, before any work)."""
+"""Hydra glue shared by every task: build ``_target_`` nodes, strict keys, and one way to report
+a bad value (:class:`ConfigError`, naming its key, before any work). Constructors state their
+own rules with :func:`inat_lightning.validation.require`; errors that start with ``param=`` are
+prefixed here with the config node's key."""
 
 from __future__ import annotations
 
@@ -22,15 +24,6 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 class ConfigError(ValueError):
     """A config value is wrong; the message starts with the offending key."""
-
-
-def require(rules: Mapping[str, tuple[bool, str]], values: Mapping[str, Any]) -> None:
-    """The one validation style of constructors: ``rules[key] = (ok, what it must be)``; the
-    first broken rule raises ``ValueError("key=value: must be …")``, which :func:`build` and
-    :func:`check_args` prefix with the config node's key."""
-    for key, (ok, want) in rules.items():
-        if not ok:
-            raise ValueError(f"{key}={values.get(key)!r}: must be {want}")
 
 
 def _keyed(where: str, msg: str) -> str:

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from inat_lightning.validation import require
 from inat_lightning.data.dataset import ImageDataset, collate_skipping
 from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
@@ -64,17 +65,17 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.split = split or SplitSpec()
-        errors = {
-            "image_size": image_size >= 16,
-            "batch_size": batch_size >= 1,
-            "num_workers": num_workers >= 0,
-            "balance": balance in BALANCE_MODES,
-            "min_per_class": min_per_class is None or min_per_class >= 1,
-            "eval_crop_ratio": 0 < eval_crop_ratio <= 1,
-        }
-        bad = [k for k, ok in errors.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid value for {', '.join(bad)} (balance: one of {BALANCE_MODES})")
+        require(
+            {
+                "image_size": (image_size >= 16, ">= 16"),
+                "batch_size": (batch_size >= 1, ">= 1"),
+                "num_workers": (num_workers >= 0, ">= 0"),
+                "balance": (balance in BALANCE_MODES, f"one of {BALANCE_MODES}"),
+                "min_per_class": (min_per_class is None or min_per_class >= 1, ">= 1 or null"),
+                "eval_crop_ratio": (0 < eval_crop_ratio <= 1, "in (0, 1]"),
+            },
+            locals(),
+        )
         self.root = Path(root)
         if synthetic is None and not self.root.is_dir():
             raise FileNotFoundError(f"root={str(root)!r}: no such directory")

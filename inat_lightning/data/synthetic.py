@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from inat_lightning.validation import require
 from tqdm import tqdm
 
 from inat_lightning.data.manifest import MANIFEST_NAME, Record, safe_folder_name, sha256_of, write_manifest
@@ -115,19 +117,20 @@ class SyntheticSpecies:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {
-            "num_species": self.num_species >= 2,
-            "observations_per_species": self.observations_per_species >= 1,
-            "max_views": self.max_views >= 1,
-            "long_tail": self.long_tail >= 1.0,
-            "image_size": self.image_size >= 16,
-            "cue_share": 0.0 <= self.cue_share <= 1.0,
-            "cue_other_share": 0.0 <= self.cue_other_share <= 1.0,
-            "cue_species": self.cue_species is None or 0 <= self.cue_species < self.num_species,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid synthetic dataset setting(s): {', '.join(bad)} ({self})")
+        cue_ok = self.cue_species is None or 0 <= self.cue_species < self.num_species
+        require(
+            {
+                "num_species": (self.num_species >= 2, ">= 2"),
+                "observations_per_species": (self.observations_per_species >= 1, ">= 1"),
+                "max_views": (self.max_views >= 1, ">= 1"),
+                "long_tail": (self.long_tail >= 1.0, ">= 1"),
+                "image_size": (self.image_size >= 16, ">= 16"),
+                "cue_share": (0.0 <= self.cue_share <= 1.0, "in [0, 1]"),
+                "cue_other_share": (0.0 <= self.cue_other_share <= 1.0, "in [0, 1]"),
+                "cue_species": (cue_ok, f"null or a species index in [0, {self.num_species})"),
+            },
+            vars(self),
+        )
 
     # ------------------------------------------------------------------ catalogue and samples
     def species(self) -> list[Species]:

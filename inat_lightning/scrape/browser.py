@@ -15,8 +15,8 @@ import shutil
 from collections.abc import Iterator, Sequence
 from urllib.parse import urljoin
 
-from inat_lightning.config import require
 from inat_lightning.scrape.inat_api import PhotoItem, Taxon, photo_id_from_url, sized_url
+from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
 _CSS_URL = re.compile(r"""url\(\s*['"]?(.*?)['"]?\s*\)""")

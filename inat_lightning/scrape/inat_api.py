@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from inat_lightning.config import require
 from inat_lightning.scrape.http import HttpClient
+from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
 SIZES = ("square", "small", "medium", "large", "original")

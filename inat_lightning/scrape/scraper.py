@@ -9,10 +9,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from inat_lightning.config import ConfigError, build_with, check_targets, require
+from inat_lightning.config import ConfigError, build_with, check_targets
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
 from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister
+from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
 API_MAX_BYTES = 50_000_000  # a page of 200 observations is ~1-2 MB
