@@ -41,7 +41,7 @@ def test_finetune_from_local_weights_with_a_frozen_backbone_first(tmp_path, shar
         "callbacks.backbone_finetuning.unfreeze_backbone_at_epoch=1",
         "callbacks.model_checkpoint.save_top_k=-1",  # keep every epoch's weights
         "~callbacks.gradcam",
-        "~callbacks.rich_progress_bar",
+        "~callbacks.progress_bar",
         "trainer.max_epochs=2",
         "+trainer.limit_train_batches=3",
         "+trainer.limit_val_batches=2",

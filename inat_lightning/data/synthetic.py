@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from inat_lightning.progress import progress as progress_bar
 from inat_lightning.validation import require
-from tqdm import tqdm
 
 from inat_lightning.data.manifest import MANIFEST_NAME, Record, safe_folder_name, sha256_of, write_manifest
 
@@ -229,7 +229,9 @@ class SyntheticSpecies:
         tmp.mkdir(parents=True)
         species = self.species()
         records = []
-        for s in tqdm(self.samples(), desc="synthetic species", unit="img", disable=not progress):
+        samples = self.samples()
+        bar = progress_bar(samples, desc="synthetic species", unit="img", disable=not progress)
+        for s in bar:
             img, box = self.render(s)
             folder = safe_folder_name(species[s.species].name)
             (tmp / folder).mkdir(exist_ok=True)

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from inat_lightning.data.manifest import (
     COLUMNS,
@@ -34,6 +33,7 @@ from inat_lightning.data.manifest import (
     sha256_of,
     write_manifest,
 )
+from inat_lightning.progress import progress
 from inat_lightning.scrape.http import HttpClient, HttpError, RetryableError
 from inat_lightning.scrape.inat_api import PhotoItem
 
@@ -62,7 +62,9 @@ def decoded_size(body: bytes) -> tuple[int, int]:
 
 @dataclass
 class Summary:
+    listed: int = 0  # items read from the backend's list
     downloaded: int = 0
+    bytes: int = 0  # downloaded bytes
     skipped: int = 0  # already on disk from an earlier run
     duplicates: int = 0  # same bytes as another photo
     failed: int = 0
@@ -71,8 +73,9 @@ class Summary:
 
     def line(self) -> str:
         return (
-            f"downloaded {self.downloaded}, skipped {self.skipped} (already there), "
-            f"duplicates {self.duplicates}, failed {self.failed}"
+            f"listed {self.listed}, downloaded {self.downloaded} ({self.bytes / 1e6:.1f} MB), "
+            f"skipped {self.skipped} (already there), duplicates {self.duplicates}, "
+            f"failed {self.failed}"
         )
 
 
@@ -84,7 +87,8 @@ class Downloader:
         client: polite HTTP client for media (its rate limit and byte budget apply).
         workers: concurrent downloads.
         max_per_taxon: stop taking items of a taxon once it has this many images (``None``: all).
-        progress: show progress bars.
+        progress: show progress (a bar on a terminal, else a log line every ``progress_every``).
+        progress_every: seconds between two progress lines when not on a terminal.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class Downloader:
         workers: int = 4,
         max_per_taxon: int | None = None,
         progress: bool = True,
+        progress_every: float = 30.0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
@@ -102,6 +107,7 @@ class Downloader:
         self.workers = workers
         self.max_per_taxon = max_per_taxon
         self.progress = progress
+        self.progress_every = progress_every
         self._lock = threading.Lock()
         self.records: dict[str, Record] = {}
         self.sha_to_photo: dict[str, str] = {}
@@ -138,8 +144,8 @@ class Downloader:
             self.records[rec.photo_id] = rec
 
     # ------------------------------------------------------------------ one item
-    def _fetch(self, item: PhotoItem) -> tuple[str, str]:
-        """Download (or adopt) one item; returns (outcome, reason)."""
+    def _fetch(self, item: PhotoItem) -> tuple[str, str, int]:
+        """Download (or adopt) one item; returns (outcome, reason, bytes downloaded)."""
         folder = safe_folder_name(item.taxon.name)
         rel = f"{folder}/{item.photo_id}.jpg"
         final = self.root / rel
@@ -150,24 +156,24 @@ class Downloader:
             except RetryableError:
                 final.unlink()
             else:
-                return self._register(item, rel, sha256_of(body), size, "skipped")
+                return (*self._register(item, rel, sha256_of(body), size, "skipped"), 0)
         try:
             _, body = self.client.get(item.url, accept=decode_check)
         except HttpError as e:
-            return "failed", str(e)
+            return "failed", str(e), 0
         with Image.open(io.BytesIO(body)) as img:  # header only: decode_check decoded it all
             size = img.size
         sha = sha256_of(body)
         with self._lock:  # check and claim in one step: concurrent twins can't both pass
             dup = self.sha_to_photo.setdefault(sha, item.photo_id)
         if dup != item.photo_id:
-            return "duplicates", f"same bytes as photo {dup}"
+            return "duplicates", f"same bytes as photo {dup}", len(body)
         part = self.root / PARTIAL_DIR / f"{item.photo_id}.part"
         part.parent.mkdir(exist_ok=True)
         part.write_bytes(body)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
-        return self._register(item, rel, sha, size, "downloaded")
+        return (*self._register(item, rel, sha, size, "downloaded"), len(body))
 
     def _register(self, item: PhotoItem, rel: str, sha: str, size, outcome: str) -> tuple[str, str]:
         with self._lock:
@@ -198,15 +204,22 @@ class Downloader:
         summary = Summary()
         have = Counter(r.taxon_name for r in self.records.values())
         queued: set[str] = set()
-        listed: set[str] = set()
+        taxa_listed: set[str] = set()
         inflight: dict[Future, PhotoItem] = {}
-        bar = tqdm(total=total, desc=desc, unit="img", disable=not self.progress, leave=True)
+        bar = progress(
+            total=total,
+            desc=desc,
+            unit="img",
+            disable=not self.progress,
+            every_s=self.progress_every,
+        )
 
         def settle(done: set[Future]) -> None:
             for fut in done:
                 item = inflight.pop(fut)
-                outcome, reason = fut.result()
+                outcome, reason, size = fut.result()
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
+                summary.bytes += size
                 if outcome in ("downloaded", "skipped"):
                     summary.per_taxon[item.taxon.name] += 1
                 else:
@@ -215,21 +228,27 @@ class Downloader:
                         summary.failures.append((item.photo_id, item.url, reason))
                         log.warning("failed %s: %s", item.url, reason)
                 bar.update(1)
-                bar.set_postfix(ok=summary.downloaded + summary.skipped, failed=summary.failed)
+                bar.set_postfix(
+                    listed=summary.listed,
+                    downloaded=summary.downloaded,
+                    failed=summary.failed,
+                    MB=f"{summary.bytes / 1e6:.1f}",
+                )
 
         def full() -> bool:
             """Every listed taxon is full, in-flight downloads included: stop reading the list
             (no more API pages or grid scrolls), unless a failure frees a slot."""
             cap = self.max_per_taxon
-            if cap is None or any(have[t] < cap for t in listed):
+            if cap is None or any(have[t] < cap for t in taxa_listed):
                 return False
             settle(set(wait(inflight).done))
-            return all(have[t] >= cap for t in listed)
+            return all(have[t] >= cap for t in taxa_listed)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="download") as pool:
             try:
                 for item in items:
-                    listed.add(item.taxon.name)
+                    summary.listed += 1
+                    taxa_listed.add(item.taxon.name)
                     if item.photo_id in self.records:
                         summary.skipped += 1
                         summary.per_taxon[item.taxon.name] += 1

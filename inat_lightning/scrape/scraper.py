@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from inat_lightning.config import ConfigError, build_with, check_targets
+from inat_lightning.progress import progress
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
 from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister
@@ -96,11 +96,23 @@ def scrape(cfg: DictConfig) -> Summary:
     api = INatAPI(api_client, settings.api_url)
     lister: PhotoLister = build_with(settings.backend, "scrape.backend", {"api": api})
     downloader = Downloader(
-        settings.out, media_client, settings.workers, settings.max_per_taxon, settings.progress
+        settings.out,
+        media_client,
+        settings.workers,
+        settings.max_per_taxon,
+        settings.progress,
+        settings.progress_every,
     )
 
     total = Summary()
-    with lister, tqdm(names, desc="taxa", unit="taxon", disable=not settings.progress) as bar:
+    bar = progress(
+        names,
+        desc="taxa",
+        unit="taxon",
+        disable=not settings.progress,
+        every_s=settings.progress_every,
+    )
+    with lister, bar:
         for name in bar:
             try:
                 taxon = api.resolve_taxon(name)
@@ -122,7 +134,7 @@ def scrape(cfg: DictConfig) -> Summary:
                 _fail(total, downloader, taxon.name, f"listing: {e}")
                 continue
             log.info("%s: %s", taxon.name, result.line())
-            for key in ("downloaded", "skipped", "duplicates", "failed"):
+            for key in ("listed", "downloaded", "bytes", "skipped", "duplicates", "failed"):
                 setattr(total, key, getattr(total, key) + getattr(result, key))
             total.per_taxon.update(result.per_taxon)
             total.failures += result.failures
