@@ -56,6 +56,7 @@ class LineProgress:
         self.postfix: dict[str, Any] = {}
         self.start = self._last = time.monotonic()
         self._closed = False
+        self._shown = -1  # n at the last line written
 
     def line(self) -> str:
         """The current state as one line."""
@@ -78,7 +79,7 @@ class LineProgress:
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now
-            log.info(self.line())
+            self._show()
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = values
@@ -86,10 +87,15 @@ class LineProgress:
     def set_description(self, desc: str) -> None:
         self.desc = desc
 
+    def _show(self) -> None:
+        self._shown = self.n
+        log.info(self.line())
+
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            log.info(self.line())
+        """A last line, unless the last one written already said it all."""
+        if not self._closed and self._shown != self.n:
+            self._show()
+        self._closed = True
 
     def __iter__(self) -> Iterator:
         for item in self.iterable or ():

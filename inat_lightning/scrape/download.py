@@ -227,13 +227,13 @@ class Downloader:
                     if outcome == "failed":
                         summary.failures.append((item.photo_id, item.url, reason))
                         log.warning("failed %s: %s", item.url, reason)
-                bar.update(1)
                 bar.set_postfix(
                     listed=summary.listed,
                     downloaded=summary.downloaded,
                     failed=summary.failed,
                     MB=f"{summary.bytes / 1e6:.1f}",
                 )
+                bar.update(1)
 
         def full() -> bool:
             """Every listed taxon is full, in-flight downloads included: stop reading the list
