@@ -1,15 +1,21 @@
-# make demo   — set up .venv, generate the embedded dataset, train ResNet101 on CPU, test the best checkpoint
-# make test   — set up everything the tests need (venv, chromium + chromedriver) and run the whole suite
+# Two commands set everything up on a fresh machine (see README.md):
+#   make demo   — train on the embedded dataset, evaluate it, say where to look next
+#   make test   — everything the tests need (venv, chromium + chromedriver), then the whole suite
+# `make help` lists every target.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
+RUN    ?= logs
 
-.PHONY: demo test test-fast lint format browser venv bench clean
+.PHONY: help demo test test-fast lint format browser venv tensorboard bench bench-demo clean
 
-venv: $(STAMP)
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
+
+venv: $(STAMP)  ## create .venv and install the project (editable) with its extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,37 +23,40 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,sweeps,slurm]'
 	touch $(STAMP)
 
-# Debian packages for the Selenium browser backend and its tests
-browser:
+browser:  ## install Debian's chromium and chromium-driver (the Selenium backend and its tests)
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
 		echo "chromium and chromedriver present"; \
 	else \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-demo: venv
-	$(BIN)/python train.py $(ARGS)
+demo: venv  ## train ResNet101 on the embedded dataset, evaluate it, print where to look (ARGS=overrides)
+	$(BIN)/python -m inat_lightning.demo $(ARGS)
 
-test: venv browser
+test: venv browser  ## lint, then the whole test suite (what CI runs; ARGS=pytest options)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# the edit-test loop: everything but the tests that train or run the CLI (make test runs all)
-test-fast: venv browser
+test-fast: venv browser  ## the edit-test loop: every test but the slow ones (training, CLI)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
-lint: venv
+lint: venv  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: venv
+format: venv  ## ruff fix and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# each benchmark prints JSON; docs/benchmarks.md records the figures
-bench: venv
+tensorboard: venv  ## TensorBoard on every run (RUN=<run folder> for one)
+	$(BIN)/tensorboard --logdir $(RUN)
+
+bench: venv  ## every benchmark (each prints JSON; docs/benchmarks.md records the figures)
 	for b in loop flops input gradcam downloader scale workers; do $(BIN)/python -m bench.bench_$$b || exit 1; done
 
-clean:
+bench-demo: venv  ## the demo over several seeds: mean and spread of its accuracy (~7 min a seed)
+	$(BIN)/python -m bench.bench_demo $(ARGS)
+
+clean:  ## remove logs and caches (not data/ nor .venv)
 	rm -rf logs .pytest_cache .ruff_cache

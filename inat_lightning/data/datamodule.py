@@ -73,6 +73,10 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "balance": (balance in BALANCE_MODES, f"one of {BALANCE_MODES}"),
                 "min_per_class": (min_per_class is None or min_per_class >= 1, ">= 1 or null"),
                 "eval_crop_ratio": (0 < eval_crop_ratio <= 1, "in (0, 1]"),
+                "synthetic": (
+                    synthetic is None or isinstance(synthetic, SyntheticSpecies),
+                    "null or a generator node (with _target_, see conf/data/synthetic.yaml)",
+                ),
             },
             locals(),
         )

@@ -1,0 +1,51 @@
+"""The Hydra entry points: ``train.py``, ``evaluate.py`` and ``scrape.py`` call these, and so do
+the console scripts ``inat-train``, ``inat-evaluate`` and ``inat-scrape`` that ``make venv``
+installs into ``.venv/bin``. The task is imported only when it runs, so ``--help`` and
+``--cfg job`` answer without loading torch."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from inat_lightning.config import run_cli
+from inat_lightning.runs.resume import resume_argv
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _entry(config_name: str, task: str) -> Callable[[], Any]:
+    """A Hydra main for ``conf/<config_name>.yaml`` running ``task`` (``module:function``)."""
+    if not CONF.is_dir():
+        sys.exit(
+            f"inat-lightning: no conf/ folder at {CONF}; install the clone with pip install -e"
+        )
+
+    @hydra.main(version_base="1.3", config_path=str(CONF), config_name=config_name)
+    def main(cfg: DictConfig) -> Any:
+        module, name = task.split(":")
+        return run_cli(getattr(importlib.import_module(module), name), cfg)
+
+    return main
+
+
+def train() -> Any:
+    """``train.py`` / ``inat-train``: ``resume=<run dir>`` becomes that run's overrides first."""
+    sys.argv = resume_argv(sys.argv)
+    return _entry("train", "inat_lightning.training:train")()
+
+
+def evaluate() -> Any:
+    """``evaluate.py`` / ``inat-evaluate``."""
+    return _entry("evaluate", "inat_lightning.evaluation:evaluate")()
+
+
+def scrape() -> Any:
+    """``scrape.py`` / ``inat-scrape``."""
+    return _entry("scrape", "inat_lightning.scrape.scraper:scrape")()

@@ -1,0 +1,27 @@
+"""make demo: trains, evaluates, and ends with three places to look, all of which exist."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import REPO, SMALL
+
+
+@pytest.mark.slow
+def test_demo_ends_with_report_gallery_and_tensorboard_that_exist(tmp_path):
+    cmd = [sys.executable, "-m", "inat_lightning.demo", *SMALL, "trainer.max_epochs=1"]
+    env = {"INAT_LIGHTNING_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    tail = res.stdout[res.stdout.index("Look next:") :]
+    report = Path(re.search(r"1\. the report:\s+(\S+)", tail).group(1))
+    gallery = Path(re.search(r"2\. the Grad-CAM galleries:\s+(\S+)", tail).group(1))
+    tensorboard = re.search(r"3\. TensorBoard:\s+make tensorboard RUN=(\S+)", tail).group(1)
+    assert report.name == "report.md" and "## Grad-CAM" in report.read_text()
+    assert len(list(gallery.glob("*.png"))) >= 4  # one per species
+    run = Path(tensorboard)
+    assert (run / "metrics.json").is_file() and list(run.rglob("events.out.tfevents.*"))
+    assert run.is_relative_to(tmp_path) and report.is_relative_to(run)

@@ -1,0 +1,177 @@
+"""The README's commands work as written: each command of its ```bash blocks runs from a fresh
+shell (no venv on PATH) after the README's own activation line, so the README cannot drift from
+the CLI. Placeholders (``<run>``, ``ckpt_path=...``, ``/path/to/root``) become real folders and
+files; training commands get a tiny model and ``fast_dev_run`` appended. Commands that need
+the internet, a GPU or a cluster are composed only (``--cfg job``: every group, key and value
+must exist); ``make`` targets are dry-run (``make -n``), ``make help`` runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from inat_lightning.models.backbones import resnet
+from inat_lightning.runs.overrides import parse
+from tests.helpers.cli import REPO, SMALL
+from tests.helpers.data import make_image_folder
+
+ACTIVATE = "source .venv/bin/activate"
+FAST = [*SMALL, "++trainer.fast_dev_run=true"]  # in logs/train, as the README says
+SYNTHETIC_ONLY = tuple(o for o in SMALL if o.startswith("data.synthetic."))
+OFFLINE_IMPOSSIBLE = re.compile(
+    r"scrape\.py|trainer=gpu|_gpu\b|trainer\.devices=[3-9]|trainer\.num_nodes|hydra/launcher=slurm"
+)
+
+
+def readme_commands() -> list[str]:
+    """Every command of the README's ```bash blocks: continuations joined, comments dropped."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"(^|\s)#\s.*$", "", line).strip()
+            if line:
+                commands.append(" ".join(line.split()))
+    return commands
+
+
+def fresh_env(root: Path) -> dict[str, str]:
+    """A new shell's environment: no venv on PATH, runs and data under ``root``."""
+    venv_bin = str(REPO / ".venv" / "bin")
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    return {**env, "PATH": path, "INAT_LIGHTNING_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+
+
+def shell(command: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``command`` after the README's activation line, in bash, from the repo root."""
+    script = f"set -e\n{ACTIVATE}\n{command}\n"
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def first_of_sweeps(args: list[str]) -> list[str]:
+    """``a=1,2`` → ``a=1``: a multirun's first job, for composing its config."""
+    out = []
+    for arg in args:
+        try:
+            (override,) = parse([arg]) if "=" in arg and not arg.startswith("-") else (None,)
+        except Exception:  # noqa: BLE001 - not an override: keep it as typed
+            override = None
+        if override is not None and override.is_sweep_override():
+            arg = f"{arg.split('=', 1)[0]}={override.value().list[0]}"
+        out.append(arg)
+    return out
+
+
+def plan(command: str, subs: dict[str, str]) -> tuple[str, str]:
+    """(how, the command to run): ``run``, ``compose``, ``dry-run`` or ``exists``."""
+    for placeholder, value in subs.items():
+        if placeholder == "logs/":  # a relative logs/ path, not one inside a substituted path
+            command = re.sub(r"(?<![\w/.])logs/", value, command)
+        else:
+            command = command.replace(placeholder, value)
+    words = shlex.split(command)
+    if words[0] == "make":
+        return ("run", command) if words[1] == "help" else ("dry-run", f"make -n {words[1]}")
+    if words[0] == "tensorboard":
+        return "exists", "command -v tensorboard && tensorboard --version"
+    if words[:2] == ["python", "-m"] and words[2].startswith("bench."):
+        return "exists", f"python -m {words[2]} --help"
+    if words[0] == "python" and words[1].endswith(".py"):
+        args = [w for w in words[2:] if w != "..."]
+        if OFFLINE_IMPOSSIBLE.search(command):  # internet, GPUs or a cluster: compose only
+            args = [a for a in first_of_sweeps(args) if a not in ("-m", "--multirun")]
+            return "compose", shlex.join(["python", words[1], *args, "--cfg", "job"])
+        if words[1] == "train.py" and "--help" not in args:
+            extra = [o for o in FAST if not ("data=imagefolder" in args and o in SYNTHETIC_ONLY)]
+            if "hparams_search=optuna_sgd" in args:
+                extra.append("hydra.sweeper.n_trials=2")
+            args += extra
+        return "run", shlex.join(["python", words[1], *args])
+    return "run", command
+
+
+def failures(results: list) -> str:
+    return "\n\n".join(
+        f"{how}: {cmd}\n{res.stderr[-1500:] or res.stdout[-1500:]}"
+        for (how, cmd), res in results
+        if res.returncode != 0
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, str]]:
+    """A root with one real tiny run, image folders and weights where the README points."""
+    root = tmp_path_factory.mktemp("readme")
+    env = fresh_env(root)
+    run = root / "logs" / "train" / "runs" / "setup"
+    res = shell(
+        shlex.join(["python", "train.py", *SMALL, "trainer.max_epochs=1", f"hydra.run.dir={run}"]),
+        env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((run / "metrics.json").read_text())
+    photos = make_image_folder(root / "photos", {n: 12 for n in summary["class_names"]}, 32)
+    weights = root / "resnet18.pth"
+    torch.save(resnet(18, 4).state_dict(), weights)
+    best = Path(summary["best_checkpoint"])
+    subs = {
+        "ckpt_path=...": f"ckpt_path={best}",
+        "<run>": run.name,
+        "<best>": best.stem,
+        "logs/": f"{root}/logs/",
+        "data/inat": str(photos),
+        "/path/to/root": str(photos),
+        "/other/photos": str(photos),
+        "/path/to/resnet101.pth": str(weights),
+    }
+    return root, env, subs
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_from_a_fresh_shell(world):
+    root, env, subs = world
+    commands = readme_commands()
+    assert ACTIVATE in commands, "the README must say how to activate the venv"
+    commands = [c for c in commands if c != ACTIVATE]
+    # those that read what others write (a sweep folder) run last
+    later = [c for c in commands if "<time>" in c]
+    first = [plan(c, subs) for c in commands if c not in later]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda p: (p, shell(p[1], env)), first))
+    assert not failures(results), failures(results)
+    sweeps = sorted((root / "logs" / "train" / "multiruns").iterdir())
+    optuna = [s for s in sweeps if (s / "optimization_results.yaml").is_file()]
+    for command in later:
+        folder = optuna[-1] if "optimization_results" in command else sweeps[0]
+        how_cmd = plan(command.replace("<time>", folder.name), subs)
+        results.append((how_cmd, shell(how_cmd[1], env)))
+    assert not failures(results), failures(results)
+    hows = {how for (how, _), _ in results}
+    assert {"run", "compose", "dry-run", "exists"} <= hows
+
+
+def test_the_readme_commands_are_parsed_as_written():
+    commands = readme_commands()
+    assert "make demo" in commands and "make test" in commands and ACTIVATE in commands
+    long = next(c for c in commands if "hydra.sweeper.n_trials=50" in c)
+    assert long.endswith("data=imagefolder data.root=data/inat")  # continuation joined
+    how, cmd = plan("python scrape.py ... scrape.user_agent='me (x@y.org)'", {})
+    assert how == "compose" and "..." not in cmd and cmd.endswith("--cfg job")
+    how, cmd = plan("python train.py -m hydra/launcher=slurm model.optimizer.lr=0.1,0.01", {})
+    assert how == "compose" and "-m" not in shlex.split(cmd) and "model.optimizer.lr=0.1" in cmd
