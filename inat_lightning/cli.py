@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from inat_lightning.config import run_cli
+from inat_lightning.config import ConfigError, run_cli
 from inat_lightning.runs.resume import resume_argv
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -37,7 +37,11 @@ def _entry(config_name: str, task: str) -> Callable[[], Any]:
 
 def train() -> Any:
     """``train.py`` / ``inat-train``: ``resume=<run dir>`` becomes that run's overrides first."""
-    sys.argv = resume_argv(sys.argv)
+    try:
+        sys.argv = resume_argv(sys.argv)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
     return _entry("train", "inat_lightning.training:train")()
 
 

@@ -25,10 +25,10 @@ from inat_lightning.callbacks.metric_figures import MetricFigures
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.datamodule import ImageFolderDataModule
+from inat_lightning.models.checkpoint import load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.metrics import key, scalar_metrics
 from inat_lightning.runs.overrides import key_of, task_overrides
-from inat_lightning.runs.resume import checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
         log.info("using data from this command's config")
         return cfg.data
     data = OmegaConf.load(saved).data
+    _check_restorable(data, saved)
     changed = {
         key_of(o).removeprefix("data."): OmegaConf.select(cfg, key_of(o))
         for o in task_overrides()
@@ -60,6 +61,34 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     return data
 
 
+#: what a run folder's saved config may build: a shared run folder must not run other code
+RESTORABLE_TARGETS = {
+    "inat_lightning.data.datamodule.ImageFolderDataModule",
+    "inat_lightning.data.split.SplitSpec",
+    "inat_lightning.data.synthetic.SyntheticSpecies",
+}
+
+
+def _targets(node: Any) -> set[str]:
+    """Every ``_target_`` value in a nested container."""
+    if isinstance(node, dict):
+        own = {str(node["_target_"])} if "_target_" in node else set()
+        return own.union(*(_targets(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_targets(v) for v in node))
+    return set()
+
+
+def _check_restorable(data: DictConfig, saved: Path) -> None:
+    """Refuse a saved data config that would build anything but this project's data classes."""
+    foreign = sorted(_targets(OmegaConf.to_container(data, resolve=False)) - RESTORABLE_TARGETS)
+    if foreign:
+        raise ConfigError(
+            f"ckpt_path: the run's {saved} would build {', '.join(foreign)}; only this project's "
+            "data classes are built from a run folder (restore_data=false uses this command's data)"
+        )
+
+
 def load(cfg: DictConfig, ckpt: Path) -> tuple[ImageFolderDataModule, Classifier]:
     """The data module (test split set up) and the checkpoint's classifier; their classes must
     agree. The data config used is saved as ``data.yaml`` in the run folder."""
@@ -70,7 +99,7 @@ def load(cfg: DictConfig, ckpt: Path) -> tuple[ImageFolderDataModule, Classifier
         datamodule.setup("test")
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"data: {e}") from e
-    model = Classifier.load_from_checkpoint(ckpt, map_location="cpu")
+    model = load_classifier(ckpt)
     if model.class_names != datamodule.class_names:
         raise ConfigError(
             f"data: classes {datamodule.class_names} differ from the checkpoint's "
@@ -83,7 +112,7 @@ def run_test(
     trainer: L.Trainer, model: Classifier, datamodule: ImageFolderDataModule
 ) -> tuple[dict[str, float], np.ndarray]:
     """Test metrics and the test confusion matrix (the callbacks draw figures and galleries)."""
-    trainer.test(model, datamodule=datamodule)
+    trainer.test(model, datamodule=datamodule, weights_only=True)
     return scalar_metrics(trainer.callback_metrics), model.confusion_matrix("test").cpu().numpy()
 
 
@@ -137,7 +166,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
         )
-    ckpt = checkpoint_file(cfg.ckpt_path)
+    ckpt = Path(cfg.ckpt_path)
+    read_checkpoint(ckpt)  # missing, truncated or foreign: a config error before any work
     build(cfg.audit, "audit")  # its errors before any work
     out = Path(cfg.paths.output_dir)
     callbacks = build_all(cfg.get("callbacks"), "callbacks")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> float | None:
     """Train and test a classifier; return ``cfg.optimized_metric`` (for sweepers)."""
     check_train_config(cfg)
-    ckpt = resume_checkpoint(cfg)
+    ckpt = resume_checkpoint(cfg)  # missing, truncated or foreign: a config error, before work
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -43,12 +43,14 @@ def train(cfg: DictConfig) -> float | None:
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
         class_weights=datamodule.class_weights,
+        # continuing from a checkpoint: its weights, not the starting ones again
+        **({"weights": None, "weights_path": None} if ckpt else {}),
     )
 
     if cfg.get("train", True):
         if ckpt:
             log.info("resuming from %s", ckpt)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     train_metrics = scalar_metrics(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
@@ -61,7 +63,7 @@ def train(cfg: DictConfig) -> float | None:
             log.warning(
                 "no best checkpoint (fast_dev_run or no checkpointing): testing current weights"
             )
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         tested_metrics = scalar_metrics(trainer.callback_metrics)
         test_metrics = {k: v for k, v in tested_metrics.items() if k.startswith("test/")}
 

@@ -63,8 +63,16 @@ def load_matching(net: nn.Module, path: str | Path) -> list[str]:
     """
     path = Path(path)
     check_resnet_args(weights_path=path)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only: a weight file cannot run code when loaded
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read is this file's fault
+        raise ValueError(
+            f"weights_path={str(path)!r}: not a plain state dict (truncated, or it holds more "
+            f"than tensors, which is refused): {type(e).__name__}: {str(e)[:200]}"
+        ) from e
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"weights_path={str(path)!r}: not a state dict")
     state = {k.removeprefix("net."): v for k, v in state.items()}
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

@@ -27,7 +27,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     other arguments of this command (they win), then ``hydra.run.dir``, ``resume=true`` and
     the run's TensorBoard run name.
     Any other ``argv`` (no resume, a multirun, overrides Hydra cannot parse) is returned
-    unchanged; a missing run dir is left to :func:`resume_checkpoint`, which names the key."""
+    unchanged; a missing run dir is left to :func:`resume_checkpoint`, which names the key.
+    Saved overrides that choose code (``_target_``, Hydra callbacks or launchers) are a
+    :class:`ConfigError`: a run folder may come from someone else."""
     args = argv[1:]
     if "-m" in args or "--multirun" in args:
         return argv
@@ -50,6 +52,12 @@ def resume_argv(argv: list[str]) -> list[str]:
     taken = {key_of(o) for o in given}
     dropped = taken | BOOKKEEPING_KEYS | {"ckpt_path"}
     original = parse(yaml.safe_load(saved.read_text()) or [])
+    unsafe = [o.input_line for o in original if _builds_code(o.input_line, key_of(o))]
+    if unsafe:
+        raise ConfigError(
+            f"resume={run_dir}: its .hydra/overrides.yaml sets {unsafe[0]!r}; a run folder may "
+            "choose settings, not which code to build (_target_, hydra callbacks or launchers)"
+        )
     kept = [o.input_line for o in original if key_of(o) not in dropped]
     tail = [f"hydra.run.dir={quote(run_dir)}", "resume=true"]
     # keep the TensorBoard run, whatever order a sweep gave its name
@@ -58,6 +66,10 @@ def resume_argv(argv: list[str]) -> list[str]:
     if len(runs) == 1 and "run_name" not in taken:
         tail.append(f"run_name={quote(runs[0])}")
     return [argv[0], *kept, *mine, *tail]
+
+
+def _builds_code(override: str, key: str) -> bool:
+    return "_target_" in override or key.startswith(("hydra.callbacks", "hydra/", "hydra.launcher"))
 
 
 def _is_path_arg(arg: str) -> bool:
@@ -74,19 +86,15 @@ def _path_value(arg: str) -> object:
     return value_text(override) if override.is_sweep_override() else override.value()
 
 
-def checkpoint_file(path: str | Path, key: str = "ckpt_path") -> Path:
-    """``path`` if it is a file; else a :class:`ConfigError` naming ``key``."""
-    if not Path(path).is_file():
-        raise ConfigError(f"{key}={str(path)!r}: no such checkpoint")
-    return Path(path)
-
-
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint a training run continues from: ``ckpt_path`` if set, else with ``resume``
     the run folder's ``checkpoints/last.ckpt``; ``None`` to start fresh. A missing file is a
-    :class:`ConfigError` naming the key."""
+    :class:`ConfigError` naming the key; so is a file that is not a readable checkpoint."""
+    from inat_lightning.models.checkpoint import read_checkpoint  # torch: only when needed
+
     if cfg.get("ckpt_path"):
-        return str(checkpoint_file(cfg.ckpt_path))
+        read_checkpoint(cfg.ckpt_path)
+        return str(cfg.ckpt_path)
     resume = cfg.get("resume")
     if resume in (None, False):
         return None
@@ -100,4 +108,5 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             f"resume={resume}: no {LAST_CHECKPOINT} in {cfg.paths.output_dir} to resume from "
             "(use resume=<run dir>, the folder holding .hydra/ and checkpoints/)"
         )
+    read_checkpoint(last, key="resume")
     return str(last)

@@ -1,0 +1,49 @@
+"""Reading checkpoints and weight files that may come from someone else: tensors and plain
+values only (``torch.load(weights_only=True)``: nothing in the file can run code), with errors
+that name the config key instead of a raw unpickling or zip error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inat_lightning.config import ConfigError
+from inat_lightning.models.classifier import Classifier
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """A Lightning checkpoint of this project as a dict; a missing, truncated, foreign or
+    code-carrying file is a :class:`ConfigError` naming ``key``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read is this file's fault
+        raise ConfigError(
+            f"{key}={str(path)!r}: not a readable checkpoint (truncated, or it holds more than "
+            f"tensors and plain values, which is refused): {type(e).__name__}: {str(e)[:200]}"
+        ) from e
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
+        checkpoint
+    ):
+        raise ConfigError(f"{key}={str(path)!r}: not a checkpoint of this project's classifier")
+    return checkpoint
+
+
+def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:
+    """The classifier of a checkpoint, on the CPU. Its weights come from the checkpoint alone:
+    the ``weights``/``weights_path`` it was first built from are not read again (they may not
+    exist on this machine, and a download or an unchecked file has no place here)."""
+    checkpoint = read_checkpoint(path, key)
+    hparams = {**checkpoint["hyper_parameters"], "weights": None, "weights_path": None}
+    try:
+        model = Classifier(**hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"{key}={str(path)!r}: does not fit this project's classifier: {e}"
+        ) from e
+    return model

@@ -1,0 +1,102 @@
+"""Files a user is told to pass around (.pth, .ckpt, run folders) are data, never code: a crafted
+one is refused without running anything, a genuine one still loads."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from inat_lightning.config import ConfigError
+from inat_lightning.evaluation import evaluate
+from inat_lightning.models.backbones import resnet
+from inat_lightning.models.checkpoint import load_classifier, read_checkpoint
+from inat_lightning.models.classifier import Classifier
+from inat_lightning.runs.resume import resume_argv
+from tests.helpers.cli import compose_config
+
+
+class Payload:
+    """Unpickling this creates a marker file: the side effect a crafted file would have."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def crafted(path: Path, marker: Path, wrap: bool) -> Path:
+    obj = (
+        {"state_dict": {"x": Payload(marker)}, "hyper_parameters": {}} if wrap else Payload(marker)
+    )
+    torch.save(obj, path)  # a real torch zip file, with a pickled callable inside
+    return path
+
+
+def small_checkpoint(path: Path, **hparams) -> Path:
+    model = Classifier(num_classes=3, depth=18, class_names=["a", "b", "c"], **hparams)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+def test_a_crafted_weight_file_runs_nothing_and_a_genuine_one_loads(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = crafted(tmp_path / "evil.pth", marker, wrap=False)
+    with pytest.raises(ValueError, match=r"weights_path=.*refused"):
+        resnet(18, 3, weights_path=evil)
+    assert not marker.exists()
+    torch.save(resnet(18, 3).state_dict(), tmp_path / "good.pth")
+    net = resnet(18, 3, weights_path=tmp_path / "good.pth")
+    assert net.fc.out_features == 3
+
+
+def test_a_crafted_checkpoint_runs_nothing_and_is_a_config_error(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = crafted(tmp_path / "evil.ckpt", marker, wrap=True)
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*evil\.ckpt.*refused"):
+        load_classifier(evil)
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_checkpoints_are_config_errors(tmp_path):
+    good = small_checkpoint(tmp_path / "good.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*cut\.ckpt.*not a readable checkpoint"):
+        read_checkpoint(tmp_path / "cut.ckpt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*not a checkpoint of this project"):
+        read_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_a_checkpoint_loads_without_the_weights_it_was_started_from(tmp_path):
+    start = tmp_path / "start.pth"
+    torch.save(resnet(18, 3).state_dict(), start)
+    ckpt = small_checkpoint(tmp_path / "tuned.ckpt", weights_path=str(start))
+    start.unlink()  # another machine: the .pth the fine-tune started from is not there
+    model = load_classifier(ckpt)
+    assert model.class_names == ["a", "b", "c"] and model.hparams.weights_path is None
+
+
+def test_a_run_folder_that_would_build_other_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    ckpt = small_checkpoint(run / "checkpoints" / "best.ckpt")
+    evil_data = {"_target_": "pathlib.Path.touch", "self": str(marker)}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": evil_data}))
+    cfg = compose_config("evaluate", tmp_path, f"ckpt_path={ckpt}")
+    with pytest.raises(ConfigError, match=r"would build pathlib\.Path\.touch"):
+        evaluate(cfg)
+    assert not marker.exists()
+    # and resume=<run dir> refuses saved overrides that choose code
+    (run / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(["model=resnet18", "+model.net._target_=pathlib.Path.touch"])
+    )
+    with pytest.raises(ConfigError, match=r"resume=.*_target_"):
+        resume_argv(["train.py", f"resume={run}"])
+    assert pickle  # the module is the payload's mechanism; kept imported for readers
