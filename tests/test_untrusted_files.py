@@ -3,7 +3,6 @@ one is refused without running anything, a genuine one still loads."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
@@ -49,6 +48,8 @@ def test_a_crafted_weight_file_runs_nothing_and_a_genuine_one_loads(tmp_path):
     with pytest.raises(ValueError, match=r"weights_path=.*refused"):
         resnet(18, 3, weights_path=evil)
     assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the control: an unsafe load does run it
+    assert marker.exists()
     torch.save(resnet(18, 3).state_dict(), tmp_path / "good.pth")
     net = resnet(18, 3, weights_path=tmp_path / "good.pth")
     assert net.fc.out_features == 3
@@ -99,4 +100,3 @@ def test_a_run_folder_that_would_build_other_code_is_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"resume=.*_target_"):
         resume_argv(["train.py", f"resume={run}"])
-    assert pickle  # the module is the payload's mechanism; kept imported for readers
