@@ -20,6 +20,7 @@ pixels are removed (ROAD) and when the image is multiplied by its CAM.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,9 +37,12 @@ from torch import nn
 from torchvision.transforms import v2
 
 from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, untouched
+from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,8 +107,24 @@ class Audit(ABC):
     title: str
     legend: str
 
-    def __init__(self, cfg: AuditConfig) -> None:
+    def __init__(self, cfg: AuditConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.cfg = cfg
+        self.max_pixels = max_pixels
+        self.skipped: list[str] = []  # paths of unreadable images, left out of the audit
+
+    def readable(self, root: Path, records: Sequence[Record]) -> tuple[list[Record], list]:
+        """The records whose image loads (inside the root, under the pixel limit, decodable),
+        and those images; the others are logged and listed in :attr:`skipped`."""
+        kept, images = [], []
+        for r in records:
+            try:
+                images.append(load_rgb(root, r.path, self.max_pixels))
+            except Exception as e:  # noqa: BLE001 - one bad file must not end the audit
+                log.warning("audit: skipping unreadable image %s: %s", r.path, e)
+                self.skipped.append(r.path)
+                continue
+            kept.append(r)
+        return kept, images
 
     @staticmethod
     @abstractmethod
@@ -153,10 +173,12 @@ class CueAudit(Audit):
         root = Path(root)
         index = {n: i for i, n in enumerate(class_names)}
         cued = [r for r in records if r.cue_box is not None and r.taxon_name in index]
+        cued, photos = self.readable(root, cued)
+        if not cued:
+            return []
         generator = SyntheticSpecies.from_root(root)
         with untouched(net):
             net.eval()
-            photos = [Image.open(root / r.path).convert("RGB") for r in cued]
             x = _tensor(photos, image_size)
             labels = np.array([index[r.taxon_name] for r in cued])
             preds = _predict(net, x, cfg.batch_size)
@@ -180,11 +202,11 @@ class CueAudit(Audit):
                 # the cue added to other species' photos: how often does it pull them to its class?
                 cue_classes = set(labels.tolist())
                 clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
+                clean, originals = self.readable(root, clean)
                 if clean and cue_classes:
                     samples = [generator.sample_of(r.photo_id) for r in clean]
                     added = [generator.render(sample, cue=True)[0] for sample in samples]
                     pa = _predict(net, _tensor(added, image_size), cfg.batch_size)
-                    originals = [Image.open(root / r.path).convert("RGB") for r in clean]
                     po = _predict(net, _tensor(originals, image_size), cfg.batch_size)
                     for r, p_added, p_orig in zip(clean, pa, po):
                         for c in cue_classes:  # +1: the cue pulled it to c; -1: it pushed it away
@@ -255,10 +277,10 @@ class FaithfulnessAudit(Audit):
         with untouched(net):
             net.eval()
             for name in class_names:
-                recs = by_class.get(name)
+                recs, images = self.readable(root, by_class.get(name, []))
                 if not recs:
                     continue
-                x = _tensor([Image.open(root / r.path) for r in recs], image_size)
+                x = _tensor(images, image_size)
                 preds = _predict(net, x, cfg.batch_size)
                 cams = compute_cams(
                     net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
@@ -281,9 +303,11 @@ class FaithfulnessAudit(Audit):
 AUDITS: tuple[type[Audit], ...] = (CueAudit, FaithfulnessAudit)
 
 
-def choose_audit(records: Sequence[Record], cfg: AuditConfig) -> Audit:
+def choose_audit(
+    records: Sequence[Record], cfg: AuditConfig, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Audit:
     """The first audit of :data:`AUDITS` that applies to ``records``."""
-    return next(a for a in AUDITS if a.applies(records))(cfg)
+    return next(a for a in AUDITS if a.applies(records))(cfg, max_pixels)
 
 
 def verdict(row: dict, cfg: AuditConfig) -> str:

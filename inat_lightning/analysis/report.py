@@ -53,6 +53,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
     ]
     audit = summary["audit"]
     lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
+    if audit.get("skipped_images"):
+        lines += [f"{len(audit['skipped_images'])} unreadable test images were left out.", ""]
     if summary["gradcam"]:
         lines += [
             "## Grad-CAM",

@@ -13,7 +13,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from inat_lightning.validation import require
-from inat_lightning.data.dataset import ImageDataset, collate_skipping
+from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, ImageDataset, collate_skipping
 from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
@@ -44,6 +44,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         color_jitter: strength of the train colour jitter (0 = off).
         eval_crop_ratio: eval resize is ``image_size / eval_crop_ratio``, then centre crop.
         synthetic: when given, ``root`` is (re)generated with it if it doesn't hold that dataset.
+        max_pixels: images whose header announces more pixels are skipped, not decoded.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         color_jitter: float = 0.1,
         eval_crop_ratio: float = 0.875,
         synthetic: SyntheticSpecies | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__()
         self.split = split or SplitSpec()
@@ -73,6 +75,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "balance": (balance in BALANCE_MODES, f"one of {BALANCE_MODES}"),
                 "min_per_class": (min_per_class is None or min_per_class >= 1, ">= 1 or null"),
                 "eval_crop_ratio": (0 < eval_crop_ratio <= 1, "in (0, 1]"),
+                "max_pixels": (max_pixels >= 1, ">= 1"),
                 "synthetic": (
                     synthetic is None or isinstance(synthetic, SyntheticSpecies),
                     "null or a generator node (with _target_, see conf/data/synthetic.yaml)",
@@ -95,6 +98,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.color_jitter = color_jitter
         self.eval_crop_ratio = eval_crop_ratio
         self.synthetic = synthetic
+        self.max_pixels = max_pixels
         self.class_names: list[str] = []
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, ImageDataset] = {}
@@ -124,7 +128,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         for name in SPLITS:
             recs = self.records[name]
             self.datasets[name] = ImageDataset(
-                self.root, [r.path for r in recs], [index[r.taxon_name] for r in recs], tf[name]
+                self.root,
+                [r.path for r in recs],
+                [index[r.taxon_name] for r in recs],
+                tf[name],
+                self.max_pixels,
             )
         sizes = {k: len(v) for k, v in self.datasets.items()}
         log.info("%d classes, images per split: %s", self.num_classes, sizes)

@@ -1,4 +1,8 @@
-"""Image dataset that survives bad files: a corrupt image is reported and skipped, never fatal."""
+"""Image dataset that survives bad files: a corrupt image is reported and skipped, never fatal.
+
+Every image is read through :func:`open_checked`: its path, symlinks followed, must stay inside
+the dataset root, and its header must announce at most ``max_pixels`` pixels before anything is
+decoded (a 1 MB PNG can announce 20,000 × 20,000 pixels)."""
 
 from __future__ import annotations
 
@@ -14,13 +18,42 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 log = logging.getLogger(__name__)
 TENSOR_DECODED = (".jpg", ".jpeg", ".png")
+DEFAULT_MAX_PIXELS = 40_000_000  # iNaturalist originals are at most 2048 px on a side
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """``root / relative`` with symlinks followed; ``ValueError`` when it leaves ``root``."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"path {relative!r} leaves the dataset root {str(root)!r}")
+    return path
+
+
+def open_checked(root: Path, relative: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
+    """The resolved path of an image that may be decoded: inside ``root`` and announcing at most
+    ``max_pixels`` pixels in its header (read without decoding). Raises ``ValueError``."""
+    path = resolve_inside(root, relative)
+    with Image.open(path) as img:
+        width, height = img.size
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{width}x{height} = {width * height} pixels exceeds data.max_pixels={max_pixels}"
+        )
+    return path
+
+
+def load_rgb(root: Path, relative: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A checked image (see :func:`open_checked`), fully decoded as an RGB Pillow image."""
+    with Image.open(open_checked(root, relative, max_pixels)) as img:
+        return img.convert("RGB")
 
 
 class ImageDataset(Dataset):
     """``(root / path, label)`` pairs, decoded as RGB and transformed.
 
     An unreadable image yields ``None`` (with a warning naming the path and the reason); use
-    :func:`collate_skipping` as the loader's ``collate_fn`` to drop it from the batch.
+    :func:`collate_skipping` as the loader's ``collate_fn`` to drop it from the batch. So does
+    an image outside ``root`` or larger than ``max_pixels`` (see :func:`open_checked`).
     """
 
     def __init__(
@@ -29,8 +62,10 @@ class ImageDataset(Dataset):
         paths: Sequence[str],
         labels: Sequence[int],
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.root = Path(root)
+        self.max_pixels = max_pixels
         self.paths = list(paths)
         self.labels = list(labels)
         self.transform = transform
@@ -42,7 +77,7 @@ class ImageDataset(Dataset):
         """The decoded RGB image: a uint8 ``(3, H, W)`` tensor from torchvision's libjpeg-turbo /
         libpng decoders for JPEG and PNG (1.2-1.5x faster than Pillow, see docs/benchmarks.md),
         a Pillow image for the other formats. Raises on a corrupt or truncated file."""
-        path = self.root / self.paths[index]
+        path = open_checked(self.root, self.paths[index], self.max_pixels)
         if path.suffix.lower() in TENSOR_DECODED:
             return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
         with Image.open(path) as img:

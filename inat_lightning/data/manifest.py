@@ -159,8 +159,43 @@ def scan_image_folder(root: str | Path) -> list[Record]:
     return records
 
 
+def check_relative(path: str, where: str) -> None:
+    """A manifest path must be relative and stay below the root (no ``..``, not absolute);
+    symlinks are followed and checked when the image is read."""
+    parts = Path(path).parts
+    if not path or Path(path).is_absolute() or ".." in parts:
+        raise ValueError(f"{where}: path {path!r} leaves the dataset root")
+
+
+def unique_records(records: list[Record], where: str) -> list[Record]:
+    """The records with the first row of each ``photo_id`` and of each ``path`` kept (a photo
+    counted twice would weigh twice and could sit in two splits); a warning says how many."""
+    seen_ids: set[str] = set()
+    seen_paths: set[str] = set()
+    kept = []
+    for r in records:
+        if r.photo_id in seen_ids or r.path in seen_paths:
+            continue
+        seen_ids.add(r.photo_id)
+        seen_paths.add(r.path)
+        kept.append(r)
+    if len(kept) < len(records):
+        log.warning(
+            "%s: %d duplicate rows (same photo_id or path) ignored; the first of each is kept",
+            where,
+            len(records) - len(kept),
+        )
+    return kept
+
+
 def load_records(root: str | Path) -> list[Record]:
-    """The records of a dataset root: its manifest when present, else a folder scan."""
+    """The records of a dataset root: its manifest when present (rows checked to stay inside
+    the root, duplicates dropped with a warning), else a folder scan."""
     root = Path(root)
     manifest = root / MANIFEST_NAME
-    return read_manifest(manifest) if manifest.is_file() else scan_image_folder(root)
+    if not manifest.is_file():
+        return scan_image_folder(root)
+    records = read_manifest(manifest)
+    for line, r in enumerate(records, start=2):
+        check_relative(r.path, f"{manifest}: row {line} (photo_id {r.photo_id})")
+    return unique_records(records, str(manifest))

@@ -146,9 +146,13 @@ class Downloader:
     # ------------------------------------------------------------------ one item
     def _fetch(self, item: PhotoItem) -> tuple[str, str, int]:
         """Download (or adopt) one item; returns (outcome, reason, bytes downloaded)."""
+        if not item.photo_id.isdigit():  # it names the file: nothing but digits may go there
+            return "failed", f"photo id {item.photo_id!r} is not a number: refused", 0
         folder = safe_folder_name(item.taxon.name)
         rel = f"{folder}/{item.photo_id}.jpg"
         final = self.root / rel
+        if not final.resolve().is_relative_to(self.root.resolve()):  # a symlinked folder
+            return "failed", f"{rel} would be written outside {self.root}: refused", 0
         if final.is_file():  # renamed just before a crash: adopt it if it is sound
             body = final.read_bytes()
             try:

@@ -98,6 +98,9 @@ def parse_observation(
         code = (photo.get("license_code") or "").lower()
         if not url or (wanted is not None and code not in wanted):
             continue
+        if not str(photo.get("id", "")).isdigit():  # it names a file: digits only
+            log.warning("skipping a photo whose id is not a number: %r", photo.get("id"))
+            continue
         items.append(
             PhotoItem(
                 photo_id=str(photo["id"]),
