@@ -1,0 +1,77 @@
+"""Nothing escapes its folder: manifest rows, symlinks and photo ids that point outside the root
+are refused or skipped with a message naming them; oversized images are never decoded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from inat_lightning.analysis.audit import AuditConfig, FaithfulnessAudit
+from inat_lightning.data.dataset import ImageDataset
+from inat_lightning.data.manifest import MANIFEST_NAME, Record, load_records, write_manifest
+from inat_lightning.scrape.download import Downloader
+from inat_lightning.scrape.http import HttpClient
+from inat_lightning.scrape.inat_api import PhotoItem, Taxon, parse_observation
+from tests.helpers.data import make_image_folder
+
+
+def manifest_root(tmp_path: Path, paths: list[str]) -> Path:
+    root = make_image_folder(tmp_path / "root", {"a": 2}, 16)
+    rows = [Record(str(i), str(i), "1", "a", p) for i, p in enumerate(paths)]
+    write_manifest(root / MANIFEST_NAME, rows)
+    return root
+
+
+@pytest.mark.parametrize("bad", ["../outside.jpg", "/etc/passwd", "a/../../x.jpg"])
+def test_manifest_rows_leaving_the_root_are_refused_and_named(tmp_path, bad):
+    root = manifest_root(tmp_path, ["a/0.jpg", bad])
+    with pytest.raises(ValueError, match=rf"row 3 \(photo_id 1\): path '{bad}' leaves"):
+        load_records(root)
+
+
+def test_duplicate_rows_are_counted_once_with_a_warning(tmp_path, caplog):
+    root = manifest_root(tmp_path, ["a/0.jpg", "a/1.jpg", "a/0.jpg"])
+    with caplog.at_level("WARNING"):
+        records = load_records(root)
+    assert [r.path for r in records] == ["a/0.jpg", "a/1.jpg"]
+    assert "1 duplicate rows" in caplog.text
+
+
+def test_symlinks_out_of_the_root_and_pixel_bombs_are_skipped_not_read(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "root", {"a": 1}, 16)
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (16, 16), "red").save(secret)
+    os.symlink(secret, root / "a" / "link.jpg")
+    Image.new("L", (300, 300)).save(root / "a" / "big.png")  # 90,000 pixels, tiny file
+    ds = ImageDataset(root, ["a/0.jpg", "a/link.jpg", "a/big.png"], [0, 0, 0], max_pixels=10_000)
+    with caplog.at_level("WARNING"):
+        items = [ds[i] for i in range(3)]
+    assert items[0] is not None and items[1] is None and items[2] is None
+    assert (
+        "leaves the dataset root" in caplog.text and "exceeds data.max_pixels=10000" in caplog.text
+    )
+
+
+def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):
+    from inat_lightning.models.backbones import resnet
+
+    root = make_image_folder(tmp_path / "root", {"a": 3, "b": 3}, 32)
+    (root / "a" / "1.jpg").write_bytes(b"not a jpeg")
+    records = [Record(f"{c}{i}", f"{c}{i}", "1", c, f"{c}/{i}.jpg") for c in "ab" for i in range(3)]
+    audit = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3))
+    rows = audit.run(resnet(18, 2), root, records, ["a", "b"], 32)
+    assert [r["images"] for r in rows] == [2, 3] and audit.skipped == ["a/1.jpg"]
+
+
+def test_photo_ids_that_are_not_numbers_never_name_a_file(tmp_path):
+    taxon = Taxon(1, "Apis mellifera")
+    obs = {"id": 5, "photos": [{"id": "../../x", "url": "https://h/photos/1/square.jpg"}]}
+    assert parse_observation(obs, taxon, licenses=None) == []
+    downloader = Downloader(tmp_path / "out", HttpClient(10, "test"), progress=False)
+    item = PhotoItem("../../x", "5", taxon, "https://h/photos/1/medium.jpg")
+    summary = downloader.run([item])
+    assert summary.failed == 1 and "not a number" in summary.failures[0][2]
+    assert not (tmp_path / "x.jpg").exists() and not list((tmp_path / "out").rglob("*.jpg"))
