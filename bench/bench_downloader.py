@@ -72,7 +72,9 @@ def main() -> None:
             sequential = len(items) / (time.perf_counter() - t0)
             t_start = time.monotonic()
 
-            client = HttpClient(rate=a.rate, user_agent="inat-lightning-bench", timeout=30)
+            client = HttpClient(
+                rate=a.rate, user_agent="inat-lightning-bench", timeout=30, allow_http=True
+            )
             dl = Downloader(Path(tmp) / "tree", client, workers=a.workers, progress=False)
             t0 = time.perf_counter()
             summary = dl.run(items)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from inat_lightning.scrape.download import decode_check
-from inat_lightning.scrape.http import HttpClient, RetryableError
+from inat_lightning.scrape.http import HttpClient, HttpError
 from inat_lightning.scrape.inat_api import INatAPI, Taxon, parse_observation, pick_taxon
 from tests.helpers.cli import REPO
 
@@ -74,10 +74,12 @@ def test_real_photo_passes_the_decode_check_and_html_does_not():
 
     body = (FIXTURES / "obs_image.jpg").read_bytes()
     assert decode_check(Resp("image/jpeg"), body) == (206, 75)
-    with pytest.raises(RetryableError):
+    with pytest.raises(HttpError, match="not an image"):
         decode_check(Resp("text/html"), b"<html></html>")
-    with pytest.raises(RetryableError):
+    with pytest.raises(HttpError, match="does not decode"):
         decode_check(Resp("image/jpeg"), body[: len(body) // 2])
+    with pytest.raises(HttpError, match="max_pixels=1000"):
+        decode_check(Resp("image/jpeg"), body, max_pixels=1000)
 
 
 def test_client_pages_genuine_responses_with_id_above(tmp_path: Path):
@@ -112,7 +114,7 @@ def test_client_pages_genuine_responses_with_id_above(tmp_path: Path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         api = INatAPI(
-            HttpClient(rate=50, user_agent="inat-lightning-tests"),
+            HttpClient(rate=50, user_agent="inat-lightning-tests", allow_http=True),
             f"http://127.0.0.1:{server.server_port}/v1",
         )
         taxon = api.resolve_taxon(48662)

@@ -3,6 +3,7 @@ resume after SIGKILL, and what was scraped feeding train.py."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -24,6 +25,10 @@ from tests.helpers.cli import REPO, run_cli, run_dirs
 from tests.helpers.scrape import CC, FAST, scrape_cfg
 
 
+def failures_csv(tmp_path: Path) -> Path:
+    return tmp_path / "inat" / "failures.csv"
+
+
 def max_per_second(times: list[float]) -> int:
     """The largest number of requests that arrived within any 1-second window."""
     return max(sum(t0 <= t < t0 + 1.0 for t in times) for t0 in times)
@@ -37,7 +42,7 @@ def assert_tree_is_exactly(root: Path, fake: FakeINat, expected: dict[int, int])
     files = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and p.name not in ("manifest.csv", "failures.csv")
+        if p.is_file() and p.name not in ("manifest.csv", "failures.csv", ".scrape.lock")
     )
     assert files == sorted(r.path for r in rows)
     for r in rows:
@@ -86,7 +91,7 @@ def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
         ids[3]: ["truncate"],
         ids[4]: ["html"],
         ids[5]: ["404"],
-        ids[6]: ["500"] * 10,
+        ids[6]: ["500"] * 4,  # more than this run's 4 attempts: a re-run gets it
     }
     with FakeINat(
         num_taxa=2, observations_per_taxon=10, faults=faults, api_429_every=3, retry_after=0.5
@@ -101,13 +106,16 @@ def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
                 "scrape.media_rate=15",
             )
         )
-        failed = {ids[5], ids[6]}
+        failed = {ids[3], ids[4], ids[5], ids[6]}
         expected = {p: t for p, t in fake.expected_photos(CC).items() if p not in failed}
         assert_tree_is_exactly(tmp_path / "inat", fake, expected)
-        assert summary.failed == 2
-        reasons = (tmp_path / "inat" / "failures.csv").read_text()
-        assert f"{ids[5]},".replace(",", "") in reasons and "HTTP 404" in reasons
-        assert "gave up after 4 attempts: HTTP 500" in reasons
+        assert summary.failed == 4
+        rows = {int(r["photo_id"]): r for r in csv.DictReader(failures_csv(tmp_path).open())}
+        assert "does not decode" in rows[ids[3]]["reason"]  # a cut file: not a network fault
+        assert "not an image: Content-Type text/html" in rows[ids[4]]["reason"]
+        assert "HTTP 404" in rows[ids[5]]["reason"]
+        assert "gave up after 4 attempts: HTTP 500" in rows[ids[6]]["reason"]
+        assert [rows[i]["kind"] for i in ids[3:7]] == ["permanent"] * 3 + ["transient"]
 
         # the global rate limits are never exceeded, seen from the server: no 1-second window
         # holds more than `rate` requests (+1 for the window's two ends)
@@ -119,6 +127,17 @@ def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
         # 404 is not retried, 500 is retried `retries` times
         assert sum(f"/photos/{ids[5]}/" in p for _, _, p in fake.requests) == 1
         assert sum(f"/photos/{ids[6]}/" in p for _, _, p in fake.requests) == 4
+
+        # a re-run fetches exactly the transient failure, skips the permanent ones
+        before = len(fake.request_times("photo"))
+        again = scrape(scrape_cfg(tmp_path, fake, "scrape.backend.per_page=4"))
+        asked = [p for _, k, p in fake.requests if k == "photo"][before:]
+        assert len(asked) == 1 and f"/{ids[6]}/" in asked[0]
+        assert again.downloaded == 1 and again.known_failures == 3
+        expected[ids[6]] = fake.expected_photos(CC)[ids[6]]
+        assert_tree_is_exactly(tmp_path / "inat", fake, expected)
+        rows = {int(r["photo_id"]) for r in csv.DictReader(failures_csv(tmp_path).open())}
+        assert rows == {ids[3], ids[4], ids[5]}  # the resolved one is gone
 
 
 def test_oversize_bodies_are_refused(tmp_path):

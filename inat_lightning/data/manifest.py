@@ -19,6 +19,9 @@ quality_grade     iNaturalist quality grade (``research``, ``needs_id``…); emp
 cue_x0 … cue_y1   optional bounding box (pixels) of a spurious cue object; empty when absent
 ================  ==========================================================================
 
+Other columns (a user's notes) are the user's data: they are read into ``Record.extra`` and
+written back unchanged.
+
 A plain ImageFolder tree without a manifest also works: :func:`scan_image_folder` builds the same
 records, each image being its own observation.
 """
@@ -31,7 +34,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,12 @@ class Record:
     cue_y0: float | None = None
     cue_x1: float | None = None
     cue_y1: float | None = None
+    extra: dict[str, str] | None = None  # columns this project does not know, kept as read
+
+    def row(self) -> dict[str, object]:
+        """The CSV row: known columns (empty for ``None``) and the extra ones."""
+        known = {c: "" if getattr(self, c) is None else getattr(self, c) for c in COLUMNS}
+        return {**known, **(self.extra or {})}
 
     @property
     def cue_box(self) -> tuple[float, float, float, float] | None:
@@ -67,7 +76,7 @@ class Record:
         return None if any(v is None for v in box) else box  # type: ignore[return-value]
 
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record))
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record) if f.name != "extra")
 _INT_COLUMNS = {"width", "height"}
 _FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1"}
 
@@ -81,7 +90,8 @@ def _parse(column: str, value: str) -> object:
 
 
 def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Record]:
-    """Read a manifest CSV; unknown extra columns are ignored, missing optional ones are empty.
+    """Read a manifest CSV; unknown columns go to ``Record.extra``, missing optional ones are
+    empty.
 
     A row with fewer or more cells than the header (a line torn by a crash) is an error, or is
     skipped with a warning when ``skip_incomplete``.
@@ -99,19 +109,30 @@ def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Recor
                     raise ValueError(f"{path}: line {reader.line_num} is incomplete")
                 log.warning("%s: skipping incomplete line %d", path, reader.line_num)
                 continue
-            records.append(Record(**{c: _parse(c, row.get(c) or "") for c in COLUMNS}))
+            extra = {k: v for k, v in row.items() if k not in COLUMNS}
+            known = {c: _parse(c, row.get(c) or "") for c in COLUMNS}
+            records.append(Record(**known, extra=extra or None))
     return records
 
 
+def header_of(records: Iterable[Record]) -> list[str]:
+    """The known columns, then every extra column in the order first seen."""
+    extra = dict.fromkeys(k for r in records for k in (r.extra or {}))
+    return [*COLUMNS, *extra]
+
+
 def write_manifest(path: str | Path, records: Iterable[Record]) -> None:
-    """Write records atomically (temporary file, then rename), so a crash never leaves half a file."""
+    """Write records atomically (a temporary file, synced to disk, then renamed), so a crash
+    never leaves half a file; extra columns are written back."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
+    records = list(records)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=header_of(records), restval="")
         writer.writeheader()
-        for r in records:
-            writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
+        writer.writerows(r.row() for r in records)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -168,20 +189,22 @@ def check_relative(path: str, where: str) -> None:
 
 
 def unique_records(records: list[Record], where: str) -> list[Record]:
-    """The records with the first row of each ``photo_id`` and of each ``path`` kept (a photo
-    counted twice would weigh twice and could sit in two splits); a warning says how many."""
+    """The records with one row per ``photo_id`` and per ``path``, the last row winning (a later
+    row supersedes: a photo fetched again); a photo counted twice would weigh twice and could
+    sit in two splits. A warning says how many rows were dropped."""
     seen_ids: set[str] = set()
     seen_paths: set[str] = set()
     kept = []
-    for r in records:
+    for r in reversed(records):
         if r.photo_id in seen_ids or r.path in seen_paths:
             continue
         seen_ids.add(r.photo_id)
         seen_paths.add(r.path)
         kept.append(r)
+    kept.reverse()
     if len(kept) < len(records):
         log.warning(
-            "%s: %d duplicate rows (same photo_id or path) ignored; the first of each is kept",
+            "%s: %d duplicate rows (same photo_id or path) ignored; the last of each is kept",
             where,
             len(records) - len(kept),
         )

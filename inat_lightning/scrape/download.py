@@ -1,16 +1,22 @@
 """The downloader both backends feed: concurrent, polite, verified, deduplicated, resumable.
 
-Files land as ``<root>/<taxon folder>/<photo_id>.jpg``. A body is written to ``<root>/.partial/``
-first, decode-verified, then renamed into the tree (same filesystem: atomic), and only then is
-its manifest row appended (flushed and fsynced). So at any crash point the tree holds only
-complete, verified images, and every manifest row points to one. Re-running the same command
-first clears ``.partial/``, drops rows whose file vanished, then skips what is done; a file
-renamed just before a crash (no row yet) is verified and adopted when it is listed again.
+Files land as ``<root>/<taxon folder>/<photo_id>.jpg``. A body is decode-verified, written to
+``<root>/.partial/`` and synced to disk, renamed into the tree (same filesystem: atomic), and
+only then is its manifest row appended (flushed and synced). So at any crash point the tree
+holds only complete, verified images, and every manifest row points to one.
+
+The manifest is the user's data: a re-run keeps columns it does not know and rows whose file is
+missing (reported; dropped only with ``prune_missing``, after a ``manifest.csv.bak``), and a lock
+file refuses a second scrape into the same folder. Every photo ends as an outcome (downloaded,
+skipped, duplicate, failed): no exception from one photo leaves its worker. ``failures.csv``
+says why each failed and whether the fault was transient (a re-run tries again) or permanent (a
+re-run skips it unless ``retry_failed``); it is written even when the scrape is interrupted.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import logging
 import os
@@ -19,45 +25,71 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
+from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS
 from inat_lightning.data.manifest import (
-    COLUMNS,
     MANIFEST_NAME,
     Record,
+    header_of,
     read_manifest,
     safe_folder_name,
     sha256_of,
+    unique_records,
     write_manifest,
 )
 from inat_lightning.progress import progress
-from inat_lightning.scrape.http import HttpClient, HttpError, RetryableError
+from inat_lightning.scrape.http import HttpClient, HttpError
 from inat_lightning.scrape.inat_api import PhotoItem
 
 log = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
 FAILURES_NAME = "failures.csv"
+LOCK_NAME = ".scrape.lock"
+FAILURE_COLUMNS = ("photo_id", "url", "reason", "kind")
 
 
-def decode_check(resp, body: bytes) -> tuple[int, int]:
-    """Reject non-image content types and bodies that do not fully decode (truncated, HTML…)."""
+def decode_check(resp, body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Refuse (for good: :class:`HttpError`) non-image content types and bodies that do not
+    fully decode (an HTML error page, a truncated file) or announce too many pixels. A body cut
+    short on the way never gets here: the client retries it."""
     ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-        raise RetryableError(f"not an image: Content-Type {ctype}")
-    return decoded_size(body)
+        raise HttpError(f"not an image: Content-Type {ctype}")
+    return decoded_size(body, max_pixels)
 
 
-def decoded_size(body: bytes) -> tuple[int, int]:
-    """(width, height) of an image body that fully decodes; :class:`RetryableError` otherwise."""
+def decoded_size(body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image body that fully decodes and announces at most
+    ``max_pixels`` pixels (checked before decoding); :class:`HttpError` otherwise."""
     try:
         with Image.open(io.BytesIO(body)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise HttpError(f"{width}x{height} pixels exceeds max_pixels={max_pixels}")
             img.load()
             return img.size
+    except HttpError:
+        raise
     except Exception as e:  # noqa: BLE001 - any decoder error means a bad body
-        raise RetryableError(f"does not decode: {type(e).__name__}: {e}") from e
+        raise HttpError(f"does not decode: {type(e).__name__}: {e}") from e
+
+
+class Outcome(NamedTuple):
+    """What became of one photo: ``kind`` is downloaded, skipped, duplicates or failed."""
+
+    kind: str
+    reason: str = ""
+    bytes: int = 0
+    transient: bool = False
+
+
+class FolderLocked(RuntimeError):
+    """Another scrape is writing into the same folder."""
 
 
 @dataclass
@@ -68,6 +100,7 @@ class Summary:
     skipped: int = 0  # already on disk from an earlier run
     duplicates: int = 0  # same bytes as another photo
     failed: int = 0
+    known_failures: int = 0  # failed for good in an earlier run: not tried again
     per_taxon: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # photo_id, url, reason
 
@@ -75,20 +108,33 @@ class Summary:
         return (
             f"listed {self.listed}, downloaded {self.downloaded} ({self.bytes / 1e6:.1f} MB), "
             f"skipped {self.skipped} (already there), duplicates {self.duplicates}, "
-            f"failed {self.failed}"
+            f"failed {self.failed}, skipped {self.known_failures} that failed for good before"
         )
+
+    def add(self, other: Summary) -> None:
+        """Add another summary's counts, per-taxon tallies and failures to this one."""
+        for name in ("listed", "downloaded", "bytes", "skipped", "duplicates", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.known_failures += other.known_failures
+        self.per_taxon.update(other.per_taxon)
+        self.failures += other.failures
 
 
 class Downloader:
-    """Download photo items into an ImageFolder tree with a manifest.
+    """Download photo items into an ImageFolder tree with a manifest (see the module doc).
+
+    Use it as a context manager (or call :meth:`close`): it holds the folder's lock.
 
     Args:
         root: output folder.
-        client: polite HTTP client for media (its rate limit and byte budget apply).
+        client: polite HTTP client for media (its rate limit, byte budget and allowed hosts).
         workers: concurrent downloads.
         max_per_taxon: stop taking items of a taxon once it has this many images (``None``: all).
         progress: show progress (a bar on a terminal, else a log line every ``progress_every``).
         progress_every: seconds between two progress lines when not on a terminal.
+        max_pixels: refuse images announcing more pixels (decompression bombs).
+        retry_failed: try again the photos that failed for good in an earlier run.
+        prune_missing: drop manifest rows whose file is missing (``manifest.csv.bak`` first).
     """
 
     def __init__(
@@ -99,6 +145,9 @@ class Downloader:
         max_per_taxon: int | None = None,
         progress: bool = True,
         progress_every: float = 30.0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        retry_failed: bool = False,
+        prune_missing: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
@@ -108,78 +157,192 @@ class Downloader:
         self.max_per_taxon = max_per_taxon
         self.progress = progress
         self.progress_every = progress_every
+        self.max_pixels = max_pixels
+        self.retry_failed = retry_failed
+        self.prune_missing = prune_missing
         self._lock = threading.Lock()
         self.records: dict[str, Record] = {}
         self.sha_to_photo: dict[str, str] = {}
+        self.failures: dict[str, tuple[str, str, str, str]] = {}  # key: photo id, or the url
+        self._header: list[str] = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._acquire_lock()
         self._reconcile()
+        self._read_failures()
 
-    # ------------------------------------------------------------------ state on disk
+    # ------------------------------------------------------------------ the folder
+    def _acquire_lock(self):
+        """An exclusive lock on ``<root>/.scrape.lock`` for this process's lifetime (the
+        kernel releases it if the process dies, so a killed scrape leaves no stale lock)."""
+        f = (self.root / LOCK_NAME).open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise FolderLocked(
+                f"another scrape (pid {holder}) is writing into {self.root}"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        if self._lock_file and not self._lock_file.closed:
+            self._lock_file.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST_NAME
 
+    def _on_disk(self, record: Record) -> bool:
+        return (self.root / record.path).is_file()
+
     def _reconcile(self) -> None:
-        """Make the manifest and the tree agree after an interrupted run."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Pick up after an interrupted run: clear ``.partial/``, drop a line torn by a crash and
+        superseded rows; keep everything else, rows with a missing file included (reported)."""
         shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)
         if not self.manifest_path.is_file():
             write_manifest(self.manifest_path, [])
+            self._header = header_of([])
             return
         rows = read_manifest(self.manifest_path, skip_incomplete=True)  # a crash may tear a line
-        kept = [r for r in rows if (self.root / r.path).is_file()]
+        kept = unique_records(rows, str(self.manifest_path))
+        missing = [r for r in kept if not self._on_disk(r)]
+        if missing and self.prune_missing:
+            backup = self.manifest_path.with_name(MANIFEST_NAME + ".bak")
+            shutil.copy2(self.manifest_path, backup)
+            kept = [r for r in kept if self._on_disk(r)]
+            log.warning(
+                "dropped %d row(s) whose file is missing; the old manifest: %s",
+                len(missing),
+                backup,
+            )
+        elif missing:
+            log.warning(
+                "%d manifest row(s) point to missing files (a drive not mounted?); kept, and "
+                "fetched again if listed (scrape.prune_missing=true drops them)",
+                len(missing),
+            )
         for r in kept:
             self.records[r.photo_id] = r
-            self.sha_to_photo.setdefault(r.sha256, r.photo_id)
-        write_manifest(self.manifest_path, kept)
+            if self._on_disk(r):
+                self.sha_to_photo.setdefault(r.sha256, r.photo_id)
+        self._header = header_of(kept)
         if len(kept) != len(rows):
-            log.warning("dropped %d manifest row(s) whose file is missing", len(rows) - len(kept))
+            write_manifest(self.manifest_path, kept)
 
     def _append(self, rec: Record) -> None:
         with self._lock, self.manifest_path.open("a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, fieldnames=COLUMNS).writerow(
-                {k: "" if v is None else v for k, v in asdict(rec).items()}
-            )
+            csv.DictWriter(f, fieldnames=self._header, restval="").writerow(rec.row())
             f.flush()
             os.fsync(f.fileno())
+            old = self.records.get(rec.photo_id)
+            if old is not None and old.extra:  # a missing file fetched again keeps its notes
+                rec.extra = old.extra
             self.records[rec.photo_id] = rec
 
+    # ------------------------------------------------------------------ failures.csv
+    def _read_failures(self) -> None:
+        path = self.root / FAILURES_NAME
+        if not path.is_file():
+            return
+        with path.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                kind = row.get("kind") or "transient"  # older files: try again
+                key = row.get("photo_id") or row.get("url") or ""
+                self.failures[key] = (
+                    row.get("photo_id") or "",
+                    row.get("url") or "",
+                    row.get("reason") or "",
+                    kind,
+                )
+
+    def record_failure(self, photo_id: str, url: str, reason: str, transient: bool) -> None:
+        """Remember a failure (a photo, or a taxon's listing when ``photo_id`` is empty)."""
+        kind = "transient" if transient else "permanent"
+        with self._lock:
+            self.failures[photo_id or url] = (photo_id, url, reason, kind)
+
+    def write_failures(self) -> None:
+        """Rewrite ``failures.csv`` (atomically) with every failure not yet resolved."""
+        path = self.root / FAILURES_NAME
+        tmp = path.with_name(f".{FAILURES_NAME}.{os.getpid()}.part")
+        with self._lock, tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(FAILURE_COLUMNS)
+            w.writerows(self.failures.values())
+        os.replace(tmp, path)
+
+    def _failed_for_good(self, photo_id: str) -> bool:
+        row = self.failures.get(photo_id)
+        return row is not None and row[3] == "permanent" and not self.retry_failed
+
     # ------------------------------------------------------------------ one item
-    def _fetch(self, item: PhotoItem) -> tuple[str, str, int]:
-        """Download (or adopt) one item; returns (outcome, reason, bytes downloaded)."""
+    def _fetch_contained(self, item: PhotoItem) -> Outcome:
+        """:meth:`_fetch`, with any error of this one photo turned into its outcome. Only a
+        disk error (``OSError``: disk full, read-only) ends the scrape: it is not the photo's."""
+        try:
+            return self._fetch(item)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one photo's fault must not end the scrape
+            log.exception("photo %s: unexpected error", item.photo_id)
+            return Outcome("failed", f"unexpected {type(e).__name__}: {e}")
+
+    def _fetch(self, item: PhotoItem) -> Outcome:
+        """Download (or adopt) one item."""
         if not item.photo_id.isdigit():  # it names the file: nothing but digits may go there
-            return "failed", f"photo id {item.photo_id!r} is not a number: refused", 0
+            return Outcome("failed", f"photo id {item.photo_id!r} is not a number: refused")
         folder = safe_folder_name(item.taxon.name)
         rel = f"{folder}/{item.photo_id}.jpg"
         final = self.root / rel
         if not final.resolve().is_relative_to(self.root.resolve()):  # a symlinked folder
-            return "failed", f"{rel} would be written outside {self.root}: refused", 0
+            return Outcome("failed", f"{rel} would be written outside {self.root}: refused")
         if final.is_file():  # renamed just before a crash: adopt it if it is sound
             body = final.read_bytes()
             try:
-                size = decoded_size(body)
-            except RetryableError:
+                size = decoded_size(body, self.max_pixels)
+            except HttpError:
                 final.unlink()
             else:
-                return (*self._register(item, rel, sha256_of(body), size, "skipped"), 0)
+                return self._register(item, rel, sha256_of(body), size, "skipped")
         try:
-            _, body = self.client.get(item.url, accept=decode_check)
+            _, body = self.client.get(
+                item.url, accept=lambda resp, body: decode_check(resp, body, self.max_pixels)
+            )
         except HttpError as e:
-            return "failed", str(e), 0
+            return Outcome("failed", str(e), transient=e.transient)
         with Image.open(io.BytesIO(body)) as img:  # header only: decode_check decoded it all
             size = img.size
         sha = sha256_of(body)
         with self._lock:  # check and claim in one step: concurrent twins can't both pass
             dup = self.sha_to_photo.setdefault(sha, item.photo_id)
         if dup != item.photo_id:
-            return "duplicates", f"same bytes as photo {dup}", len(body)
+            return Outcome("duplicates", f"same bytes as photo {dup}", len(body))
         part = self.root / PARTIAL_DIR / f"{item.photo_id}.part"
         part.parent.mkdir(exist_ok=True)
-        part.write_bytes(body)
+        with part.open("wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before its name and its row say it is there
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
-        return (*self._register(item, rel, sha, size, "downloaded"), len(body))
+        return self._register(item, rel, sha, size, "downloaded", len(body))
 
-    def _register(self, item: PhotoItem, rel: str, sha: str, size, outcome: str) -> tuple[str, str]:
+    def _register(
+        self, item: PhotoItem, rel: str, sha: str, size, kind: str, nbytes: int = 0
+    ) -> Outcome:
         with self._lock:
             self.sha_to_photo.setdefault(sha, item.photo_id)
         self._append(
@@ -198,15 +361,17 @@ class Downloader:
                 quality_grade=item.quality_grade,
             )
         )
-        return outcome, ""
+        return Outcome(kind, bytes=nbytes)
 
     # ------------------------------------------------------------------ many items
     def run(
         self, items: Iterable[PhotoItem], desc: str = "photos", total: int | None = None
     ) -> Summary:
-        """Download ``items`` (at most ``max_per_taxon`` per taxon, counting earlier runs)."""
+        """Download ``items`` (at most ``max_per_taxon`` per taxon, counting earlier runs).
+        ``failures.csv`` is rewritten when it ends, however it ends."""
         summary = Summary()
-        have = Counter(r.taxon_name for r in self.records.values())
+        done_on_disk = [r for r in self.records.values() if self._on_disk(r)]
+        have = Counter(r.taxon_name for r in done_on_disk)
         queued: set[str] = set()
         taxa_listed: set[str] = set()
         inflight: dict[Future, PhotoItem] = {}
@@ -221,16 +386,21 @@ class Downloader:
         def settle(done: set[Future]) -> None:
             for fut in done:
                 item = inflight.pop(fut)
-                outcome, reason, size = fut.result()
-                setattr(summary, outcome, getattr(summary, outcome) + 1)
-                summary.bytes += size
-                if outcome in ("downloaded", "skipped"):
+                outcome = fut.result()
+                setattr(summary, outcome.kind, getattr(summary, outcome.kind) + 1)
+                summary.bytes += outcome.bytes
+                if outcome.kind in ("downloaded", "skipped"):
                     summary.per_taxon[item.taxon.name] += 1
+                    with self._lock:
+                        self.failures.pop(item.photo_id, None)
                 else:
                     have[item.taxon.name] -= 1  # its slot is free again
-                    if outcome == "failed":
-                        summary.failures.append((item.photo_id, item.url, reason))
-                        log.warning("failed %s: %s", item.url, reason)
+                    if outcome.kind == "failed":
+                        summary.failures.append((item.photo_id, item.url, outcome.reason))
+                        self.record_failure(
+                            item.photo_id, item.url, outcome.reason, outcome.transient
+                        )
+                        log.warning("failed %s: %s", item.url, outcome.reason)
                 bar.set_postfix(
                     listed=summary.listed,
                     downloaded=summary.downloaded,
@@ -248,55 +418,53 @@ class Downloader:
             settle(set(wait(inflight).done))
             return all(have[t] >= cap for t in taxa_listed)
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="download") as pool:
-            try:
-                for item in items:
-                    summary.listed += 1
-                    taxa_listed.add(item.taxon.name)
-                    if item.photo_id in self.records:
-                        summary.skipped += 1
-                        summary.per_taxon[item.taxon.name] += 1
-                        bar.update(1)
-                        continue
-                    if item.photo_id in queued:
-                        continue
-                    if (
-                        self.max_per_taxon is not None
-                        and have[item.taxon.name] >= self.max_per_taxon
-                    ):
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="download") as pool:
+                try:
+                    for item in items:
+                        summary.listed += 1
+                        taxa_listed.add(item.taxon.name)
+                        known = self.records.get(item.photo_id)
+                        if known is not None and self._on_disk(known):
+                            summary.skipped += 1
+                            summary.per_taxon[item.taxon.name] += 1
+                            bar.update(1)
+                            continue
+                        if item.photo_id in queued:
+                            continue
+                        if self._failed_for_good(item.photo_id):
+                            summary.known_failures += 1
+                            continue
+                        if (
+                            self.max_per_taxon is not None
+                            and have[item.taxon.name] >= self.max_per_taxon
+                        ):
+                            if full():
+                                break
+                            continue
+                        queued.add(item.photo_id)
+                        have[item.taxon.name] += 1
+                        inflight[pool.submit(self._fetch_contained, item)] = item
+                        if len(inflight) >= 2 * self.workers:  # don't list far ahead
+                            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                            settle(done)
                         if full():
                             break
-                        continue
-                    queued.add(item.photo_id)
-                    have[item.taxon.name] += 1
-                    inflight[pool.submit(self._fetch, item)] = item
-                    if len(inflight) >= 2 * self.workers:  # don't list far ahead of downloads
+                    while inflight:
                         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                         settle(done)
-                    if full():
-                        break
-                while inflight:
-                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    settle(done)
-            finally:
-                for fut in inflight:
-                    fut.cancel()
-                bar.close()
-        shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)  # empty by now
-        self.write_failures(summary.failures)
+                finally:
+                    for fut in inflight:
+                        fut.cancel()
+                    bar.close()
+            shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)  # empty by now
+        finally:
+            self.write_failures()
         return summary
 
     def taxon_full(self, taxon_name: str) -> bool:
-        """True when the taxon already has ``max_per_taxon`` images."""
+        """True when the taxon already has ``max_per_taxon`` images on disk."""
         if self.max_per_taxon is None:
             return False
-        return sum(r.taxon_name == taxon_name for r in self.records.values()) >= self.max_per_taxon
-
-    def write_failures(self, rows: list[tuple[str, str, str]]) -> None:
-        """Append ``(photo_id, url or taxon, reason)`` rows to ``failures.csv``."""
-        path = self.root / FAILURES_NAME
-        with path.open("a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if f.tell() == 0:
-                w.writerow(["photo_id", "url", "reason"])
-            w.writerows(rows)
+        on_disk = (r for r in self.records.values() if r.taxon_name == taxon_name)
+        return sum(self._on_disk(r) for r in on_disk) >= self.max_per_taxon

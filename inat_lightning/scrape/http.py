@@ -1,7 +1,12 @@
-"""Polite HTTP: a global rate limit, byte budgets, retries with backoff + jitter, size caps.
+"""Polite HTTP: a global rate limit, byte budgets, retries with backoff + jitter, size caps,
+and an allow-list of hosts.
 
 Every request of a scrape goes through one :class:`HttpClient`, so its limits hold globally,
-across threads, retries included.
+across threads, retries included. Every way a request can fail ends as one of two outcomes,
+never as an exception escaping to the caller's caller: :class:`HttpError` with
+``transient=True`` (connection reset or dropped mid-body, timeouts, 429, 5xx — retried, and a
+later run tries again) or ``transient=False`` (invalid URL or scheme, a host not allowed, 4xx,
+a body that is not what was asked for — a later run skips it unless asked).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -81,11 +87,49 @@ class ByteBudget:
 
 
 class HttpError(Exception):
-    """A request that failed for good (after retries, or with a non-retryable status)."""
+    """A request that failed for good in this run: ``transient`` when retries ran out on a
+    fault that may pass (a later run tries again), else permanent (a later run skips it)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class RetryableError(Exception):
-    """Raised by a body check (e.g. an image that does not decode) to ask for another try."""
+    """Raised by a body check to ask for another try (the body was damaged on the way)."""
+
+
+#: transport faults that may pass: retried with backoff (requests wraps urllib3's in these)
+TRANSIENT = (
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,  # connection closed mid-body, short body
+    requests.exceptions.ContentDecodingError,
+    RetryableError,
+)
+#: faults that will not pass by retrying: bad URL or scheme, TLS failures, redirect loops
+PERMANENT = (
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.SSLError,
+    requests.exceptions.TooManyRedirects,
+)
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def host_allowed(url: str, hosts: Sequence[str] | None, allow_http: bool) -> str | None:
+    """Why ``url`` may not be fetched (``None`` when it may): its scheme must be https (or
+    http with ``allow_http``) and its host one of ``hosts`` or a subdomain of one
+    (``hosts=None``: any host)."""
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        return f"scheme {parts.scheme or '(none)'!r} not allowed (allowed: {', '.join(schemes)})"
+    host = (parts.hostname or "").lower()
+    if hosts is not None and not any(host == h or host.endswith("." + h) for h in hosts):
+        return f"host {host!r} not in the allowed hosts ({', '.join(hosts)})"
+    return None
 
 
 @dataclass
@@ -130,6 +174,10 @@ class HttpClient:
         retry: see :class:`RetryPolicy`.
         max_bytes: refuse bodies larger than this.
         byte_budget: optional hourly/daily byte caps.
+        allowed_hosts: hosts (and their subdomains) that may be contacted, checked again after
+            every redirect; ``None`` allows any.
+        allow_http: allow plain ``http`` (only for local servers: the User-Agent names you).
+        max_redirects: redirects followed per request.
     """
 
     def __init__(
@@ -140,12 +188,18 @@ class HttpClient:
         retry: RetryPolicy | None = None,
         max_bytes: int = 20_000_000,
         byte_budget: ByteBudget | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        allow_http: bool = False,
+        max_redirects: int = 5,
     ) -> None:
         self.limiter = RateLimiter(rate)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.max_bytes = max_bytes
         self.byte_budget = byte_budget
+        self.allowed_hosts = [h.lower() for h in allowed_hosts] if allowed_hosts else None
+        self.allow_http = allow_http
+        self.max_redirects = max_redirects
         self._local = threading.local()
         self.user_agent = user_agent
 
@@ -163,15 +217,28 @@ class HttpClient:
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise HttpError(f"body of {declared} bytes exceeds max_bytes={self.max_bytes}")
         chunks, size = [], 0
-        for chunk in resp.iter_content(65536):
+        for chunk in resp.iter_content(65536):  # a short body raises ChunkedEncodingError
             size += len(chunk)
             if size > self.max_bytes:
                 raise HttpError(f"body exceeds max_bytes={self.max_bytes}")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if declared and declared.isdigit() and len(body) < int(declared):
-            raise RetryableError(f"truncated body: {len(body)} of {declared} bytes")
-        return body
+        return b"".join(chunks)
+
+    def _open(self, url: str, params: dict | None) -> requests.Response:
+        """The final response of ``url``, redirects followed by hand so that every hop's host
+        is checked against the allow-list before it is contacted."""
+        for _ in range(self.max_redirects + 1):
+            refused = host_allowed(url, self.allowed_hosts, self.allow_http)
+            if refused:
+                raise HttpError(f"{url}: {refused}")
+            resp = self.session.get(
+                url, params=params, timeout=self.timeout, stream=True, allow_redirects=False
+            )
+            if resp.status_code not in REDIRECTS or "Location" not in resp.headers:
+                return resp
+            resp.close()
+            url, params = urljoin(url, resp.headers["Location"]), None
+        raise HttpError(f"more than {self.max_redirects} redirects (a loop?)")
 
     def get(
         self,
@@ -180,7 +247,8 @@ class HttpClient:
         accept: Callable[[requests.Response, bytes], None] | None = None,
     ) -> tuple[requests.Response, bytes]:
         """GET ``url``; ``accept(response, body)`` may raise :class:`RetryableError` (try again)
-        or :class:`HttpError` (give up). Returns the response and its body."""
+        or :class:`HttpError` (give up). Returns the response and its body; every failure is an
+        :class:`HttpError` (see the module doc)."""
         reason = ""
         for attempt in range(self.retry.retries + 1):
             if self.byte_budget:
@@ -188,9 +256,7 @@ class HttpClient:
             self.limiter.acquire()
             wait = self.retry.delay(attempt)
             try:
-                with self.session.get(
-                    url, params=params, timeout=self.timeout, stream=True
-                ) as resp:
+                with self._open(url, params) as resp:
                     status = resp.status_code
                     if status == 429 or status >= 500:
                         reason = f"HTTP {status}"
@@ -206,9 +272,15 @@ class HttpClient:
                         if accept:
                             accept(resp, body)
                         return resp, body
-            except (requests.Timeout, requests.ConnectionError, RetryableError) as e:
-                reason = f"{type(e).__name__}: {e}"
+            except PERMANENT as e:
+                raise HttpError(f"{type(e).__name__}: {e}") from e
+            except (*TRANSIENT, requests.ConnectionError) as e:
+                reason = f"{type(e).__name__}: {str(e)[:300]}"
+            except requests.RequestException as e:  # anything else requests may raise
+                raise HttpError(f"{type(e).__name__}: {e}") from e
             if attempt < self.retry.retries:
                 log.debug("retrying %s in %.1f s (%s)", url, wait, reason)
                 time.sleep(wait)
-        raise HttpError(f"gave up after {self.retry.retries + 1} attempts: {reason}")
+        raise HttpError(
+            f"gave up after {self.retry.retries + 1} attempts: {reason}", transient=True
+        )

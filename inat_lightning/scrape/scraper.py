@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from omegaconf import DictConfig
 
 from inat_lightning.config import ConfigError, build_with, check_targets
 from inat_lightning.progress import progress
-from inat_lightning.scrape.download import FAILURES_NAME, Downloader, Summary
+from inat_lightning.scrape.download import FAILURES_NAME, Downloader, FolderLocked, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
 from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister
 from inat_lightning.validation import require
@@ -63,10 +64,17 @@ def check_scrape_config(settings: DictConfig) -> None:
 
 
 def make_clients(settings: DictConfig) -> tuple[HttpClient, HttpClient]:
-    """One client for the API (about 1 request/s) and one for media (rate + byte budgets)."""
+    """One client for the API (about 1 request/s) and one for media (rate + byte budgets); both
+    reach only the allowed hosts, over https unless ``allow_http``."""
     retry = RetryPolicy(settings.retries, settings.backoff, settings.max_backoff)
+    hosts = {"allowed_hosts": settings.allowed_hosts, "allow_http": settings.allow_http}
     api = HttpClient(
-        settings.api_rate, settings.user_agent, settings.timeout, retry, max_bytes=API_MAX_BYTES
+        settings.api_rate,
+        settings.user_agent,
+        settings.timeout,
+        retry,
+        max_bytes=API_MAX_BYTES,
+        **hosts,
     )
     budget = ByteBudget([(3600, settings.max_bytes_per_hour), (86400, settings.max_bytes_per_day)])
     media = HttpClient(
@@ -76,18 +84,23 @@ def make_clients(settings: DictConfig) -> tuple[HttpClient, HttpClient]:
         retry,
         max_bytes=settings.max_bytes,
         byte_budget=budget,
+        **hosts,
     )
     return api, media
 
 
-def _fail(total: Summary, downloader: Downloader, what: str, reason: str) -> None:
+def _fail(total: Summary, downloader: Downloader, what: str, error: Exception) -> None:
+    """A taxon that could not be resolved or listed: a row of ``failures.csv``."""
     total.failed += 1
-    total.failures.append(("", what, reason))
-    downloader.write_failures([("", what, reason)])
+    total.failures.append(("", what, str(error)))
+    transient = isinstance(error, HttpError) and error.transient
+    downloader.record_failure("", what, str(error), transient)
+    downloader.write_failures()
 
 
 def scrape(cfg: DictConfig) -> Summary:
-    """Run a scrape as configured in ``cfg.scrape``; re-running it resumes."""
+    """Run a scrape as configured in ``cfg.scrape``; re-running it resumes. Ctrl-C or a disk
+    error ends it with one line (``failures.csv`` written, the manifest consistent)."""
     check_targets(cfg)
     settings = cfg.scrape
     check_scrape_config(settings)
@@ -95,15 +108,43 @@ def scrape(cfg: DictConfig) -> Summary:
     api_client, media_client = make_clients(settings)
     api = INatAPI(api_client, settings.api_url)
     lister: PhotoLister = build_with(settings.backend, "scrape.backend", {"api": api})
-    downloader = Downloader(
-        settings.out,
-        media_client,
-        settings.workers,
-        settings.max_per_taxon,
-        settings.progress,
-        settings.progress_every,
-    )
+    try:
+        downloader = Downloader(
+            settings.out,
+            media_client,
+            settings.workers,
+            settings.max_per_taxon,
+            settings.progress,
+            settings.progress_every,
+            settings.max_pixels,
+            settings.retry_failed,
+            settings.prune_missing,
+        )
+    except FolderLocked as e:
+        raise ConfigError(f"scrape.out={settings.out!r}: {e}") from e
+    try:
+        with downloader, lister:
+            total = _scrape_taxa(settings, names, api, lister, downloader)
+    except KeyboardInterrupt:
+        print("scrape: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        print(f"scrape: stopped by a disk error: {e}; free space, then re-run", file=sys.stderr)
+        sys.exit(1)
+    log.info("scrape done into %s: %s", settings.out, total.line())
+    if total.failed:
+        log.warning("failure reasons: %s", Path(settings.out) / FAILURES_NAME)
+    print(f"scrape: {total.line()} -> {settings.out}")
+    return total
 
+
+def _scrape_taxa(
+    settings: DictConfig,
+    names: list[str],
+    api: INatAPI,
+    lister: PhotoLister,
+    downloader: Downloader,
+) -> Summary:
     total = Summary()
     bar = progress(
         names,
@@ -112,13 +153,13 @@ def scrape(cfg: DictConfig) -> Summary:
         disable=not settings.progress,
         every_s=settings.progress_every,
     )
-    with lister, bar:
+    with bar:
         for name in bar:
             try:
                 taxon = api.resolve_taxon(name)
             except (LookupError, HttpError) as e:
                 log.error("skipping taxon %r: %s", name, e)
-                _fail(total, downloader, name, f"taxon lookup: {e}")
+                _fail(total, downloader, name, e)
                 continue
             bar.set_postfix(taxon=taxon.name)
             if downloader.taxon_full(taxon.name):
@@ -129,17 +170,10 @@ def scrape(cfg: DictConfig) -> Summary:
             )
             try:
                 result = downloader.run(items, desc=taxon.name, total=settings.max_per_taxon)
-            except HttpError as e:  # the listing itself failed for good
+            except HttpError as e:  # the listing itself failed
                 log.error("%s: listing failed: %s", taxon.name, e)
-                _fail(total, downloader, taxon.name, f"listing: {e}")
+                _fail(total, downloader, taxon.name, e)
                 continue
             log.info("%s: %s", taxon.name, result.line())
-            for key in ("listed", "downloaded", "bytes", "skipped", "duplicates", "failed"):
-                setattr(total, key, getattr(total, key) + getattr(result, key))
-            total.per_taxon.update(result.per_taxon)
-            total.failures += result.failures
-    log.info("scrape done into %s: %s", settings.out, total.line())
-    if total.failed:
-        log.warning("failure reasons: %s", Path(settings.out) / FAILURES_NAME)
-    print(f"scrape: {total.line()} -> {settings.out}")
+            total.add(result)
     return total

@@ -15,6 +15,8 @@ FAST = [
     "scrape.progress=false",
     "scrape.timeout=1.5",
     "scrape.max_per_taxon=null",
+    "scrape.allowed_hosts=[127.0.0.1]",  # the fake iNaturalist
+    "scrape.allow_http=true",
 ]
 
 
