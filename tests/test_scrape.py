@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,8 +18,9 @@ import pytest
 from PIL import Image
 
 from inat_lightning.config import ConfigError
-from inat_lightning.data.manifest import read_manifest, sha256_of
-from inat_lightning.scrape.http import ByteBudget
+from inat_lightning.data.manifest import read_manifest, sha256_of, write_manifest
+from inat_lightning.scrape.download import Downloader
+from inat_lightning.scrape.http import ByteBudget, HttpClient
 from inat_lightning.scrape.scraper import scrape
 from tests.fakeinat.server import FakeINat
 from tests.helpers.cli import REPO, run_cli, run_dirs
@@ -235,24 +237,31 @@ def test_killed_scrape_resumes_to_the_exact_tree(tmp_path):
             "scrape.media_rate=10",
             "scrape.backend.per_page=10",
         ]
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         manifest = tmp_path / "inat" / "manifest.csv"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.is_file() and manifest.read_text().count("\n") > 15:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the scrape finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        before = len(read_manifest(manifest, skip_incomplete=True))
         expected = fake.expected_photos(CC)
-        assert 0 < before < len(expected)
+        # killed at several random points, each time resumed by the same command
+        for kill_after in sorted(random.Random(7).sample(range(2, len(expected) - 10), 3)):
+            proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if manifest.is_file() and manifest.read_text().count("\n") > kill_after:
+                    break
+                time.sleep(0.02)
+            assert proc.poll() is None, "the scrape finished before it could be killed"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert 0 < len(read_manifest(manifest, skip_incomplete=True)) < len(expected)
 
         res = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
         assert_tree_is_exactly(tmp_path / "inat", fake, expected)
-        assert f"skipped {before}" in res.stdout or "skipped" in res.stdout
+        assert "skipped" in res.stdout
+        # the same manifest as one uninterrupted run, row for row (order aside)
+        scrape(scrape_cfg(tmp_path / "straight", fake, "scrape.backend.per_page=10"))
+        straight = read_manifest(tmp_path / "straight" / "inat" / "manifest.csv")
+        by_id = {r.photo_id: r for r in straight}
+        assert sorted(r.photo_id for r in read_manifest(manifest)) == sorted(by_id)
+        assert all(r == by_id[r.photo_id] for r in read_manifest(manifest))
 
 
 @pytest.mark.slow
@@ -282,3 +291,44 @@ def test_train_on_what_was_scraped(tmp_path):
         _, obs, _, split = line.rsplit(",", 3)
         by_obs.setdefault(obs, set()).add(split)
     assert all(len(s) == 1 for s in by_obs.values())
+
+
+def test_a_second_scrape_on_the_same_folder_is_refused(tmp_path):
+    with FakeINat(num_taxa=1, observations_per_taxon=2) as fake:
+        first = Downloader(tmp_path / "inat", HttpClient(10, "test"), progress=False)
+        with pytest.raises(ConfigError, match=r"^scrape\.out=.*another scrape \(pid \d+\)"):
+            scrape(scrape_cfg(tmp_path, fake))
+        first.close()  # released: the next scrape runs
+        assert scrape(scrape_cfg(tmp_path, fake)).downloaded > 0
+
+
+def test_the_manifest_keeps_user_columns_and_rows_whose_file_is_missing(tmp_path, caplog):
+    with FakeINat(num_taxa=1, observations_per_taxon=6) as fake:
+        scrape(scrape_cfg(tmp_path, fake))
+        manifest = tmp_path / "inat" / "manifest.csv"
+        rows = read_manifest(manifest)
+        for r in rows:
+            r.extra = {"notes": f"seen {r.photo_id}"}
+        write_manifest(manifest, rows)
+        gone = rows[0]
+        (tmp_path / "inat" / gone.path).unlink()  # a file lost (a drive not mounted…)
+        cfg = scrape_cfg(tmp_path, fake, "scrape.max_per_taxon=1")  # full: nothing is fetched
+        with caplog.at_level("WARNING"):
+            scrape(cfg)
+        assert "1 manifest row(s) point to missing files" in caplog.text
+        after = {r.photo_id: r for r in read_manifest(manifest)}
+        assert set(after) == {r.photo_id for r in rows}  # nothing dropped
+        assert all(r.extra == {"notes": f"seen {pid}"} for pid, r in after.items())
+        # listed again in full, the lost file is fetched again and keeps its notes
+        scrape(scrape_cfg(tmp_path, fake))
+        assert (tmp_path / "inat" / gone.path).is_file()
+        again = {r.photo_id: r for r in read_manifest(manifest)}
+        assert len(again) == len(rows) and again[gone.photo_id].extra == {
+            "notes": f"seen {gone.photo_id}"
+        }
+        # pruning is explicit, and the old manifest is kept beside it
+        (tmp_path / "inat" / gone.path).unlink()
+        scrape(scrape_cfg(tmp_path, fake, "scrape.prune_missing=true", "scrape.max_per_taxon=1"))
+        assert gone.photo_id not in {r.photo_id for r in read_manifest(manifest)}
+        backup = read_manifest(tmp_path / "inat" / "manifest.csv.bak")
+        assert gone.photo_id in {r.photo_id for r in backup}

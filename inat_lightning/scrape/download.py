@@ -75,6 +75,8 @@ def decoded_size(body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int
             return img.size
     except HttpError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own guard, far above max_pixels
+        raise HttpError(f"exceeds max_pixels={max_pixels} (a decompression bomb): {e}") from e
     except Exception as e:  # noqa: BLE001 - any decoder error means a bad body
         raise HttpError(f"does not decode: {type(e).__name__}: {e}") from e
 
@@ -244,12 +246,12 @@ class Downloader:
 
     def _append(self, rec: Record) -> None:
         with self._lock, self.manifest_path.open("a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, fieldnames=self._header, restval="").writerow(rec.row())
-            f.flush()
-            os.fsync(f.fileno())
             old = self.records.get(rec.photo_id)
             if old is not None and old.extra:  # a missing file fetched again keeps its notes
                 rec.extra = old.extra
+            csv.DictWriter(f, fieldnames=self._header, restval="").writerow(rec.row())
+            f.flush()
+            os.fsync(f.fileno())
             self.records[rec.photo_id] = rec
 
     # ------------------------------------------------------------------ failures.csv

@@ -122,7 +122,11 @@ def host_allowed(url: str, hosts: Sequence[str] | None, allow_http: bool) -> str
     """Why ``url`` may not be fetched (``None`` when it may): its scheme must be https (or
     http with ``allow_http``) and its host one of ``hosts`` or a subdomain of one
     (``hosts=None``: any host)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port: raises on a malformed one
+    except ValueError as e:
+        return f"malformed URL ({e})"
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
         return f"scheme {parts.scheme or '(none)'!r} not allowed (allowed: {', '.join(schemes)})"
@@ -231,6 +235,7 @@ class HttpClient:
             refused = host_allowed(url, self.allowed_hosts, self.allow_http)
             if refused:
                 raise HttpError(f"{url}: {refused}")
+            self.limiter.acquire()  # every hop is a request: the rate limit counts it
             resp = self.session.get(
                 url, params=params, timeout=self.timeout, stream=True, allow_redirects=False
             )
@@ -253,7 +258,6 @@ class HttpClient:
         for attempt in range(self.retry.retries + 1):
             if self.byte_budget:
                 self.byte_budget.wait()
-            self.limiter.acquire()
             wait = self.retry.delay(attempt)
             try:
                 with self._open(url, params) as resp:

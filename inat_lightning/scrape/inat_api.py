@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from inat_lightning.scrape.http import HttpClient
+from inat_lightning.scrape.http import HttpClient, RetryableError
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,21 @@ class INatAPI:
         self.base_url = base_url.rstrip("/")
 
     def _get(self, path: str, params: dict | None = None) -> dict:
-        _, body = self.client.get(f"{self.base_url}/{path.lstrip('/')}", params=params)
-        return json.loads(body)
+        """A JSON object from the API; anything else (a maintenance page with 200) is retried,
+        then an :class:`HttpError`."""
+        parsed: list[dict] = []
+
+        def as_json(resp: object, body: bytes) -> None:
+            try:
+                value = json.loads(body)
+            except ValueError as e:
+                raise RetryableError(f"not JSON: {e}") from e
+            if not isinstance(value, dict):
+                raise RetryableError("not a JSON object")
+            parsed.append(value)
+
+        self.client.get(f"{self.base_url}/{path.lstrip('/')}", params=params, accept=as_json)
+        return parsed[-1]
 
     def resolve_taxon(self, name_or_id: str | int) -> Taxon:
         """A taxon from its id (``48662``) or scientific/common name (``"Danaus plexippus"``)."""

@@ -6,21 +6,37 @@ learn from a scrape), and an infinite-scroll observation grid whose tiles JavaSc
 the page is scrolled to the bottom, after a loading delay — the markup real scrapers target
 (``.thumbnail a.img`` with a ``background-image``, or an ``<img>``, and ``href=/observations/<id>``).
 
-Faults are scripted per photo id (a list of behaviours, one per request, then normal service):
-``"500"``, ``"429"``, ``"timeout"`` (sleeps past the client timeout), ``"truncate"``, ``"html"``,
-``"404"``; and ``api_429_every=N`` answers every Nth API request with 429 + ``Retry-After``.
-Every request is logged with its arrival time, so tests check rate limits from the server side.
+Faults are scripted per photo id (a list of behaviours, one per request, then normal service)
+and per API request number (``api_faults``), as hostile as a real network:
+
+* transport: ``"drop"`` (full ``Content-Length``, half the body, connection closed),
+  ``"reset"`` (connection closed before any header), ``"timeout"`` (a stall past the client's
+  timeout);
+* status: ``"500"``, ``"502"``, ``"503"``, ``"504"``, ``"404"`` (permanent), ``"429"`` with
+  ``Retry-After`` in seconds, ``"429date"`` with it as an HTTP date;
+* content: ``"truncate"`` (an honest length, a cut image), ``"html"`` (an HTML page with 200),
+  ``"ctype"`` (image bytes labelled ``application/json``), ``"big"`` (2 MB), ``"bomb"`` (a tiny
+  PNG whose header announces 30,000 × 30,000 pixels);
+* redirects: ``"foreign"`` (to a host outside the allow-list), ``"loop"`` (to itself).
+
+``bad_urls`` gives photos URLs that are not fetchable at all (``file://``, malformed), and
+``api_429_every=N`` answers every Nth API request with 429. Every request is logged with its
+arrival time, so tests check rate limits from the server side.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import socket
+import struct
 import sys
 import threading
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -55,6 +71,8 @@ class FakeINat:
         scroll_delay_ms: grid loading delay after scrolling to the bottom.
         timeout_sleep: how long a ``"timeout"`` fault stalls.
         duplicates: photo id → another photo id whose bytes it serves (a re-uploaded photo).
+        api_faults: API request number (1 = the first) → a fault for that request.
+        bad_urls: photo id → the URL the API gives for it instead of a fetchable one.
     """
 
     num_taxa: int = 3
@@ -69,6 +87,8 @@ class FakeINat:
     duplicates: dict[int, int] = field(
         default_factory=dict
     )  # photo id → photo whose bytes it serves
+    api_faults: dict[int, str] = field(default_factory=dict)
+    bad_urls: dict[int, str] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,7 +135,9 @@ class FakeINat:
         return {
             "id": photo_id,
             "license_code": code,
-            "url": f"{self.base_url}/photos/{photo_id}/square.jpg?{photo_id % 997}",
+            "url": self.bad_urls.get(
+                photo_id, f"{self.base_url}/photos/{photo_id}/square.jpg?{photo_id % 997}"
+            ),
             "attribution": f"(c) observer{photo_id % 13}, {rights}",
             "original_dimensions": {"width": 96, "height": 96},
             "flags": [],
@@ -235,8 +257,8 @@ class FakeINat:
             plan = self.faults.get(photo_id, [])
             n = self._attempts[photo_id]
             self._attempts[photo_id] += 1
-        if plan and plan[-1] == "404":
-            return "404"  # permanent
+        if plan and plan[-1] in ("404", "loop"):
+            return plan[-1]  # for good, whatever the attempt
         return plan[n] if n < len(plan) else None
 
 
@@ -274,6 +296,54 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
             if declared is not None:
                 self.close_connection = True
 
+        def _fault(self, fault: str | None, body: bytes, ctype: str) -> bool:
+            """Answer with ``fault`` (see the module doc); False when there is none to play."""
+            if fault is None:
+                return False
+            if fault in ("500", "502", "503", "504", "404"):
+                self._send(int(fault), b"<html>error</html>", "text/html")
+            elif fault in ("429", "429date"):
+                when = fake.retry_after
+                value = (
+                    f"{when:g}" if fault == "429" else formatdate(time.time() + when, usegmt=True)
+                )
+                self._send(429, b"slow down", "text/plain", {"Retry-After": value})
+            elif fault == "timeout":
+                time.sleep(fake.timeout_sleep)
+                self._send(200, body, ctype)
+            elif fault == "drop":  # the most common real fault: the connection dies mid-body
+                self._send_partial(body, ctype)
+            elif fault == "reset":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+            elif fault == "truncate":
+                self._send(200, body[: len(body) // 2], ctype)  # honest length, cut image
+            elif fault == "html":
+                self._send(200, b"<html><body>rate limited</body></html>", "text/html")
+            elif fault == "ctype":
+                self._send(200, body, "application/json")
+            elif fault == "big":
+                self._send(200, body + b"\0" * 2_000_000, ctype)
+            elif fault == "bomb":
+                self._send(200, png_bomb(), "image/png")
+            elif fault == "foreign":
+                self._send(302, b"", "text/plain", {"Location": "http://foreign.invalid/x.jpg"})
+            elif fault == "loop":
+                self._send(302, b"", "text/plain", {"Location": self.path})
+            else:
+                raise ValueError(f"unknown fault {fault!r}")
+            return True
+
+        def _send_partial(self, body: bytes, ctype: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
         def _json(self, data: dict, status: int = 200) -> None:
             self._send(status, json.dumps(data).encode(), "application/json")
 
@@ -301,22 +371,30 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
             with fake._lock:
                 fake._api_count += 1
                 throttled = fake.api_429_every and fake._api_count % fake.api_429_every == 0
-            if throttled:
+                fault = fake.api_faults.get(fake._api_count)
+            if fault is not None:
+                payload = json.dumps(self._api_answer(parts, query)).encode()
+                self._fault(fault, payload, "application/json")
+            elif throttled:
                 self._send(
                     429,
                     b'{"error":"Too Many Requests"}',
                     "application/json",
                     {"Retry-After": f"{fake.retry_after:g}"},
                 )
-            elif parts == ["observations"]:
-                self._json(fake.search(query))
-            elif parts == ["taxa"]:
-                self._json(fake.taxa_search(query.get("q", "")))
-            elif len(parts) == 2 and parts[0] == "taxa" and parts[1].isdigit():
-                hits = [t for t in fake.taxa if t["id"] == int(parts[1])]
-                self._json({"total_results": len(hits), "page": 1, "per_page": 30, "results": hits})
             else:
-                self._json({"error": "not found"}, 404)
+                answer = self._api_answer(parts, query)
+                self._json(answer, 404 if "error" in answer else 200)
+
+        def _api_answer(self, parts: list[str], query: dict[str, str]) -> dict:
+            if parts == ["observations"]:
+                return fake.search(query)
+            if parts == ["taxa"]:
+                return fake.taxa_search(query.get("q", ""))
+            if len(parts) == 2 and parts[0] == "taxa" and parts[1].isdigit():
+                hits = [t for t in fake.taxa if t["id"] == int(parts[1])]
+                return {"total_results": len(hits), "page": 1, "per_page": 30, "results": hits}
+            return {"error": "not found"}
 
         def _photo(self, photo_id: int, size: str) -> None:
             if photo_id not in fake.photo_owner or size not in SIZES:
@@ -324,25 +402,25 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
                 return
             fault = fake.next_fault(photo_id)
             body = fake.image_bytes(photo_id, size)
-            if fault == "500":
-                self._send(500, b"server error", "text/plain")
-            elif fault == "429":
-                self._send(
-                    429, b"slow down", "text/plain", {"Retry-After": f"{fake.retry_after:g}"}
-                )
-            elif fault == "404":
-                self._send(404, b"gone", "text/plain")
-            elif fault == "timeout":
-                time.sleep(fake.timeout_sleep)
-                self._send(200, body, "image/jpeg")
-            elif fault == "truncate":
-                self._send(200, body[: len(body) // 2], "image/jpeg")  # honest length, cut image
-            elif fault == "html":
-                self._send(200, b"<html><body>rate limited</body></html>", "text/html")
-            else:
+            if not self._fault(fault, body, "image/jpeg"):
                 self._send(200, body, "image/jpeg")
 
     return Handler
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid 1x1 PNG whose header (IHDR) claims ``width`` × ``height``: tiny on the wire,
+    ~900 M pixels if a decoder believed it."""
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
 
 
 def grid_page(fake: FakeINat, taxon_id: int) -> str:
