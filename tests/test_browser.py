@@ -11,8 +11,8 @@ import pytest
 from inat_lightning.data.manifest import read_manifest
 from inat_lightning.scrape.browser import observation_id_from_href, tile_photo_url
 from inat_lightning.scrape.scraper import scrape
-from tests.fakeinat.server import GRID_PAGE, FakeINat
-from tests.helpers.scrape import CC, scrape_cfg
+from tests.fakeinat.server import GRID_PAGE, TRIGGERS, FakeINat
+from tests.helpers.scrape import scrape_cfg
 
 HAVE_BROWSER = bool(shutil.which("chromium") and shutil.which("chromedriver"))
 
@@ -92,4 +92,49 @@ def test_browser_stops_at_the_cap(tmp_path):
         # it stopped scrolling once it had enough: the last page was never requested
         pages = [p for _, k, p in fake.requests if k == "api" and "/observations" in p]
         assert len(pages) == 2
-    assert CC  # the license set is shared with the API tests
+
+
+def browser_cfg(tmp_path, fake, trigger: str, *overrides: str):
+    page = "{base}/observations?taxon_id={taxon_id}&trigger=" + trigger
+    return scrape_cfg(
+        tmp_path,
+        fake,
+        "scrape/backend=browser",
+        f"scrape.backend.base_url={fake.base_url}",
+        f"scrape.backend.page_url='{page}'",
+        "scrape.backend.load_timeout=4",
+        "scrape.backend.backoff=0.1",
+        *overrides,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_the_whole_list_loads_whatever_triggers_the_next_tiles(tmp_path, trigger):
+    need_browser()
+    # 29 observations: 3 batches; a batch of 12 tiles fits the window (the page cannot scroll)
+    with FakeINat(
+        num_taxa=1, observations_per_taxon=2 * GRID_PAGE + 5, scroll_delay_ms=200
+    ) as fake:
+        summary = scrape(browser_cfg(tmp_path, fake, trigger))
+        rows = read_manifest(tmp_path / "inat" / "manifest.csv")
+        assert sorted(int(r.photo_id) for r in rows) == sorted(
+            o.photo_ids[0] for o in fake.observations
+        ), trigger
+        assert summary.failed == 0
+
+
+@pytest.mark.slow
+def test_a_grid_page_that_fails_to_load_is_retried_then_reported(tmp_path):
+    need_browser()
+    with FakeINat(num_taxa=2, observations_per_taxon=5, page_faults={1: "503", 2: "html"}) as fake:
+        faults = {4 + i: "503" for i in range(4)}  # the second taxon's page never loads
+        fake.page_faults.update(faults)
+        summary = scrape(browser_cfg(tmp_path, fake, "window", "scrape.backend.load_timeout=1.5"))
+        rows = read_manifest(tmp_path / "inat" / "manifest.csv")
+        first = fake.taxa[0]["name"]
+        assert {r.taxon_name for r in rows} == {first}  # loaded on its third try
+        assert len(rows) == 5 and summary.failed == 1
+        failures = (tmp_path / "inat" / "failures.csv").read_text()
+        assert fake.taxa[1]["name"] in failures and "no tiles and no end of list" in failures
+        assert ",transient" in failures  # a re-run tries the listing again

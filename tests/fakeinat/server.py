@@ -72,6 +72,7 @@ class FakeINat:
         timeout_sleep: how long a ``"timeout"`` fault stalls.
         duplicates: photo id → another photo id whose bytes it serves (a re-uploaded photo).
         api_faults: API request number (1 = the first) → a fault for that request.
+        page_faults: grid-page request number (1 = the first) → a fault for that request.
         bad_urls: photo id → the URL the API gives for it instead of a fetchable one.
     """
 
@@ -88,6 +89,7 @@ class FakeINat:
         default_factory=dict
     )  # photo id → photo whose bytes it serves
     api_faults: dict[int, str] = field(default_factory=dict)
+    page_faults: dict[int, str] = field(default_factory=dict)
     bad_urls: dict[int, str] = field(default_factory=dict)
     seed: int = 0
 
@@ -113,6 +115,7 @@ class FakeINat:
         self.requests: list[tuple[float, str, str]] = []  # (monotonic time, kind, path)
         self._attempts: dict[int, int] = defaultdict(int)
         self._api_count = 0
+        self._page_count = 0
         self._lock = threading.Lock()
         self._cache: dict[tuple[int, str], bytes] = {}
         self.server: _QuietServer | None = None
@@ -361,9 +364,14 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
             elif kind == "photo" and len(parts) == 3:
                 self._photo(int(parts[1]), parts[2].split(".")[0])
             elif parts == ["observations"]:
-                self._send(
-                    200, grid_page(fake, int(query.get("taxon_id", "0"))).encode(), "text/html"
+                with fake._lock:
+                    fake._page_count += 1
+                    fault = fake.page_faults.get(fake._page_count)
+                page = grid_page(
+                    fake, int(query.get("taxon_id", "0")), query.get("trigger", "window")
                 )
+                if not self._fault(fault, page.encode(), "text/html"):
+                    self._send(200, page.encode(), "text/html")
             else:
                 self._json({"error": "not found"}, 404)
 
@@ -423,16 +431,40 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     return bytes(data)
 
 
-def grid_page(fake: FakeINat, taxon_id: int) -> str:
-    """The observation grid: tiles appended by JavaScript on scroll to the bottom, after a delay."""
+TRIGGERS = ("window", "inner", "sentinel", "last", "button", "keys")
+#: what each trigger variant listens to, to load the next batch of tiles
+_TRIGGER_JS = {
+    "window": """window.addEventListener('scroll', () => {
+  if (window.innerHeight + window.scrollY >= document.body.scrollHeight - 50) more(); });""",
+    "inner": """const box = document.getElementById('scroller');
+box.addEventListener('scroll', () => {
+  if (box.scrollTop + box.clientHeight >= box.scrollHeight - 50) more(); });""",
+    "sentinel": """new IntersectionObserver(es => { if (es.some(e => e.isIntersecting)) more(); })
+  .observe(document.getElementById('sentinel'));""",
+    "last": """const io = new IntersectionObserver(es => { if (es.some(e => e.isIntersecting)) more(); });
+afterBatch = () => { io.disconnect(); const t = document.querySelector('#grid .thumbnail:last-child'); if (t) io.observe(t); };""",
+    "button": """document.querySelector('button.load-more').addEventListener('click', () => more());""",
+    "keys": """document.addEventListener('keydown', e => { if (e.key === 'End' || e.key === 'PageDown') more(); });""",
+}
+
+
+def grid_page(fake: FakeINat, taxon_id: int, trigger: str = "window") -> str:
+    """The observation grid: tiles appended by JavaScript, after a delay, when ``trigger``
+    fires (see :data:`TRIGGERS`): a scroll listener on the window or on an inner scroll box, an
+    IntersectionObserver on a sentinel or on the last tile, a "Load more" button, or the End /
+    PageDown keys. Tiles wrap in rows, so a batch fits a tall window: the page cannot scroll."""
+    if trigger not in _TRIGGER_JS:
+        raise ValueError(f"trigger={trigger!r}: one of {TRIGGERS}")
+    inner = trigger == "inner"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Observations</title>
-<style>.thumbnail{{display:block;width:180px;height:220px;margin:6px}}
+<style>#grid{{display:flex;flex-wrap:wrap}} .thumbnail{{display:block;width:180px;height:220px;margin:6px}}
 a.img{{display:block;width:180px;height:180px;background-size:cover}} a.img img{{width:180px;height:180px}}
-#loading{{display:none}}</style></head><body>
-<div id="grid" class="observations grid"></div><div id="loading">Loading…</div>
+#loading{{display:none}} #scroller{{height:{"700px" if inner else "auto"};overflow-y:{"auto" if inner else "visible"}}}</style></head><body>
+<div id="scroller"><div id="grid" class="observations grid"></div><div id="sentinel" style="height:2px"></div></div>
+<div id="loading">Loading…</div><button class="load-more" type="button">Load more</button>
 <script>
 const TAXON = {taxon_id}, DELAY = {fake.scroll_delay_ms}, PER = {GRID_PAGE};
-let lastId = 0, busy = false, done = false, n = 0;
+let lastId = 0, busy = false, done = false, n = 0, afterBatch = () => {{}};
 function tile(o) {{
   const p = o.photos[0], url = p.url.replace('/square.', '/medium.');
   const cell = document.createElement('div'); cell.className = 'thumbnail';
@@ -452,11 +484,9 @@ async function more() {{
   data.results.forEach(tile);
   if (data.results.length) lastId = data.results[data.results.length - 1].id;
   if (data.results.length < PER) {{ done = true; document.getElementById('grid').dataset.end = 'true'; }}
-  document.getElementById('loading').style.display = 'none'; busy = false;
+  document.getElementById('loading').style.display = 'none'; busy = false; afterBatch();
 }}
-window.addEventListener('scroll', () => {{
-  if (window.innerHeight + window.scrollY >= document.body.scrollHeight - 50) more();
-}});
+{_TRIGGER_JS[trigger]}
 more();
 </script></body></html>"""
 
