@@ -332,3 +332,34 @@ def test_the_manifest_keeps_user_columns_and_rows_whose_file_is_missing(tmp_path
         assert gone.photo_id not in {r.photo_id for r in read_manifest(manifest)}
         backup = read_manifest(tmp_path / "inat" / "manifest.csv.bak")
         assert gone.photo_id in {r.photo_id for r in backup}
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_scrape_in_one_line_with_failures_written(tmp_path):
+    with FakeINat(
+        num_taxa=1, observations_per_taxon=40, latency=0.05, faults={90000: ["404"]}
+    ) as fake:
+        args = [
+            sys.executable,
+            str(REPO / "scrape.py"),
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"scrape.api_url={fake.base_url}/v1",
+            f"scrape.taxa=[{fake.taxa[0]['name']}]",
+            f"scrape.out={tmp_path / 'inat'}",
+            *FAST,
+            "scrape.media_rate=5",
+        ]
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        manifest = tmp_path / "inat" / "manifest.csv"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.is_file() and manifest.read_text().count("\n") > 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "scrape: interrupted; re-run the same command to resume" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert "90000" in (tmp_path / "inat" / "failures.csv").read_text()  # written on the way out
+    assert len(read_manifest(manifest)) >= 5
