@@ -66,7 +66,7 @@ def test_a_crafted_checkpoint_runs_nothing_and_is_a_config_error(tmp_path):
 def test_truncated_and_foreign_checkpoints_are_config_errors(tmp_path):
     good = small_checkpoint(tmp_path / "good.ckpt")
     (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(ConfigError, match=r"^ckpt_path=.*cut\.ckpt.*not a readable checkpoint"):
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*cut\.ckpt.*not readable as tensors"):
         read_checkpoint(tmp_path / "cut.ckpt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
     with pytest.raises(ConfigError, match=r"^ckpt_path=.*not a checkpoint of this project"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,19 @@ def resnet(
     return net
 
 
+def load_tensors(path: str | Path, key: str) -> Any:
+    """``torch.load`` of a file that may come from someone else: tensors and plain values only
+    (``weights_only=True``: nothing in it can run code). ``ValueError`` naming ``key`` when it
+    is truncated, foreign or carries code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read is this file's fault
+        raise ValueError(
+            f"{key}={str(path)!r}: not readable as tensors (truncated, or it holds more than "
+            f"tensors and plain values, which is refused): {type(e).__name__}: {str(e)[:200]}"
+        ) from e
+
+
 def load_matching(net: nn.Module, path: str | Path) -> list[str]:
     """Load the tensors of ``path`` whose names and shapes match ``net``; return the names skipped.
 
@@ -63,13 +77,7 @@ def load_matching(net: nn.Module, path: str | Path) -> list[str]:
     """
     path = Path(path)
     check_resnet_args(weights_path=path)
-    try:  # tensors and plain values only: a weight file cannot run code when loaded
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read is this file's fault
-        raise ValueError(
-            f"weights_path={str(path)!r}: not a plain state dict (truncated, or it holds more "
-            f"than tensors, which is refused): {type(e).__name__}: {str(e)[:200]}"
-        ) from e
+    state = load_tensors(path, "weights_path")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"weights_path={str(path)!r}: not a state dict")

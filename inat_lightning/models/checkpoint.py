@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from inat_lightning.config import ConfigError
+from inat_lightning.models.backbones import load_tensors
 from inat_lightning.models.classifier import Classifier
 
 
@@ -20,12 +19,9 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{key}={str(path)!r}: no such checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read is this file's fault
-        raise ConfigError(
-            f"{key}={str(path)!r}: not a readable checkpoint (truncated, or it holds more than "
-            f"tensors and plain values, which is refused): {type(e).__name__}: {str(e)[:200]}"
-        ) from e
+        checkpoint = load_tensors(path, key)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
         checkpoint
     ):
