@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from inat_lightning.models.metrics import headline
 from inat_lightning.runs.overrides import quote
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,11 +59,9 @@ def main(argv: list[str] | None = None) -> Path:
     best = summary.get("best_checkpoint") or str(run / "checkpoints" / "last.ckpt")
     _run("evaluate.py", f"ckpt_path={quote(best)}", f"hydra.run.dir={quote(run / 'evaluate')}")
     metrics = summary["metrics"]
-    print(
-        f"\ndemo done: test/acc {metrics.get('test/acc', float('nan')):.3f}, "
-        f"test/f1_macro {metrics.get('test/f1_macro', float('nan')):.3f} "
-        f"(chance {summary['chance_accuracy']:.3f}), in {run}\n\nLook next:"
-    )
+    results = ", ".join(f"{k} {metrics[k]:.3f}" for k in headline("test") if k in metrics)
+    print(f"\ndemo done: {results} (chance {summary['chance_accuracy']:.3f}), in {run}\n")
+    print("Look next:")
     for i, (what, where) in enumerate(next_steps(run), 1):
         print(f"  {i}. {what + ':':<25} {where}")
     return run

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
-from inat_lightning.models.metrics import headline, scalar_metrics
+from inat_lightning.models.metrics import headline, key, scalar_metrics
 from inat_lightning.runs.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> float | None:
             )
         trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         tested_metrics = scalar_metrics(trainer.callback_metrics)
-        test_metrics = {k: v for k, v in tested_metrics.items() if k.startswith("test/")}
+        test_metrics = {k: v for k, v in tested_metrics.items() if k.startswith(key("test", ""))}
 
     metrics = {**train_metrics, **test_metrics}
     summary: dict[str, Any] = {
@@ -90,9 +90,9 @@ def train(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.write_text(json.dumps(summary, indent=2))
     log.info("metrics written to %s", out)
-    for key in headline("test"):
-        if key in metrics:
-            log.info("%s = %.4f (chance %.4f)", key, metrics[key], summary["chance_accuracy"])
+    for name in headline("test"):
+        if name in metrics:
+            log.info("%s = %.4f (chance %.4f)", name, metrics[name], summary["chance_accuracy"])
 
     return _optimized_value(cfg.get("optimized_metric"), final)
 

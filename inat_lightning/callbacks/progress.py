@@ -20,6 +20,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
+from inat_lightning.models.metrics import key
 from inat_lightning.progress import LineProgress, duration, is_terminal
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class LineProgressBar(ProgressBar):
     def _advance(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._bar is None:
             return
-        loss = trainer.callback_metrics.get("train/loss_step")
+        loss = trainer.callback_metrics.get(key("train", "loss_step"))
         if loss is not None and self._bar.desc.endswith("train"):
             self._bar.set_postfix(loss=f"{float(loss):.4f}")
         self._bar.update(1)
@@ -193,9 +194,9 @@ class EpochLog(L.Callback):
         120.5 img/s, loader wait 12% | 24.3 s | ETA 3m10s``."""
         metrics = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        loss = metrics.get("train/loss_epoch", metrics.get("train/loss"))
+        loss = metrics.get(key("train", "loss_epoch"), metrics.get(key("train", "loss")))
         if loss is not None:
-            parts.append(f"train/loss {float(loss):.4f}")
+            parts.append(f"{key('train', 'loss')} {float(loss):.4f}")
         checkpointing = trainer.checkpoint_callback
         monitor = getattr(checkpointing, "monitor", None) or pl_module_monitor(trainer)
         if monitor and monitor in metrics:
