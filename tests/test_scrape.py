@@ -363,3 +363,40 @@ def test_ctrl_c_ends_a_scrape_in_one_line_with_failures_written(tmp_path):
     assert "Traceback" not in err.decode()
     assert "90000" in (tmp_path / "inat" / "failures.csv").read_text()  # written on the way out
     assert len(read_manifest(manifest)) >= 5
+
+
+def test_permanent_failures_are_tried_again_only_when_asked(tmp_path):
+    with FakeINat(num_taxa=1, observations_per_taxon=4, faults={90000: ["404"]}) as fake:
+        scrape(scrape_cfg(tmp_path, fake))
+        asked = lambda: sum("/photos/90000/" in p for _, _, p in fake.requests)  # noqa: E731
+        assert asked() == 1
+        assert scrape(scrape_cfg(tmp_path, fake)).known_failures == 1 and asked() == 1
+        scrape(scrape_cfg(tmp_path, fake, "scrape.retry_failed=true"))
+        assert asked() == 2
+
+
+def test_a_full_disk_ends_the_scrape_in_one_line_with_failures_written(
+    tmp_path, monkeypatch, capsys
+):
+    import inat_lightning.scrape.download as download
+
+    real_fsync, writes = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        writes.append(fd)
+        if len(writes) > 4:  # a few photos in, the disk fills up
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(download.os, "fsync", fsync)
+    faults = {90000: ["404"]}
+    with (
+        FakeINat(num_taxa=1, observations_per_taxon=8, faults=faults) as fake,
+        pytest.raises(SystemExit) as stopped,
+    ):
+        scrape(scrape_cfg(tmp_path, fake, "scrape.workers=1"))
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "stopped by a disk error" in err and "No space left on device" in err
+    assert "90000" in (tmp_path / "inat" / "failures.csv").read_text()
+    assert not list((tmp_path / "inat").rglob("*.part"))  # nothing half-written left behind

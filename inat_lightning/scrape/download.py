@@ -459,8 +459,8 @@ class Downloader:
                     for fut in inflight:
                         fut.cancel()
                     bar.close()
-            shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)  # empty by now
         finally:
+            shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)  # nothing half-written
             self.write_failures()
         return summary
 
