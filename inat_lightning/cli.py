@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from inat_lightning.config import ConfigError, run_cli
+from inat_lightning.config import run_cli
 from inat_lightning.runs.resume import resume_argv
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -37,11 +37,7 @@ def _entry(config_name: str, task: str) -> Callable[[], Any]:
 
 def train() -> Any:
     """``train.py`` / ``inat-train``: ``resume=<run dir>`` becomes that run's overrides first."""
-    try:
-        sys.argv = resume_argv(sys.argv)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.argv = run_cli(resume_argv, sys.argv)  # a refused run folder: one line, status 2
     return _entry("train", "inat_lightning.training:train")()
 
 

@@ -126,12 +126,13 @@ def _check_target(node: dict, path: str) -> None:
         raise ConfigError(f"{path}.{unknown[0]}: unknown key for {node['_target_']}; {hint}")
 
 
-def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a task from a Hydra entry point; a :class:`ConfigError` exits with status 2 and one
-    clear line instead of a traceback."""
+def run_cli(task: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run a task (or any step of an entry point) on its input; a :class:`ConfigError` exits
+    with status 2 and one clear line instead of a traceback."""
     try:
         return task(cfg)
     except ConfigError as e:
-        log.error("config error: %s", e)
+        if logging.getLogger().handlers:  # into the run's log file too (not before Hydra's)
+            log.error("config error: %s", e)
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)

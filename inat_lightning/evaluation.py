@@ -25,7 +25,7 @@ from inat_lightning.callbacks.metric_figures import MetricFigures
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.datamodule import ImageFolderDataModule
-from inat_lightning.models.checkpoint import load_classifier, read_checkpoint
+from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.metrics import key, scalar_metrics
 from inat_lightning.runs.overrides import key_of, task_overrides
@@ -89,9 +89,9 @@ def _check_restorable(data: DictConfig, saved: Path) -> None:
         )
 
 
-def load(cfg: DictConfig, ckpt: Path) -> tuple[ImageFolderDataModule, Classifier]:
-    """The data module (test split set up) and the checkpoint's classifier; their classes must
-    agree. The data config used is saved as ``data.yaml`` in the run folder."""
+def load_data(cfg: DictConfig, ckpt: Path, model: Classifier) -> ImageFolderDataModule:
+    """The data module, test split set up; its classes must be the checkpoint's. The data
+    config used is saved as ``data.yaml`` in the run folder."""
     data = restore_data_config(cfg, ckpt)
     OmegaConf.save(data, Path(cfg.paths.output_dir) / "data.yaml")
     datamodule = build(data, "data")
@@ -99,13 +99,12 @@ def load(cfg: DictConfig, ckpt: Path) -> tuple[ImageFolderDataModule, Classifier
         datamodule.setup("test")
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"data: {e}") from e
-    model = load_classifier(ckpt)
     if model.class_names != datamodule.class_names:
         raise ConfigError(
             f"data: classes {datamodule.class_names} differ from the checkpoint's "
             f"{model.class_names}"
         )
-    return datamodule, model
+    return datamodule
 
 
 def run_test(
@@ -173,13 +172,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
         )
     ckpt = Path(cfg.ckpt_path)
-    read_checkpoint(ckpt)  # missing, truncated or foreign: a config error before any work
+    model = load_classifier(ckpt)  # missing, truncated or foreign: a config error, before work
     build(cfg.audit, "audit")  # its errors before any work
     out = Path(cfg.paths.output_dir)
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
     loggers = build_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
-    datamodule, model = load(cfg, ckpt)
+    datamodule = load_data(cfg, ckpt, model)
 
     metrics, cm = run_test(trainer, model, datamodule)
     names = model.class_names

@@ -116,9 +116,10 @@ class Audit(ABC):
         """The records whose image loads (inside the root, under the pixel limit, decodable),
         and those images; the others are logged and listed in :attr:`skipped`."""
         kept, images = [], []
+        real_root = Path(root).resolve()
         for r in records:
             try:
-                images.append(load_rgb(root, r.path, self.max_pixels))
+                images.append(load_rgb(real_root, r.path, self.max_pixels))
             except Exception as e:  # noqa: BLE001 - one bad file must not end the audit
                 log.warning("audit: skipping unreadable image %s: %s", r.path, e)
                 self.skipped.append(r.path)

@@ -22,16 +22,18 @@ DEFAULT_MAX_PIXELS = 40_000_000  # iNaturalist originals are at most 2048 px on 
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
-    """``root / relative`` with symlinks followed; ``ValueError`` when it leaves ``root``."""
+    """``root / relative`` with symlinks followed; ``ValueError`` when it leaves ``root``
+    (itself already resolved: callers resolve it once, not per image)."""
     path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()):
+    if not path.is_relative_to(root):
         raise ValueError(f"path {relative!r} leaves the dataset root {str(root)!r}")
     return path
 
 
 def open_checked(root: Path, relative: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
-    """The resolved path of an image that may be decoded: inside ``root`` and announcing at most
-    ``max_pixels`` pixels in its header (read without decoding). Raises ``ValueError``."""
+    """The resolved path of an image that may be decoded: inside ``root`` (resolved) and
+    announcing at most ``max_pixels`` pixels in its header (read without decoding). Raises
+    ``ValueError``."""
     path = resolve_inside(root, relative)
     with Image.open(path) as img:
         width, height = img.size
@@ -65,6 +67,7 @@ class ImageDataset(Dataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.root = Path(root)
+        self._real_root = self.root.resolve()  # once: every image is checked against it
         self.max_pixels = max_pixels
         self.paths = list(paths)
         self.labels = list(labels)
@@ -77,7 +80,7 @@ class ImageDataset(Dataset):
         """The decoded RGB image: a uint8 ``(3, H, W)`` tensor from torchvision's libjpeg-turbo /
         libpng decoders for JPEG and PNG (1.2-1.5x faster than Pillow, see docs/benchmarks.md),
         a Pillow image for the other formats. Raises on a corrupt or truncated file."""
-        path = open_checked(self.root, self.paths[index], self.max_pixels)
+        path = open_checked(self._real_root, self.paths[index], self.max_pixels)
         if path.suffix.lower() in TENSOR_DECODED:
             return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
         with Image.open(path) as img:

@@ -56,12 +56,12 @@ def resnet(
     return net
 
 
-def load_tensors(path: str | Path, key: str) -> Any:
+def load_tensors(path: str | Path, key: str, mmap: bool = False) -> Any:
     """``torch.load`` of a file that may come from someone else: tensors and plain values only
     (``weights_only=True``: nothing in it can run code). ``ValueError`` naming ``key`` when it
-    is truncated, foreign or carries code."""
+    is truncated, foreign or carries code. ``mmap``: tensors are read only when used."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any failure to read is this file's fault
         raise ValueError(
             f"{key}={str(path)!r}: not readable as tensors (truncated, or it holds more than "

@@ -18,8 +18,8 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}={str(path)!r}: no such checkpoint")
-    try:
-        checkpoint = load_tensors(path, key)
+    try:  # memory-mapped: checking a large checkpoint reads its header, not its tensors
+        checkpoint = load_tensors(path, key, mmap=True)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(

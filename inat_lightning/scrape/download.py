@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
 FAILURES_NAME = "failures.csv"
 LOCK_NAME = ".scrape.lock"
-FAILURE_COLUMNS = ("photo_id", "url", "reason", "kind")
 
 
 def decode_check(resp, body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -88,6 +87,15 @@ class Outcome(NamedTuple):
     reason: str = ""
     bytes: int = 0
     transient: bool = False
+
+
+class Failure(NamedTuple):
+    """A row of ``failures.csv``: a photo (or, with no ``photo_id``, a taxon's listing)."""
+
+    photo_id: str
+    url: str
+    reason: str
+    kind: str  # transient (a re-run tries again) | permanent (skipped unless retry_failed)
 
 
 class FolderLocked(RuntimeError):
@@ -164,8 +172,9 @@ class Downloader:
         self.prune_missing = prune_missing
         self._lock = threading.Lock()
         self.records: dict[str, Record] = {}
+        self.missing: set[str] = set()  # photo ids whose row is kept but whose file is not there
         self.sha_to_photo: dict[str, str] = {}
-        self.failures: dict[str, tuple[str, str, str, str]] = {}  # key: photo id, or the url
+        self.failures: dict[str, Failure] = {}  # key: photo id, or the url
         self._header: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._acquire_lock()
@@ -208,7 +217,8 @@ class Downloader:
         return self.root / MANIFEST_NAME
 
     def _on_disk(self, record: Record) -> bool:
-        return (self.root / record.path).is_file()
+        """Known at start-up (one ``stat`` per row, in :meth:`_reconcile`) and kept up to date."""
+        return record.photo_id not in self.missing
 
     def _reconcile(self) -> None:
         """Pick up after an interrupted run: clear ``.partial/``, drop a line torn by a crash and
@@ -220,11 +230,13 @@ class Downloader:
             return
         rows = read_manifest(self.manifest_path, skip_incomplete=True)  # a crash may tear a line
         kept = unique_records(rows, str(self.manifest_path))
-        missing = [r for r in kept if not self._on_disk(r)]
+        missing = [r for r in kept if not (self.root / r.path).is_file()]
+        self.missing = {r.photo_id for r in missing}
         if missing and self.prune_missing:
             backup = self.manifest_path.with_name(MANIFEST_NAME + ".bak")
             shutil.copy2(self.manifest_path, backup)
             kept = [r for r in kept if self._on_disk(r)]
+            self.missing = set()
             log.warning(
                 "dropped %d row(s) whose file is missing; the old manifest: %s",
                 len(missing),
@@ -253,6 +265,7 @@ class Downloader:
             f.flush()
             os.fsync(f.fileno())
             self.records[rec.photo_id] = rec
+            self.missing.discard(rec.photo_id)
 
     # ------------------------------------------------------------------ failures.csv
     def _read_failures(self) -> None:
@@ -261,20 +274,15 @@ class Downloader:
             return
         with path.open(newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                kind = row.get("kind") or "transient"  # older files: try again
-                key = row.get("photo_id") or row.get("url") or ""
-                self.failures[key] = (
-                    row.get("photo_id") or "",
-                    row.get("url") or "",
-                    row.get("reason") or "",
-                    kind,
-                )
+                values = {k: row.get(k) or "" for k in Failure._fields}
+                failure = Failure(**{**values, "kind": values["kind"] or "transient"})  # old files
+                self.failures[failure.photo_id or failure.url] = failure
 
     def record_failure(self, photo_id: str, url: str, reason: str, transient: bool) -> None:
         """Remember a failure (a photo, or a taxon's listing when ``photo_id`` is empty)."""
         kind = "transient" if transient else "permanent"
         with self._lock:
-            self.failures[photo_id or url] = (photo_id, url, reason, kind)
+            self.failures[photo_id or url] = Failure(photo_id, url, reason, kind)
 
     def write_failures(self) -> None:
         """Rewrite ``failures.csv`` (atomically) with every failure not yet resolved."""
@@ -282,13 +290,13 @@ class Downloader:
         tmp = path.with_name(f".{FAILURES_NAME}.{os.getpid()}.part")
         with self._lock, tmp.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(FAILURE_COLUMNS)
+            w.writerow(Failure._fields)
             w.writerows(self.failures.values())
         os.replace(tmp, path)
 
     def _failed_for_good(self, photo_id: str) -> bool:
-        row = self.failures.get(photo_id)
-        return row is not None and row[3] == "permanent" and not self.retry_failed
+        failure = self.failures.get(photo_id)
+        return failure is not None and failure.kind == "permanent" and not self.retry_failed
 
     # ------------------------------------------------------------------ one item
     def _fetch_contained(self, item: PhotoItem) -> Outcome:
