@@ -27,7 +27,7 @@ from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.classifier import Classifier
-from inat_lightning.models.metrics import key, scalar_metrics
+from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
 from inat_lightning.runs.overrides import key_of, task_overrides
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,34 @@ def run_test(
     return scalar_metrics(trainer.callback_metrics), model.confusion_matrix("test").cpu().numpy()
 
 
-def write_tables(out: Path, cm: np.ndarray, names: list[str], top_pairs: int) -> dict[str, list]:
-    """``per_class.csv`` and ``confused_pairs.csv``; returns both tables."""
+def write_tables(
+    out: Path,
+    cm: np.ndarray,
+    model: Classifier,
+    datamodule: ImageFolderDataModule,
+    top_pairs: int,
+) -> dict[str, list]:
+    """``per_class.csv`` (weakest, rarest species first, with their training images) and
+    ``confused_pairs.csv`` (with the pair's lowest common rank when there is a taxonomy);
+    returns both tables."""
+    names, counts = model.class_names, datamodule.class_counts.int().tolist()
     found = {
-        "per_class": tables.per_class_table(cm, names),
-        "confused_pairs": tables.most_confused_pairs(cm, names, top=top_pairs),
+        "per_class": tables.weakest_first(tables.per_class_table(cm, names, counts)),
+        "confused_pairs": tables.most_confused_pairs(cm, names, top_pairs, model.taxonomy),
     }
     for name, rows in found.items():
         tables.write_csv(out / f"{name}.csv", rows)
     return found
+
+
+def taxonomy_summary(model: Classifier, metrics: dict[str, float]) -> dict[str, Any] | None:
+    """The rank-level test metrics and how many classes have a lineage; ``None`` without a
+    taxonomy."""
+    if model.taxonomy is None:
+        return None
+    known = sum(1 for lin in model.taxonomy.lineages if lin)
+    found = {m: metrics[key("test", m)] for m in TAXONOMY_SCALARS if key("test", m) in metrics}
+    return {"classes_with_lineage": known, "metrics": found}
 
 
 def audit(
@@ -182,7 +201,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     metrics, cm = run_test(trainer, model, datamodule)
     names = model.class_names
-    found = write_tables(out, cm, names, cfg.top_pairs)
+    found = write_tables(out, cm, model, datamodule, cfg.top_pairs)
     figures, galleries = pictures(callbacks, out)
     summary = {
         "checkpoint": str(ckpt),
@@ -190,6 +209,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "class_names": names,
         "chance_accuracy": 1 / len(names),
         "test_confusion_matrix": cm.tolist(),
+        "taxonomy": taxonomy_summary(model, metrics),
         **found,
         "audit": None,  # until it is done: the audit is the slow part
         "figures": figures,

@@ -42,6 +42,7 @@ def train(cfg: DictConfig) -> float | None:
         "model",
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
+        lineages=datamodule.lineages,
         class_weights=datamodule.class_weights,
         # continuing from a checkpoint: its weights, not the starting ones again
         **({"weights": None, "weights_path": None} if ckpt else {}),

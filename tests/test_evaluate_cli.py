@@ -38,18 +38,28 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
     assert used["synthetic"] == trained_data["synthetic"]  # the rest is the run's
 
     per_class = (out / "per_class.csv").read_text().splitlines()
-    assert per_class[0] == "class,support,predicted,precision,recall,f1" and len(per_class) == 5
+    assert per_class[0] == "class,support,predicted,precision,recall,f1,train_images"
+    assert len(per_class) == 5
+    f1s = [float(line.split(",")[5]) for line in per_class[1:]]
+    assert f1s == sorted(f1s)  # weakest first
+    # the synthetic species have a taxonomy: rank metrics logged in training and evaluation
+    assert summary["taxonomy"]["classes_with_lineage"] == 4
+    for key in ("test/acc_genus", "test/acc_family"):
+        assert summary["metrics"][key] == pytest.approx(trained["metrics"][key], abs=1e-6)
+    assert "val/acc_genus" in trained["metrics"]
     assert (out / "confused_pairs.csv").is_file()
     report = (out / "report.md").read_text()
     for piece in (
         "![confusion matrix](confusion_matrix.png)",
         "![per-class precision and recall](per_class.png)",
         "## Look-alike species",
+        "## Taxonomy",
+        "![accuracy against training images](long_tail.png)",
         "## CAM faithfulness",
         "gradcam/test/",
     ):
         assert piece in report, piece
-    for png in ("confusion_matrix.png", "per_class.png", *summary["gradcam"]):
+    for png in ("confusion_matrix.png", "per_class.png", "long_tail.png", *summary["gradcam"]):
         assert (out / png).stat().st_size > 1000, png
     # no cue boxes in this data: CAM faithfulness per class instead of the cue audit
     assert summary["audit"]["kind"] == "faithfulness"
@@ -59,7 +69,8 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
     assert {
         f"evaluate/{t}/text_summary" for t in ("per_class", "confused_pairs", "bias_audit")
     } <= set(tb["tensors"])
-    assert "test/confusion_matrix" in tb["images"]
+    assert {"test/confusion_matrix", "test/long_tail"} <= set(tb["images"])
+    assert "test/acc_genus" in tb["scalars"]
     assert any(t.startswith("test/gradcam/") for t in tb["images"])
 
 

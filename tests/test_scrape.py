@@ -19,6 +19,7 @@ from PIL import Image
 
 from inat_lightning.config import ConfigError
 from inat_lightning.data.manifest import read_manifest, sha256_of, write_manifest
+from inat_lightning.data.taxonomy import read_taxa
 from inat_lightning.scrape.download import Downloader
 from inat_lightning.scrape.http import ByteBudget, HttpClient
 from inat_lightning.scrape.scraper import scrape
@@ -36,6 +37,17 @@ def max_per_second(times: list[float]) -> int:
     return max(sum(t0 <= t < t0 + 1.0 for t in times) for t0 in times)
 
 
+# the scrape's own files at the top of its folder; everything else must be a manifest row
+BOOKKEEPING = {
+    "manifest.csv",
+    "failures.csv",
+    ".scrape.lock",
+    "taxa.csv",
+    "DATASET.md",
+    "CREDITS.csv",
+}
+
+
 def assert_tree_is_exactly(root: Path, fake: FakeINat, expected: dict[int, int]) -> None:
     """Every expected photo once, in its species folder, decodable, matching its manifest row,
     and nothing else: no partial, no duplicate, no corrupt file."""
@@ -44,7 +56,7 @@ def assert_tree_is_exactly(root: Path, fake: FakeINat, expected: dict[int, int])
     files = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and p.name not in ("manifest.csv", "failures.csv", ".scrape.lock")
+        if p.is_file() and p.relative_to(root).as_posix() not in BOOKKEEPING
     )
     assert files == sorted(r.path for r in rows)
     for r in rows:
@@ -71,6 +83,19 @@ def test_api_scrape_writes_imagefolder_and_manifest(tmp_path):
             assert r.quality_grade == "research" and (r.width, r.height) == (64, 64)
             owner = fake.photo_owner[pid]
             assert r.observation_id == str(owner.id) and r.taxon_id == str(1000 + owner.taxon_index)
+            user = fake.observation_json(owner)["user"]  # the observer, for group_by=observer
+            assert (r.observer_id, r.observer) == (str(user["id"]), user["login"])
+            assert r.observed_on == fake.observation_json(owner)["observed_on"]
+        # each taxon's lineage once in taxa.csv, from /v1/taxa/<id>
+        taxa = read_taxa(tmp_path / "inat" / "taxa.csv")
+        assert set(taxa) == {str(t["id"]) for t in fake.taxa}
+        for t in fake.taxa:
+            entry = taxa[str(t["id"])]
+            assert entry.name == t["name"]
+            assert entry.lineage == {a["rank"]: a["name"] for a in fake.ancestors[t["id"]]}
+            assert entry.ancestor_ids == tuple(str(i) for i in t["ancestor_ids"][:-1])
+        lineage_requests = [p for _, k, p in fake.requests if k == "api" and "/taxa/" in p]
+        assert len(lineage_requests) == len(fake.taxa)
         # id_above paging: 5 per page, every request asked for the next ids
         pages = [p for _, k, p in fake.requests if k == "api" and "/observations" in p]
         assert len(pages) >= 3 * (12 // 5)
@@ -81,6 +106,10 @@ def test_api_scrape_writes_imagefolder_and_manifest(tmp_path):
         again = scrape(scrape_cfg(tmp_path, fake, "scrape.backend.per_page=5"))
         assert again.downloaded == 0 and again.skipped == len(expected)
         assert len(fake.request_times("photo")) == n_photo_requests
+        # lineages are known: not asked again
+        assert len([p for _, k, p in fake.requests if k == "api" and "/taxa/" in p]) == len(
+            fake.taxa
+        )
 
 
 def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):

@@ -1,3 +1,4 @@
+import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -86,3 +87,75 @@ def test_bad_ratios_are_named(ratios):
 def test_missing_split_file_is_named(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="file="):
         SplitSpec(file=str(tmp_path / "nope.csv"))
+
+
+def observed(n: int, observers: int, seed: int, start: int = 0) -> list[Record]:
+    """``n`` observations of 5 classes by ``observers`` people; one person photographs several
+    species (so grouping by observer cannot be per class)."""
+    rng = random.Random(seed)
+    out = []
+    for o in range(start, start + n):
+        cls, who = f"c{rng.randrange(5)}", f"u{rng.randrange(observers)}"
+        for v in range(rng.randint(1, 3)):
+            out.append(Record(f"{o}-{v}", str(o), cls, cls, f"{cls}/{o}-{v}.jpg", observer_id=who))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_group_by_observer_never_puts_one_observer_in_two_splits(seed):
+    recs = observed(400, observers=30 + seed * 7, seed=seed)
+    splits = SplitSpec(seed=seed, group_by="observer").assign(recs)
+    per_observer = defaultdict(set)
+    for r, s in zip(recs, splits):
+        per_observer[r.observer_id].add(s)
+    assert all(len(s) == 1 for s in per_observer.values())
+    assert set(splits) == {"train", "val", "test"}
+
+
+def test_group_by_observer_is_stable_as_data_grows():
+    old = observed(300, observers=40, seed=1)
+    new = old + observed(200, observers=60, seed=2, start=10_000)  # new photos, new people
+    spec = SplitSpec(seed=4, group_by="observer")
+    before = dict(zip((r.path for r in old), spec.assign(old)))
+    after = dict(zip((r.path for r in new), spec.assign(new)))
+    assert all(after[p] == s for p, s in before.items())
+
+
+def test_a_record_without_observer_is_its_own_group():
+    recs = observed(100, observers=10, seed=0)
+    recs += [Record("x", "obs-x", "c0", "c0", "c0/x.jpg")]  # a plain folder image
+    assert len(SplitSpec(group_by="observer").assign(recs)) == len(recs)
+
+
+@pytest.mark.parametrize("group_by", ["observation", "observer"])
+def test_folds_are_disjoint_cover_the_non_test_data_and_keep_groups_whole(group_by):
+    recs = observed(300, observers=50, seed=3)
+    k = 4
+    assigned = [
+        SplitSpec(seed=1, group_by=group_by, folds=k, fold=f).assign(recs) for f in range(k)
+    ]
+    tests = [{r.path for r, s in zip(recs, a) if s == "test"} for a in assigned]
+    assert all(t == tests[0] for t in tests) and tests[0]  # the test split is fixed
+    vals = [{r.path for r, s in zip(recs, a) if s == "val"} for a in assigned]
+    assert all(not (vals[i] & vals[j]) for i in range(k) for j in range(i + 1, k))
+    assert set().union(*vals) == {r.path for r in recs} - tests[0]
+    for a in assigned:  # groups whole within every fold assignment
+        per_group = defaultdict(set)
+        for r, s in zip(recs, a):
+            per_group[r.observer_id if group_by == "observer" else r.observation_id].add(s)
+        assert all(len(s) == 1 for s in per_group.values())
+    sizes = [len(v) for v in vals]
+    assert max(sizes) < 2 * min(sizes)  # dealt evenly, not left to chance
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"folds": 1}, "folds"),
+        ({"folds": 3, "fold": 3}, "fold"),
+        ({"group_by": "user"}, "group_by"),
+    ],
+)
+def test_bad_fold_settings_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=f"^{key}="):
+        SplitSpec(**kwargs)

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import statistics
 
 import pytest
 import yaml
@@ -36,6 +37,30 @@ def test_summary_lists_varying_overrides_and_metrics_per_job(tmp_path):
     assert [r["val/f1_macro"] for r in rows] == ["0.5000", "0.7000", ""]
     assert rows[2]["status"] == "failed or running"
     assert "Best val/f1_macro: 0.7000 (job 1)" in md.read_text()
+
+
+def test_fold_summary_gives_mean_and_std_of_the_per_fold_metrics(tmp_path):
+    f1 = {"0.1": [0.5, 0.7, 0.6], "0.01": [0.4, 0.45, 0.5]}
+    for lr, scores in f1.items():
+        for fold, score in enumerate(scores):
+            job = len(list(tmp_path.iterdir()))
+            overrides = [
+                "data.split.folds=3",
+                f"data.split.fold={fold}",
+                f"model.optimizer.lr={lr}",
+            ]
+            fake_job(tmp_path, job, overrides, {"val/f1_macro": score, "test/acc": score / 2})
+    fake_job(tmp_path, 99, ["data.split.folds=3", "data.split.fold=2", "model.optimizer.lr=0.1"])
+    md = write_summary(tmp_path).read_text()
+    rows = {r["setting"]: r for r in csv.DictReader((tmp_path / "cv_summary.csv").open())}
+    assert set(rows) == {"model.optimizer.lr=0.1", "model.optimizer.lr=0.01"}
+    for lr, scores in f1.items():
+        row = rows[f"model.optimizer.lr={lr}"]
+        assert row["folds"] == "3"  # the crashed job is not a fold
+        assert float(row["val/f1_macro mean"]) == pytest.approx(statistics.mean(scores), abs=1e-4)
+        assert float(row["val/f1_macro std"]) == pytest.approx(statistics.stdev(scores), abs=1e-4)
+        assert float(row["test/acc mean"]) == pytest.approx(statistics.mean(scores) / 2, abs=1e-4)
+    assert "## Cross-validation" in md and "0.6000 ± 0.1000" in md
 
 
 def test_run_names_stay_short_and_unique():
@@ -82,6 +107,34 @@ def test_grid_multirun_gives_each_job_its_run_and_tensorboard_and_a_summary(
         assert 0 <= float(r["val/f1_macro"]) <= 1 and 0 <= float(r["test/acc"]) <= 1
         assert r["status"] == "done"
     assert (sweep / "summary.md").read_text().count("\n| ") == 5  # header + 4 jobs
+
+
+@pytest.mark.slow
+def test_k_fold_multirun_reports_each_fold_and_their_mean(tmp_path, shared_data_dir):
+    res = run_cli(
+        "train.py",
+        "-m",
+        *QUICK,
+        "data.split.folds=2",
+        "data.split.fold=0,1",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    jobs = run_dirs(tmp_path / "logs")
+    assert len(jobs) == 2
+    splits = [
+        {r["path"]: r["split"] for r in csv.DictReader((j / "splits.csv").open())} for j in jobs
+    ]
+    assert splits[0].keys() == splits[1].keys()
+    for path, split in splits[0].items():  # test fixed; train and val swap between the 2 folds
+        other = splits[1][path]
+        assert other == split if split == "test" else {split, other} == {"train", "val"}
+    scores = [json.loads((j / "metrics.json").read_text())["metrics"]["test/acc"] for j in jobs]
+    (row,) = csv.DictReader((jobs[0].parent / "cv_summary.csv").open())
+    assert row["folds"] == "2"
+    assert float(row["test/acc mean"]) == pytest.approx(statistics.mean(scores), abs=1e-4)
+    assert float(row["test/acc std"]) == pytest.approx(statistics.stdev(scores), abs=1e-4)
 
 
 @pytest.mark.slow

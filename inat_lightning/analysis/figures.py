@@ -11,6 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from inat_lightning.data.taxonomy import Taxonomy  # noqa: E402
 
 
 def most_confused_classes(cm: np.ndarray, k: int) -> np.ndarray:
@@ -22,15 +25,24 @@ def most_confused_classes(cm: np.ndarray, k: int) -> np.ndarray:
 
 
 def confusion_matrix_figure(
-    cm: np.ndarray, class_names: Sequence[str], max_classes: int = 30, title: str = ""
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    max_classes: int = 30,
+    title: str = "",
+    taxonomy: Taxonomy | None = None,
 ) -> Figure:
     """Row-normalised confusion matrix (rows: true class, columns: predicted class).
 
     With more than ``max_classes`` classes only the most-confused block is drawn (the title says
-    so): a 10,000-class matrix is unreadable, its confused block is not.
+    so): a 10,000-class matrix is unreadable, its confused block is not. With a ``taxonomy``,
+    classes are ordered by lineage and each genus is framed: mistakes inside a frame are
+    between congeners.
     """
     cm = np.asarray(cm, dtype=float)
     keep = np.arange(len(cm)) if len(cm) <= max_classes else most_confused_classes(cm, max_classes)
+    if taxonomy is not None:
+        rank = {c: pos for pos, c in enumerate(taxonomy.order())}
+        keep = np.array(sorted(keep, key=lambda c: rank[int(c)]), dtype=int)
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)[np.ix_(keep, keep)]
     names = [class_names[i] for i in keep]
@@ -55,7 +67,22 @@ def confusion_matrix_figure(
                         fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black",
                     )
+    if taxonomy is not None:
+        for start, end, genus in taxonomy.groups([int(c) for c in keep]):
+            if genus and end - start > 1:
+                ax.add_patch(
+                    Rectangle(
+                        (start - 0.5, start - 0.5),
+                        end - start,
+                        end - start,
+                        fill=False,
+                        edgecolor="#c44e52",
+                        linewidth=1.5,
+                    )
+                )
     subset = "" if n == len(cm) else f" — {n} most-confused of {len(cm)} classes"
+    if taxonomy is not None:
+        subset += " — ordered by taxonomy, genera framed"
     ax.set_title((title or "confusion matrix (row-normalised)") + subset)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -77,6 +104,33 @@ def per_class_bars(table: list[dict], max_classes: int = 40) -> Figure:
     shown = "" if n == len(table) else f" — {n} worst of {len(table)}"
     ax.set_title("per-class precision and recall, worst F1 first" + shown)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def long_tail_figure(table: list[dict], label: int = 8) -> Figure:
+    """Each species' accuracy (recall) against its number of training images, log-scaled when
+    the counts span a factor of 10 or more; the ``label`` weakest are named. Rare species that
+    the model fails are the long tail worth more photos."""
+    counts = np.array([max(r["train_images"], 1) for r in table], dtype=float)
+    recall = np.array([r["recall"] for r in table])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(counts, recall, s=22, color="#4c72b0", alpha=0.8)
+    if counts.max() >= 10 * counts.min():
+        ax.set_xscale("log")
+    for i in np.argsort(recall, kind="stable")[:label]:
+        ax.annotate(
+            table[i]["class"],
+            (counts[i], recall[i]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("training images of the species")
+    ax.set_ylabel("accuracy on the species (recall)")
+    ax.set_title("the long tail: accuracy against training images")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

@@ -11,6 +11,7 @@ from inat_lightning.models.metrics import SCALARS, key
 FIGURE_CAPTIONS = {
     "confusion_matrix": "confusion matrix",
     "per_class": "per-class precision and recall",
+    "long_tail": "accuracy against training images",
 }
 
 
@@ -20,6 +21,43 @@ def _figure(name: str, summary: dict[str, Any], heading: str = "") -> list[str]:
     if not path:
         return []
     return [*([f"## {heading}", ""] if heading else []), f"![{FIGURE_CAPTIONS[name]}]({path})", ""]
+
+
+def _taxonomy(summary: dict[str, Any]) -> list[str]:
+    """The "Taxonomy" section: accuracy one and two ranks up, the share of mistakes between
+    congeners, or a note that the dataset has none."""
+    found = summary.get("taxonomy")
+    lines = ["## Taxonomy", ""]
+    if not found:
+        return lines + [
+            "No taxonomy for these classes (no `taxa.csv` beside the manifest): metrics are at "
+            "species level only. `scrape.py` writes it; see README.",
+            "",
+        ]
+    m = summary["metrics"]
+    rows = [{"level": "species", "accuracy": m.get(key("test", "acc"), float("nan"))}]
+    rows += [
+        {"level": name.removeprefix("acc_"), "accuracy": value}
+        for name, value in found["metrics"].items()
+        if name.startswith("acc_")
+    ]
+    lines += [
+        f"{found['classes_with_lineage']} of {len(summary['class_names'])} classes have a "
+        "lineage. A prediction counts at a rank when the predicted species shares that rank "
+        "with the truth.",
+        "",
+        to_markdown(rows),
+        "",
+    ]
+    share = found["metrics"].get("within_genus_share")
+    if share is not None:
+        lines += [
+            f"**{share:.0%} of the mistakes stay within the genus** (look-alike congeners); the "
+            "rest confuse unrelated species — a data or model problem rather than biology. "
+            "`common_rank` in the look-alike table says which is which.",
+            "",
+        ]
+    return lines
 
 
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
@@ -45,11 +83,16 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "",
         to_markdown(summary["confused_pairs"]),
         "",
+        *_taxonomy(summary),
         "## Per class",
+        "",
+        "Weakest first (by F1), then rarest; `recall` is the species' accuracy, `train_images` its "
+        "training photos.",
         "",
         *_figure("per_class", summary),
         to_markdown(summary["per_class"]),
         "",
+        *_figure("long_tail", summary, heading="The long tail"),
     ]
     audit = summary["audit"]
     lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]

@@ -8,10 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from inat_lightning.data.taxonomy import Taxonomy
 
-def per_class_table(cm: np.ndarray, class_names: Sequence[str]) -> list[dict]:
-    """One row per class: support, predicted count, precision, recall, F1 (rows of ``cm`` are the
-    true classes). Precision/F1 are 0 when undefined, as in scikit-learn's ``zero_division=0``."""
+
+def per_class_table(
+    cm: np.ndarray, class_names: Sequence[str], train_counts: Sequence[int] | None = None
+) -> list[dict]:
+    """One row per class: support, predicted count, precision, recall (the species' accuracy),
+    F1 (rows of ``cm`` are the true classes), and ``train_images`` when ``train_counts`` is
+    given. Precision/F1 are 0 when undefined, as in scikit-learn's ``zero_division=0``."""
     cm = np.asarray(cm, dtype=float)
     tp = np.diag(cm)
     support, predicted = cm.sum(1), cm.sum(0)
@@ -27,14 +32,28 @@ def per_class_table(cm: np.ndarray, class_names: Sequence[str]) -> list[dict]:
             "precision": float(precision[i]),
             "recall": float(recall[i]),
             "f1": float(f1[i]),
+            **({"train_images": int(train_counts[i])} if train_counts is not None else {}),
         }
         for i, name in enumerate(class_names)
     ]
 
 
-def most_confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict]:
+def weakest_first(table: list[dict]) -> list[dict]:
+    """Per-class rows sorted by F1, then by training images: the weakest, rarest species on
+    top."""
+    return sorted(table, key=lambda r: (r["f1"], r.get("train_images", 0), r["class"]))
+
+
+def most_confused_pairs(
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    top: int = 10,
+    taxonomy: Taxonomy | None = None,
+) -> list[dict]:
     """The ``top`` largest off-diagonal cells: species A (true) taken for species B (predicted),
-    with the count, the rate (share of A's images) and the reverse direction B → A."""
+    with the count, the rate (share of A's images) and the reverse direction B → A; with a
+    ``taxonomy``, also ``common_rank``, the lowest rank the two share (``genus``: congeners, a
+    forgivable look-alike; ``—``: unrelated at every recorded rank)."""
     cm = np.asarray(cm, dtype=float)
     support = cm.sum(1)
     cells = [
@@ -49,6 +68,7 @@ def most_confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 1
             "rate": float(n / support[i]) if support[i] else 0.0,
             "reverse_count": int(cm[j, i]),
             "reverse_rate": float(cm[j, i] / support[j]) if support[j] else 0.0,
+            **({"common_rank": taxonomy.common_rank(i, j) or "—"} if taxonomy else {}),
         }
         for n, i, j in cells[:top]
     ]

@@ -1,4 +1,5 @@
-"""Confusion matrix, per-class bars and the look-alike table, after every validation and test."""
+"""Confusion matrix, per-class bars, the long tail and the look-alike table, after every
+validation and test."""
 
 from __future__ import annotations
 
@@ -7,17 +8,31 @@ from pathlib import Path
 import lightning.pytorch as L
 import matplotlib.pyplot as plt
 
-from inat_lightning.analysis.figures import confusion_matrix_figure, per_class_bars, save
+from inat_lightning.analysis.figures import (
+    confusion_matrix_figure,
+    long_tail_figure,
+    per_class_bars,
+    save,
+)
 from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
 from inat_lightning.callbacks.writers import tensorboard_writers
 
 
+def train_counts(trainer: L.Trainer) -> list[int] | None:
+    """Training images per class, from the trainer's data module when it has a train split."""
+    try:
+        return trainer.datamodule.class_counts.int().tolist()
+    except (AttributeError, KeyError):
+        return None
+
+
 class MetricFigures(L.Callback):
     """At the end of every validation (not the sanity check) and test epoch, logs to TensorBoard
-    the row-normalised confusion matrix (``<stage>/confusion_matrix``), per-class precision and
-    recall (``<stage>/per_class``) and the most-confused pairs table (``<stage>/confused_pairs``,
-    TEXT tab). With ``out_dir``, the test figures are also saved there as
-    ``confusion_matrix.png`` and ``per_class.png`` (see :meth:`saved`).
+    the row-normalised confusion matrix (``<stage>/confusion_matrix``, ordered by taxonomy when
+    the model has one), per-class precision and recall (``<stage>/per_class``), accuracy against
+    training images (``<stage>/long_tail``) and the most-confused pairs table with their lowest
+    common rank (``<stage>/confused_pairs``, TEXT tab). With ``out_dir``, the test figures are
+    also saved there as ``<name>.png`` (see :meth:`saved`).
 
     Args:
         max_classes: above this many classes, the matrix shows only its most-confused block.
@@ -32,7 +47,8 @@ class MetricFigures(L.Callback):
         self._saved: dict[str, Path] = {}
 
     def saved(self) -> dict[str, Path]:
-        """The PNG files of the last test, by figure name (``confusion_matrix``, ``per_class``)."""
+        """The PNG files of the last test, by figure name (``confusion_matrix``, ``per_class``,
+        ``long_tail``)."""
         return dict(self._saved)
 
     def _log(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
@@ -44,11 +60,17 @@ class MetricFigures(L.Callback):
         if not (writers or keep) or not trainer.is_global_zero:
             return
         names, step = module.class_names, trainer.global_step
+        taxonomy = getattr(module, "taxonomy", None)
+        table = per_class_table(cm, names, train_counts(trainer))
         figs = {
-            "confusion_matrix": confusion_matrix_figure(cm, names, self.max_classes, title=stage),
-            "per_class": per_class_bars(per_class_table(cm, names)),
+            "confusion_matrix": confusion_matrix_figure(
+                cm, names, self.max_classes, title=stage, taxonomy=taxonomy
+            ),
+            "per_class": per_class_bars(table),
         }
-        pairs = to_markdown(most_confused_pairs(cm, names, self.top_pairs))
+        if "train_images" in table[0]:
+            figs["long_tail"] = long_tail_figure(table)
+        pairs = to_markdown(most_confused_pairs(cm, names, self.top_pairs, taxonomy))
         for w in writers:
             for tag, fig in figs.items():
                 w.add_figure(f"{stage}/{tag}", fig, step, close=False)

@@ -17,6 +17,7 @@ from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, ImageDataset, collat
 from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
+from inat_lightning.data.taxonomy import Lineage, load_lineages
 from inat_lightning.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.max_pixels = max_pixels
         self.class_names: list[str] = []
+        self.lineages: dict[str, Lineage] | None = None  # from root/taxa.csv, when present
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, ImageDataset] = {}
 
@@ -117,6 +119,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.splits_out:
             write_splits(self.splits_out, records, splits)
         self.class_names = sorted({r.taxon_name for r in records})
+        self.lineages = load_lineages(self.root, self.class_names)
+        if self.lineages is None:
+            log.info("no taxonomy (%s/taxa.csv): metrics at species level only", self.root)
         index = {name: i for i, name in enumerate(self.class_names)}
         for name in SPLITS:
             self.records[name] = [r for r, s in zip(records, splits) if s == name]
@@ -144,13 +149,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         observations: dict[str, set[str]] = defaultdict(set)
         for r in records:
             observations[r.taxon_name].add(r.observation_id)
-        needed = sum(1 for x in self.split.ratios if x > 0)
+        needed = self.split.needed
         floor = max(needed, self.min_per_class or 0)
         small = {c: len(o) for c, o in observations.items() if len(o) < floor}
         if small and self.min_per_class is None:
             worst = ", ".join(f"{c!r} ({n})" for c, n in sorted(small.items()))
             raise ValueError(
-                f"class(es) with fewer than {needed} observations cannot be split three ways: {worst}."
+                f"class(es) with fewer than {needed} observations cannot be split {needed} ways: {worst}."
                 " Add images, or set data.min_per_class to drop small classes."
             )
         if small:

@@ -17,13 +17,17 @@ sha256            hex digest of the file bytes
 width, height     image size in pixels
 quality_grade     iNaturalist quality grade (``research``, ``needs_id``…); empty when unknown
 cue_x0 … cue_y1   optional bounding box (pixels) of a spurious cue object; empty when absent
+observer_id       the observer's user id; ``data.split.group_by=observer`` groups by it
+observer          the observer's login name; empty when unknown
+observed_on       date of the observation (``YYYY-MM-DD``); empty when unknown
 ================  ==========================================================================
 
 Other columns (a user's notes) are the user's data: they are read into ``Record.extra`` and
 written back unchanged.
 
 A plain ImageFolder tree without a manifest also works: :func:`scan_image_folder` builds the same
-records, each image being its own observation.
+records, each image being its own observation. Each taxon's lineage is stored once, in
+``taxa.csv`` beside the manifest (see :mod:`inat_lightning.data.taxonomy`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ class Record:
     cue_y0: float | None = None
     cue_x1: float | None = None
     cue_y1: float | None = None
+    observer_id: str = ""
+    observer: str = ""
+    observed_on: str = ""
     extra: dict[str, str] | None = None  # columns this project does not know, kept as read
 
     def row(self) -> dict[str, object]:

@@ -13,6 +13,11 @@ and goes to ``train`` / ``val`` / ``test`` by where ``u`` falls in the cumulativ
 Small classes: if hashing leaves a split of a class empty (likely below ~20 observations), the
 observation whose ``u`` is closest to that split's interval moves into it, so every class is
 seen in every split. That repair depends only on the class's own observations.
+
+``group_by=observer`` hashes observers instead (across classes): one person's photos never sit
+in two splits, which measures how a model does on people it has not seen (a model that learned
+one angler's boat does not generalise). ``folds=K`` turns the train+val part into K folds for
+cross-validation, the test split fixed.
 """
 
 from __future__ import annotations
@@ -80,23 +85,66 @@ def assign_observations(
     return out
 
 
+GROUP_BY = ("observation", "observer")
+
+
+def group_of(rec: Record, group_by: str) -> str:
+    """The unit that stays whole in one split: the observation, or its observer (a record
+    without an observer is a group of its own observation)."""
+    if group_by == "observer" and rec.observer_id:
+        return f"user:{rec.observer_id}"
+    return f"obs:{rec.observation_id}"
+
+
+def assign_folds(
+    groups: dict[str, list[str]], test_share: float, folds: int, fold: int, seed: int
+) -> dict[str, str]:
+    """k-fold assignment: the test split as the three-way split with the same seed and test
+    share gives it (fixed across folds), the rest dealt into ``folds`` folds; fold ``fold`` is
+    ``val``, the others ``train``.
+
+    Each label's remaining groups are sorted by a hash and dealt in turn, so folds differ in
+    size by at most one group per label (stratified). Unlike the three-way split, adding data
+    re-deals the folds.
+    """
+    out = assign_observations(groups, (1.0 - test_share, 0.0, test_share), seed)
+    for label, ids in groups.items():
+        rest = sorted((g for g in set(ids) if out[g] != "test"), key=lambda g: _unit_hash(seed, f"{label}\x00fold", g))
+        for position, g in enumerate(rest):
+            out[g] = "val" if position % folds == fold else "train"
+    return out
+
+
 def split_records(
     records: Sequence[Record],
     ratios: Sequence[float],
     seed: int,
     previous: dict[str, str] | None = None,
+    group_by: str = "observation",
+    folds: int | None = None,
+    fold: int = 0,
 ) -> list[str]:
     """The split of each record (same order). ``previous`` (path → split, from an earlier
-    ``splits.csv``) pins the images it lists; only new observations are hashed."""
+    ``splits.csv``) pins the images it lists; only new groups are hashed.
+
+    ``group_by="observation"`` stratifies by class (each class hashed on its own);
+    ``"observer"`` hashes observers across classes (one observer's photos of any species stay
+    in one split, so the split is only roughly stratified). ``folds`` switches to k-fold
+    (:func:`assign_folds`).
+    """
     groups: dict[str, list[str]] = defaultdict(list)
     for rec in records:
-        groups[rec.taxon_name].append(rec.observation_id)
-    by_obs = assign_observations(groups, ratios, seed)
+        label = rec.taxon_name if group_by == "observation" else ""
+        groups[label].append(group_of(rec, group_by))
+    if folds:
+        by_group = assign_folds(groups, ratios[2], folds, fold, seed)
+    else:
+        by_group = assign_observations(groups, ratios, seed)
     if previous:
-        for rec in records:  # an observation follows its previously split photos
+        for rec in records:  # a group follows its previously split photos
             if rec.path in previous:
-                by_obs[rec.observation_id] = previous[rec.path]
-    return [by_obs[rec.observation_id] for rec in records]
+                by_group[group_of(rec, group_by)] = previous[rec.path]
+    return [by_group[group_of(rec, group_by)] for rec in records]
 
 
 def write_splits(path: str | Path, records: Sequence[Record], splits: Sequence[str]) -> None:
@@ -126,18 +174,41 @@ class SplitSpec:
         ratios: (train, val, test) share of observations; must sum to 1.
         seed: seed of the observation hash; changes the whole assignment.
         file: an earlier ``splits.csv`` to reuse: the images it lists keep their split.
+        group_by: ``observation`` (all photos of an individual in one split) or ``observer``
+            (all photos of a person in one split: measures generalisation to new observers).
+        folds: k-fold cross-validation with this many folds (``None``: the three-way split).
+            The test split stays fixed (``ratios[2]`` of the groups); ``ratios[1]`` is unused.
+        fold: which fold is the validation split, in ``[0, folds)``.
     """
 
     ratios: Sequence[float] = (0.7, 0.15, 0.15)
     seed: int = 0
     file: str | None = None
+    group_by: str = "observation"
+    folds: int | None = None
+    fold: int = 0
 
     def __post_init__(self) -> None:
         self.ratios = check_ratios(self.ratios)
         if self.file is not None and not Path(self.file).is_file():
             raise FileNotFoundError(f"file={self.file!r}: no such splits.csv")
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"group_by={self.group_by!r}: must be one of {GROUP_BY}")
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(f"folds={self.folds}: must be >= 2 or null")
+        if self.folds is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold={self.fold}: must be in [0, folds={self.folds})")
+
+    @property
+    def needed(self) -> int:
+        """Groups a class needs to appear in every split."""
+        if self.folds is None:
+            return sum(1 for x in self.ratios if x > 0)
+        return self.folds + (self.ratios[2] > 0)
 
     def assign(self, records: Sequence[Record]) -> list[str]:
         """The split of each record, in order."""
         previous = read_splits(self.file) if self.file else None
-        return split_records(records, self.ratios, self.seed, previous)
+        return split_records(
+            records, self.ratios, self.seed, previous, self.group_by, self.folds, self.fold
+        )

@@ -33,6 +33,7 @@ from inat_lightning.progress import progress as progress_bar
 from inat_lightning.validation import require
 
 from inat_lightning.data.manifest import MANIFEST_NAME, Record, safe_folder_name, sha256_of, write_manifest
+from inat_lightning.data.taxonomy import RANKS, TAXA_NAME, TaxonEntry, write_taxa
 
 SPEC_NAME = "synthetic.json"
 BACKGROUNDS = ("water", "foliage", "sand", "rock")
@@ -55,6 +56,15 @@ CATALOGUE: tuple[tuple[str, str, tuple[int, int, int], tuple[int, int, int], str
     ("Cochlea fusca", "snail", (90, 70, 50), (200, 170, 120), "stripes"),
 )
 SKIN, SLEEVE = (226, 178, 138), (40, 70, 160)
+# a small made-up taxonomy of the catalogue's genera (kingdom, phylum, class, order, family)
+GENERA: dict[str, tuple[str, str, str, str, str]] = {
+    "Piscis": ("Animalia", "Chordata", "Actinopterygii", "Perciformes", "Piscidae"),
+    "Papilio": ("Animalia", "Arthropoda", "Insecta", "Lepidoptera", "Papilionidae"),
+    "Scarabaeus": ("Animalia", "Arthropoda", "Insecta", "Coleoptera", "Scarabaeidae"),
+    "Folium": ("Plantae", "Tracheophyta", "Magnoliopsida", "Sapindales", "Foliaceae"),
+    "Cochlea": ("Animalia", "Mollusca", "Gastropoda", "Stylommatophora", "Cochleidae"),
+    "Avis": ("Animalia", "Chordata", "Aves", "Passeriformes", "Avidae"),
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Sample:
     observation: int
     view: int
     has_cue: bool
+    observer: int = 0
 
     @property
     def photo_id(self) -> str:
@@ -101,6 +112,8 @@ class SyntheticSpecies:
         cue_species: index of the species the spurious cue co-occurs with; ``None`` = no cue.
         cue_share: share of that species' observations that show the cue.
         cue_other_share: share of the other species' observations that show it.
+        observers: how many people took the photos; each observation has one observer
+            (``observer_id`` in the manifest, for ``data.split.group_by=observer``).
         seed: everything derives from it.
     """
 
@@ -114,6 +127,7 @@ class SyntheticSpecies:
     cue_species: int | None = None
     cue_share: float = 0.8
     cue_other_share: float = 0.03
+    observers: int = 12
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -127,6 +141,7 @@ class SyntheticSpecies:
                 "image_size": (self.image_size >= 16, ">= 16"),
                 "cue_share": (0.0 <= self.cue_share <= 1.0, "in [0, 1]"),
                 "cue_other_share": (0.0 <= self.cue_other_share <= 1.0, "in [0, 1]"),
+                "observers": (self.observers >= 1, ">= 1"),
                 "cue_species": (cue_ok, f"null or a species index in [0, {self.num_species})"),
             },
             vars(self),
@@ -158,19 +173,31 @@ class SyntheticSpecies:
         decay = self.long_tail ** (-species / (self.num_species - 1))
         return max(1, round(self.observations_per_species * decay))
 
-    def _observation(self, k: int, obs: int) -> tuple[int, bool]:
-        """(number of views, whether the cue is there) of one observation."""
+    def _observation(self, k: int, obs: int) -> tuple[int, bool, int]:
+        """(number of views, whether the cue is there, observer) of one observation."""
         share = self.cue_share if k == self.cue_species else self.cue_other_share
         rng = np.random.default_rng([self.seed, k, obs, 1])
         views = int(rng.integers(1, self.max_views + 1))
-        return views, self.cue_species is not None and bool(rng.random() < share)
+        has_cue = self.cue_species is not None and bool(rng.random() < share)
+        observer = int(np.random.default_rng([self.seed, k, obs, 2]).integers(self.observers))
+        return views, has_cue, observer
 
     def samples(self) -> list[Sample]:
         out = []
         for k in range(self.num_species):
             for obs in range(self.observation_count(k)):
-                views, has_cue = self._observation(k, obs)
-                out.extend(Sample(k, obs, v, has_cue) for v in range(views))
+                views, has_cue, observer = self._observation(k, obs)
+                out.extend(Sample(k, obs, v, has_cue, observer) for v in range(views))
+        return out
+
+    def taxa(self) -> list[TaxonEntry]:
+        """The ``taxa.csv`` rows of the species whose genus is in :data:`GENERA`."""
+        out = []
+        for k, sp in enumerate(self.species()):
+            genus = sp.name.split()[0]
+            if genus in GENERA:
+                lineage = dict(zip(RANKS, (*GENERA[genus], genus)))
+                out.append(TaxonEntry(str(k), sp.name, "species", lineage=lineage))
         return out
 
     def sample_of(self, photo_id: str) -> Sample:
@@ -179,7 +206,8 @@ class SyntheticSpecies:
         if not m:
             raise ValueError(f"photo_id={photo_id!r} is not a synthetic photo id")
         k, obs, view = (int(g) for g in m.groups())
-        return Sample(k, obs, view, self._observation(k, obs)[1])
+        _, has_cue, observer = self._observation(k, obs)
+        return Sample(k, obs, view, has_cue, observer)
 
     @classmethod
     def from_root(cls, root: str | Path) -> SyntheticSpecies | None:
@@ -254,6 +282,9 @@ class SyntheticSpecies:
                     width=img.width,
                     height=img.height,
                     quality_grade="research",
+                    observer_id=f"u{s.observer:03d}",
+                    observer=f"observer{s.observer}",
+                    observed_on=f"2025-{1 + s.observation % 12:02d}-{1 + s.species % 28:02d}",
                     cue_x0=x0,
                     cue_y0=y0,
                     cue_x1=x1,
@@ -261,6 +292,7 @@ class SyntheticSpecies:
                 )
             )
         write_manifest(tmp / MANIFEST_NAME, records)
+        write_taxa(tmp / TAXA_NAME, self.taxa())
         (tmp / SPEC_NAME).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
         if root.exists():
             shutil.rmtree(root)

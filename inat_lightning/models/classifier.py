@@ -4,6 +4,7 @@ matrix), all logged per stage as ``<stage>/<metric>``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
+from inat_lightning.data.taxonomy import Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
 from inat_lightning.models.metrics import MONITOR, STAGES, build_metrics, key
 
@@ -48,6 +50,9 @@ class Classifier(L.LightningModule):
             CPU). The compiled wrapper is kept out of the state dict: checkpoints stay loadable
             without it.
         compile_backend: ``torch.compile`` backend (``inductor``; ``eager`` to check wiring).
+        lineages: class name → its lineage (rank → name, from the dataset's ``taxa.csv``);
+            kept in the checkpoint. With it, val and test also log genus/family accuracy and
+            the share of mistakes within the genus (see :mod:`inat_lightning.data.taxonomy`).
     """
 
     def __init__(
@@ -66,15 +71,18 @@ class Classifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_backend: str = "inductor",
+        lineages: dict[str, Lineage] | None = None,
     ) -> None:
         super().__init__()
         check_classifier_args(depth, weights, weights_path, label_smoothing)
         # plain Python values (not OmegaConf lists) and no partials in the checkpoint: it then
         # loads with torch.load(weights_only=True)
         class_names = [str(c) for c in class_names] if class_names is not None else None
+        lineages = {str(c): dict(lin) for c, lin in lineages.items()} if lineages else None
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "class_weights"])
         self.optimizer, self.scheduler = optimizer, scheduler
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.taxonomy = Taxonomy(self.class_names, lineages) if lineages else None
         self.net = resnet(depth, num_classes, weights, weights_path, zero_init_residual)
         self.channels_last = channels_last
         if channels_last:
@@ -167,6 +175,9 @@ class Classifier(L.LightningModule):
             return
         f1 = self.per_class_f1[stage].compute()
         self.log_dict({key(stage, f"f1_class/{n}"): v for n, v in zip(self.class_names, f1)})
+        if self.taxonomy is not None:  # the same synced matrix on every rank
+            found = self.taxonomy.scalars(self.confusion_matrix(stage).cpu().numpy())
+            self.log_dict({key(stage, k): v for k, v in found.items() if not math.isnan(v)})
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_start("val")

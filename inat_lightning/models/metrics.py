@@ -17,6 +17,9 @@ from torchmetrics.classification import (
 STAGES = ("train", "val", "test")
 #: every scalar the classifier logs per stage (``top5`` only with 5 classes or more)
 SCALARS = ("loss", "acc", "acc_macro", "top5", "f1_macro", "precision_macro", "recall_macro")
+#: logged when the dataset has a taxonomy (``taxa.csv``): accuracy one and two ranks up, and
+#: the share of mistakes that stay within the genus
+TAXONOMY_SCALARS = ("acc_genus", "acc_family", "within_genus_share")
 #: the few that sum a run up: sweep summary, HPARAMS tab, the last log lines
 HEADLINE = ("acc", "acc_macro", "f1_macro")
 #: what checkpointing, the LR scheduler and early stopping watch by default
@@ -36,7 +39,7 @@ def headline(*stages: str) -> tuple[str, ...]:
 def is_optimizable(name: str) -> bool:
     """A name a sweeper may optimise: ``<stage>/<scalar>`` or ``best/<stage>/<scalar>``."""
     stage, _, metric = name.removeprefix("best/").partition("/")
-    return stage in STAGES and metric in SCALARS
+    return stage in STAGES and metric in (*SCALARS, *TAXONOMY_SCALARS)
 
 
 def build_metrics(num_classes: int) -> MetricCollection:

@@ -1,4 +1,6 @@
-"""Multirun sweep summary: one table (CSV and Markdown) of every job's overrides and metrics.
+"""Multirun sweep summary: one table (CSV and Markdown) of every job's overrides and metrics,
+and, for a k-fold sweep (``data.split.fold=0,1,…``), the mean ± std over folds
+(``cv_summary.csv`` and a section of ``summary.md``).
 
 :class:`SweepSummary` is a Hydra callback (``conf/hydra/default.yaml``): after each job and at
 the end of a ``-m`` sweep (grid, Optuna, SLURM alike) it rewrites ``summary.csv`` and
@@ -85,6 +87,62 @@ def _table(rows: list[dict[str, Any]], short: bool = False) -> tuple[list[str], 
     return header, body
 
 
+FOLD_KEY = "data.split.fold"
+
+
+def fold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cross-validation: the finished jobs grouped by their overrides other than
+    ``data.split.fold``, one row per group with ``folds`` (how many finished) and each metric's
+    mean and sample standard deviation (``<metric> mean`` / ``<metric> std``; std NaN with one
+    fold). Empty when no job sets a fold."""
+    done = [r for r in rows if FOLD_KEY in r["overrides"] and r["status"] == "done"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in done:
+        setting = tuple(sorted((k, v) for k, v in r["overrides"].items() if k != FOLD_KEY))
+        groups.setdefault(setting, []).append(r)
+    metric_cols = [c for c in (rows[0] if rows else {}) if c.startswith(("val/", "test/", "best/"))]
+    out = []
+    for setting, members in groups.items():
+        row: dict[str, Any] = {
+            "setting": " ".join(f"{k}={v}" for k, v in setting if k != "data.split.folds") or "-",
+            "folds": len(members),
+        }
+        for c in metric_cols:
+            values = [m[c] for m in members if not math.isnan(m.get(c, math.nan))]
+            mean = sum(values) / len(values) if values else math.nan
+            var = (
+                sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+                if len(values) > 1
+                else math.nan
+            )
+            row[f"{c} mean"], row[f"{c} std"] = mean, math.sqrt(var)
+        out.append(row)
+    return out
+
+
+def _fold_lines(folds: list[dict[str, Any]]) -> list[str]:
+    """The Markdown section of :func:`fold_summary`: ``mean ± std`` cells."""
+    if not folds:
+        return []
+    metrics = [c.removesuffix(" mean") for c in folds[0] if c.endswith(" mean")]
+    lines = [
+        "",
+        "## Cross-validation: mean ± std over folds (sample std)",
+        "",
+        "| setting | folds | " + " | ".join(metrics) + " |",
+        "|" + "---|" * (2 + len(metrics)),
+    ]
+    for f in folds:
+        cells = [
+            ""
+            if math.isnan(f[f"{m} mean"])
+            else f"{f[f'{m} mean']:.4f} ± {_fmt(f[f'{m} std']) or 'n/a'}"
+            for m in metrics
+        ]
+        lines.append(f"| {f['setting']} | {f['folds']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _fmt(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.4f}"
 
@@ -109,7 +167,18 @@ def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None) ->
     header, body = _table(rows, short=True)
     lines += ["| " + " | ".join(header[:-1]) + " |", "|" + "---|" * (len(header) - 1)]
     lines += ["| " + " | ".join(cells[:-1]) + " |" for cells in body]
-    for name, text in (("summary.csv", buf.getvalue()), ("summary.md", "\n".join(lines) + "\n")):
+    folds = fold_summary(rows)
+    lines += _fold_lines(folds)
+    texts = {"summary.csv": buf.getvalue(), "summary.md": "\n".join(lines) + "\n"}
+    if folds:
+        cv = io.StringIO()
+        writer = csv.DictWriter(cv, fieldnames=list(folds[0]))
+        writer.writeheader()
+        writer.writerows(
+            {k: _fmt(v) if isinstance(v, float) else v for k, v in f.items()} for f in folds
+        )
+        texts["cv_summary.csv"] = cv.getvalue()
+    for name, text in texts.items():
         tmp = sweep_dir / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(text)
         tmp.replace(sweep_dir / name)

@@ -369,6 +369,9 @@ class Downloader:
                 width=size[0],
                 height=size[1],
                 quality_grade=item.quality_grade,
+                observer_id=item.observer_id,
+                observer=item.observer,
+                observed_on=item.observed_on,
             )
         )
         return Outcome(kind, bytes=nbytes)

@@ -245,6 +245,30 @@ class HttpClient:
             url, params = urljoin(url, resp.headers["Location"]), None
         raise HttpError(f"more than {self.max_redirects} redirects (a loop?)")
 
+    def open_stream(self, url: str) -> requests.Response:
+        """A 200 response of ``url`` whose body is left unread, for streaming multi-GB files
+        (no ``max_bytes``); opening is retried like :meth:`get`, the caller closes it."""
+        reason = ""
+        for attempt in range(self.retry.retries + 1):
+            try:
+                resp = self._open(url, None)
+            except (*TRANSIENT, requests.ConnectionError) as e:
+                reason = f"{type(e).__name__}: {str(e)[:300]}"
+            except requests.RequestException as e:
+                raise HttpError(f"{type(e).__name__}: {e}") from e
+            else:
+                if resp.status_code == 200:
+                    return resp
+                resp.close()
+                reason = f"HTTP {resp.status_code} for {url}"
+                if 400 <= resp.status_code < 500 and resp.status_code != 429:
+                    raise HttpError(reason)
+            if attempt < self.retry.retries:
+                time.sleep(self.retry.delay(attempt))
+        raise HttpError(
+            f"gave up after {self.retry.retries + 1} attempts: {reason}", transient=True
+        )
+
     def get(
         self,
         url: str,

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from inat_lightning.data.taxonomy import TaxonEntry, entry_from_api
 from inat_lightning.scrape.http import HttpClient, RetryableError
 from inat_lightning.validation import require
 
@@ -49,6 +50,9 @@ class PhotoItem:
     license: str = ""
     attribution: str = ""
     quality_grade: str = ""
+    observer_id: str = ""
+    observer: str = ""
+    observed_on: str = ""
 
 
 class PhotoLister(Protocol):
@@ -68,6 +72,14 @@ class PhotoLister(Protocol):
         quality_grade: str | None = None,
         licenses: Sequence[str] | None = None,
     ) -> Iterator[PhotoItem]: ...
+
+
+class TaxonSource(Protocol):
+    """Where taxa are resolved and their lineage read: the API, or a backend's own tables."""
+
+    def resolve_taxon(self, name_or_id: str | int) -> Taxon: ...
+
+    def taxon_entry(self, taxon_id: int) -> TaxonEntry: ...
 
 
 def sized_url(url: str, size: str) -> str:
@@ -92,6 +104,7 @@ def parse_observation(
     "all rights reserved" and is kept only then.
     """
     wanted = None if licenses is None else {x.lower() for x in licenses}
+    user = obs.get("user") or {}
     items = []
     for photo in obs.get("photos") or []:
         url = photo.get("url")
@@ -110,6 +123,9 @@ def parse_observation(
                 license=code,
                 attribution=photo.get("attribution") or "",
                 quality_grade=obs.get("quality_grade") or "",
+                observer_id=str(user.get("id") or ""),
+                observer=str(user.get("login") or ""),
+                observed_on=str(obs.get("observed_on") or ""),
             )
         )
     return items
@@ -174,6 +190,13 @@ class INatAPI:
             t = results[0]
             return Taxon(int(t["id"]), t["name"], t.get("rank") or "")
         return pick_taxon(self._get("taxa", {"q": text, "per_page": 30}), text)
+
+    def taxon_entry(self, taxon_id: int) -> TaxonEntry:
+        """The taxon's lineage (names and ranks of its ancestors), from ``/v1/taxa/<id>``."""
+        results = self._get(f"taxa/{taxon_id}").get("results") or []
+        if not results:
+            raise LookupError(f"taxon id {taxon_id} not found on iNaturalist")
+        return entry_from_api(results[0])
 
     def iter_photos(
         self,

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from inat_lightning.config import ConfigError, build_with, check_targets
+from inat_lightning.data.card import CREDITS_NAME, write_card
+from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
+from inat_lightning.data.taxonomy import TAXA_NAME, read_taxa, write_taxa
 from inat_lightning.progress import progress
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, FolderLocked, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
-from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister
+from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister, Taxon, TaxonSource
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
 API_MAX_BYTES = 50_000_000  # a page of 200 observations is ~1-2 MB
+#: a backend's tables that cannot be read: every taxon fails with the reason (not a disk error)
+UNREADABLE = (HttpError, ValueError, EOFError, gzip.BadGzipFile, FileNotFoundError)
 
 
-def read_taxa(taxa: Sequence[str | int], taxa_file: str | None) -> list[str]:
+def taxa_to_scrape(taxa: Sequence[str | int], taxa_file: str | None) -> list[str]:
     """Taxa from the config list plus a file (one per line, ``#`` comments), duplicates removed."""
     out = [str(t).strip() for t in taxa or []]
     if taxa_file:
@@ -63,9 +70,12 @@ def check_scrape_config(settings: DictConfig) -> None:
         raise ConfigError(f"scrape.{e}") from e
 
 
-def make_clients(settings: DictConfig) -> tuple[HttpClient, HttpClient]:
-    """One client for the API (about 1 request/s) and one for media (rate + byte budgets); both
-    reach only the allowed hosts, over https unless ``allow_http``."""
+def make_clients(
+    settings: DictConfig, media_rate: float | None = None
+) -> tuple[HttpClient, HttpClient]:
+    """One client for the API (about 1 request/s) and one for media (``media_rate`` or
+    ``scrape.media_rate``, byte budgets); both reach only the allowed hosts, over https unless
+    ``allow_http``."""
     retry = RetryPolicy(settings.retries, settings.backoff, settings.max_backoff)
     hosts = {"allowed_hosts": settings.allowed_hosts, "allow_http": settings.allow_http}
     api = HttpClient(
@@ -78,7 +88,7 @@ def make_clients(settings: DictConfig) -> tuple[HttpClient, HttpClient]:
     )
     budget = ByteBudget([(3600, settings.max_bytes_per_hour), (86400, settings.max_bytes_per_day)])
     media = HttpClient(
-        settings.media_rate,
+        media_rate or settings.media_rate,
         settings.user_agent,
         settings.timeout,
         retry,
@@ -87,6 +97,20 @@ def make_clients(settings: DictConfig) -> tuple[HttpClient, HttpClient]:
         **hosts,
     )
     return api, media
+
+
+def record_lineage(source: TaxonSource, taxon: Taxon, out: Path) -> None:
+    """Add the taxon's lineage to ``out/taxa.csv`` unless it is there (one request per taxon,
+    ever); a failure only costs the taxonomy-aware metrics of that taxon."""
+    path = out / TAXA_NAME
+    if str(taxon.id) in read_taxa(path):
+        return
+    try:
+        write_taxa(path, [source.taxon_entry(taxon.id)])
+    except (LookupError, HttpError, KeyError, TypeError) as e:
+        log.warning(
+            "%s: no lineage recorded (%s); genus/family metrics will skip it", taxon.name, e
+        )
 
 
 def _fail(total: Summary, downloader: Downloader, what: str, error: Exception) -> None:
@@ -104,10 +128,13 @@ def scrape(cfg: DictConfig) -> Summary:
     check_targets(cfg)
     settings = cfg.scrape
     check_scrape_config(settings)
-    names = read_taxa(settings.taxa, settings.get("taxa_file"))
+    names = taxa_to_scrape(settings.taxa, settings.get("taxa_file"))
     api_client, media_client = make_clients(settings)
     api = INatAPI(api_client, settings.api_url)
-    lister: PhotoLister = build_with(settings.backend, "scrape.backend", {"api": api})
+    run_time = {"api": api, "client": api_client, "out": settings.out}
+    lister: PhotoLister = build_with(settings.backend, "scrape.backend", run_time)
+    if getattr(lister, "media_rate", None):  # a backend with its own photo host and rate
+        _, media_client = make_clients(settings, lister.media_rate)
     try:
         downloader = Downloader(
             settings.out,
@@ -131,11 +158,49 @@ def scrape(cfg: DictConfig) -> Summary:
     except OSError as e:
         print(f"scrape: stopped by a disk error: {e}; free space, then re-run", file=sys.stderr)
         sys.exit(1)
+    out = Path(settings.out)
+    records = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else []
+    card = write_card(out, records, card_query(settings, names))
+    log.info("dataset card: %s (and %s)", card, CREDITS_NAME)
     log.info("scrape done into %s: %s", settings.out, total.line())
     if total.failed:
         log.warning("failure reasons: %s", Path(settings.out) / FAILURES_NAME)
     print(f"scrape: {total.line()} -> {settings.out}")
     return total
+
+
+def card_query(settings: DictConfig, names: list[str]) -> dict[str, str]:
+    """What the dataset card says of how the data was made."""
+    backend = str(settings.backend._target_).rsplit(".", 1)[-1]
+    source = settings.backend.get("source") or settings.api_url
+    licences = settings.licenses
+    return {
+        "date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "backend": backend,
+        "source": str(source),
+        "taxa": ", ".join(names),
+        "quality grade": str(settings.quality_grade or "any"),
+        "licences asked": ", ".join(licences) if licences else "any",
+        "photo size": str(settings.size),
+        "max per taxon": str(settings.max_per_taxon or "no cap"),
+    }
+
+
+def resolve_all(source: TaxonSource, names: list[str]) -> dict[str, Taxon | Exception]:
+    """Each name or id → its taxon, or the error that says why not (one table pass for a
+    backend that can resolve many at once)."""
+    if hasattr(source, "resolve_many"):
+        try:
+            return source.resolve_many(names)
+        except UNREADABLE as e:  # its table cannot be read
+            return dict.fromkeys(names, e)
+    out: dict[str, Taxon | Exception] = {}
+    for name in names:
+        try:
+            out[name] = source.resolve_taxon(name)
+        except (LookupError, HttpError) as e:
+            out[name] = e
+    return out
 
 
 def _scrape_taxa(
@@ -146,6 +211,15 @@ def _scrape_taxa(
     downloader: Downloader,
 ) -> Summary:
     total = Summary()
+    source: TaxonSource = lister if hasattr(lister, "resolve_taxon") else api  # type: ignore[assignment]
+    resolved = resolve_all(source, names)
+    taxa = [t for t in resolved.values() if isinstance(t, Taxon)]
+    wanted = (settings.size, settings.quality_grade, settings.licenses)
+    if hasattr(lister, "plan"):  # a backend that selects every taxon in one pass
+        try:
+            lister.plan([t for t in taxa if not downloader.taxon_full(t.name)], *wanted)
+        except UNREADABLE as e:
+            resolved = {name: e if isinstance(t, Taxon) else t for name, t in resolved.items()}
     bar = progress(
         names,
         desc="taxa",
@@ -155,19 +229,17 @@ def _scrape_taxa(
     )
     with bar:
         for name in bar:
-            try:
-                taxon = api.resolve_taxon(name)
-            except (LookupError, HttpError) as e:
-                log.error("skipping taxon %r: %s", name, e)
-                _fail(total, downloader, name, e)
+            taxon = resolved[name]
+            if not isinstance(taxon, Taxon):
+                log.error("skipping taxon %r: %s", name, taxon)
+                _fail(total, downloader, name, taxon)
                 continue
             bar.set_postfix(taxon=taxon.name)
+            record_lineage(source, taxon, Path(settings.out))
             if downloader.taxon_full(taxon.name):
                 log.info("%s: already has %s images", taxon.name, settings.max_per_taxon)
                 continue
-            items = lister.iter_photos(
-                taxon, settings.size, settings.quality_grade, settings.licenses
-            )
+            items = lister.iter_photos(taxon, *wanted)
             try:
                 result = downloader.run(items, desc=taxon.name, total=settings.max_per_taxon)
             except HttpError as e:  # the listing itself failed

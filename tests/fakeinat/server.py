@@ -42,6 +42,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from inat_lightning.data.synthetic import Sample, SyntheticSpecies
+from inat_lightning.data.taxonomy import RANKS
 
 LICENSES = ("cc-by", "cc-by-nc", "cc0", "cc-by-sa", None)  # None: all rights reserved
 SIZES = {"square": 32, "small": 48, "medium": 64, "large": 80, "original": 96}
@@ -74,6 +75,9 @@ class FakeINat:
         api_faults: API request number (1 = the first) → a fault for that request.
         page_faults: grid-page request number (1 = the first) → a fault for that request.
         bad_urls: photo id → the URL the API gives for it instead of a fetchable one.
+        opendata: file name → bytes served at ``/opendata/<name>`` (an open-data export, see
+            ``tests/fakeinat/opendata.py``).
+        opendata_faults: open-data request number (1 = the first) → a fault for that request.
     """
 
     num_taxa: int = 3
@@ -91,16 +95,27 @@ class FakeINat:
     api_faults: dict[int, str] = field(default_factory=dict)
     page_faults: dict[int, str] = field(default_factory=dict)
     bad_urls: dict[int, str] = field(default_factory=dict)
+    opendata: dict[str, bytes] = field(default_factory=dict)
+    opendata_faults: dict[int, str] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.species = SyntheticSpecies(
             num_species=max(self.num_taxa, 2), image_size=96, seed=self.seed
         )
-        self.taxa = [
-            {"id": 1000 + k, "name": self.species.species()[k].name, "rank": "species"}
-            for k in range(self.num_taxa)
-        ]
+        lineage = {e.name: e.lineage for e in self.species.taxa()}
+        self.ancestors = {}  # taxon id → the ``ancestors`` of its /v1/taxa/<id> answer
+        self.taxa = []
+        for k in range(self.num_taxa):
+            name = self.species.species()[k].name
+            chain = [
+                {"id": 100 + 10 * k + i, "rank": rank, "name": lineage[name][rank]}
+                for i, rank in enumerate(RANKS)
+                if name in lineage
+            ]
+            ids = [48460, *(a["id"] for a in chain), 1000 + k]  # life first, itself last
+            self.taxa.append({"id": 1000 + k, "name": name, "rank": "species", "ancestor_ids": ids})
+            self.ancestors[1000 + k] = chain
         self.observations: list[FakeObservation] = []
         next_obs, next_photo = 5000, 90000
         for i in range(self.observations_per_taxon):  # interleave taxa, like real ids
@@ -116,6 +131,7 @@ class FakeINat:
         self._attempts: dict[int, int] = defaultdict(int)
         self._api_count = 0
         self._page_count = 0
+        self._opendata_count = 0
         self._lock = threading.Lock()
         self._cache: dict[tuple[int, str], bytes] = {}
         self.server: _QuietServer | None = None
@@ -160,7 +176,8 @@ class FakeINat:
             "observation_photos": [
                 {"id": p["id"] + 1, "position": i, "photo": p} for i, p in enumerate(photos)
             ],
-            "user": {"id": 7, "login": f"observer{obs.id % 13}"},
+            "user": {"id": 700 + obs.id % 13, "login": f"observer{obs.id % 13}"},
+            "observed_on": f"2024-{1 + obs.id % 12:02d}-{1 + obs.id % 28:02d}",
         }
 
     def search(self, query: dict[str, str]) -> dict:
@@ -354,13 +371,21 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             parts = [p for p in url.path.split("/") if p]
-            kind = "api" if parts[:1] == ["v1"] else "photo" if parts[:1] == ["photos"] else "page"
+            kinds = {"v1": "api", "photos": "photo", "opendata": "opendata"}
+            kind = kinds.get(parts[0] if parts else "", "page")
             with fake._lock:
                 fake.requests.append((time.monotonic(), kind, self.path))
             if fake.latency:
                 time.sleep(fake.latency)
             if kind == "api":
                 self._api(parts[1:], query)
+            elif kind == "opendata" and len(parts) == 2 and parts[1] in fake.opendata:
+                with fake._lock:
+                    fake._opendata_count += 1
+                    fault = fake.opendata_faults.get(fake._opendata_count)
+                body = fake.opendata[parts[1]]
+                if not self._fault(fault, body, "application/gzip"):
+                    self._send(200, body, "application/gzip")
             elif kind == "photo" and len(parts) == 3:
                 self._photo(int(parts[1]), parts[2].split(".")[0])
             elif parts == ["observations"]:
@@ -400,7 +425,11 @@ def _handler(fake: FakeINat) -> type[BaseHTTPRequestHandler]:
             if parts == ["taxa"]:
                 return fake.taxa_search(query.get("q", ""))
             if len(parts) == 2 and parts[0] == "taxa" and parts[1].isdigit():
-                hits = [t for t in fake.taxa if t["id"] == int(parts[1])]
+                hits = [
+                    {**t, "ancestors": fake.ancestors[t["id"]]}
+                    for t in fake.taxa
+                    if t["id"] == int(parts[1])
+                ]
                 return {"total_results": len(hits), "page": 1, "per_page": 30, "results": hits}
             return {"error": "not found"}
 
