@@ -1,5 +1,6 @@
-"""The Hydra entry points: ``train.py``, ``evaluate.py`` and ``scrape.py`` call these, and so do
-the console scripts ``inat-train``, ``inat-evaluate`` and ``inat-scrape`` that ``make venv``
+"""The Hydra entry points: ``train.py``, ``evaluate.py``, ``predict.py`` and ``scrape.py`` call
+these, and so do the console scripts ``inat-train``, ``inat-evaluate``, ``inat-predict`` and
+``inat-scrape`` that ``make venv``
 installs into ``.venv/bin``. The task is imported only when it runs, so ``--help`` and
 ``--cfg job`` answer without loading torch."""
 
@@ -44,6 +45,11 @@ def train() -> Any:
 def evaluate() -> Any:
     """``evaluate.py`` / ``inat-evaluate``."""
     return _entry("evaluate", "inat_lightning.evaluation:evaluate")()
+
+
+def predict() -> Any:
+    """``predict.py`` / ``inat-predict``."""
+    return _entry("predict", "inat_lightning.prediction:predict")()
 
 
 def scrape() -> Any:

@@ -19,12 +19,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.audit import choose_audit
+from inat_lightning.analysis.figures import reliability_figure, save
 from inat_lightning.analysis.report import write_report
 from inat_lightning.callbacks.gradcam import GradCamOverlays
 from inat_lightning.callbacks.metric_figures import MetricFigures
+from inat_lightning.callbacks.outputs import CollectTestLogits
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.datamodule import ImageFolderDataModule
+from inat_lightning.models.calibration import ece, reliability, softmax
 from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
@@ -145,6 +148,26 @@ def taxonomy_summary(model: Classifier, metrics: dict[str, float]) -> dict[str, 
     return {"classes_with_lineage": known, "metrics": found}
 
 
+def calibration(model: Classifier, logits: torch.Tensor, labels: torch.Tensor, out: Path):
+    """ECE and NLL of the test split before and after the checkpoint's temperature, and the
+    reliability diagram (``reliability.png``); ``None`` without test images."""
+    if not len(labels):
+        return None
+    t = model.temperature
+    curves = {}
+    found: dict[str, Any] = {"temperature": t}
+    for name, temp in (("before", 1.0), ("after", t)):
+        probs = softmax(logits, temp)
+        found[f"ece_{name}"] = ece(probs, labels.numpy())
+        found[f"nll_{name}"] = float(torch.nn.functional.cross_entropy(logits / temp, labels))
+        curves[f"{name} (T={temp:.2f})"] = (
+            reliability(probs, labels.numpy()),
+            found[f"ece_{name}"],
+        )
+    save(reliability_figure(curves), out / "reliability.png")
+    return found
+
+
 def audit(
     cfg: DictConfig, model: Classifier, datamodule: ImageFolderDataModule, out: Path
 ) -> dict[str, Any]:
@@ -199,10 +222,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     datamodule = load_data(cfg, ckpt, model)
 
+    logits = CollectTestLogits()
+    trainer.callbacks.append(logits)
     metrics, cm = run_test(trainer, model, datamodule)
     names = model.class_names
     found = write_tables(out, cm, model, datamodule, cfg.top_pairs)
+    calibrated = calibration(model, *logits.result(), out)
     figures, galleries = pictures(callbacks, out)
+    if calibrated is not None:
+        figures["reliability"] = "reliability.png"
     summary = {
         "checkpoint": str(ckpt),
         "metrics": metrics,
@@ -210,6 +238,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "chance_accuracy": 1 / len(names),
         "test_confusion_matrix": cm.tolist(),
         "taxonomy": taxonomy_summary(model, metrics),
+        "calibration": calibrated,
         **found,
         "audit": None,  # until it is done: the audit is the slow part
         "figures": figures,

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
+from inat_lightning.models.calibration import collect_logits, ece, fit_temperature, softmax
+from inat_lightning.models.checkpoint import load_classifier, write_temperature
 from inat_lightning.models.metrics import headline, key, scalar_metrics
 from inat_lightning.runs.resume import resume_checkpoint
 
@@ -57,6 +60,9 @@ def train(cfg: DictConfig) -> float | None:
     test_metrics: dict[str, float] = {}
     checkpointing = trainer.checkpoint_callback
     best = checkpointing.best_model_path if checkpointing else ""
+    calibration = None
+    if best and cfg.get("train", True) and cfg.get("calibrate", True):
+        calibration = calibrate(trainer, datamodule, best)
     if cfg.get("test", True):
         # the best checkpoint of this fit; with train=false, the given checkpoint
         tested = best or (None if cfg.get("train", True) else ckpt)
@@ -76,6 +82,8 @@ def train(cfg: DictConfig) -> float | None:
         "split_sizes": {k: len(v) for k, v in datamodule.datasets.items()},
         "chance_accuracy": 1.0 / datamodule.num_classes,
     }
+    if calibration is not None:
+        summary["calibration"] = calibration
     if checkpointing is not None and checkpointing.best_model_score is not None:
         summary["best"] = {
             "monitor": checkpointing.monitor,
@@ -96,6 +104,35 @@ def train(cfg: DictConfig) -> float | None:
             log.info("%s = %.4f (chance %.4f)", name, metrics[name], summary["chance_accuracy"])
 
     return _optimized_value(cfg.get("optimized_metric"), final)
+
+
+def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float] | None:
+    """Fit the softmax temperature of the best checkpoint on the validation split and store it
+    in that file (rank 0; the others wait), so ``predict.py`` and ``evaluate.py`` report
+    calibrated confidence. Returns the temperature and the validation NLL and ECE before and
+    after (``None`` on other ranks or without validation images)."""
+    found = None
+    if trainer.is_global_zero:
+        model = load_classifier(best, "best checkpoint")
+        device = trainer.strategy.root_device
+        logits, labels = collect_logits(model.net, datamodule.val_dataloader_unsharded(), device)
+        if len(labels):
+            t = fit_temperature(logits, labels)
+            write_temperature(best, t)
+            nll = torch.nn.functional.cross_entropy
+            found = {
+                "temperature": t,
+                "val_nll_before": float(nll(logits, labels)),
+                "val_nll_after": float(nll(logits / t, labels)),
+                "val_ece_before": ece(softmax(logits), labels.numpy()),
+                "val_ece_after": ece(softmax(logits, t), labels.numpy()),
+            }
+            log.info(
+                "calibrated %s: temperature %.3f, validation ECE %.3f -> %.3f",
+                Path(best).name, t, found["val_ece_before"], found["val_ece_after"],
+            )  # fmt: skip
+    trainer.strategy.barrier("calibrated")
+    return found
 
 
 def _optimized_value(name: str | None, metrics: dict[str, float]) -> float | None:

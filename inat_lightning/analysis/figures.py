@@ -135,6 +135,29 @@ def long_tail_figure(table: list[dict], label: int = 8) -> Figure:
     return fig
 
 
+def reliability_figure(curves: dict[str, tuple[list[dict], float]]) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin, one curve per name
+    (``{"before": (bins, ece), "after": …}``); the diagonal is perfect calibration, points under
+    it are over-confident."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    for (name, (bins, error)), color in zip(curves.items(), ("#c44e52", "#4c72b0", "#55a868")):
+        conf = [b["confidence"] for b in bins]
+        acc = [b["accuracy"] for b in bins]
+        size = [10 + 200 * b["count"] / max(sum(x["count"] for x in bins), 1) for b in bins]
+        ax.plot(conf, acc, color=color, linewidth=1.5, label=f"{name} (ECE {error:.3f})")
+        ax.scatter(conf, acc, s=size, color=color, alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability: below the diagonal = over-confident")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path, close: bool = True) -> None:
     """Write a figure as PNG and (``close``) free it."""
     fig.savefig(path, dpi=110)

@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from inat_lightning.config import ConfigError
 from inat_lightning.models.backbones import load_tensors
-from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.classifier import Classifier, checked_temperature
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -38,8 +40,19 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:
     try:
         model = Classifier(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
+        model.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
     except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(
             f"{key}={str(path)!r}: does not fit this project's classifier: {e}"
         ) from e
     return model
+
+
+def write_temperature(path: str | Path, temperature: float) -> None:
+    """Store a fitted softmax temperature in a checkpoint file (rewritten atomically)."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    checkpoint["temperature"] = checked_temperature(temperature)
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)

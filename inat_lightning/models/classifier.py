@@ -31,6 +31,15 @@ def check_classifier_args(
         raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
 
 
+def checked_temperature(value: Any) -> float:
+    """A checkpoint's temperature: a positive finite number (the file may come from anyone)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, (int, float)) or not 0 < float(value) < math.inf:
+        raise ValueError(f"temperature={value!r}: must be a positive number")
+    return float(value)
+
+
 class Classifier(L.LightningModule):
     """ResNet species classifier.
 
@@ -83,6 +92,9 @@ class Classifier(L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.taxonomy = Taxonomy(self.class_names, lineages) if lineages else None
+        #: softmax temperature fitted on the validation split after training (1 = as trained);
+        #: kept in the checkpoint under ``"temperature"``, see models/calibration.py
+        self.temperature = 1.0
         self.net = resnet(depth, num_classes, weights, weights_path, zero_init_residual)
         self.channels_last = channels_last
         if channels_last:
@@ -190,6 +202,12 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["temperature"] = float(self.temperature)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:

@@ -1,0 +1,36 @@
+"""Readable picture tiles: a small network input upscaled, optionally a box outlined, and a
+caption band under it (what was true, what was predicted, how sure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+CAPTION_PX = 13
+
+
+def caption_tile(
+    image01: np.ndarray,
+    lines: Sequence[str],
+    size: int = 256,
+    box: tuple[float, float, float, float] | None = None,
+) -> Image.Image:
+    """An ``(H, W, 3)`` image in [0, 1] as a ``size`` px square tile with ``lines`` of caption
+    below (white on black) and, when given, ``box`` (in the image's pixels) outlined in green."""
+    h, w = image01.shape[:2]
+    picture = Image.fromarray((np.clip(image01, 0, 1) * 255).astype(np.uint8))
+    picture = picture.resize((size, size), Image.Resampling.BICUBIC)
+    font = ImageFont.load_default(size=CAPTION_PX)
+    band = (CAPTION_PX + 3) * len(lines) + 6
+    tile = Image.new("RGB", (size, size + band), "black")
+    tile.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(tile)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        sx, sy = size / w, size / h
+        draw.rectangle((x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1), outline=(0, 255, 0), width=2)
+    for i, line in enumerate(lines):
+        draw.text((4, size + 3 + i * (CAPTION_PX + 3)), line, fill="white", font=font)
+    return tile

@@ -1,0 +1,84 @@
+"""What ``predict.py`` is pointed at, as records under one root: an image file, a folder, a
+glob pattern or a ``manifest.csv``.
+
+Observations (the photos fused into one answer) come from the manifest's ``observation_id``; in
+a folder, each sub-folder is one observation and each image directly in the folder is its own.
+A manifest's ``taxon_name`` is kept as the true label (accuracy can then be reported); files
+found otherwise have none.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from inat_lightning.data.manifest import IMAGE_EXTENSIONS, MANIFEST_NAME, Record, load_records
+
+GLOB_CHARS = "*?["
+
+
+def _record(root: Path, path: Path, observation: str) -> Record:
+    rel = path.relative_to(root).as_posix()
+    return Record(photo_id=rel, observation_id=observation, taxon_id="", taxon_name="", path=rel)
+
+
+def _observation_of(root: Path, path: Path) -> str:
+    """The sub-folder (relative to ``root``) an image sits in, or the image itself at the top."""
+    parent = path.parent.relative_to(root).as_posix()
+    return parent if parent != "." else path.relative_to(root).as_posix()
+
+
+def _images_below(root: Path) -> tuple[list[Path], int]:
+    """Image files under ``root`` (hidden ones skipped), sorted, and how many other files were
+    passed over."""
+    images, others = [], 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(Path(folder) / name)
+            else:
+                others += 1
+    return images, others
+
+
+def collect_inputs(inputs: str) -> tuple[Path, list[Record], int]:
+    """``(root, records, skipped_non_images)`` for ``inputs``; ``ValueError`` naming it when
+    nothing is there or it finds no image."""
+    text = str(inputs)
+    path = Path(text).expanduser()
+    if any(c in text for c in GLOB_CHARS) and not path.exists():
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        files = [p for p in matches if p.is_file()]
+        images = [p for p in files if p.name.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise ValueError(f"inputs={text!r}: the pattern matches no image")
+        root = Path(os.path.commonpath([str(p.parent.resolve()) for p in images]))
+        images = [p.resolve() for p in images]
+        records = [_record(root, p, _observation_of(root, p)) for p in images]
+        return root, records, len(files) - len(images)
+    if not path.exists():
+        raise ValueError(f"inputs={text!r}: no such file, folder or pattern")
+    if path.is_file() and path.name.endswith(".csv"):
+        root = path.resolve().parent
+        if path.name != MANIFEST_NAME:
+            raise ValueError(f"inputs={text!r}: a manifest must be named {MANIFEST_NAME}")
+        records = load_records(root)
+        if not records:
+            raise ValueError(f"inputs={text!r}: the manifest lists no image")
+        return root, records, 0
+    if path.is_file():
+        if not path.name.lower().endswith(IMAGE_EXTENSIONS):
+            raise ValueError(f"inputs={text!r}: not an image ({', '.join(IMAGE_EXTENSIONS)})")
+        root = path.resolve().parent
+        return root, [_record(root, path.resolve(), path.name)], 0
+    root = path.resolve()
+    if (root / MANIFEST_NAME).is_file():
+        return collect_inputs(str(root / MANIFEST_NAME))
+    images, others = _images_below(root)
+    if not images:
+        raise ValueError(f"inputs={text!r}: no image in this folder ({others} other files)")
+    return root, [_record(root, p, _observation_of(root, p)) for p in images], others

@@ -1,0 +1,87 @@
+"""Calibrated confidence: temperature scaling (Guo et al., 2017) and the expected calibration
+error (ECE). A network trained with cross-entropy is often over-confident: 0.95 that is right
+80 % of the time. One scalar ``T`` fitted on the validation split (``softmax(logits / T)``)
+fixes most of it without changing any prediction's rank."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
+    """The temperature minimising the negative log-likelihood of ``labels`` under
+    ``softmax(logits / T)``; optimised on ``log T`` with L-BFGS, clamped to [0.05, 20]."""
+    logits, labels = logits.detach().float().cpu().clone(), labels.detach().long().cpu().clone()
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+    loss_fn = nn.CrossEntropyLoss()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per confidence bin (equal width on [0, 1]): its range, mean confidence, accuracy and
+    count (empty bins left out). Confidence is the top-1 probability."""
+    probs, labels = np.asarray(probs, dtype=float), np.asarray(labels)
+    confidence, predicted = probs.max(1), probs.argmax(1)
+    correct = predicted == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            out.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "confidence": float(confidence[mask].mean()),
+                    "accuracy": float(correct[mask].mean()),
+                    "count": int(mask.sum()),
+                }
+            )
+    return out
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the count-weighted mean gap between confidence and accuracy
+    over the bins of :func:`reliability`."""
+    rows = reliability(probs, labels, bins)
+    total = sum(r["count"] for r in rows)
+    return sum(r["count"] * abs(r["confidence"] - r["accuracy"]) for r in rows) / max(total, 1)
+
+
+def softmax(logits: torch.Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities of ``logits / temperature``, as a NumPy array."""
+    return torch.softmax(torch.as_tensor(logits).float() / temperature, dim=-1).numpy()
+
+
+@torch.no_grad()
+def collect_logits(
+    net: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every readable image of ``batches`` (a loader of this project's
+    datasets), the network in eval mode; on the CPU."""
+    net.eval().to(device)
+    logits, labels = [], []
+    for batch in batches:
+        if batch["image"] is None:  # every image of the batch unreadable
+            continue
+        logits.append(net(batch["image"].to(device)).float().cpu())
+        labels.append(batch["label"].cpu())
+    if not logits:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(logits), torch.cat(labels)

@@ -1,0 +1,247 @@
+"""predict.py: inputs, fusion, calibrated confidence, explanations and the exported model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from inat_lightning.config import ConfigError
+from inat_lightning.data.datamodule import ImageFolderDataModule
+from inat_lightning.data.dataset import ImageDataset, collate_skipping
+from inat_lightning.data.inputs import collect_inputs
+from inat_lightning.data.manifest import Record, read_manifest, write_manifest
+from inat_lightning.data.transforms import eval_transform
+from inat_lightning.models.calibration import collect_logits, ece, fit_temperature, softmax
+from inat_lightning.models.checkpoint import load_classifier, write_temperature
+from inat_lightning.prediction import box_in_input, fuse, predict
+from tests.helpers.cli import compose_config, run_cli, run_dirs
+from tests.helpers.data import make_image_folder
+
+
+def run_data(run: Path) -> dict:
+    """What a training run's data config says of the images (interpolations resolved)."""
+    data = OmegaConf.load(run / ".hydra" / "config.yaml").data
+    return {k: data[k] for k in ("root", "image_size", "eval_crop_ratio")}
+
+
+# ---------------------------------------------------------------------- inputs
+def test_a_folder_groups_sub_folders_into_observations_and_skips_other_files(tmp_path):
+    make_image_folder(tmp_path / "obs-a", {"x": 2})  # obs-a/x/0.jpg, obs-a/x/1.jpg
+    make_image_folder(tmp_path, {"obs-b": 3})
+    Image.new("RGB", (8, 8)).save(tmp_path / "loose.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden.jpg").write_bytes(b"")
+    root, records, others = collect_inputs(str(tmp_path))
+    assert root == tmp_path.resolve() and others == 1
+    groups = {r.path: r.observation_id for r in records}
+    assert groups["loose.png"] == "loose.png"  # at the top: its own observation
+    assert {groups[f"obs-b/{i}.jpg"] for i in range(3)} == {"obs-b"}
+    assert {groups[f"obs-a/x/{i}.jpg"] for i in range(2)} == {"obs-a/x"}
+    assert all(not r.taxon_name for r in records)  # no truth without a manifest
+
+
+def test_a_glob_a_file_and_a_manifest(tmp_path):
+    make_image_folder(tmp_path / "photos", {"a": 3, "b": 2})
+    root, records, _ = collect_inputs(str(tmp_path / "photos" / "*" / "*.jpg"))
+    assert root == (tmp_path / "photos").resolve() and len(records) == 5
+    root, records, _ = collect_inputs(str(tmp_path / "photos" / "a" / "0.jpg"))
+    assert [r.path for r in records] == ["0.jpg"]
+    write_manifest(
+        tmp_path / "photos" / "manifest.csv",
+        [Record("p1", "o1", "1", "a", "a/0.jpg"), Record("p2", "o1", "1", "a", "a/1.jpg")],
+    )
+    _, records, _ = collect_inputs(str(tmp_path / "photos"))  # a folder with a manifest: it
+    assert [(r.observation_id, r.taxon_name) for r in records] == [("o1", "a"), ("o1", "a")]
+
+
+@pytest.mark.parametrize("what", ["empty", "missing", "nomatch", "text"])
+def test_no_input_is_a_clear_error(tmp_path, what):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    (tmp_path / "a.txt").write_text("x")
+    path = {
+        "empty": tmp_path / "empty",
+        "missing": tmp_path / "nowhere",
+        "nomatch": tmp_path / "*.jpg",
+        "text": tmp_path / "a.txt",
+    }[what]
+    with pytest.raises(ValueError, match=r"^inputs="):
+        collect_inputs(str(path))
+
+
+# ---------------------------------------------------------------------- fusion, geometry
+def test_fusion_is_the_softmax_of_the_mean_log_probability():
+    probs = np.array([[0.6, 0.4], [0.2, 0.8], [0.9, 0.1], [np.nan, np.nan]])
+    fused = fuse(probs, ["o1", "o1", "o2", "o2"])
+    mean_log = np.log([0.6 * 0.2, 0.4 * 0.8]) / 2
+    expected = np.exp(mean_log) / np.exp(mean_log).sum()
+    assert fused["o1"] == pytest.approx(expected)
+    assert fused["o2"] == pytest.approx([0.9, 0.1])  # the unreadable photo does not count
+
+
+def test_a_box_follows_the_eval_resize_and_centre_crop():
+    # 200 x 100 photo, 64 px input at ratio 0.5: short side to 128 (x1.28), crop 64 of 256 x 128
+    box = box_in_input((100, 50, 120, 60), 200, 100, 64, 0.5)
+    assert box == pytest.approx((100 * 1.28 - 96, 50 * 1.28 - 32, 120 * 1.28 - 96, 60 * 1.28 - 32))
+
+
+# ---------------------------------------------------------------------- calibration
+def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model(short_training, tmp_path):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    model = load_classifier(best)
+    with torch.no_grad():  # deliberately over-confident: logits ten times larger
+        model.net.fc.weight.mul_(10)
+        model.net.fc.bias.mul_(10)
+    data = run_data(run)
+    dm = ImageFolderDataModule(
+        data["root"], image_size=data["image_size"], num_workers=0, batch_size=64
+    )
+    dm.split.file = str(run / "splits.csv")
+    dm.setup()
+    logits, labels = collect_logits(model.net, dm.val_dataloader())
+    t = fit_temperature(logits, labels)
+    before, after = ece(softmax(logits), labels.numpy()), ece(softmax(logits, t), labels.numpy())
+    assert t > 1.5  # it cools an over-confident model down
+    assert after < before and after < 0.5 * before, (before, after)
+    # the same predictions: temperature never changes the ranking
+    assert (softmax(logits, t).argmax(1) == softmax(logits).argmax(1)).all()
+
+
+def test_a_checkpoint_keeps_its_temperature_and_refuses_a_bad_one(short_training, tmp_path):
+    run, _ = short_training
+    ckpt = tmp_path / "copy.ckpt"
+    shutil.copy(json.loads((run / "metrics.json").read_text())["best_checkpoint"], ckpt)
+    write_temperature(ckpt, 2.5)
+    assert load_classifier(ckpt).temperature == 2.5
+    raw = torch.load(ckpt, weights_only=True)
+    raw["temperature"] = -1.0
+    torch.save(raw, ckpt)
+    with pytest.raises(ConfigError, match="temperature"):
+        load_classifier(ckpt)
+
+
+def test_training_fitted_a_temperature_into_the_best_checkpoint(short_training):
+    run, _ = short_training
+    summary = json.loads((run / "metrics.json").read_text())
+    found = summary["calibration"]
+    assert load_classifier(summary["best_checkpoint"]).temperature == pytest.approx(
+        found["temperature"]
+    )
+    assert found["val_nll_after"] <= found["val_nll_before"] + 1e-6  # it minimises the NLL
+
+
+# ---------------------------------------------------------------------- the CLI
+def test_an_empty_folder_is_a_config_error_before_any_work(short_training, tmp_path):
+    run, _ = short_training
+    (tmp_path / "empty").mkdir()
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    cfg = compose_config("predict", tmp_path, f"ckpt_path={best}", f"inputs={tmp_path / 'empty'}")
+    with pytest.raises(ConfigError, match="inputs=.*no image"):
+        predict(cfg)
+
+
+@pytest.fixture(scope="module")
+def test_split_photos(short_training, tmp_path_factory) -> tuple[Path, list[Record]]:
+    """The run's test photos copied under a new root with their manifest rows, plus one
+    corrupt photo."""
+    run, _ = short_training
+    data = run_data(run)
+    src = Path(data["root"])
+    tests = {r["path"] for r in csv.DictReader((run / "splits.csv").open()) if r["split"] == "test"}
+    root = tmp_path_factory.mktemp("new_photos")
+    rows = [r for r in read_manifest(src / "manifest.csv") if r.path in tests]
+    for r in rows:
+        (root / r.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / r.path, root / r.path)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    rows.append(Record("broken", "broken", "0", rows[0].taxon_name, "broken.jpg"))
+    write_manifest(root / "manifest.csv", rows)
+    return root, rows
+
+
+@pytest.mark.slow
+def test_predict_matches_test_time_fuses_explains_and_exports(
+    short_training, test_split_photos, tmp_path
+):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    root, rows = test_split_photos
+    res = run_cli(
+        "predict.py",
+        f"ckpt_path={best}",
+        f"inputs={root / 'manifest.csv'}",
+        "export=true",
+        "explain_max=6",
+        "data.batch_size=5",
+        tmp_path=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (out,) = run_dirs(tmp_path / "logs")
+    got = {r["photo_id"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    summary = json.loads((out / "predictions.json").read_text())
+
+    # the corrupt photo is reported, not fatal
+    assert got["broken"]["status"] == "unreadable" and summary["unreadable"] == 1
+
+    # the same answers as the checkpoint at test time (the run's eval preprocessing)
+    model = load_classifier(best)
+    data = run_data(run)
+    good = [r for r in rows if r.photo_id != "broken"]
+    ds = ImageDataset(
+        root,
+        [r.path for r in good],
+        [0] * len(good),
+        eval_transform(data["image_size"], data["eval_crop_ratio"]),
+    )
+    logits, _ = collect_logits(
+        model.net, torch.utils.data.DataLoader(ds, 16, collate_fn=collate_skipping)
+    )
+    probs = softmax(logits, model.temperature)
+    for r, p in zip(good, probs):
+        row = got[r.photo_id]
+        assert row["prediction"] == model.class_names[int(p.argmax())]
+        assert float(row["probability"]) == pytest.approx(float(p.max()), abs=1e-5)
+        assert row["uncertain"] == str(bool(p.max() < 0.5))
+
+    # fusing an observation's photos is at least as accurate, photo for photo
+    scored = [got[r.photo_id] for r in good]
+    own = np.mean([s["prediction"] == s["true"] for s in scored])
+    fused = np.mean([s["observation_prediction"] == s["true"] for s in scored])
+    assert fused >= own, (own, fused)
+    assert any(
+        len([r for r in good if r.observation_id == o]) > 1
+        for o in {r.observation_id for r in good}
+    )
+    obs = list(csv.DictReader((out / "observations.csv").open()))
+    assert len(obs) == len({r.observation_id for r in good})
+
+    # explanations: captioned, upscaled tiles for the first photos
+    tiles = [got[r.photo_id]["explanation"] for r in good[:6]]
+    for tile in tiles:
+        with Image.open(out / tile) as img:
+            assert img.width == 256 and img.height > 256  # upscaled, a caption band below
+            band = np.asarray(img.convert("L"))[256:]
+            assert (band > 200).sum() > 50  # caption text pixels
+    assert not got[good[6].photo_id].get("explanation")
+
+    # the exported program runs without this project and agrees with the checkpoint
+    meta = json.loads((out / "export" / "model.json").read_text())
+    assert meta["class_names"] == model.class_names and summary["export"]["check"]["ok"]
+    program = torch.export.load(str(out / "export" / "model.pt2")).module()
+    x = torch.stack([ds[i]["image"] for i in range(4)])
+    with torch.no_grad():
+        exported = torch.softmax(program(x) / meta["temperature"], 1)
+    assert torch.allclose(exported, torch.as_tensor(probs[:4]), atol=1e-4)
+    assert meta["input"]["center_crop"] == data["image_size"]
+    assert math.isclose(summary["temperature"], model.temperature)
