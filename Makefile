@@ -20,6 +20,7 @@ venv: $(STAMP)  ## create .venv and install the project (editable) with its extr
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true  # pins optuna<3; replaced by hydra_plugins/
 	$(BIN)/python -m pip install --quiet -e '.[dev,sweeps,slurm]'
 	touch $(STAMP)
 

@@ -91,7 +91,10 @@ def train(cfg: DictConfig) -> float | None:
         }
     if cfg.get("test", True):
         # a collective under DDP: every rank computes, rank 0 writes
-        summary["test_confusion_matrix"] = model.confusion_matrix("test").tolist()
+        cm = model.confusion_matrix("test")
+        if spawned(trainer):  # the test ran in worker processes: count it again here
+            cm = main_process_confusion(model, datamodule, tested, trainer.strategy.root_device)
+        summary["test_confusion_matrix"] = cm.tolist()
     if not trainer.is_global_zero:
         return None
     final = {**metrics, **_best_metric(summary)}
@@ -106,6 +109,24 @@ def train(cfg: DictConfig) -> float | None:
     return _optimized_value(cfg.get("optimized_metric"), final)
 
 
+def spawned(trainer: L.Trainer) -> bool:
+    """Whether fit and test ran in spawned worker processes (``trainer=ddp_spawn``): the
+    model of this process then holds the weights, not the metric states."""
+    return getattr(trainer.strategy, "_start_method", "popen") != "popen"
+
+
+def main_process_confusion(
+    model: Any, datamodule: Any, tested: str | None, device: torch.device
+) -> torch.Tensor:
+    """The test confusion matrix computed in this process (each test image once) with the
+    tested checkpoint's weights."""
+    net = load_classifier(tested, "best checkpoint").net if tested else model.net
+    logits, labels = collect_logits(net, datamodule.unsharded_loader("test"), device)
+    k = datamodule.num_classes
+    predicted = logits.argmax(1) if len(labels) else labels
+    return torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+
+
 def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float] | None:
     """Fit the softmax temperature of the best checkpoint on the validation split and store it
     in that file (rank 0; the others wait), so ``predict.py`` and ``evaluate.py`` report
@@ -115,8 +136,12 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
     if trainer.is_global_zero:
         model = load_classifier(best, "best checkpoint")
         device = trainer.strategy.root_device
-        logits, labels = collect_logits(model.net, datamodule.val_dataloader_unsharded(), device)
-        if len(labels):
+        logits, labels = collect_logits(model.net, datamodule.unsharded_loader("val"), device)
+        finite = torch.isfinite(logits).all(1) if len(labels) else torch.zeros(0, dtype=bool)
+        logits, labels = logits[finite], labels[finite]
+        if not len(labels):
+            log.warning("not calibrated: no finite validation logits (a diverged model?)")
+        else:
             t = fit_temperature(logits, labels)
             write_temperature(best, t)
             nll = torch.nn.functional.cross_entropy

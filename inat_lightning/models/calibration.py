@@ -5,6 +5,7 @@ fixes most of it without changing any prediction's rank."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,8 +29,16 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     with torch.enable_grad():
-        optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+        try:
+            optimizer.step(closure)
+        except RuntimeError:  # an overflow in the line search: extreme logits
+            return (
+                20.0
+                if float(loss_fn(logits, labels)) > float(loss_fn(logits / 20, labels))
+                else 1.0
+            )
+    t = float(log_t.detach().exp())
+    return min(max(t, 0.05), 20.0) if math.isfinite(t) else 1.0
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:

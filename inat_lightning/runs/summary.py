@@ -48,7 +48,9 @@ def _job_number(job_dir: Path) -> int:
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per job folder of a sweep: ``job``, ``status``, ``overrides`` (dict), metrics
-    (``METRICS`` plus ``best/<monitor>``, NaN when missing) and ``run_dir``."""
+    (``METRICS`` plus ``best/<monitor>``, NaN when missing) and ``run_dir``. The status is
+    ``done``, ``failed or running``, or what the Optuna sweeper recorded (``pruned``,
+    ``failed``)."""
     rows = []
     job_dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
     for job_dir in sorted(job_dirs, key=lambda p: (_job_number(p), p.name)):
@@ -56,9 +58,14 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         metrics = summary.get("metrics", {})
         best = summary.get("best") or {}
+        trial_file = job_dir / "trial.json"  # written by the Optuna sweeper
+        trial = json.loads(trial_file.read_text()) if trial_file.is_file() else {}
+        status = "done" if summary else "failed or running"
+        if trial.get("state") in ("pruned", "fail"):
+            status = "pruned" if trial["state"] == "pruned" else "failed"
         row: dict[str, Any] = {
             "job": _job_number(job_dir),
-            "status": "done" if summary else "failed or running",
+            "status": status,
             "overrides": _job_overrides(job_dir),
             **{k: float(metrics.get(k, math.nan)) for k in METRICS},
         }

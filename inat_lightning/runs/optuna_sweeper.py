@@ -1,0 +1,363 @@
+"""A Hydra sweeper driving Optuna ≥ 4 (``hydra/sweeper=inat_optuna``, used by
+``hparams_search=…``): persistent studies that survive a crash, several processes (or SLURM
+jobs) sharing one study, and pruning.
+
+Why our own: ``hydra-optuna-sweeper`` pins ``optuna<3`` and keeps the study in memory. This one
+keeps the same search-space syntax (Hydra's sweep grammar: ``choice(16, 32)``,
+``interval(0.8, 0.99)``, ``tag(log, interval(1e-5, 1e-3))``, ``int(interval(0, 3))``,
+``range(1, 5)``) and adds:
+
+* **storage**: any SQLAlchemy URL (default: SQLite in the sweep folder). Re-running the same
+  command loads the study (``load_if_exists``): finished trials are kept and count towards
+  ``n_trials``; a trial whose process died (no heartbeat for ``grace_period`` seconds) is marked
+  failed and retried with the same parameters (Optuna's ``RetryFailedTrialCallback``);
+* **parallel processes**: each process asks the shared study for the next trial; a trial runs
+  only when fewer than ``n_trials`` trials with a smaller number are finished or running, so the
+  processes together run exactly ``n_trials`` (none twice);
+* **pruning**: each job gets its trial's coordinates in its environment; the
+  :class:`~inat_lightning.callbacks.pruning.OptunaPruning` callback reports the monitored metric
+  every epoch and stops a trial the ``pruner`` gives up on; the trial is recorded as pruned.
+
+Each job's folder gets a ``trial.json`` (number, state, value, parameters), which the sweep
+summary reads; ``optimization_results.yaml`` holds the best trial of the whole study.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from inat_lightning.runs import trial_env
+
+log = logging.getLogger(__name__)
+# heartbeats are "experimental" in every Optuna since 2.8; the warning says nothing to a user
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def distribution(override: Override) -> BaseDistribution | None:
+    """The Optuna distribution of a sweep override (``None`` for a plain value)."""
+    if not override.is_sweep_override():
+        return None
+    value = override.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
+    if isinstance(value, RangeSweep):
+        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+            return FloatDistribution(value.start, value.stop, step=value.step)
+        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(value.start, value.end, log=log_scale)
+    raise ValueError(f"{override.input_line}: not a search space Optuna can sample")
+
+
+def pruner_of(study: optuna.Study) -> optuna.pruners.BasePruner:
+    """The pruner the sweeper recorded in the study (only ``optuna.pruners`` classes are built:
+    a shared database must not choose code to run); Optuna's default without one."""
+    spec = study.user_attrs.get("pruner")
+    if not spec:
+        return optuna.pruners.MedianPruner()
+    target = str(spec.get("_target_", ""))
+    if not target.startswith("optuna.pruners."):
+        raise ValueError(f"study pruner {target!r}: only optuna.pruners classes are built")
+    return instantiate(spec)
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLite: wait up to a minute for a lock held by another process sharing the study,
+    instead of failing at once."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
+def built(node: Any) -> Any:
+    """A sampler or pruner: Hydra builds the sweeper's nested nodes already; a plain mapping is
+    built here."""
+    return instantiate(node) if isinstance(node, (dict, DictConfig)) else node
+
+
+def override_text(key: str, value: Any) -> str:
+    """``key=value`` as Hydra reads it back: strings quoted when they need it."""
+    if isinstance(value, str) and not value.replace("_", "").replace(".", "").isalnum():
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"{key}={value}"
+
+
+class Heartbeat:
+    """Records the heartbeat of running trials every ``interval`` seconds, so a crashed
+    process's trials can be told from live ones by every process sharing the study."""
+
+    def __init__(self, storage: Any, trial_ids: Sequence[int], interval: int | None) -> None:
+        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval and hasattr(self.storage, "record_heartbeat"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class OptunaSweeper(Sweeper):
+    """See the module doc. Arguments are the ``hydra.sweeper`` node's keys (``conf/hydra/
+    sweeper/inat_optuna.yaml``)."""
+
+    def __init__(
+        self,
+        study_name: str,
+        storage: str | None,
+        direction: str = "maximize",
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        sampler: Any = None,
+        pruner: Any = None,
+        params: dict[str, str] | None = None,
+        enqueue_trials: list[dict[str, Any]] | None = None,
+        heartbeat_interval: int | None = 30,
+        grace_period: int | None = 120,
+        max_retry: int = 3,
+    ) -> None:
+        if n_trials < 1 or n_jobs < 1:
+            raise ValueError("hydra.sweeper: n_trials and n_jobs must be >= 1")
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: maximize or minimize")
+        self.study_name, self.storage_url = study_name, storage
+        self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
+        self.sampler_cfg, self.pruner_cfg = sampler, pruner
+        self.params = dict(params or {})
+        self.enqueue_trials = list(enqueue_trials or [])
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.max_retry = max_retry
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    # ------------------------------------------------------------------ the study
+    def _storage(self) -> Any:
+        if not self.storage_url:
+            return None  # in memory: one process, no resume, no pruning from the jobs
+        # renamed in Optuna 4.9: a stale trial's retry callback and the storage's argument
+        retry_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        retry = (retry_class or optuna.storages.RetryFailedTrialCallback)(max_retry=self.max_retry)
+        params = inspect.signature(optuna.storages.RDBStorage).parameters
+        hook = (
+            "heartbeat_stale_trial_callback"
+            if "heartbeat_stale_trial_callback" in params
+            else "failed_trial_callback"
+        )
+        return optuna.storages.RDBStorage(
+            self.storage_url,
+            engine_kwargs=engine_kwargs(self.storage_url),
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+            **{hook: retry},
+        )
+
+    def _study(self) -> optuna.Study:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self._storage(),
+            sampler=built(self.sampler_cfg),
+            pruner=built(self.pruner_cfg) or optuna.pruners.NopPruner(),
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        # the jobs' pruning callbacks build the same pruner from the study (see pruner_of)
+        spec = self.config.hydra.sweeper.get("pruner") if self.config is not None else None
+        if spec is not None and self.storage_url:
+            study.set_user_attr("pruner", OmegaConf.to_container(spec, resolve=True))
+        if self.enqueue_trials and not study.trials:  # only when the study starts
+            for params in self.enqueue_trials:
+                study.enqueue_trial(dict(params))
+        return study
+
+    def _space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
+        """The search space (``params``, then sweep overrides of the command line) and the fixed
+        overrides every job gets. A key given a plain value on the command line is not searched."""
+        parser = OverridesParser.create()
+        given = parser.parse_overrides(arguments)
+        fixed_keys = {o.key_or_group for o in given if not o.is_sweep_override()}
+        space: dict[str, BaseDistribution] = {}
+        for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()]):
+            if o.key_or_group not in fixed_keys:
+                found = distribution(o)
+                if found is not None:
+                    space[o.key_or_group] = found
+        for o in given:
+            found = distribution(o)
+            if found is not None:
+                space[o.key_or_group] = found
+        fixed = [o.input_line for o in given if not o.is_sweep_override()]
+        return space, fixed
+
+    # ------------------------------------------------------------------ the loop
+    def sweep(self, arguments: list[str]) -> None:
+        assert self.config is not None
+        study = self._study()
+        space, fixed = self._space(arguments)
+        log.info(
+            "Optuna %s study %r in %s: %d trials, space %s",
+            optuna.__version__, self.study_name, self.storage_url or "memory", self.n_trials,
+            {k: repr(v) for k, v in space.items()},
+        )  # fmt: skip
+        while True:
+            if self.storage_url:
+                optuna.storages.fail_stale_trials(study)  # a dead process's trial: retried
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state in DONE for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if done >= self.n_trials:
+                break
+            if done + running >= self.n_trials:  # the last trials are running elsewhere
+                if not (self.storage_url and self.heartbeat_interval):
+                    break
+                time.sleep(min(self.heartbeat_interval, 5))
+                continue
+            batch = self._ask(study, space, min(self.n_jobs, self.n_trials - done - running))
+            if not batch:
+                break
+            self._run(study, batch, fixed)
+        self._write_results(study)
+
+    def _ask(self, study: optuna.Study, space: dict, n: int) -> list[optuna.Trial]:
+        """Up to ``n`` new trials; a trial beyond ``n_trials`` (another process got there first)
+        is marked failed as surplus instead of run."""
+        batch = []
+        for _ in range(n):
+            trial = study.ask(space)
+            ahead = [
+                t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number
+            ]
+            if len(ahead) >= self.n_trials:
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            batch.append(trial)
+        return batch
+
+    def _run(self, study: optuna.Study, batch: list[optuna.Trial], fixed: list[str]) -> None:
+        jobs = []
+        for trial in batch:
+            overrides = [*fixed, *(override_text(k, v) for k, v in trial.params.items())]
+            if self.storage_url:
+                overrides += [
+                    override_text(f"+hydra.job.env_set.{trial_env.STORAGE}", self.storage_url),
+                    override_text(f"+hydra.job.env_set.{trial_env.STUDY}", study.study_name),
+                    f"+hydra.job.env_set.{trial_env.TRIAL}={trial._trial_id}",
+                ]
+            jobs.append(overrides)
+        numbers = [t.number for t in batch]
+        consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        groups = [(jobs, numbers[0])] if consecutive else [([j], n) for j, n in zip(jobs, numbers)]
+        returns: list[JobReturn] = []
+        with Heartbeat(study._storage, [t._trial_id for t in batch], self.heartbeat_interval):
+            for group, first in groups:  # job folders are numbered by trial
+                returns += self.launcher.launch(group, initial_job_idx=first)
+        for trial, ret in zip(batch, returns):
+            self._tell(study, trial, ret)
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
+        """Record a job's outcome: complete with its value, pruned (its callback said so), or
+        failed (an exception, or no value)."""
+        attrs = study._storage.get_trial(trial._trial_id).user_attrs  # as the job left them
+        value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+        if ret.status != JobStatus.COMPLETED:
+            log.error("trial %d failed: %r", trial.number, ret._return_value)
+            state = TrialState.FAIL
+        elif attrs.get("pruned_at_epoch") is not None:
+            state = TrialState.PRUNED
+        elif value is None or not math.isfinite(float(value)):
+            log.warning("trial %d returned no %s value: failed", trial.number, self.direction)
+            state = TrialState.FAIL
+        else:
+            state = TrialState.COMPLETE
+        if state == TrialState.COMPLETE:
+            study.tell(trial, float(value))
+        else:
+            study.tell(trial, state=state)
+        record = {
+            "number": trial.number,
+            "state": state.name.lower(),
+            "value": float(value) if value is not None else None,
+            "params": trial.params,
+            "study": study.study_name,
+            **({"pruned_at_epoch": attrs["pruned_at_epoch"]} if state == TrialState.PRUNED else {}),
+        }
+        if ret.hydra_cfg is not None:
+            job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            (job_dir / "trial.json").write_text(json.dumps(record, indent=2))
+        log.info("trial %d: %s %s", trial.number, record["state"], record["value"])
+
+    def _write_results(self, study: optuna.Study) -> None:
+        """``optimization_results.yaml``: the study's best trial and its trial counts."""
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "optuna_version": optuna.__version__,
+            "study_name": study.study_name,
+            "storage": self.storage_url,
+            "direction": self.direction,
+            "trials": counts,
+        }
+        if counts["complete"]:
+            best = study.best_trial
+            results |= {"best_trial": best.number, "best_params": best.params,
+                        "best_value": best.value}  # fmt: skip
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        log.info("optimization results: %s", yaml.safe_dump(results, sort_keys=False))
