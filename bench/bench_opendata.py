@@ -23,10 +23,22 @@ import tempfile
 import time
 from pathlib import Path
 
-HEADER = "\t".join(
-    ("photo_uuid", "photo_id", "observation_uuid", "observer_id", "extension", "license",
-     "width", "height", "position")
-) + "\n"  # fmt: skip
+HEADER = (
+    "\t".join(
+        (
+            "photo_uuid",
+            "photo_id",
+            "observation_uuid",
+            "observer_id",
+            "extension",
+            "license",
+            "width",
+            "height",
+            "position",
+        )
+    )
+    + "\n"
+)
 LICENCES = ("CC-BY", "CC-BY-NC", "CC0", "CC-BY-SA", "CC-BY-NC-ND")
 
 
@@ -90,8 +102,19 @@ def worker(kind: str, path: Path, rows: int, every: int) -> None:
 
 
 def run(kind: str, path: Path, rows: int, every: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.bench_opendata", "--worker", kind, "--file", str(path),
-           "--rows", str(rows), "--every", str(every)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.bench_opendata",
+        "--worker",
+        kind,
+        "--file",
+        str(path),
+        "--rows",
+        str(rows),
+        "--every",
+        str(every),
+    ]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis import tables
-from inat_lightning.analysis.audit import choose_audit
+from inat_lightning.analysis.audit import CueAudit, choose_audit
 from inat_lightning.analysis.figures import reliability_figure, save
 from inat_lightning.analysis.report import write_report
 from inat_lightning.callbacks.gradcam import GradCamOverlays
@@ -177,12 +177,16 @@ def audit(
     net = model.net.to(torch.device("cpu"))
     rows = chosen.run(net, datamodule.root, records, model.class_names, datamodule.image_size)
     tables.write_csv(out / "bias_audit.csv", rows)
+    gallery = (
+        chosen.save_gallery(out / "audit_gallery.png") if isinstance(chosen, CueAudit) else None
+    )
     return {
         "kind": chosen.kind,
         "title": chosen.title,
         "legend": chosen.legend,
         "rows": rows,
         "skipped_images": chosen.skipped,
+        "gallery": gallery.name if gallery else None,
     }
 
 

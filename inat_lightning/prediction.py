@@ -200,9 +200,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     )
     temperature = model.temperature if cfg.calibrated else 1.0
     probs = predict_probabilities(
-        model, dataset, int(data.batch_size), int(data.num_workers), temperature,
-        device_of(cfg.device), cfg.get("progress", True),
-    )  # fmt: skip
+        model,
+        dataset,
+        int(data.batch_size),
+        int(data.num_workers),
+        temperature,
+        device_of(cfg.device),
+        cfg.get("progress", True),
+    )
     fused = fuse(probs, [r.observation_id for r in records])
     explained = (
         explain(cfg, model, dataset, records, probs, out, size, ratio) if cfg.explain else {}

@@ -154,8 +154,11 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
             }
             log.info(
                 "calibrated %s: temperature %.3f, validation ECE %.3f -> %.3f",
-                Path(best).name, t, found["val_ece_before"], found["val_ece_after"],
-            )  # fmt: skip
+                Path(best).name,
+                t,
+                found["val_ece_before"],
+                found["val_ece_after"],
+            )
     trainer.strategy.barrier("calibrated")
     return found
 

@@ -78,9 +78,13 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(
     args = search_args(tmp_path, shared_data_dir, "hydra.sweeper.n_trials=4")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        args,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:

@@ -7,11 +7,14 @@ applies to the data, as pytorch-grad-cam's CAM methods share one base.
 
 * **energy** — the share of Grad-CAM energy (predicted class) inside the box, against the box's
   share of the image area (the energy-based pointing game);
-* **counterfactual** — accuracy with the cue vs with the cue removed, on the same photos redrawn
-  by the dataset generator, and how much *adding* the cue to other species' photos raises the
-  share predicted as the cue's species (``flip_rate_cue_added``: with the cue minus without);
+* **counterfactual** — accuracy with the cue vs with the cue's box filled (inpainting, blur or
+  the mean colour: :mod:`~inat_lightning.analysis.counterfactual`), against a **hole control**:
+  the same photos with a box of the same size filled elsewhere. The accuracy lost beyond the
+  control is the cue's (a model hurt by any hole is not called biased). Pasting the cue onto
+  other species' photos gives the flip rate. Where the dataset generator exists (synthetic
+  data), the photos are also redrawn without/with the cue, nothing else changed (``*_redrawn``);
 * a **verdict** per class: "relies on the cue" when the energy share is at least ``min_lift``
-  times the box's area share and the accuracy drop is at least ``min_drop``.
+  times the box's area share and the accuracy drop beyond the hole is at least ``min_drop``.
 
 :class:`FaithfulnessAudit`, without boxes (real scraped data), reports per class the CAM
 faithfulness metrics of pytorch-grad-cam: the confidence change when the most relevant 20% of
@@ -36,11 +39,13 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchvision.transforms import v2
 
-from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, untouched
+from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
+from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, heatmap, untouched
+from inat_lightning.analysis.tiles import caption_tile
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.synthetic import SyntheticSpecies
-from inat_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from inat_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,10 @@ class AuditConfig:
         method, target_layer: the CAM (see :mod:`inat_lightning.analysis.gradcam`).
         max_per_class: images per class for the faithfulness metrics (they cost forward passes).
         batch_size: images per forward pass.
+        removal: how the cue is removed from a photo: ``inpaint``, ``blur`` or ``mean`` (see
+            :mod:`inat_lightning.analysis.counterfactual`).
+        seed: where the hole control's boxes fall.
+        gallery_size: photos in the gallery of those that depend most on the cue.
     """
 
     min_lift: float = 1.5
@@ -66,6 +75,13 @@ class AuditConfig:
     target_layer: str = "layer3"
     max_per_class: int = 20
     batch_size: int = 32
+    removal: str = "inpaint"
+    seed: int = 0
+    gallery_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.removal not in REMOVALS:
+            raise ValueError(f"removal={self.removal!r}: one of {REMOVALS}")
 
 
 def _transform(image_size: int) -> v2.Compose:
@@ -81,14 +97,19 @@ def _transform(image_size: int) -> v2.Compose:
 
 
 @torch.no_grad()
-def _predict(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
+def _probabilities(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Softmax outputs ``(N, K)`` of ``x``, a batch at a time."""
     device = next(net.parameters()).device
     return torch.cat(
         [
-            net(x[i : i + batch_size].to(device)).argmax(1).cpu()
+            torch.softmax(net(x[i : i + batch_size].to(device)).float(), 1).cpu()
             for i in range(0, len(x), batch_size)
         ]
     ).numpy()
+
+
+def _predict(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    return _probabilities(net, x, batch_size).argmax(1)
 
 
 def _tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
@@ -145,17 +166,27 @@ class Audit(ABC):
 
 
 class CueAudit(Audit):
-    """Energy in the cue box, counterfactual accuracy and flip rate, and a verdict per class."""
+    """Energy in the cue box, counterfactual accuracy (with a hole control) and flip rate, and
+    a verdict per class."""
 
     kind = "cue"
     title = "Bias audit: the spurious cue"
     legend = (
         "`energy_in_box`: share of Grad-CAM energy inside the cue's box; `box_area`: the box's "
         "share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
-        "`acc_cue_removed`: the same photos redrawn without the cue. "
-        "`flip_rate_cue_added`: how much adding the cue to other species' photos raises the "
-        "share predicted as this class (with the cue minus without)."
+        "`acc_cue_removed`: the same photos with the cue's box filled (`audit.removal`); "
+        "`acc_hole_control`: with a box of the same size filled elsewhere on the photo; "
+        "`acc_drop`: the accuracy lost to removing the cue *beyond* what the hole alone costs "
+        "(`acc_hole_control - acc_cue_removed`), the verdict's measure. "
+        "`flip_rate_cue_added`: how much pasting the cue onto other species' photos raises the "
+        "share predicted as this class (with the cue minus without). Columns ending in "
+        "`_redrawn` (synthetic data): the same, with the photos redrawn by the generator "
+        "without or with the cue (nothing else changed)."
     )
+
+    def __init__(self, cfg: AuditConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        super().__init__(cfg, max_pixels)
+        self.examples: list[dict] = []  # the photos that depend most on the cue (gallery)
 
     @staticmethod
     def applies(records: Sequence[Record]) -> bool:
@@ -177,70 +208,202 @@ class CueAudit(Audit):
         cued, photos = self.readable(root, cued)
         if not cued:
             return []
+        rng = np.random.default_rng(cfg.seed)
+        boxes = [self._box(r, img) for r, img in zip(cued, photos)]
+        removed_photos = [remove_box(img, b, cfg.removal) for img, b in zip(photos, boxes)]
+        control_photos = [
+            remove_box(img, control_box(b, *img.size, rng), cfg.removal)
+            for img, b in zip(photos, boxes)
+        ]
+        labels = np.array([index[r.taxon_name] for r in cued])
+        cue_classes = sorted(set(labels.tolist()))
+        clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
+        clean, originals = self.readable(root, clean)
         generator = SyntheticSpecies.from_root(root)
         with untouched(net):
             net.eval()
             x = _tensor(photos, image_size)
-            labels = np.array([index[r.taxon_name] for r in cued])
-            preds = _predict(net, x, cfg.batch_size)
+            probs = _probabilities(net, x, cfg.batch_size)
+            preds = probs.argmax(1)
             cams = compute_cams(
                 net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
             )
-            energy, area = [], []
-            for r, img, cam in zip(cued, photos, cams):
-                sx, sy = image_size / img.width, image_size / img.height
-                x0, y0, x1, y1 = r.cue_box
-                e, a = energy_in_box(cam, (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
-                energy.append(e)
-                area.append(a)
-            removed = None
-            flips: dict[int, list[int]] = defaultdict(list)
-            if generator is not None:
-                redrawn = [
-                    generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued
-                ]
-                removed = _predict(net, _tensor(redrawn, image_size), cfg.batch_size)
-                # the cue added to other species' photos: how often does it pull them to its class?
-                cue_classes = set(labels.tolist())
-                clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
-                clean, originals = self.readable(root, clean)
-                if clean and cue_classes:
-                    samples = [generator.sample_of(r.photo_id) for r in clean]
-                    added = [generator.render(sample, cue=True)[0] for sample in samples]
-                    pa = _predict(net, _tensor(added, image_size), cfg.batch_size)
-                    po = _predict(net, _tensor(originals, image_size), cfg.batch_size)
-                    for r, p_added, p_orig in zip(clean, pa, po):
-                        for c in cue_classes:  # +1: the cue pulled it to c; -1: it pushed it away
-                            if index[r.taxon_name] != c:
-                                flips[c].append(int(p_added == c) - int(p_orig == c))
-
+            energy, area = self._energy(cams, photos, boxes, image_size)
+            removed_probs = _probabilities(net, _tensor(removed_photos, image_size), cfg.batch_size)
+            control = _probabilities(net, _tensor(control_photos, image_size), cfg.batch_size)
+            flips = self._flips(net, clean, originals, photos, boxes, labels, index, image_size)
+            redrawn = self._redrawn(
+                net, generator, cued, clean, originals, labels, index, image_size
+            )
+            self._keep_examples(
+                net,
+                cued,
+                photos,
+                removed_photos,
+                boxes,
+                probs,
+                removed_probs,
+                class_names,
+                image_size,
+            )
+        removed, hole = removed_probs.argmax(1), control.argmax(1)
         rows = []
-        groups = {class_names[c]: labels == c for c in sorted(set(labels.tolist()))}
+        groups = {class_names[c]: labels == c for c in cue_classes}
         groups["(all)"] = np.ones(len(labels), bool)
         for name, mask in groups.items():
             n = int(mask.sum())
+            e, a = float(np.mean(energy[mask])), float(np.mean(area[mask]))
+            acc = float(np.mean(preds[mask] == labels[mask]))
+            acc_removed = float(np.mean(removed[mask] == labels[mask]))
+            acc_hole = float(np.mean(hole[mask] == labels[mask]))
             row = {
                 "class": name,
                 "cued_images": n,
-                "energy_in_box": float(np.mean(np.array(energy)[mask])) if n else 0.0,
-                "box_area": float(np.mean(np.array(area)[mask])) if n else 0.0,
-                "energy_lift": (
-                    float(np.mean(np.array(energy)[mask]) / np.mean(np.array(area)[mask]))
-                    if n
-                    else 0.0
-                ),
-                "acc_with_cue": float(np.mean(preds[mask] == labels[mask])) if n else 0.0,
+                "energy_in_box": e,
+                "box_area": a,
+                "energy_lift": e / a if a else 0.0,
+                "acc_with_cue": acc,
+                "acc_cue_removed": acc_removed,
+                "acc_hole_control": acc_hole,
+                "acc_drop": acc_hole - acc_removed,
+                "flip_rate_cue_added": float(np.mean(flips[index[name]]))
+                if name in index and flips.get(index[name])
+                else 0.0,
             }
-            if removed is not None:
-                row["acc_cue_removed"] = float(np.mean(removed[mask] == labels[mask])) if n else 0.0
-                row["acc_drop"] = row["acc_with_cue"] - row["acc_cue_removed"]
+            if redrawn is not None:
+                removed_redrawn, flips_redrawn = redrawn
+                row["acc_cue_redrawn"] = float(np.mean(removed_redrawn[mask] == labels[mask]))
+                row["acc_drop_redrawn"] = acc - row["acc_cue_redrawn"]
                 c = index.get(name)
-                row["flip_rate_cue_added"] = (
-                    float(np.mean(flips[c])) if c in flips and flips[c] else 0.0
+                row["flip_rate_redrawn"] = (
+                    float(np.mean(flips_redrawn[c])) if flips_redrawn.get(c) else 0.0
                 )
             row["verdict"] = verdict(row, cfg)
             rows.append(row)
         return rows
+
+    @staticmethod
+    def _box(r: Record, img: Image.Image) -> tuple[float, float, float, float]:
+        """The record's cue box in the loaded photo's pixels (the manifest's size may differ
+        from the file's when a photo was resized after the boxes were made)."""
+        x0, y0, x1, y1 = r.cue_box
+        sx = img.width / r.width if r.width else 1.0
+        sy = img.height / r.height if r.height else 1.0
+        return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+
+    @staticmethod
+    def _energy(cams, photos, boxes, size) -> tuple[np.ndarray, np.ndarray]:
+        energy, area = [], []
+        for img, cam, (x0, y0, x1, y1) in zip(photos, cams, boxes):
+            sx, sy = size / img.width, size / img.height
+            e, a = energy_in_box(cam, (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+            energy.append(e)
+            area.append(a)
+        return np.array(energy), np.array(area)
+
+    def _flips(self, net, clean, originals, photos, boxes, labels, index, size) -> dict:
+        """Per cue class: for other species' clean photos, +1 when pasting a cue (taken from
+        that class's cued photos, in turn) pulls the prediction to the class, -1 when it pushes
+        it away, 0 otherwise."""
+        flips: dict[int, list[int]] = defaultdict(list)
+        if not clean:
+            return flips
+        before = _probabilities(net, _tensor(originals, size), self.cfg.batch_size).argmax(1)
+        for c in sorted(set(labels.tolist())):
+            sources = [i for i in range(len(labels)) if labels[i] == c]
+            others = [i for i, r in enumerate(clean) if index[r.taxon_name] != c]
+            if not others:
+                continue
+            pasted = [
+                paste_box(
+                    originals[i],
+                    photos[sources[k % len(sources)]],
+                    boxes[sources[k % len(sources)]],
+                )[0]
+                for k, i in enumerate(others)
+            ]
+            after = _probabilities(net, _tensor(pasted, size), self.cfg.batch_size).argmax(1)
+            flips[c] = [int(a == c) - int(before[i] == c) for a, i in zip(after, others)]
+        return flips
+
+    def _redrawn(self, net, generator, cued, clean, originals, labels, index, size):
+        """With the dataset's generator: predictions on the cued photos redrawn without the cue,
+        and per cue class the flip of clean photos redrawn with it; ``None`` without one."""
+        if generator is None:
+            return None
+        redrawn = [generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued]
+        removed = _probabilities(net, _tensor(redrawn, size), self.cfg.batch_size).argmax(1)
+        flips: dict[int, list[int]] = defaultdict(list)
+        if clean:
+            added = [generator.render(generator.sample_of(r.photo_id), cue=True)[0] for r in clean]
+            pa = _probabilities(net, _tensor(added, size), self.cfg.batch_size).argmax(1)
+            po = _probabilities(net, _tensor(originals, size), self.cfg.batch_size).argmax(1)
+            for c in set(labels.tolist()):
+                flips[c] = [
+                    int(a == c) - int(o == c)
+                    for r, a, o in zip(clean, pa, po)
+                    if index[r.taxon_name] != c
+                ]
+        return removed, flips
+
+    def _keep_examples(
+        self, net, cued, photos, removed_photos, boxes, probs, removed_probs, class_names, size
+    ) -> None:
+        """The ``gallery_size`` photos whose predicted class loses the most confidence when the
+        cue is removed, with their CAMs before and after (for :meth:`save_gallery`)."""
+        preds = probs.argmax(1)
+        drop = probs[np.arange(len(preds)), preds] - removed_probs[np.arange(len(preds)), preds]
+        chosen = np.argsort(-drop, kind="stable")[: self.cfg.gallery_size]
+        if not len(chosen):
+            return
+        both = [photos[i] for i in chosen] + [removed_photos[i] for i in chosen]
+        x = _tensor(both, size)
+        targets = [int(preds[i]) for i in chosen] * 2
+        cams = compute_cams(net, x, targets, self.cfg.method, self.cfg.target_layer)
+        for k, i in enumerate(chosen):
+            p = int(preds[i])
+            self.examples.append(
+                {
+                    "photos": (np.asarray(x_to_01(x[k])), np.asarray(x_to_01(x[k + len(chosen)]))),
+                    "cams": (cams[k], cams[k + len(chosen)]),
+                    "box": _scaled(boxes[i], photos[i], size),
+                    "captions": (
+                        [f"{class_names[p]} {probs[i, p]:.0%}", f"true: {cued[i].taxon_name}"],
+                        [
+                            f"cue removed: {class_names[p]} {removed_probs[i, p]:.0%}",
+                            f"drop {drop[i]:+.0%}",
+                        ],
+                    ),
+                }
+            )
+
+    def save_gallery(self, path: Path, style: str = "red") -> Path | None:
+        """The kept examples as one PNG: per row, the photo (cue outlined) and its cue-removed
+        version, each with the CAM of the predicted class overlaid."""
+        if not self.examples:
+            return None
+        rows = []
+        for ex in self.examples:
+            tiles = []
+            for photo, cam, lines, box in zip(
+                ex["photos"], ex["cams"], ex["captions"], (ex["box"], None)
+            ):
+                blended = 0.5 * photo + 0.5 * heatmap(cam[None], style)[0]
+                tiles.append(np.asarray(caption_tile(blended, lines, box=box)))
+            rows.append(np.concatenate(tiles, axis=1))
+        Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+        return path
+
+
+def x_to_01(x: torch.Tensor) -> torch.Tensor:
+    """A normalised ``(3, H, W)`` image as ``(H, W, 3)`` in [0, 1]."""
+    return denormalize(x).permute(1, 2, 0)
+
+
+def _scaled(box, img: Image.Image, size: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    sx, sy = size / img.width, size / img.height
+    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
 
 
 class FaithfulnessAudit(Audit):

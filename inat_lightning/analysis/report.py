@@ -126,6 +126,15 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
     ]
     audit = summary["audit"]
     lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
+    if audit.get("gallery"):
+        lines += [
+            "The photos whose prediction depends most on the cue (largest confidence drop when "
+            "it is removed): each row, the photo with the cue outlined and its cue-removed "
+            "version, with the CAM of the predicted class in red.",
+            "",
+            f"![the photos that depend most on the cue]({audit['gallery']})",
+            "",
+        ]
     if audit.get("skipped_images"):
         lines += [f"{len(audit['skipped_images'])} unreadable test images were left out.", ""]
     if summary["gradcam"]:

@@ -67,5 +67,9 @@ def compare_export(
     theirs = torch.softmax(program(images) / t, dim=1)
     gap = float((ours - theirs).abs().max()) if len(images) else 0.0
     same_top1 = bool((ours.argmax(1) == theirs.argmax(1)).all())
-    return {"images": len(images), "max_prob_gap": gap, "same_top1": same_top1,
-            "ok": same_top1 and gap <= atol}  # fmt: skip
+    return {
+        "images": len(images),
+        "max_prob_gap": gap,
+        "same_top1": same_top1,
+        "ok": same_top1 and gap <= atol,
+    }

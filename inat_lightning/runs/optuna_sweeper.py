@@ -252,9 +252,12 @@ class OptunaSweeper(Sweeper):
         space, fixed = self._space(arguments)
         log.info(
             "Optuna %s study %r in %s: %d trials, space %s",
-            optuna.__version__, self.study_name, self.storage_url or "memory", self.n_trials,
+            optuna.__version__,
+            self.study_name,
+            self.storage_url or "memory",
+            self.n_trials,
             {k: repr(v) for k, v in space.items()},
-        )  # fmt: skip
+        )
         while True:
             if self.storage_url:
                 optuna.storages.fail_stale_trials(study)  # a dead process's trial: retried
@@ -357,7 +360,10 @@ class OptunaSweeper(Sweeper):
         }
         if counts["complete"]:
             best = study.best_trial
-            results |= {"best_trial": best.number, "best_params": best.params,
-                        "best_value": best.value}  # fmt: skip
+            results |= {
+                "best_trial": best.number,
+                "best_params": best.params,
+                "best_value": best.value,
+            }
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         log.info("optimization results: %s", yaml.safe_dump(results, sort_keys=False))

@@ -309,9 +309,18 @@ class OpenDataLister:
                     url = f"{self.photo_base}/photos/{photo}/{size}.{cells['extension']}"
                     credit = attribution(shown, code)
                     writers[taxon_id].writerow(
-                        [photo, cells["observation_uuid"], url, code, credit, grade,
-                         observer_id, login, observed_on]
-                    )  # fmt: skip
+                        [
+                            photo,
+                            cells["observation_uuid"],
+                            url,
+                            code,
+                            credit,
+                            grade,
+                            observer_id,
+                            login,
+                            observed_on,
+                        ]
+                    )
         finally:
             for f in files.values():
                 f.close()

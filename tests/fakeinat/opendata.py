@@ -94,28 +94,64 @@ def make_dump(fake: FakeINat) -> Dump:
         dump.taxon_of_obs[o.id] = taxon
         user = fake.observation_json(o)["user"]
         observations.append(
-            [obs_uuid(o.id), user["id"], 45.1, 6.2, 10, taxon, o.quality_grade,
-             fake.observation_json(o)["observed_on"], 0.93]
-        )  # fmt: skip
+            [
+                obs_uuid(o.id),
+                user["id"],
+                45.1,
+                6.2,
+                10,
+                taxon,
+                o.quality_grade,
+                fake.observation_json(o)["observed_on"],
+                0.93,
+            ]
+        )
         for position, p in enumerate(o.photo_ids):
             photos.append(
-                [f"10000000-0000-4000-8000-{p:012d}", p, obs_uuid(o.id), user["id"], "jpg",
-                 licence_text(fake.photo_license(p)), 96, 96, position]
-            )  # fmt: skip
+                [
+                    f"10000000-0000-4000-8000-{p:012d}",
+                    p,
+                    obs_uuid(o.id),
+                    user["id"],
+                    "jpg",
+                    licence_text(fake.photo_license(p)),
+                    96,
+                    96,
+                    position,
+                ]
+            )
     photos.append(  # a row whose photo id is not a number (it would name a file)
         ["bad", "../x", obs_uuid(of_first[2].id), 700, "jpg", "CC-BY", 1, 1, 9]
     )
     dump.files["observations.csv.gz"] = _gz(
-        ["observation_uuid", "observer_id", "latitude", "longitude", "positional_accuracy",
-         "taxon_id", "quality_grade", "observed_on", "anomaly_score"],
+        [
+            "observation_uuid",
+            "observer_id",
+            "latitude",
+            "longitude",
+            "positional_accuracy",
+            "taxon_id",
+            "quality_grade",
+            "observed_on",
+            "anomaly_score",
+        ],
         observations,
         torn="00000000-torn\t700",
-    )  # fmt: skip
+    )
     dump.files["photos.csv.gz"] = _gz(
-        ["photo_uuid", "photo_id", "observation_uuid", "observer_id", "extension", "license",
-         "width", "height", "position"],
+        [
+            "photo_uuid",
+            "photo_id",
+            "observation_uuid",
+            "observer_id",
+            "extension",
+            "license",
+            "width",
+            "height",
+            "position",
+        ],
         photos,
-    )  # fmt: skip
+    )
     observers = [
         [700 + n, f"observer{n}", f"Person {n}" if n else 'Seán O"Brien'] for n in range(13)
     ]
