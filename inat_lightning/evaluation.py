@@ -26,6 +26,7 @@ from inat_lightning.callbacks.metric_figures import MetricFigures
 from inat_lightning.callbacks.outputs import CollectTestLogits
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.config import ConfigError, build, build_all, check_targets
+from inat_lightning.data.cues import dataset_report
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.models.calibration import ece, reliability, softmax
 from inat_lightning.models.checkpoint import load_classifier
@@ -242,6 +243,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "chance_accuracy": 1 / len(names),
         "test_confusion_matrix": cm.tolist(),
         "taxonomy": taxonomy_summary(model, metrics),
+        "dataset": dataset_report([r for recs in datamodule.records.values() for r in recs]),
         "calibration": calibrated,
         **found,
         "audit": None,  # until it is done: the audit is the slow part

@@ -31,7 +31,7 @@ from inat_lightning.config import ConfigError
 from inat_lightning.data.dataset import ImageDataset, collate_skipping
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record
-from inat_lightning.data.transforms import denormalize, eval_transform
+from inat_lightning.data.transforms import box_after_eval, denormalize, eval_transform
 from inat_lightning.evaluation import restore_data_config
 from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.classifier import Classifier
@@ -93,17 +93,6 @@ def top_k(p: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
     return [(names[i], float(p[i])) for i in order]
 
 
-def box_in_input(
-    box: tuple[float, float, float, float], width: int, height: int, size: int, ratio: float
-) -> tuple[float, float, float, float]:
-    """A box in the original photo's pixels, in the network input's pixels after the eval
-    transform (short side resized to ``size / ratio``, centre crop ``size``)."""
-    scale = round(size / ratio) / min(width, height)
-    dx, dy = (width * scale - size) / 2, (height * scale - size) / 2
-    x0, y0, x1, y1 = box
-    return (x0 * scale - dx, y0 * scale - dy, x1 * scale - dx, y1 * scale - dy)
-
-
 def explain(
     cfg: DictConfig,
     model: Classifier,
@@ -140,7 +129,7 @@ def explain(
             row: dict[str, Any] = {}
             box = None
             if r.cue_box is not None and r.width and r.height:
-                box = box_in_input(r.cue_box, r.width, r.height, image_size, crop_ratio)
+                box = box_after_eval(r.cue_box, r.width, r.height, image_size, crop_ratio)
                 row["cue_share"], _ = energy_in_box(cam, box)
                 lines.append(f"CAM on the cue: {row['cue_share']:.0%}")
             blended = 0.5 * photo + 0.5 * hm

@@ -19,10 +19,10 @@ from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.dataset import ImageDataset, collate_skipping
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record, read_manifest, write_manifest
-from inat_lightning.data.transforms import eval_transform
+from inat_lightning.data.transforms import box_after_eval, eval_transform
 from inat_lightning.models.calibration import collect_logits, ece, fit_temperature, softmax
 from inat_lightning.models.checkpoint import load_classifier, write_temperature
-from inat_lightning.prediction import box_in_input, fuse, predict
+from inat_lightning.prediction import fuse, predict
 from tests.helpers.cli import compose_config, run_cli, run_dirs
 from tests.helpers.data import make_image_folder
 
@@ -90,7 +90,7 @@ def test_fusion_is_the_softmax_of_the_mean_log_probability():
 
 def test_a_box_follows_the_eval_resize_and_centre_crop():
     # 200 x 100 photo, 64 px input at ratio 0.5: short side to 128 (x1.28), crop 64 of 256 x 128
-    box = box_in_input((100, 50, 120, 60), 200, 100, 64, 0.5)
+    box = box_after_eval((100, 50, 120, 60), 200, 100, 64, 0.5)
     assert box == pytest.approx((100 * 1.28 - 96, 50 * 1.28 - 32, 120 * 1.28 - 96, 60 * 1.28 - 32))
 
 

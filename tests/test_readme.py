@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.models import detection
 
+from inat_lightning.data.manifest import scan_image_folder, write_manifest
 from inat_lightning.models.backbones import resnet
 from inat_lightning.runs.overrides import parse
 from tests.helpers.cli import REPO, SMALL
@@ -127,6 +129,21 @@ def world(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, str]]:
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text())
     photos = make_image_folder(root / "photos", {n: 12 for n in summary["class_names"]}, 32)
+    records = scan_image_folder(photos)  # a manifest, as scrape.py leaves one
+    for r in records:
+        r.width = r.height = 32
+    write_manifest(photos / "manifest.csv", records)
+    (root / "boxes.csv").write_text(
+        f"photo_id,x0,y0,x1,y1,label\n{records[0].photo_id},1,1,9,9,hand\n"
+    )
+    coco = {
+        "images": [{"id": 1, "file_name": records[1].path}],
+        "annotations": [{"image_id": 1, "bbox": [2, 2, 5, 5], "category_id": 1}],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    (root / "instances.json").write_text(json.dumps(coco))
+    frcnn = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    torch.save(frcnn.state_dict(), root / "frcnn.pth")
     weights = root / "resnet18.pth"
     torch.save(resnet(18, 4).state_dict(), weights)
     best = Path(summary["best_checkpoint"])
@@ -139,6 +156,9 @@ def world(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, str]]:
         "/path/to/root": str(photos),
         "/other/photos": str(photos),
         "/path/to/resnet101.pth": str(weights),
+        "boxes.csv": str(root / "boxes.csv"),
+        "instances.json": str(root / "instances.json"),
+        "frcnn.pth": str(root / "frcnn.pth"),
     }
     return root, env, subs
 

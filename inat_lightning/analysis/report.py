@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from inat_lightning.analysis.tables import to_markdown
+from inat_lightning.data.cues import report_markdown
 from inat_lightning.models.metrics import SCALARS, key
 
 FIGURE_CAPTIONS = {
@@ -124,6 +125,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "",
         *_figure("long_tail", summary, heading="The long tail"),
     ]
+    if summary.get("dataset"):
+        lines += report_markdown(summary["dataset"])
     audit = summary["audit"]
     lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
     if audit.get("gallery"):

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from inat_lightning.analysis.gradcam import cam_method, compute_cams, heatmap, overlay
+from inat_lightning.analysis.gradcam import cam_method, compute_cams, energy_in_box, heatmap
 from inat_lightning.analysis.selection import select_examples
+from inat_lightning.analysis.tiles import caption_tile
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.data.manifest import safe_folder_name
-from inat_lightning.data.transforms import denormalize
+from inat_lightning.data.transforms import box_after_eval, denormalize
 
 COLUMNS = ("index", "label", "pred", "confidence")
 
@@ -41,6 +42,9 @@ class GradCamOverlays(L.Callback):
         alpha: heatmap weight in the blend.
         out_dir: where PNG grids go (``None``: TensorBoard only).
         batch_size: CAMs computed this many at a time.
+        tile_px: side of each tile: small inputs are upscaled so a person can read them, and
+            each tile is captioned (true and predicted class, confidence, and on cued data the
+            CAM energy share in the cue box, outlined).
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class GradCamOverlays(L.Callback):
         alpha: float = 0.5,
         out_dir: str | None = None,
         batch_size: int = 32,
+        tile_px: int = 192,
     ) -> None:
         cam_method(method)  # fail now, naming the method, not after an epoch
         heatmap(np.zeros((1, 1, 1), np.float32), style)
@@ -66,6 +71,7 @@ class GradCamOverlays(L.Callback):
         self.alpha = alpha
         self.out_dir = Path(out_dir) if out_dir else None
         self.batch_size = batch_size
+        self.tile_px = tile_px
         self._rows: list[tuple[torch.Tensor, ...]] = []
         self._written: dict[str, list[Path]] = {}
 
@@ -113,6 +119,19 @@ class GradCamOverlays(L.Callback):
         self.explain(trainer, pl_module, "test")
 
     # ------------------------------------------------------------------ the gallery
+    def _tile(self, image01: np.ndarray, lines: list[str], box) -> torch.Tensor:
+        """A readable tile: upscaled to ``tile_px``, captioned, the cue box outlined."""
+        tile = caption_tile(image01, lines, self.tile_px, box)
+        return torch.from_numpy(np.asarray(tile)).permute(2, 0, 1).float() / 255
+
+    @staticmethod
+    def _box(trainer: L.Trainer, record: Any, size: int):
+        """The record's cue box in the network input's pixels, or ``None``."""
+        if record is None or record.cue_box is None or not (record.width and record.height):
+            return None
+        ratio = getattr(trainer.datamodule, "eval_crop_ratio", 1.0)
+        return box_after_eval(record.cue_box, record.width, record.height, size, ratio)
+
     def explain(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         """Pick images from this epoch's predictions, compute their CAMs and write the rows."""
         dataset = (
@@ -141,12 +160,36 @@ class GradCamOverlays(L.Callback):
             for t in (preds, labels)
         ]
         photos = denormalize(images).cpu()
-        over_pred, over_true = (overlay(photos, c, self.style, self.alpha) for c in cams)
+        heats = [heatmap(c, self.style) for c in cams]
+        names = module.class_names
+        records = getattr(trainer.datamodule, "records", {}).get(stage, [])
         groups: dict[str, list[torch.Tensor]] = {}
-        for k, (p, _) in enumerate(loaded):
-            row = [photos[k], over_pred[k]] + ([over_true[k]] if labels[k] != preds[k] else [])
-            tag = "top_mistakes" if p.kind == "top_mistake" else module.class_names[labels[k]]
-            groups.setdefault(tag, []).extend(row + [torch.ones_like(photos[k])] * (3 - len(row)))
+        for k, (p, sample) in enumerate(loaded):
+            photo = photos[k].permute(1, 2, 0).numpy()
+            record = records[sample["index"]] if sample["index"] < len(records) else None
+            box = self._box(trainer, record, photo.shape[0])
+            truth, guess = names[labels[k]], names[preds[k]]
+            confidence = float(pred["confidence"][p.position])
+            energy = f", {energy_in_box(cams[0][k], box)[0]:.0%} in the cue box" if box else ""
+            tiles = [
+                self._tile(photo, [f"true: {truth}", f"pred: {guess} {confidence:.0%}"], box),
+                self._tile(
+                    (1 - self.alpha) * photo + self.alpha * heats[0][k],
+                    [f"CAM of {guess}", f"(predicted){energy}"],
+                    box,
+                ),
+            ]
+            if labels[k] != preds[k]:
+                tiles.append(
+                    self._tile(
+                        (1 - self.alpha) * photo + self.alpha * heats[1][k],
+                        [f"CAM of {truth}", "(true class)"],
+                        box,
+                    )
+                )
+            tiles += [torch.ones_like(tiles[0])] * (3 - len(tiles))
+            tag = "top_mistakes" if p.kind == "top_mistake" else truth
+            groups.setdefault(tag, []).extend(tiles)
         step = trainer.global_step
         folder = (
             self.out_dir / stage / f"epoch{trainer.current_epoch:03d}" if self.out_dir else None

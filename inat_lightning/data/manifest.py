@@ -20,6 +20,9 @@ cue_x0 … cue_y1   optional bounding box (pixels) of a spurious cue object; emp
 observer_id       the observer's user id; ``data.split.group_by=observer`` groups by it
 observer          the observer's login name; empty when unknown
 observed_on       date of the observation (``YYYY-MM-DD``); empty when unknown
+cue_label         what the cue box holds (``person``, ``hand``…); ``+``-joined when merged
+cue_source        where the box comes from: ``csv:<file>``, ``coco:<file>``, a detector's name
+cue_score         the detector's score (empty for imported and generated boxes)
 ================  ==========================================================================
 
 Other columns (a user's notes) are the user's data: they are read into ``Record.extra`` and
@@ -69,6 +72,9 @@ class Record:
     observer_id: str = ""
     observer: str = ""
     observed_on: str = ""
+    cue_label: str = ""
+    cue_source: str = ""
+    cue_score: float | None = None
     extra: dict[str, str] | None = None  # columns this project does not know, kept as read
 
     def row(self) -> dict[str, object]:
@@ -85,7 +91,7 @@ class Record:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record) if f.name != "extra")
 _INT_COLUMNS = {"width", "height"}
-_FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1"}
+_FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1", "cue_score"}
 
 
 def _parse(column: str, value: str) -> object:

@@ -289,6 +289,8 @@ class SyntheticSpecies:
                     cue_y0=y0,
                     cue_x1=x1,
                     cue_y1=y1,
+                    cue_label="hand" if box else "",
+                    cue_source="synthetic" if box else "",
                 )
             )
         write_manifest(tmp / MANIFEST_NAME, records)

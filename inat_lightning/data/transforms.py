@@ -49,3 +49,14 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(-1, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)
+
+
+def box_after_eval(
+    box: tuple[float, float, float, float], width: int, height: int, size: int, ratio: float
+) -> tuple[float, float, float, float]:
+    """A box in a photo's pixels, in the network input's pixels after :func:`eval_transform`
+    (short side resized to ``size / ratio``, then a centre crop of ``size``)."""
+    scale = round(size / ratio) / min(width, height)
+    dx, dy = (width * scale - size) / 2, (height * scale - size) / 2
+    x0, y0, x1, y1 = box
+    return (x0 * scale - dx, y0 * scale - dy, x1 * scale - dx, y1 * scale - dy)

@@ -24,6 +24,7 @@ summary reads; ``optimization_results.yaml`` holds the best trial of the whole s
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
 import logging
@@ -208,7 +209,14 @@ class OptunaSweeper(Sweeper):
         )
 
     def _study(self) -> optuna.Study:
+        """Create or load the study; processes starting together take turns (creating a
+        SQLite database's tables twice at once fails)."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        with (self.sweep_dir / ".study.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._open_study()
+
+    def _open_study(self) -> optuna.Study:
         study = optuna.create_study(
             study_name=self.study_name,
             storage=self._storage(),
@@ -283,6 +291,9 @@ class OptunaSweeper(Sweeper):
         batch = []
         for _ in range(n):
             trial = study.ask(space)
+            if self.storage_url and self.heartbeat_interval:
+                # at once: a trial whose process dies before its first heartbeat is never stale
+                study._storage.record_heartbeat(trial._trial_id)
             ahead = [
                 t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number
             ]
