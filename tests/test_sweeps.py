@@ -63,6 +63,15 @@ def test_fold_summary_gives_mean_and_std_of_the_per_fold_metrics(tmp_path):
     assert "## Cross-validation" in md and "0.6000 ± 0.1000" in md
 
 
+def test_the_summary_states_the_held_out_observer_gap(tmp_path):
+    fake_job(
+        tmp_path, 0, ["data.split.group_by=observation"], {"test/acc": 0.9, "val/f1_macro": 0.8}
+    )
+    fake_job(tmp_path, 1, ["data.split.group_by=observer"], {"test/acc": 0.6, "val/f1_macro": 0.5})
+    md = write_summary(tmp_path).read_text()
+    assert "test/acc: 0.9000 split by observation, 0.6000 by observer: gap +0.3000" in md
+
+
 def test_run_names_stay_short_and_unique():
     long = ",".join(f"data.synthetic.key_{i}=value_{i}" for i in range(20))
     name = short_name(long)

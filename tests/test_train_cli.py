@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers.cli import SMALL, run_cli, run_dirs
 from tests.helpers.tensorboard import tensorboard_tags
@@ -58,6 +60,17 @@ def test_short_training_beats_chance_and_logs_everything(short_training):
     assert {p.name for p in (run / "gradcam" / "test").rglob("*.png")} >= {
         f"{n}.png" for n in names
     }
+    # readable: 32 px inputs upscaled to 192 px tiles (3 per row), each captioned below
+    grid = next((run / "gradcam" / "test").rglob(f"{names[0]}.png"))
+    with Image.open(grid) as img:
+        pixels = np.asarray(img.convert("L"))
+    assert img.width == 3 * (192 + 2) + 2 and img.height > 192 + 2
+    band = pixels[2 + 192 : img.height - 2, 2 : 2 + 192]  # the first tile's caption
+    assert (band > 200).sum() > 50 and (band < 30).mean() > 0.5  # white text on black
+    frames = tb["images"][f"test/gradcam/{names[0]}"]
+    assert (
+        frames[-1].height == img.height - 4 or frames[-1].height > 192
+    )  # captioned in TensorBoard too
 
 
 @pytest.mark.slow

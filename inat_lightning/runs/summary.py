@@ -150,6 +150,26 @@ def _fold_lines(folds: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+GROUP_KEY = "data.split.group_by"
+
+
+def _observer_gap(rows: list[dict[str, Any]]) -> list[str]:
+    """When jobs differ by ``data.split.group_by``: each headline test metric held out by
+    observation and by observer, and the gap (what the model owes to knowing the observer)."""
+    by = {r["overrides"].get(GROUP_KEY): r for r in rows if r["status"] == "done"}
+    if not {"observation", "observer"} <= set(by):
+        return []
+    lines = ["", "## Held-out observers", ""]
+    for metric in (m for m in METRICS if m.startswith("test/")):
+        a, b = by["observation"].get(metric, math.nan), by["observer"].get(metric, math.nan)
+        if not (math.isnan(a) or math.isnan(b)):
+            lines.append(
+                f"- {metric}: {a:.4f} split by observation, {b:.4f} by observer: "
+                f"gap {a - b:+.4f} (positive: the model does worse on people it has not seen)"
+            )
+    return lines
+
+
 def _fmt(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.4f}"
 
@@ -176,6 +196,7 @@ def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None) ->
     lines += ["| " + " | ".join(cells[:-1]) + " |" for cells in body]
     folds = fold_summary(rows)
     lines += _fold_lines(folds)
+    lines += _observer_gap(rows)
     texts = {"summary.csv": buf.getvalue(), "summary.md": "\n".join(lines) + "\n"}
     if folds:
         cv = io.StringIO()
