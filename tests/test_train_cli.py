@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inat_lightning.analysis.tiles import CAPTION_PX
 from tests.helpers.cli import SMALL, run_cli, run_dirs
 from tests.helpers.tensorboard import tensorboard_tags
 
@@ -64,8 +65,9 @@ def test_short_training_beats_chance_and_logs_everything(short_training):
     grid = next((run / "gradcam" / "test").rglob(f"{names[0]}.png"))
     with Image.open(grid) as img:
         pixels = np.asarray(img.convert("L"))
-    assert img.width == 3 * (192 + 2) + 2 and img.height > 192 + 2
-    band = pixels[2 + 192 : img.height - 2, 2 : 2 + 192]  # the first tile's caption
+    tile_h = 192 + (CAPTION_PX + 3) * 2 + 6  # two caption lines under each tile
+    assert img.width == 3 * (192 + 2) + 2 and (img.height - 2) % (tile_h + 2) == 0
+    band = pixels[2 + 192 : 2 + tile_h, 2 : 2 + 192]  # the first tile's caption
     assert (band > 200).sum() > 50 and (band < 30).mean() > 0.5  # white text on black
     frames = tb["images"][f"test/gradcam/{names[0]}"]
     assert (
