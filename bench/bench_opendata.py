@@ -23,22 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HEADER = (
-    "\t".join(
-        (
-            "photo_uuid",
-            "photo_id",
-            "observation_uuid",
-            "observer_id",
-            "extension",
-            "license",
-            "width",
-            "height",
-            "position",
-        )
-    )
-    + "\n"
-)
 LICENCES = ("CC-BY", "CC-BY-NC", "CC0", "CC-BY-SA", "CC-BY-NC-ND")
 
 
@@ -48,8 +32,10 @@ def obs_uuid(obs: int) -> str:
 
 def write_photos(path: Path, rows: int) -> None:
     """``rows`` photos, 1–3 per observation, in the real layout (tab-separated, no quoting)."""
+    from inat_lightning.scrape.opendata import LAYOUT  # here: the readers' peak RSS stays theirs
+
     with gzip.open(path, "wt", compresslevel=1, newline="") as f:
-        f.write(HEADER)
+        f.write("\t".join(LAYOUT["photos"]) + "\n")
         obs, chunk = 0, []
         for i in range(rows):
             if i % 3 != 1:

@@ -28,7 +28,7 @@ from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.cues import dataset_report
 from inat_lightning.data.datamodule import ImageFolderDataModule
-from inat_lightning.models.calibration import ece, reliability, softmax
+from inat_lightning.models.calibration import reliability, scores, softmax
 from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
@@ -158,13 +158,9 @@ def calibration(model: Classifier, logits: torch.Tensor, labels: torch.Tensor, o
     curves = {}
     found: dict[str, Any] = {"temperature": t}
     for name, temp in (("before", 1.0), ("after", t)):
-        probs = softmax(logits, temp)
-        found[f"ece_{name}"] = ece(probs, labels.numpy())
-        found[f"nll_{name}"] = float(torch.nn.functional.cross_entropy(logits / temp, labels))
-        curves[f"{name} (T={temp:.2f})"] = (
-            reliability(probs, labels.numpy()),
-            found[f"ece_{name}"],
-        )
+        found |= {f"{k}_{name}": v for k, v in scores(logits, labels, temp).items()}
+        bins = reliability(softmax(logits, temp), labels.numpy())
+        curves[f"{name} (T={temp:.2f})"] = (bins, found[f"ece_{name}"])
     save(reliability_figure(curves), out / "reliability.png")
     return found
 

@@ -25,8 +25,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, heatmap
-from inat_lightning.analysis.tiles import caption_tile
+from inat_lightning.analysis.gradcam import compute_cams, energy_in_box
+from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.config import ConfigError
 from inat_lightning.data.dataset import ImageDataset, collate_skipping
 from inat_lightning.data.inputs import collect_inputs
@@ -120,8 +120,7 @@ def explain(
         targets = [int(np.argmax(probs[i])) for i in part]
         cams = compute_cams(model.net, x, targets, cfg.cam_method, cfg.target_layer)
         photos = denormalize(x).permute(0, 2, 3, 1).numpy()
-        heat = heatmap(cams, cfg.explain_style)
-        for i, photo, cam, hm, t in zip(part, photos, cams, heat, targets):
+        for i, photo, cam, t in zip(part, photos, cams, targets):
             r = records[i]
             lines = [f"{names[t]}  {probs[i][t]:.0%}"]
             if r.taxon_name:
@@ -132,8 +131,7 @@ def explain(
                 box = box_after_eval(r.cue_box, r.width, r.height, image_size, crop_ratio)
                 row["cue_share"], _ = energy_in_box(cam, box)
                 lines.append(f"CAM on the cue: {row['cue_share']:.0%}")
-            blended = 0.5 * photo + 0.5 * hm
-            tile = caption_tile(blended, lines, box=box)
+            tile = cam_tile(photo, cam, lines, cfg.explain_style, box=box)
             name = f"{Path(r.photo_id).stem or i}_{i}.png"
             tile.save(folder / name)
             row["explanation"] = f"explanations/{name}"

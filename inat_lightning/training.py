@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
-from inat_lightning.models.calibration import collect_logits, ece, fit_temperature, softmax
+from inat_lightning.models.calibration import collect_logits, fit_temperature, scores
 from inat_lightning.models.checkpoint import load_classifier, write_temperature
 from inat_lightning.models.metrics import headline, key, scalar_metrics
 from inat_lightning.runs.resume import resume_checkpoint
@@ -144,14 +144,11 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
         else:
             t = fit_temperature(logits, labels)
             write_temperature(best, t)
-            nll = torch.nn.functional.cross_entropy
-            found = {
-                "temperature": t,
-                "val_nll_before": float(nll(logits, labels)),
-                "val_nll_after": float(nll(logits / t, labels)),
-                "val_ece_before": ece(softmax(logits), labels.numpy()),
-                "val_ece_after": ece(softmax(logits, t), labels.numpy()),
-            }
+            found = {"temperature": t}
+            for when, temperature in (("before", 1.0), ("after", t)):
+                found |= {
+                    f"val_{k}_{when}": v for k, v in scores(logits, labels, temperature).items()
+                }
             log.info(
                 "calibrated %s: temperature %.3f, validation ECE %.3f -> %.3f",
                 Path(best).name,

@@ -40,8 +40,8 @@ from torch import nn
 from torchvision.transforms import v2
 
 from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
-from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, heatmap, untouched
-from inat_lightning.analysis.tiles import caption_tile
+from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, untouched
+from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.synthetic import SyntheticSpecies
@@ -231,9 +231,15 @@ class CueAudit(Audit):
             energy, area = self._energy(cams, photos, boxes, image_size)
             removed_probs = _probabilities(net, _tensor(removed_photos, image_size), cfg.batch_size)
             control = _probabilities(net, _tensor(control_photos, image_size), cfg.batch_size)
-            flips = self._flips(net, clean, originals, photos, boxes, labels, index, image_size)
+            # the clean photos as they are: the "without" of both flip rates
+            clean_preds = (
+                _predict(net, _tensor(originals, image_size), cfg.batch_size) if clean else []
+            )
+            flips = self._flips(
+                net, clean, originals, clean_preds, photos, boxes, labels, index, image_size
+            )
             redrawn = self._redrawn(
-                net, generator, cued, clean, originals, labels, index, image_size
+                net, generator, cued, clean, clean_preds, labels, index, image_size
             )
             self._keep_examples(
                 net,
@@ -301,14 +307,13 @@ class CueAudit(Audit):
             area.append(a)
         return np.array(energy), np.array(area)
 
-    def _flips(self, net, clean, originals, photos, boxes, labels, index, size) -> dict:
+    def _flips(self, net, clean, originals, before, photos, boxes, labels, index, size) -> dict:
         """Per cue class: for other species' clean photos, +1 when pasting a cue (taken from
         that class's cued photos, in turn) pulls the prediction to the class, -1 when it pushes
         it away, 0 otherwise."""
         flips: dict[int, list[int]] = defaultdict(list)
         if not clean:
             return flips
-        before = _probabilities(net, _tensor(originals, size), self.cfg.batch_size).argmax(1)
         for c in sorted(set(labels.tolist())):
             sources = [i for i in range(len(labels)) if labels[i] == c]
             others = [i for i, r in enumerate(clean) if index[r.taxon_name] != c]
@@ -326,7 +331,7 @@ class CueAudit(Audit):
             flips[c] = [int(a == c) - int(before[i] == c) for a, i in zip(after, others)]
         return flips
 
-    def _redrawn(self, net, generator, cued, clean, originals, labels, index, size):
+    def _redrawn(self, net, generator, cued, clean, po, labels, index, size):
         """With the dataset's generator: predictions on the cued photos redrawn without the cue,
         and per cue class the flip of clean photos redrawn with it; ``None`` without one."""
         if generator is None:
@@ -336,8 +341,7 @@ class CueAudit(Audit):
         flips: dict[int, list[int]] = defaultdict(list)
         if clean:
             added = [generator.render(generator.sample_of(r.photo_id), cue=True)[0] for r in clean]
-            pa = _probabilities(net, _tensor(added, size), self.cfg.batch_size).argmax(1)
-            po = _probabilities(net, _tensor(originals, size), self.cfg.batch_size).argmax(1)
+            pa = _predict(net, _tensor(added, size), self.cfg.batch_size)
             for c in set(labels.tolist()):
                 flips[c] = [
                     int(a == c) - int(o == c)
@@ -388,8 +392,7 @@ class CueAudit(Audit):
             for photo, cam, lines, box in zip(
                 ex["photos"], ex["cams"], ex["captions"], (ex["box"], None)
             ):
-                blended = 0.5 * photo + 0.5 * heatmap(cam[None], style)[0]
-                tiles.append(np.asarray(caption_tile(blended, lines, box=box)))
+                tiles.append(np.asarray(cam_tile(photo, cam, lines, style, box=box)))
             rows.append(np.concatenate(tiles, axis=1))
         Image.fromarray(np.concatenate(rows, axis=0)).save(path)
         return path

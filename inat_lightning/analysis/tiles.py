@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from inat_lightning.analysis.gradcam import heatmap
+
 CAPTION_PX = 13
 
 
@@ -34,3 +36,18 @@ def caption_tile(
     for i, line in enumerate(lines):
         draw.text((4, size + 3 + i * (CAPTION_PX + 3)), line, fill="white", font=font)
     return tile
+
+
+def cam_tile(
+    photo01: np.ndarray,
+    cam: np.ndarray,
+    lines: Sequence[str],
+    style: str = "red",
+    alpha: float = 0.5,
+    size: int = 256,
+    box: tuple[float, float, float, float] | None = None,
+) -> Image.Image:
+    """:func:`caption_tile` of a photo with its ``(H, W)`` CAM blended over it:
+    ``(1 - alpha) * photo + alpha * heatmap`` (``style`` as in ``analysis.gradcam.heatmap``)."""
+    blended = (1 - alpha) * photo01 + alpha * heatmap(cam[None], style)[0]
+    return caption_tile(blended, lines, size, box)

@@ -12,7 +12,7 @@ from torchvision.utils import save_image
 
 from inat_lightning.analysis.gradcam import cam_method, compute_cams, energy_in_box, heatmap
 from inat_lightning.analysis.selection import select_examples
-from inat_lightning.analysis.tiles import caption_tile
+from inat_lightning.analysis.tiles import cam_tile, caption_tile
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.data.manifest import safe_folder_name
 from inat_lightning.data.transforms import box_after_eval, denormalize
@@ -119,9 +119,12 @@ class GradCamOverlays(L.Callback):
         self.explain(trainer, pl_module, "test")
 
     # ------------------------------------------------------------------ the gallery
-    def _tile(self, image01: np.ndarray, lines: list[str], box) -> torch.Tensor:
-        """A readable tile: upscaled to ``tile_px``, captioned, the cue box outlined."""
-        tile = caption_tile(image01, lines, self.tile_px, box)
+    def _cam(self, photo: np.ndarray, cam: np.ndarray, lines: list[str], box) -> torch.Tensor:
+        """A readable CAM tile: upscaled to ``tile_px``, captioned, the cue box outlined."""
+        return self._tensor(cam_tile(photo, cam, lines, self.style, self.alpha, self.tile_px, box))
+
+    @staticmethod
+    def _tensor(tile) -> torch.Tensor:
         return torch.from_numpy(np.asarray(tile)).permute(2, 0, 1).float() / 255
 
     @staticmethod
@@ -160,7 +163,6 @@ class GradCamOverlays(L.Callback):
             for t in (preds, labels)
         ]
         photos = denormalize(images).cpu()
-        heats = [heatmap(c, self.style) for c in cams]
         names = module.class_names
         records = getattr(trainer.datamodule, "records", {}).get(stage, [])
         groups: dict[str, list[torch.Tensor]] = {}
@@ -172,21 +174,18 @@ class GradCamOverlays(L.Callback):
             confidence = float(pred["confidence"][p.position])
             energy = f", {energy_in_box(cams[0][k], box)[0]:.0%} in the cue box" if box else ""
             tiles = [
-                self._tile(photo, [f"true: {truth}", f"pred: {guess} {confidence:.0%}"], box),
-                self._tile(
-                    (1 - self.alpha) * photo + self.alpha * heats[0][k],
-                    [f"CAM of {guess}", f"(predicted){energy}"],
-                    box,
-                ),
-            ]
-            if labels[k] != preds[k]:
-                tiles.append(
-                    self._tile(
-                        (1 - self.alpha) * photo + self.alpha * heats[1][k],
-                        [f"CAM of {truth}", "(true class)"],
+                self._tensor(
+                    caption_tile(
+                        photo,
+                        [f"true: {truth}", f"pred: {guess} {confidence:.0%}"],
+                        self.tile_px,
                         box,
                     )
-                )
+                ),
+                self._cam(photo, cams[0][k], [f"CAM of {guess}", f"(predicted){energy}"], box),
+            ]
+            if labels[k] != preds[k]:
+                tiles.append(self._cam(photo, cams[1][k], [f"CAM of {truth}", "(true class)"], box))
             tiles += [torch.ones_like(tiles[0])] * (3 - len(tiles))
             tag = "top_mistakes" if p.kind == "top_mistake" else truth
             groups.setdefault(tag, []).extend(tiles)

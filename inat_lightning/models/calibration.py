@@ -73,6 +73,14 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     return sum(r["count"] * abs(r["confidence"] - r["accuracy"]) for r in rows) / max(total, 1)
 
 
+def scores(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict:
+    """``nll`` and ``ece`` of ``softmax(logits / temperature)`` against ``labels``."""
+    return {
+        "nll": float(nn.functional.cross_entropy(logits / temperature, labels)),
+        "ece": ece(softmax(logits, temperature), labels.numpy()),
+    }
+
+
 def softmax(logits: torch.Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Class probabilities of ``logits / temperature``, as a NumPy array."""
     return torch.softmax(torch.as_tensor(logits).float() / temperature, dim=-1).numpy()

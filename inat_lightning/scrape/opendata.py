@@ -41,6 +41,35 @@ from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
 BUCKET = "https://inaturalist-open-data.s3.amazonaws.com"
+#: the export's column layout, as its headers have it (monthly since 2021; tests and benchmarks
+#: write files in it)
+LAYOUT = {
+    "taxa": ("taxon_id", "ancestry", "rank_level", "rank", "name", "active"),
+    "observations": (
+        "observation_uuid",
+        "observer_id",
+        "latitude",
+        "longitude",
+        "positional_accuracy",
+        "taxon_id",
+        "quality_grade",
+        "observed_on",
+        "anomaly_score",
+    ),
+    "photos": (
+        "photo_uuid",
+        "photo_id",
+        "observation_uuid",
+        "observer_id",
+        "extension",
+        "license",
+        "width",
+        "height",
+        "position",
+    ),
+    "observers": ("observer_id", "login", "name"),
+}
+#: the columns this backend reads, per table (others may come and go)
 TABLES = {
     "taxa": ("taxon_id", "ancestry", "rank_level", "rank", "name", "active"),
     "observations": ("observation_uuid", "observer_id", "taxon_id", "quality_grade", "observed_on"),

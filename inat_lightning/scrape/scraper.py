@@ -99,14 +99,15 @@ def make_clients(
     return api, media
 
 
-def record_lineage(source: TaxonSource, taxon: Taxon, out: Path) -> None:
-    """Add the taxon's lineage to ``out/taxa.csv`` unless it is there (one request per taxon,
-    ever); a failure only costs the taxonomy-aware metrics of that taxon."""
-    path = out / TAXA_NAME
-    if str(taxon.id) in read_taxa(path):
+def record_lineage(source: TaxonSource, taxon: Taxon, out: Path, known: set[str]) -> None:
+    """Add the taxon's lineage to ``out/taxa.csv`` unless its id is in ``known`` (the file's
+    ids, read once per scrape): one request per taxon, ever. A failure only costs the
+    taxonomy-aware metrics of that taxon."""
+    if str(taxon.id) in known:
         return
     try:
-        write_taxa(path, [source.taxon_entry(taxon.id)])
+        write_taxa(out / TAXA_NAME, [source.taxon_entry(taxon.id)])
+        known.add(str(taxon.id))
     except (LookupError, HttpError, KeyError, TypeError) as e:
         log.warning(
             "%s: no lineage recorded (%s); genus/family metrics will skip it", taxon.name, e
@@ -220,6 +221,7 @@ def _scrape_taxa(
             lister.plan([t for t in taxa if not downloader.taxon_full(t.name)], *wanted)
         except UNREADABLE as e:
             resolved = {name: e if isinstance(t, Taxon) else t for name, t in resolved.items()}
+    known_lineages = set(read_taxa(Path(settings.out) / TAXA_NAME))
     bar = progress(
         names,
         desc="taxa",
@@ -235,7 +237,7 @@ def _scrape_taxa(
                 _fail(total, downloader, name, taxon)
                 continue
             bar.set_postfix(taxon=taxon.name)
-            record_lineage(source, taxon, Path(settings.out))
+            record_lineage(source, taxon, Path(settings.out), known_lineages)
             if downloader.taxon_full(taxon.name):
                 log.info("%s: already has %s images", taxon.name, settings.max_per_taxon)
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass, field
 
+from inat_lightning.scrape.opendata import LAYOUT
 from tests.fakeinat.server import FakeINat
 
 LIFE = 48460
@@ -49,8 +50,10 @@ class Dump:
         }
 
 
-def _gz(header: list[str], rows: list[list[object]], torn: str = "") -> bytes:
-    lines = ["\t".join(header)] + ["\t".join(str(c) for c in r) for r in rows]
+def _gz(table: str, rows: list[list[object]], torn: str = "") -> bytes:
+    """A table of the export, gzipped: its real header (``opendata.LAYOUT``), the rows, and
+    optionally a torn last line."""
+    lines = ["\t".join(LAYOUT[table])] + ["\t".join(str(c) for c in r) for r in rows]
     text = "\n".join(lines) + "\n" + (torn + "\n" if torn else "")
     return gzip.compress(text.encode("utf-8"), compresslevel=1)
 
@@ -80,9 +83,7 @@ def make_dump(fake: FakeINat) -> Dump:
         [INACTIVE_CHILD, below_first, 5, "subspecies", f"{first['name']} vetus", "false"],
         [QUOTED, str(LIFE), 10, "species", "Aus \"quoted' beta", "true"],
     ]
-    dump.files["taxa.csv.gz"] = _gz(
-        ["taxon_id", "ancestry", "rank_level", "rank", "name", "active"], taxa
-    )
+    dump.files["taxa.csv.gz"] = _gz("taxa", taxa)
 
     of_first = [
         o for o in fake.observations if o.taxon_index == 0 and o.quality_grade == "research"
@@ -123,38 +124,11 @@ def make_dump(fake: FakeINat) -> Dump:
     photos.append(  # a row whose photo id is not a number (it would name a file)
         ["bad", "../x", obs_uuid(of_first[2].id), 700, "jpg", "CC-BY", 1, 1, 9]
     )
-    dump.files["observations.csv.gz"] = _gz(
-        [
-            "observation_uuid",
-            "observer_id",
-            "latitude",
-            "longitude",
-            "positional_accuracy",
-            "taxon_id",
-            "quality_grade",
-            "observed_on",
-            "anomaly_score",
-        ],
-        observations,
-        torn="00000000-torn\t700",
-    )
-    dump.files["photos.csv.gz"] = _gz(
-        [
-            "photo_uuid",
-            "photo_id",
-            "observation_uuid",
-            "observer_id",
-            "extension",
-            "license",
-            "width",
-            "height",
-            "position",
-        ],
-        photos,
-    )
+    dump.files["observations.csv.gz"] = _gz("observations", observations, "00000000-torn\t700")
+    dump.files["photos.csv.gz"] = _gz("photos", photos)
     observers = [
         [700 + n, f"observer{n}", f"Person {n}" if n else 'Seán O"Brien'] for n in range(13)
     ]
     observers.append([999, "nobody", ""])
-    dump.files["observers.csv.gz"] = _gz(["observer_id", "login", "name"], observers)
+    dump.files["observers.csv.gz"] = _gz("observers", observers)
     return dump
