@@ -91,7 +91,8 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(
             time.sleep(0.5)
             db = tmp_path / "logs" / "train" / "searches" / STUDY / "optuna.db"
             found = states(load(tmp_path)) if db.is_file() else {}
-            if found.get("COMPLETE", 0) >= 2 and found.get("RUNNING", 0) >= 1:
+            jobs = list(db.parent.glob("*/.hydra"))  # the third trial's job has started
+            if found.get("COMPLETE", 0) >= 2 and found.get("RUNNING", 0) >= 1 and len(jobs) >= 3:
                 break
             assert first.poll() is None, "the search ended before it could be killed"
         os.killpg(first.pid, signal.SIGKILL)  # mid-trial: the third is running
