@@ -1,8 +1,10 @@
-"""The demo over several seeds: what accuracy a user will see, as mean ± spread, not one run.
+"""The demo over several seeds: what a user will see, as mean ± spread, not one run.
 
 Runs ``make demo``'s two steps (``python -m inat_lightning.demo seed=S``: train, then evaluate)
 once per seed, each in its own folder under a temporary root, and reports test accuracy,
-macro-F1 and wall time per seed and their mean, standard deviation, min and max.
+macro-F1 and wall time per seed and their mean, standard deviation, min and max, and the bias
+audit's row for the cued species (verdict, accuracy drop beyond the hole control, CAM energy
+lift, flip rate): the demo must flag it on every seed, for the right reason.
 
     python -m bench.bench_demo [--seeds 0 1 2] [-- extra overrides]
 """
@@ -21,6 +23,17 @@ from pathlib import Path
 
 from bench.common import report
 
+CUED = "Piscis striatus"  # the species the biased embedded set gives the angler's hand
+AUDIT_KEYS = (
+    "cued_images",
+    "energy_lift",
+    "acc_with_cue",
+    "acc_drop",
+    "acc_drop_redrawn",
+    "flip_rate_cue_added",
+    "verdict",
+)
+
 
 def one_demo(seed: int, root: Path, extra: list[str]) -> dict:
     run = root / f"seed{seed}"
@@ -30,12 +43,19 @@ def one_demo(seed: int, root: Path, extra: list[str]) -> dict:
     subprocess.run([*cmd, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    audit = json.loads((run / "evaluate" / "metrics.json").read_text()).get("audit") or {}
+    rows = [r for r in audit.get("rows", []) if r["class"] == CUED]
     return {
         "seed": seed,
         "test_acc": round(metrics["test/acc"], 4),
         "test_f1_macro": round(metrics["test/f1_macro"], 4),
         "seconds": round(seconds, 1),
+        "audit": {k: _round(v) for k, v in rows[0].items() if k in AUDIT_KEYS} if rows else None,
     }
+
+
+def _round(value):
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def spread(values: list[float]) -> dict:
@@ -61,6 +81,9 @@ def main() -> None:
             "test_acc": spread([r["test_acc"] for r in runs]),
             "test_f1_macro": spread([r["test_f1_macro"] for r in runs]),
             "seconds": spread([r["seconds"] for r in runs]),
+            "flagged": sum(
+                bool(r["audit"]) and r["audit"]["verdict"] == "RELIES ON THE CUE" for r in runs
+            ),
         },
     )
 

@@ -170,7 +170,8 @@ def audit(
 ) -> dict[str, Any]:
     """The audit that fits the test records (cue boxes or not), written to ``bias_audit.csv``."""
     records = datamodule.records["test"]
-    chosen = choose_audit(records, build(cfg.audit, "audit"), datamodule.max_pixels)
+    settings = build(cfg.audit, "audit")
+    chosen = choose_audit(records, settings, datamodule.max_pixels)
     net = model.net.to(torch.device("cpu"))
     rows = chosen.run(net, datamodule.root, records, model.class_names, datamodule.image_size)
     tables.write_csv(out / "bias_audit.csv", rows)
@@ -182,6 +183,7 @@ def audit(
         "title": chosen.title,
         "legend": chosen.legend,
         "rows": rows,
+        "min_images": settings.min_images,
         "skipped_images": chosen.skipped,
         "gallery": gallery.name if gallery else None,
     }

@@ -131,3 +131,37 @@ def test_batched_cams_match_single_and_leave_the_model_untouched():
         assert torch.equal(v, before[k]), k  # BN running stats included
     with pytest.raises(ValueError, match="method="):
         compute_cams(net, x, [0] * 5, method="NoSuchCAM")
+    with pytest.raises(ValueError, match="score="):
+        compute_cams(net, x, [0] * 5, score="nosuch")
+
+
+class FishAndHand(torch.nn.Module):
+    """A hand-wired classifier: feature 0 sees the fish, feature 1 the hand; the logits are
+    striatus = fish + hand, its cryptic twin punctatus = fish, a bird = -10 fish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        conv = torch.nn.Conv2d(3, 2, 1, bias=False)
+        conv.weight.data = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])[:, :, None, None]
+        self.layer1 = torch.nn.Sequential(conv, torch.nn.ReLU())
+        self.fc = torch.nn.Linear(2, 3, bias=False)
+        self.fc.weight.data = torch.tensor([[1.0, 1.0], [1.0, 0.0], [-10.0, 0.0]])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer1(x).mean((2, 3)))
+
+
+def test_finer_cams_show_what_tells_a_species_from_its_twin_not_what_makes_it_a_fish():
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, 0, :, :8] = 1.0  # the fish: the left half
+    x[0, 1, 12:, 12:] = 1.0  # the hand: a corner
+    hand = (12, 12, 16, 16)
+    net = FishAndHand()
+    assert net(x).argmax().item() == 0  # striatus, by the hand alone
+    by_class = compute_cams(net, x, [0], target_layer="layer1")[0]
+    finer = compute_cams(net, x, [0], target_layer="layer1", score="finer")[0]
+    share_class, area = energy_in_box(by_class, hand)
+    share_finer, _ = energy_in_box(finer, hand)
+    assert area == pytest.approx(1 / 16)
+    assert share_class < 0.15  # the class score is mostly the fish, which both twins share
+    assert share_finer > 0.9  # against the twin, only the hand counts

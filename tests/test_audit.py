@@ -42,31 +42,35 @@ def test_audit_flags_the_biased_model_only(tmp_path, seed):
     for name, data in (("biased", "data=synthetic_biased"), ("clean", "data=synthetic")):
         out = tmp_path / name
         train(compose_config("train", tmp_path, data, *DATA, *TRAIN, f"seed={seed}", out=out))
-        cfg = compose_config(
-            "evaluate",
-            tmp_path,
-            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
-            "restore_data=false",
-            "data=synthetic_biased",
-            *DATA,
-            "callbacks=none",
-            "audit.target_layer=layer2",
-            "+trainer.enable_progress_bar=false",
-            out=tmp_path / f"eval_{name}",
-        )
-        summary = evaluate(cfg)
-        assert summary["audit"]["kind"] == "cue"
-        audits[name] = {r["class"]: r for r in summary["audit"]["rows"]}
-        assert (tmp_path / f"eval_{name}" / "bias_audit.csv").is_file()
+        for score in ("class", "finer"):  # the class score, and against the look-alike twin
+            cfg = compose_config(
+                "evaluate",
+                tmp_path,
+                f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+                "restore_data=false",
+                "data=synthetic_biased",
+                *DATA,
+                "callbacks=none",
+                "audit.target_layer=layer2",
+                f"audit.score={score}",
+                "+trainer.enable_progress_bar=false",
+                out=tmp_path / f"eval_{name}_{score}",
+            )
+            summary = evaluate(cfg)
+            assert summary["audit"]["kind"] == "cue"
+            audits[name, score] = {r["class"]: r for r in summary["audit"]["rows"]}
+            assert (tmp_path / f"eval_{name}_{score}" / "bias_audit.csv").is_file()
 
-    biased, clean = audits["biased"]["Piscis striatus"], audits["clean"]["Piscis striatus"]
-    assert biased["cued_images"] == clean["cued_images"] >= 20  # the same audited photos
-    assert biased["verdict"] == "RELIES ON THE CUE", biased
-    assert biased["energy_lift"] >= 1.5 and biased["acc_drop"] >= 0.15
-    assert clean["verdict"] != "RELIES ON THE CUE", clean
-    assert clean["acc_drop"] < 0.15 and clean["energy_lift"] < biased["energy_lift"]
-    # adding the hand to the twin species' photos pulls the biased model, not the clean one
-    assert biased["flip_rate_cue_added"] > 0.5 > clean["flip_rate_cue_added"]
+    for score in ("class", "finer"):
+        biased = audits["biased", score]["Piscis striatus"]
+        clean = audits["clean", score]["Piscis striatus"]
+        assert biased["cued_images"] == clean["cued_images"] >= 20  # the same audited photos
+        assert biased["verdict"] == "RELIES ON THE CUE", (score, biased)
+        assert biased["energy_lift"] >= 1.5 and biased["acc_drop"] >= 0.15
+        assert clean["verdict"] != "RELIES ON THE CUE", (score, clean)
+        assert clean["acc_drop"] < 0.15 and clean["energy_lift"] < biased["energy_lift"]
+        # adding the hand to the twin species' photos pulls the biased model, not the clean one
+        assert biased["flip_rate_cue_added"] > 0.5 > clean["flip_rate_cue_added"]
 
 
 @pytest.mark.slow

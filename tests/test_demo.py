@@ -1,13 +1,40 @@
-"""make demo: trains, evaluates, and ends with three places to look, all of which exist."""
+"""make demo: trains on the biased set, evaluates, says what the bias audit found, and ends with
+three places to look, all of which exist."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from inat_lightning.demo import RECIPE, audit_lines, train_args
 from tests.helpers.cli import REPO, SMALL
+
+
+def test_the_demo_recipe_comes_first_unless_another_experiment_is_named():
+    assert train_args(["seed=1", "hydra.run.dir=x"]) == [RECIPE, "seed=1"]
+    assert train_args(["experiment=cpu_quick", "seed=1"]) == ["experiment=cpu_quick", "seed=1"]
+
+
+def test_audit_lines_name_each_class_with_a_verdict_and_its_numbers():
+    row = {"cued_images": 9, "acc_drop": 0.8, "energy_lift": 2.04}
+    audit = {
+        "kind": "cue",
+        "min_images": 5,
+        "rows": [
+            {**row, "class": "Piscis striatus", "verdict": "RELIES ON THE CUE"},
+            {**row, "class": "Avis", "cued_images": 2, "verdict": "too few cued images (< 5)"},
+            {**row, "class": "(all)", "verdict": ""},
+        ],
+    }
+    assert audit_lines({"audit": audit}) == [
+        "  Piscis striatus: RELIES ON THE CUE (accuracy drop beyond the hole control +0.80, "
+        "CAM energy in the cue box 2.0x its area)"
+    ]
+    assert audit_lines({"audit": {**audit, "kind": "faithfulness"}}) == []
 
 
 @pytest.mark.slow
@@ -25,3 +52,10 @@ def test_demo_ends_with_report_gallery_and_tensorboard_that_exist(tmp_path):
     run = Path(tensorboard)
     assert (run / "metrics.json").is_file() and list(run.rglob("events.out.tfevents.*"))
     assert run.is_relative_to(tmp_path) and report.is_relative_to(run)
+    # the recipe trained on the biased set, and the audit's verdict is said before "Look next"
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").data.synthetic.cue_species == 0
+    evaluated = json.loads((report.parent / "metrics.json").read_text())
+    assert evaluated["audit"]["kind"] == "cue"
+    said = res.stdout[res.stdout.index("Bias audit") : res.stdout.index("Look next:")]
+    verdicts = [line.strip() for line in said.strip().splitlines()[1:]]
+    assert verdicts and verdicts == [line.strip() for line in audit_lines(evaluated)]

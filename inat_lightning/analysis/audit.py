@@ -40,7 +40,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
-from inat_lightning.analysis.gradcam import compute_cams, energy_in_box, untouched
+from inat_lightning.analysis.gradcam import SCORES, compute_cams, energy_in_box, untouched
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
@@ -60,6 +60,8 @@ class AuditConfig:
         min_drop: accuracy drop (cue removed) from which a class "needs the cue".
         min_images: fewest cued images of a class for a verdict.
         method, target_layer: the CAM (see :mod:`inat_lightning.analysis.gradcam`).
+        score: what the cue audit's CAM explains: the predicted ``class`` score, or that class
+            ``finer`` than its closest alternatives (Finer-CAM: what tells it from look-alikes).
         max_per_class: images per class for the faithfulness metrics (they cost forward passes).
         batch_size: images per forward pass.
         removal: how the cue is removed from a photo: ``inpaint``, ``blur`` or ``mean`` (see
@@ -73,6 +75,7 @@ class AuditConfig:
     min_images: int = 5
     method: str = "GradCAM"
     target_layer: str = "layer3"
+    score: str = "class"
     max_per_class: int = 20
     batch_size: int = 32
     removal: str = "inpaint"
@@ -82,6 +85,8 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.removal not in REMOVALS:
             raise ValueError(f"removal={self.removal!r}: one of {REMOVALS}")
+        if self.score not in SCORES:
+            raise ValueError(f"score={self.score!r}: one of {SCORES}")
 
 
 def _transform(image_size: int) -> v2.Compose:
@@ -226,7 +231,7 @@ class CueAudit(Audit):
             probs = _probabilities(net, x, cfg.batch_size)
             preds = probs.argmax(1)
             cams = compute_cams(
-                net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
+                net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size, cfg.score
             )
             energy, area = self._energy(cams, photos, boxes, image_size)
             removed_probs = _probabilities(net, _tensor(removed_photos, image_size), cfg.batch_size)
@@ -363,7 +368,10 @@ class CueAudit(Audit):
         both = [photos[i] for i in chosen] + [removed_photos[i] for i in chosen]
         x = _tensor(both, size)
         targets = [int(preds[i]) for i in chosen] * 2
-        cams = compute_cams(net, x, targets, self.cfg.method, self.cfg.target_layer)
+        cfg = self.cfg
+        cams = compute_cams(
+            net, x, targets, cfg.method, cfg.target_layer, cfg.batch_size, cfg.score
+        )
         for k, i in enumerate(chosen):
             p = int(preds[i])
             self.examples.append(

@@ -2,6 +2,10 @@
 
 cams = compute_cams(model.net, images, targets=[3, 5, ...])       # (N, H, W) in [0, 1]
 pictures = overlay(denormalize(images), cams, style="red")        # (N, 3, H, W) in [0, 1]
+
+``score="finer"`` explains a class *against the classes the model finds closest to it* (its
+look-alikes; Finer-CAM, pytorch-grad-cam's ``FinerWeightedTarget``) instead of the class score
+alone: what tells *Piscis striatus* from *P. punctatus*, not what makes both a fish.
 """
 
 from __future__ import annotations
@@ -13,10 +17,33 @@ import matplotlib
 import numpy as np
 import pytorch_grad_cam
 import torch
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
 from torch import nn
 
 STYLES = ("red", "colormap")
+SCORES = ("class", "finer")
+FINER_COMPARISONS = 3  # Finer-CAM's default: the three classes whose logits are closest
+
+
+def cam_targets(
+    net: nn.Module, x: torch.Tensor, classes: Sequence[int], score: str = "class"
+) -> list:
+    """The pytorch-grad-cam targets explaining ``classes[i]`` for image ``x[i]``: its class
+    score (``class``), or its score against the :data:`FINER_COMPARISONS` classes whose logits
+    are closest to it, weighted by their probability (``finer``)."""
+    if score not in SCORES:
+        raise ValueError(f"score={score!r}: one of {SCORES}")
+    if score == "class":
+        return [ClassifierOutputTarget(int(c)) for c in classes]
+    with torch.no_grad():
+        logits = net(x).float()
+    targets = []
+    for row, c in zip(logits, classes):
+        gap = (row - row[int(c)]).abs()
+        gap[int(c)] = float("inf")
+        closest = gap.argsort()[: min(FINER_COMPARISONS, len(row) - 1)]
+        targets.append(FinerWeightedTarget(int(c), closest.tolist(), alpha=1.0))
+    return targets
 
 
 def resolve_layer(net: nn.Module, name: str = "layer4") -> nn.Module:
@@ -68,9 +95,11 @@ def compute_cams(
     method: str = "GradCAM",
     target_layer: str = "layer4",
     batch_size: int = 32,
+    score: str = "class",
 ) -> np.ndarray:
-    """CAMs of ``images`` (normalised ``(N, 3, H, W)``) for class ``targets[i]``, computed a batch
-    at a time; returns ``(N, H, W)`` float32 in [0, 1]."""
+    """CAMs of ``images`` (normalised ``(N, 3, H, W)``) for class ``targets[i]`` (explained as
+    ``score`` says: :func:`cam_targets`), computed a batch at a time; returns ``(N, H, W)``
+    float32 in [0, 1]."""
     layer = resolve_layer(net, target_layer)
     out = []
     with untouched(net), cam_method(method)(model=net, target_layers=[layer]) as cam:
@@ -82,7 +111,7 @@ def compute_cams(
                 .to(next(net.parameters()).device)
                 .requires_grad_(True)  # parameters don't: gradients flow through activations only
             )
-            t = [ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
+            t = cam_targets(net, x, targets[start : start + batch_size], score)
             out.append(cam(input_tensor=x, targets=t))
     return (
         np.concatenate(out).astype(np.float32)
