@@ -56,7 +56,7 @@ tensorboard: venv  ## TensorBoard on every run (RUN=<run folder> for one)
 bench: venv  ## every benchmark (each prints JSON; docs/benchmarks.md records the figures)
 	for b in loop flops input gradcam downloader scale workers opendata predict detect; do $(BIN)/python -m bench.bench_$$b || exit 1; done
 
-bench-demo: venv  ## the demo over several seeds: mean and spread of its accuracy (~7 min a seed)
+bench-demo: venv  ## the demo over several seeds: its audit verdict, mean and spread of its accuracy (~3 min a seed)
 	$(BIN)/python -m bench.bench_demo $(ARGS)
 
 clean:  ## remove logs and caches (not data/ nor .venv)
