@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from inat_lightning.analysis.audit import flip_rate
 from inat_lightning.evaluation import evaluate
 from inat_lightning.training import train
 from tests.helpers.cli import compose_config, run_cli, run_dirs
@@ -33,6 +34,13 @@ TRAIN = [
     "data.crop_scale=[0.9,1.0]",
     "+trainer.enable_progress_bar=false",
 ]
+
+
+def test_the_all_row_pools_every_cue_class_flips():
+    flips = {0: [1, 1, 0, 1], 3: [0, -1]}
+    assert flip_rate(flips, 0) == 0.75 and flip_rate(flips, 3) == -0.5
+    assert flip_rate(flips, None) == pytest.approx(2 / 6)  # (all): 6 pasted photos, net 2 pulled
+    assert flip_rate(flips, 5) == 0.0 and flip_rate({}, None) == 0.0
 
 
 @pytest.mark.slow

@@ -113,6 +113,12 @@ def _probabilities(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarr
     ).numpy()
 
 
+def flip_rate(flips: dict[int, list[int]], c: int | None) -> float:
+    """Mean flip of class ``c``'s pasted cues; ``None`` (the ``(all)`` row): of every class's."""
+    pooled = flips.get(c, []) if c is not None else [f for v in flips.values() for f in v]
+    return float(np.mean(pooled)) if pooled else 0.0
+
+
 def _predict(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
     return _probabilities(net, x, batch_size).argmax(1)
 
@@ -177,15 +183,17 @@ class CueAudit(Audit):
     kind = "cue"
     title = "Bias audit: the spurious cue"
     legend = (
-        "`energy_in_box`: share of Grad-CAM energy inside the cue's box; `box_area`: the box's "
-        "share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
+        "`energy_in_box`: share of the CAM's energy inside the cue's box (`audit.score`: of the "
+        "predicted class's score, or `finer`: against its closest look-alikes); `box_area`: the "
+        "box's share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
         "`acc_cue_removed`: the same photos with the cue's box filled (`audit.removal`); "
         "`acc_hole_control`: with a box of the same size filled elsewhere on the photo; "
         "`acc_drop`: the accuracy lost to removing the cue *beyond* what the hole alone costs "
         "(`acc_hole_control - acc_cue_removed`), the verdict's measure. "
         "`flip_rate_cue_added`: how much pasting the cue onto other species' photos raises the "
-        "share predicted as this class (with the cue minus without). Columns ending in "
-        "`_redrawn` (synthetic data): the same, with the photos redrawn by the generator "
+        "share predicted as this class (with the cue minus without; `(all)`: every cue class's "
+        "pasted cues together). Columns ending in `_redrawn` (synthetic data): the same, with "
+        "the photos redrawn by the generator "
         "without or with the cue (nothing else changed)."
     )
 
@@ -277,18 +285,13 @@ class CueAudit(Audit):
                 "acc_cue_removed": acc_removed,
                 "acc_hole_control": acc_hole,
                 "acc_drop": acc_hole - acc_removed,
-                "flip_rate_cue_added": float(np.mean(flips[index[name]]))
-                if name in index and flips.get(index[name])
-                else 0.0,
+                "flip_rate_cue_added": flip_rate(flips, index.get(name)),
             }
             if redrawn is not None:
                 removed_redrawn, flips_redrawn = redrawn
                 row["acc_cue_redrawn"] = float(np.mean(removed_redrawn[mask] == labels[mask]))
                 row["acc_drop_redrawn"] = acc - row["acc_cue_redrawn"]
-                c = index.get(name)
-                row["flip_rate_redrawn"] = (
-                    float(np.mean(flips_redrawn[c])) if flips_redrawn.get(c) else 0.0
-                )
+                row["flip_rate_redrawn"] = flip_rate(flips_redrawn, index.get(name))
             row["verdict"] = verdict(row, cfg)
             rows.append(row)
         return rows
