@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from inat_lightning.analysis.report import audit_findings
 from inat_lightning.models.metrics import headline
 from inat_lightning.runs.overrides import quote
 
@@ -64,19 +65,6 @@ def train_args(args: list[str]) -> list[str]:
     return own if named else [RECIPE, *own]
 
 
-def audit_lines(summary: dict) -> list[str]:
-    """One line per class with a cue verdict, from the evaluation's ``metrics.json``."""
-    audit = summary.get("audit") or {}
-    if audit.get("kind") != "cue":
-        return []
-    return [
-        f"  {r['class']}: {r['verdict']} (accuracy drop beyond the hole control "
-        f"{r['acc_drop']:+.2f}, CAM energy in the cue box {r['energy_lift']:.1f}x its area)"
-        for r in audit["rows"]
-        if r["verdict"] and r["cued_images"] >= audit["min_images"]
-    ]
-
-
 def main(argv: list[str] | None = None) -> Path:
     """Train with ``argv`` as overrides, evaluate the best checkpoint; returns the run folder."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -89,10 +77,10 @@ def main(argv: list[str] | None = None) -> Path:
     metrics = summary["metrics"]
     results = ", ".join(f"{k} {metrics[k]:.3f}" for k in headline("test") if k in metrics)
     print(f"\ndemo done: {results} (chance {summary['chance_accuracy']:.3f}), in {run}\n")
-    verdicts = audit_lines(json.loads((evaluated / "metrics.json").read_text()))
+    verdicts = audit_findings(json.loads((evaluated / "metrics.json").read_text())["audit"])
     if verdicts:
         print("Bias audit (does the model look at the species or at the angler's hand?):")
-        print("\n".join(verdicts) + "\n")
+        print("\n".join(f"  {v}" for v in verdicts) + "\n")
     print("Look next:")
     for i, (what, where) in enumerate(next_steps(run), 1):
         print(f"  {i}. {what + ':':<25} {where}")

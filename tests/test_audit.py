@@ -9,6 +9,7 @@ import json
 import pytest
 
 from inat_lightning.analysis.audit import flip_rate
+from inat_lightning.analysis.report import audit_findings
 from inat_lightning.evaluation import evaluate
 from inat_lightning.training import train
 from tests.helpers.cli import compose_config, run_cli, run_dirs
@@ -41,6 +42,24 @@ def test_the_all_row_pools_every_cue_class_flips():
     assert flip_rate(flips, 0) == 0.75 and flip_rate(flips, 3) == -0.5
     assert flip_rate(flips, None) == pytest.approx(2 / 6)  # (all): 6 pasted photos, net 2 pulled
     assert flip_rate(flips, 5) == 0.0 and flip_rate({}, None) == 0.0
+
+
+def test_findings_name_each_judged_class_with_its_verdict_and_numbers():
+    row = {"cued_images": 9, "acc_drop": 0.8, "energy_lift": 2.04}
+    audit = {
+        "kind": "cue",
+        "min_images": 5,
+        "rows": [
+            {**row, "class": "Piscis striatus", "verdict": "RELIES ON THE CUE"},
+            {**row, "class": "Avis", "cued_images": 2, "verdict": "too few cued images (< 5)"},
+            {**row, "class": "(all)", "verdict": ""},
+        ],
+    }
+    assert audit_findings(audit) == [
+        "Piscis striatus: RELIES ON THE CUE (accuracy drop beyond the hole control +0.80, "
+        "CAM energy in the cue box 2.0x its area)"
+    ]
+    assert audit_findings({**audit, "kind": "faithfulness"}) == []
 
 
 @pytest.mark.slow
@@ -133,4 +152,8 @@ def test_on_real_photos_the_cli_flags_a_model_that_only_sees_a_pasted_cue(tmp_pa
         "acc_hole_control" in biased["report"]
         and "![the photos that depend most" in biased["report"]
     )
+    # the report opens with what it found: the data's cue share, and the verdict
+    assert "## Findings" in biased["report"] and "## Findings" in control["report"]
+    assert "Bias audit: **Cue fish: RELIES ON THE CUE" in biased["report"]
+    assert "Bias audit: **Cue fish: RELIES" not in control["report"]
     assert biased["gallery"] == "audit_gallery.png"

@@ -10,31 +10,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from inat_lightning.demo import RECIPE, audit_lines, train_args
+from inat_lightning.analysis.report import audit_findings
+from inat_lightning.demo import RECIPE, train_args
 from tests.helpers.cli import REPO, SMALL
 
 
 def test_the_demo_recipe_comes_first_unless_another_experiment_is_named():
     assert train_args(["seed=1", "hydra.run.dir=x"]) == [RECIPE, "seed=1"]
     assert train_args(["experiment=cpu_quick", "seed=1"]) == ["experiment=cpu_quick", "seed=1"]
-
-
-def test_audit_lines_name_each_class_with_a_verdict_and_its_numbers():
-    row = {"cued_images": 9, "acc_drop": 0.8, "energy_lift": 2.04}
-    audit = {
-        "kind": "cue",
-        "min_images": 5,
-        "rows": [
-            {**row, "class": "Piscis striatus", "verdict": "RELIES ON THE CUE"},
-            {**row, "class": "Avis", "cued_images": 2, "verdict": "too few cued images (< 5)"},
-            {**row, "class": "(all)", "verdict": ""},
-        ],
-    }
-    assert audit_lines({"audit": audit}) == [
-        "  Piscis striatus: RELIES ON THE CUE (accuracy drop beyond the hole control +0.80, "
-        "CAM energy in the cue box 2.0x its area)"
-    ]
-    assert audit_lines({"audit": {**audit, "kind": "faithfulness"}}) == []
 
 
 @pytest.mark.slow
@@ -58,4 +41,5 @@ def test_demo_ends_with_report_gallery_and_tensorboard_that_exist(tmp_path):
     assert evaluated["audit"]["kind"] == "cue"
     said = res.stdout[res.stdout.index("Bias audit") : res.stdout.index("Look next:")]
     verdicts = [line.strip() for line in said.strip().splitlines()[1:]]
-    assert verdicts and verdicts == [line.strip() for line in audit_lines(evaluated)]
+    assert verdicts and verdicts == audit_findings(evaluated["audit"])
+    assert "## Findings" in report.read_text()

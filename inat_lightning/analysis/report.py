@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from inat_lightning.analysis.tables import to_markdown
-from inat_lightning.data.cues import report_markdown
+from inat_lightning.data.cues import flagged, report_markdown
 from inat_lightning.models.metrics import SCALARS, key
 
 FIGURE_CAPTIONS = {
@@ -90,6 +90,30 @@ def _calibration(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def audit_findings(audit: dict[str, Any]) -> list[str]:
+    """One sentence per class the cue audit judged (enough cued photos): verdict and measures."""
+    if audit.get("kind") != "cue":
+        return []
+    return [
+        f"{r['class']}: {r['verdict']} (accuracy drop beyond the hole control "
+        f"{r['acc_drop']:+.2f}, CAM energy in the cue box {r['energy_lift']:.1f}x its area)"
+        for r in audit["rows"]
+        if r["verdict"] and r["cued_images"] >= audit.get("min_images", 0)
+    ]
+
+
+def _findings(summary: dict[str, Any]) -> list[str]:
+    """The bias found, first: classes whose photos carry the cue, and the audit's verdicts."""
+    rows = summary.get("dataset") or []
+    share = {r["class"]: r["cue_share"] for r in rows}
+    found = [
+        f"- Bias in the data: **{name}**: {share[name]:.0%} of its photos show the cue."
+        for name in flagged(rows)
+    ]
+    found += [f"- Bias audit: **{line}**." for line in audit_findings(summary["audit"])]
+    return ["## Findings", "", *found, ""] if found else []
+
+
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
     """Write ``out/report.md`` from an evaluation summary; returns its path."""
     m = summary["metrics"]
@@ -99,6 +123,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         f"Checkpoint: `{summary['checkpoint']}` — {len(summary['class_names'])} classes, "
         f"chance accuracy {summary['chance_accuracy']:.3f}.",
         "",
+        *_findings(summary),
         "## Metrics (test split)",
         "",
         to_markdown(
