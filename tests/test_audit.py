@@ -10,6 +10,7 @@ import pytest
 
 from inat_lightning.analysis.audit import flip_rate
 from inat_lightning.analysis.report import audit_findings
+from inat_lightning.config import ConfigError, build
 from inat_lightning.evaluation import evaluate
 from inat_lightning.training import train
 from tests.helpers.cli import compose_config, run_cli, run_dirs
@@ -35,6 +36,13 @@ TRAIN = [
     "data.crop_scale=[0.9,1.0]",
     "+trainer.enable_progress_bar=false",
 ]
+
+
+@pytest.mark.parametrize(("key", "value"), [("score", "nosuch"), ("removal", "smudge")])
+def test_a_bad_audit_setting_is_a_config_error_naming_its_key(tmp_path, key, value):
+    node = compose_config("evaluate", tmp_path, "ckpt_path=x.ckpt", f"audit.{key}={value}").audit
+    with pytest.raises(ConfigError, match=rf"^audit\.{key}='{value}': one of"):
+        build(node, "audit")
 
 
 def test_the_all_row_pools_every_cue_class_flips():
