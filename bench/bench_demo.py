@@ -4,7 +4,7 @@ Runs ``make demo``'s two steps (``python -m inat_lightning.demo seed=S``: train,
 once per seed, each in its own folder under a temporary root, and reports test accuracy,
 macro-F1 and wall time per seed and their mean, standard deviation, min and max, and the bias
 audit's row for the cued species (verdict, accuracy drop beyond the hole control, CAM energy
-lift, flip rate): the demo must flag it on every seed, for the right reason.
+lift, flip rates): the demo must flag it on every seed, for the right reason.
 
     python -m bench.bench_demo [--seeds 0 1 2] [-- extra overrides]
 """
@@ -31,6 +31,8 @@ AUDIT_KEYS = (
     "acc_drop",
     "acc_drop_redrawn",
     "flip_rate_cue_added",
+    "lookalike",
+    "flip_rate_lookalike",
     "verdict",
 )
 

@@ -6,9 +6,10 @@ them. Both models are audited on the same cued test photos."""
 
 import json
 
+import numpy as np
 import pytest
 
-from inat_lightning.analysis.audit import flip_rate
+from inat_lightning.analysis.audit import flip_rate, lookalike
 from inat_lightning.analysis.report import audit_findings
 from inat_lightning.config import ConfigError, build
 from inat_lightning.evaluation import evaluate
@@ -52,6 +53,11 @@ def test_the_all_row_pools_every_cue_class_flips():
     assert flip_rate(flips, 5) == 0.0 and flip_rate({}, None) == 0.0
 
 
+def test_the_lookalike_is_what_the_photos_become_without_their_cue():
+    assert lookalike(np.array([0, 1, 1, 2, 1, 0]), 0) == 1
+    assert lookalike(np.array([0, 0]), 0) is None  # the cue was not needed
+
+
 def test_findings_name_each_judged_class_with_its_verdict_and_numbers():
     row = {"cued_images": 9, "acc_drop": 0.8, "energy_lift": 2.04}
     audit = {
@@ -67,6 +73,10 @@ def test_findings_name_each_judged_class_with_its_verdict_and_numbers():
         "Piscis striatus: RELIES ON THE CUE (accuracy drop beyond the hole control +0.80, "
         "CAM energy in the cue box 2.0x its area)"
     ]
+    audit["rows"][0] |= {"lookalike": "Piscis punctatus", "flip_rate_lookalike": 0.909}
+    assert audit_findings(audit)[0].endswith(
+        "2.0x its area; the cue pasted onto Piscis punctatus photos: +91% taken for it)"
+    )
     assert audit_findings({**audit, "kind": "faithfulness"}) == []
 
 
@@ -106,6 +116,10 @@ def test_audit_flags_the_biased_model_only(tmp_path, seed):
         assert clean["acc_drop"] < 0.15 and clean["energy_lift"] < biased["energy_lift"]
         # adding the hand to the twin species' photos pulls the biased model, not the clean one
         assert biased["flip_rate_cue_added"] > 0.5 > clean["flip_rate_cue_added"]
+        # without the hand, the biased model takes P. striatus for its twin (the only other
+        # species here, so the twin's flip rate is the flip rate)
+        assert biased["lookalike"] == "Piscis punctatus"
+        assert biased["flip_rate_lookalike"] == biased["flip_rate_cue_added"]
 
 
 @pytest.mark.slow

@@ -113,6 +113,13 @@ def _probabilities(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarr
     ).numpy()
 
 
+def lookalike(removed_preds: np.ndarray, c: int) -> int | None:
+    """The class most predicted for class ``c``'s photos once their cue is removed: what the
+    model takes them for without it (``None`` when they all stay ``c``)."""
+    others = removed_preds[removed_preds != c]
+    return int(np.bincount(others).argmax()) if len(others) else None
+
+
 def flip_rate(flips: dict[int, list[int]], c: int | None) -> float:
     """Mean flip of class ``c``'s pasted cues; ``None`` (the ``(all)`` row): of every class's."""
     pooled = flips.get(c, []) if c is not None else [f for v in flips.values() for f in v]
@@ -192,7 +199,9 @@ class CueAudit(Audit):
         "(`acc_hole_control - acc_cue_removed`), the verdict's measure. "
         "`flip_rate_cue_added`: how much pasting the cue onto other species' photos raises the "
         "share predicted as this class (with the cue minus without; `(all)`: every cue class's "
-        "pasted cues together). Columns ending in `_redrawn` (synthetic data): the same, with "
+        "pasted cues together). `lookalike`: what the model takes the class's photos for once "
+        "the cue is removed; `flip_rate_lookalike`: the flip rate on that species' photos alone. "
+        "Columns ending in `_redrawn` (synthetic data): the same, with "
         "the photos redrawn by the generator "
         "without or with the cue (nothing else changed)."
     )
@@ -266,6 +275,9 @@ class CueAudit(Audit):
                 image_size,
             )
         removed, hole = removed_probs.argmax(1), control.argmax(1)
+        twins = {c: lookalike(removed[labels == c], c) for c in cue_classes}
+        pooled = {c: [f for fs in flips.get(c, {}).values() for f in fs] for c in cue_classes}
+        on_twin = {c: flips.get(c, {}).get(t, []) for c, t in twins.items() if t is not None}
         rows = []
         groups = {class_names[c]: labels == c for c in cue_classes}
         groups["(all)"] = np.ones(len(labels), bool)
@@ -285,7 +297,11 @@ class CueAudit(Audit):
                 "acc_cue_removed": acc_removed,
                 "acc_hole_control": acc_hole,
                 "acc_drop": acc_hole - acc_removed,
-                "flip_rate_cue_added": flip_rate(flips, index.get(name)),
+                "flip_rate_cue_added": flip_rate(pooled, index.get(name)),
+                "lookalike": class_names[twins[index[name]]]
+                if name in index and twins[index[name]] is not None
+                else "",
+                "flip_rate_lookalike": flip_rate(on_twin, index.get(name)),
             }
             if redrawn is not None:
                 removed_redrawn, flips_redrawn = redrawn
@@ -316,10 +332,10 @@ class CueAudit(Audit):
         return np.array(energy), np.array(area)
 
     def _flips(self, net, clean, originals, before, photos, boxes, labels, index, size) -> dict:
-        """Per cue class: for other species' clean photos, +1 when pasting a cue (taken from
-        that class's cued photos, in turn) pulls the prediction to the class, -1 when it pushes
-        it away, 0 otherwise."""
-        flips: dict[int, list[int]] = defaultdict(list)
+        """Per cue class and per other species: for that species' clean photos, +1 when pasting
+        a cue (taken from the cue class's cued photos, in turn) pulls the prediction to the cue
+        class, -1 when it pushes it away, 0 otherwise."""
+        flips: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
         if not clean:
             return flips
         for c in sorted(set(labels.tolist())):
@@ -336,7 +352,8 @@ class CueAudit(Audit):
                 for k, i in enumerate(others)
             ]
             after = _probabilities(net, _tensor(pasted, size), self.cfg.batch_size).argmax(1)
-            flips[c] = [int(a == c) - int(before[i] == c) for a, i in zip(after, others)]
+            for a, i in zip(after, others):
+                flips[c][index[clean[i].taxon_name]].append(int(a == c) - int(before[i] == c))
         return flips
 
     def _redrawn(self, net, generator, cued, clean, po, labels, index, size):

@@ -96,7 +96,13 @@ def audit_findings(audit: dict[str, Any]) -> list[str]:
         return []
     return [
         f"{r['class']}: {r['verdict']} (accuracy drop beyond the hole control "
-        f"{r['acc_drop']:+.2f}, CAM energy in the cue box {r['energy_lift']:.1f}x its area)"
+        f"{r['acc_drop']:+.2f}, CAM energy in the cue box {r['energy_lift']:.1f}x its area"
+        + (
+            f"; the cue pasted onto {r['lookalike']} photos: {r['flip_rate_lookalike']:+.0%} "
+            "taken for it)"
+            if r.get("lookalike")
+            else ")"
+        )
         for r in audit["rows"]
         if r["verdict"] and r["cued_images"] >= audit.get("min_images", 0)
     ]
