@@ -125,7 +125,8 @@ class GradCamOverlays(L.Callback):
 
     @staticmethod
     def _tensor(tile) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(tile)).permute(2, 0, 1).float() / 255
+        # np.array copies: a PIL image's buffer is read-only, which torch warns about
+        return torch.from_numpy(np.array(tile)).permute(2, 0, 1).float() / 255
 
     @staticmethod
     def _box(trainer: L.Trainer, record: Any, size: int):
