@@ -5,13 +5,15 @@ applies to the data, as pytorch-grad-cam's CAM methods share one base.
 
 :class:`CueAudit`, for images whose manifest row has a cue box (the synthetic "fisherman"):
 
-* **energy** — the share of Grad-CAM energy (predicted class) inside the box, against the box's
-  share of the image area (the energy-based pointing game);
+* **energy** — the share of Grad-CAM energy (predicted class; ``score="finer"``: that class
+  against its closest look-alikes) inside the box, against the box's share of the image area
+  (the energy-based pointing game);
 * **counterfactual** — accuracy with the cue vs with the cue's box filled (inpainting, blur or
   the mean colour: :mod:`~inat_lightning.analysis.counterfactual`), against a **hole control**:
   the same photos with a box of the same size filled elsewhere. The accuracy lost beyond the
   control is the cue's (a model hurt by any hole is not called biased). Pasting the cue onto
-  other species' photos gives the flip rate. Where the dataset generator exists (synthetic
+  other species' photos gives the flip rate, overall and on the class's look-alike (what its
+  photos become without the cue). Where the dataset generator exists (synthetic
   data), the photos are also redrawn without/with the cue, nothing else changed (``*_redrawn``);
 * a **verdict** per class: "relies on the cue" when the energy share is at least ``min_lift``
   times the box's area share and the accuracy drop beyond the hole is at least ``min_drop``.
