@@ -28,14 +28,15 @@ def test_summary_lists_varying_overrides_and_metrics_per_job(tmp_path):
     )
     fake_job(tmp_path, 1, ["model=resnet18", "model.optimizer.lr=0.01"], {"val/f1_macro": 0.7})
     fake_job(tmp_path, 10, ["model=resnet18", "model.optimizer.lr=0.001"])  # crashed
+    (tmp_path / "11_job" / ".hydra").mkdir(parents=True)  # killed before Hydra wrote its config
     md = write_summary(tmp_path, "val/f1_macro")
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
-    assert [r["job"] for r in rows] == ["0", "1", "10"]  # numeric order, not text order
+    assert [r["job"] for r in rows] == ["0", "1", "10", "11"]  # numeric order, not text order
     assert "model" not in rows[0]  # the same in every job: not a column
     assert "resume" not in rows[0] and "run_name" not in rows[0]
-    assert [r["model.optimizer.lr"] for r in rows] == ["0.1", "0.01", "0.001"]
-    assert [r["val/f1_macro"] for r in rows] == ["0.5000", "0.7000", ""]
-    assert rows[2]["status"] == "failed or running"
+    assert [r["model.optimizer.lr"] for r in rows] == ["0.1", "0.01", "0.001", ""]
+    assert [r["val/f1_macro"] for r in rows] == ["0.5000", "0.7000", "", ""]
+    assert rows[2]["status"] == rows[3]["status"] == "failed or running"
     assert "Best val/f1_macro: 0.7000 (job 1)" in md.read_text()
 
 

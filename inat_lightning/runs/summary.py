@@ -36,7 +36,10 @@ METRICS = headline("val", "test")
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
-    items = parse(yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or [])
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():  # killed before Hydra wrote it: listed, with no settings
+        return {}
+    items = parse(yaml.safe_load(path.read_text()) or [])
     # a resumed job's bookkeeping is not a setting
     return {key_of(o): value_text(o) for o in items if key_of(o) not in BOOKKEEPING_KEYS}
 
@@ -80,7 +83,8 @@ def _table(rows: list[dict[str, Any]], short: bool = False) -> tuple[list[str], 
     """Columns: the overrides that differ between jobs (``short``: floats to 4 digits), then
     the metrics."""
     keys = sorted({k for r in rows for k in r["overrides"]})
-    varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] or keys
+    known = [r for r in rows if r["overrides"]] or rows  # a sweep's jobs all have overrides
+    varying = [k for k in keys if len({r["overrides"].get(k) for r in known}) > 1] or keys
     metric_cols = [c for c in rows[0] if c not in ("job", "status", "overrides", "run_dir")]
     for r in rows[1:]:
         metric_cols += [c for c in r if c.startswith("best/") and c not in metric_cols]
