@@ -25,25 +25,29 @@ SCORES = ("class", "finer")
 FINER_COMPARISONS = 3  # Finer-CAM's default: the three classes whose logits are closest
 
 
-def cam_targets(
-    net: nn.Module, x: torch.Tensor, classes: Sequence[int], score: str = "class"
-) -> list:
-    """The pytorch-grad-cam targets explaining ``classes[i]`` for image ``x[i]``: its class
-    score (``class``), or its score against the :data:`FINER_COMPARISONS` classes whose logits
-    are closest to it, weighted by their probability (``finer``)."""
+class FinerTarget:
+    """Finer-CAM's target for class ``c``, its comparison classes read off the model output
+    being explained (no second forward pass): the :data:`FINER_COMPARISONS` classes whose logits
+    are closest to ``c``'s, weighted by their probability (pytorch-grad-cam's
+    ``FinerWeightedTarget``)."""
+
+    def __init__(self, c: int) -> None:
+        self.c = c
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        gap = (output - output[self.c]).detach().abs()
+        gap[self.c] = float("inf")
+        closest = gap.argsort()[: min(FINER_COMPARISONS, len(output) - 1)].tolist()
+        return FinerWeightedTarget(self.c, closest, alpha=1.0)(output)
+
+
+def cam_targets(classes: Sequence[int], score: str = "class") -> list:
+    """The pytorch-grad-cam targets explaining ``classes[i]``: its class score (``class``), or
+    that class against its closest alternatives (``finer``: :class:`FinerTarget`)."""
     if score not in SCORES:
         raise ValueError(f"score={score!r}: one of {SCORES}")
-    if score == "class":
-        return [ClassifierOutputTarget(int(c)) for c in classes]
-    with torch.no_grad():
-        logits = net(x).float()
-    targets = []
-    for row, c in zip(logits, classes):
-        gap = (row - row[int(c)]).abs()
-        gap[int(c)] = float("inf")
-        closest = gap.argsort()[: min(FINER_COMPARISONS, len(row) - 1)]
-        targets.append(FinerWeightedTarget(int(c), closest.tolist(), alpha=1.0))
-    return targets
+    target = ClassifierOutputTarget if score == "class" else FinerTarget
+    return [target(int(c)) for c in classes]
 
 
 def resolve_layer(net: nn.Module, name: str = "layer4") -> nn.Module:
@@ -111,7 +115,7 @@ def compute_cams(
                 .to(next(net.parameters()).device)
                 .requires_grad_(True)  # parameters don't: gradients flow through activations only
             )
-            t = cam_targets(net, x, targets[start : start + batch_size], score)
+            t = cam_targets(targets[start : start + batch_size], score)
             out.append(cam(input_tensor=x, targets=t))
     return (
         np.concatenate(out).astype(np.float32)
