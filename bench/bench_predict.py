@@ -43,16 +43,14 @@ def bare(model: Classifier, root: Path, paths: list[str], size: int) -> float:
     return len(paths) / (time.perf_counter() - t0)
 
 
-def ours(tmp: Path, ckpt: Path, root: Path, size: int, n: int, explain: bool) -> float:
+def ours(tmp: Path, ckpt: Path, root: Path, n: int, explain: bool) -> float:
     cfg = compose_config(
         "predict",
         tmp,
         f"ckpt_path={ckpt}",
         f"inputs={root}",
-        "restore_data=false",
-        f"data.image_size={size}",
-        f"data.batch_size={BATCH}",
-        f"data.num_workers={WORKERS}",
+        f"batch_size={BATCH}",
+        f"num_workers={WORKERS}",
         f"explain={str(explain).lower()}",
         f"explain_max={n}",
         "progress=false",
@@ -78,7 +76,12 @@ def main() -> None:
         root = tmp / "photos"
         gen.generate(root, progress=False)
         paths = [r.path for r in read_manifest(root / "manifest.csv")]
-        model = Classifier(8, class_names=[s.name for s in gen.species()], depth=a.depth)
+        model = Classifier(
+            8,
+            class_names=[s.name for s in gen.species()],
+            depth=a.depth,
+            input_spec={"image_size": a.size},  # the eval transform at the bare loop's defaults
+        )
         ckpt = tmp / "model.ckpt"
         torch.save(
             {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt
@@ -87,8 +90,8 @@ def main() -> None:
         results = {"bare": [], "predict": [], "predict_explain": []}
         for _ in range(a.repeats):  # interleaved, so drift hits all three alike
             results["bare"].append(bare(model, root, paths, a.size))
-            results["predict"].append(ours(tmp, ckpt, root, a.size, n, explain=False))
-            results["predict_explain"].append(ours(tmp, ckpt, root, a.size, n, explain=True))
+            results["predict"].append(ours(tmp, ckpt, root, n, explain=False))
+            results["predict_explain"].append(ours(tmp, ckpt, root, n, explain=True))
     best = {k: max(v) for k, v in results.items()}
     report(
         "predict",

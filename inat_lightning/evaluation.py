@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.audit import CueAudit, choose_audit
 from inat_lightning.analysis.figures import reliability_figure, save
-from inat_lightning.analysis.report import write_report
+from inat_lightning.analysis.report import audit_findings, write_report
 from inat_lightning.callbacks.gradcam import GradCamOverlays
 from inat_lightning.callbacks.metric_figures import MetricFigures
 from inat_lightning.callbacks.outputs import CollectTestLogits
@@ -29,32 +29,40 @@ from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.cues import dataset_report
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.models.calibration import reliability, scores, softmax
-from inat_lightning.models.checkpoint import load_classifier
+from inat_lightning.models.card import write_card
+from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
+from inat_lightning.models.spec import OVERRIDABLE, InputSpec
 from inat_lightning.runs.overrides import key_of, task_overrides
 
 log = logging.getLogger(__name__)
+
+
+def command_data_changes(cfg: DictConfig) -> dict[str, Any]:
+    """The ``data.*`` keys this command sets (its command line, then ``data_overrides``)."""
+    changed = {
+        key_of(o).removeprefix("data."): OmegaConf.select(cfg, key_of(o))
+        for o in task_overrides()
+        if key_of(o).startswith("data.") and not o.is_delete()
+    }
+    return changed | dict(cfg.get("data_overrides") or {})
 
 
 def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     """The training run's data config, with its ``splits.csv`` pinned, so the test split is the
     same one; then this command's ``data.*`` overrides (and ``data_overrides``) on top. Falls
     back to ``cfg.data`` when the checkpoint is not inside a run folder or
-    ``restore_data=false``."""
+    ``restore_data=false``: the run folder is read only for what only it has (the data and its
+    split), never for how inputs are made (the checkpoint says that)."""
     run_dir = ckpt.resolve().parent.parent
     saved, splits = run_dir / ".hydra" / "config.yaml", run_dir / "splits.csv"
     if not cfg.get("restore_data", True) or not saved.is_file():
         log.info("using data from this command's config")
-        return cfg.data
+        return cfg.data.copy()
     data = OmegaConf.load(saved).data
     _check_restorable(data, saved)
-    changed = {
-        key_of(o).removeprefix("data."): OmegaConf.select(cfg, key_of(o))
-        for o in task_overrides()
-        if key_of(o).startswith("data.") and not o.is_delete()
-    }
-    changed |= dict(cfg.get("data_overrides") or {})
+    changed = command_data_changes(cfg)
     with open_dict(data):
         if splits.is_file():
             data.split.file = str(splits)
@@ -62,6 +70,25 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
         for name, value in changed.items():
             OmegaConf.update(data, name, value, merge=False)
     log.info("restored data config and split of %s (changed: %s)", run_dir, changed or "nothing")
+    return data
+
+
+def data_config(cfg: DictConfig, ckpt: Path, spec: InputSpec) -> DictConfig:
+    """The data config to evaluate on, its preprocessing the checkpoint's ``spec``; a
+    ``data.*`` value of this command that contradicts the spec is an error naming the key
+    (``preprocess.*`` changes the spec explicitly)."""
+    data = restore_data_config(cfg, ckpt)
+    changed = command_data_changes(cfg)
+    with open_dict(data):
+        for name, data_key in OVERRIDABLE.items():
+            wanted = getattr(spec, name)
+            if data_key in changed and changed[data_key] != wanted:
+                raise ConfigError(
+                    f"data.{data_key}={changed[data_key]}: contradicts the checkpoint's input spec "
+                    f"({name}={wanted}); to evaluate with another preprocessing say "
+                    f"preprocess.{name}={changed[data_key]}"
+                )
+            data[data_key] = wanted
     return data
 
 
@@ -93,10 +120,12 @@ def _check_restorable(data: DictConfig, saved: Path) -> None:
         )
 
 
-def load_data(cfg: DictConfig, ckpt: Path, model: Classifier) -> ImageFolderDataModule:
+def load_data(
+    cfg: DictConfig, ckpt: Path, model: Classifier, spec: InputSpec
+) -> ImageFolderDataModule:
     """The data module, test split set up; its classes must be the checkpoint's. The data
     config used is saved as ``data.yaml`` in the run folder."""
-    data = restore_data_config(cfg, ckpt)
+    data = data_config(cfg, ckpt, spec)
     OmegaConf.save(data, Path(cfg.paths.output_dir) / "data.yaml")
     datamodule = build(data, "data")
     try:
@@ -137,6 +166,32 @@ def write_tables(
     for name, rows in found.items():
         tables.write_csv(out / f"{name}.csv", rows)
     return found
+
+
+def write_test_predictions(
+    out: Path,
+    model: Classifier,
+    datamodule: ImageFolderDataModule,
+    collected: CollectTestLogits,
+) -> Path:
+    """``test_predictions.csv``: each readable test photo's true class, top-1 answer and its
+    calibrated probability, as the test loop computed them."""
+    logits, labels = collected.result()
+    records = datamodule.records["test"]
+    names = model.class_names
+    probs = softmax(logits, model.temperature) if len(labels) else np.zeros((0, len(names)))
+    rows = [
+        {
+            "photo_id": records[i].photo_id,
+            "path": records[i].path,
+            "true": names[int(y)],
+            "prediction": names[int(p.argmax())],
+            "probability": round(float(p.max()), 6),
+        }
+        for i, y, p in zip(collected.indices().tolist(), labels.tolist(), probs)
+    ]
+    tables.write_csv(out / "test_predictions.csv", rows)
+    return out / "test_predictions.csv"
 
 
 def taxonomy_summary(model: Classifier, metrics: dict[str, float]) -> dict[str, Any] | None:
@@ -218,18 +273,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     ckpt = Path(cfg.ckpt_path)
     model = load_classifier(ckpt)  # missing, truncated or foreign: a config error, before work
+    spec = checked_spec(model, cfg.get("preprocess") or {})
     build(cfg.audit, "audit")  # its errors before any work
     out = Path(cfg.paths.output_dir)
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
     loggers = build_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
-    datamodule = load_data(cfg, ckpt, model)
+    datamodule = load_data(cfg, ckpt, model, spec)
 
     logits = CollectTestLogits()
     trainer.callbacks.append(logits)
     metrics, cm = run_test(trainer, model, datamodule)
     names = model.class_names
     found = write_tables(out, cm, model, datamodule, cfg.top_pairs)
+    write_test_predictions(out, model, datamodule, logits)
     calibrated = calibration(model, *logits.result(), out)
     figures, galleries = pictures(callbacks, out)
     if calibrated is not None:
@@ -252,6 +309,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary["audit"] = audit(cfg, model, datamodule, out)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     report = write_report(out, summary)
+    write_card(out, read_checkpoint(ckpt), ckpt.name, audit_findings(summary["audit"]))
     log_tables(trainer, found, summary["audit"]["rows"])
     log.info("report: %s", report)
     acc = key("test", "acc")

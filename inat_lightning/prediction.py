@@ -13,10 +13,10 @@ confident photo outweighs several unsure ones).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +25,43 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from inat_lightning.analysis.gradcam import compute_cams, energy_in_box
+from inat_lightning.analysis import tables
+from inat_lightning.analysis.gradcam import (
+    STYLES,
+    cam_method,
+    compute_cams,
+    energy_in_box,
+    resolve_layer,
+)
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.config import ConfigError
 from inat_lightning.data.dataset import ImageDataset, collate_skipping
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record
-from inat_lightning.data.transforms import box_after_eval, denormalize, eval_transform
-from inat_lightning.evaluation import restore_data_config
-from inat_lightning.models.checkpoint import load_classifier
+from inat_lightning.data.transforms import denormalize
+from inat_lightning.models.card import write_card
+from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.export import compare_export, export_model
+from inat_lightning.models.spec import InputSpec
 from inat_lightning.progress import progress
 
 log = logging.getLogger(__name__)
 
 
 def device_of(name: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
+    """``auto``: the GPU when there is one, else the CPU; a device this machine lacks is a
+    ``ValueError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        raise ValueError(f"no such GPU on this machine ({torch.cuda.device_count()} found)")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError("must be auto, cpu or cuda[:N]")
+    return device
 
 
 def predict_probabilities(
@@ -100,8 +116,7 @@ def explain(
     records: list[Record],
     probs: np.ndarray,
     out: Path,
-    image_size: int,
-    crop_ratio: float,
+    spec: InputSpec,
 ) -> dict[int, dict[str, Any]]:
     """A captioned red Grad-CAM overlay of the top prediction for the first ``explain_max``
     readable photos, in ``explanations/``; per photo index: the file and, for photos with a
@@ -128,7 +143,7 @@ def explain(
             row: dict[str, Any] = {}
             box = None
             if r.cue_box is not None and r.width and r.height:
-                box = box_after_eval(r.cue_box, r.width, r.height, image_size, crop_ratio)
+                box = spec.box(r.cue_box, r.width, r.height)
                 row["cue_share"], _ = energy_in_box(cam, box)
                 lines.append(f"CAM on the cue: {row['cue_share']:.0%}")
             tile = cam_tile(photo, cam, lines, cfg.explain_style, box=box)
@@ -139,16 +154,87 @@ def explain(
     return found
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["photo_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+#: the columns of ``predictions.csv``, the same for every row (unreadable photos included)
+PHOTO_COLUMNS = (
+    "photo_id",
+    "path",
+    "observation_id",
+    "status",
+    "prediction",
+    "probability",
+    "uncertain",
+    "top_k",
+    "observation_prediction",
+    "true",
+    "cue_share",
+    "looks_at_cue",
+    "explanation",
+)
+OBSERVATION_COLUMNS = (
+    "observation_id",
+    "photos",
+    "prediction",
+    "probability",
+    "uncertain",
+    "top_k",
+    "true",
+)
+
+
+def _number(cfg: DictConfig, name: str, kind: type, rule: Callable[[Any], bool], want: str):
+    """``cfg[name]`` as ``kind`` obeying ``rule``, else a config error naming the key."""
+    value = cfg.get(name)
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        converted = kind(value)
+        if kind is int and converted != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: must be {want}") from None
+    if not rule(converted):
+        raise ConfigError(f"{name}={value!r}: must be {want}")
+    return converted
+
+
+def check_settings(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
+    """Every setting of ``predict.py`` checked before a photo is read: a bad one is one line
+    naming its key. Returns them converted."""
+    settings = {
+        "top_k": _number(cfg, "top_k", int, lambda v: v >= 1, "an integer >= 1"),
+        "uncertain_below": _number(
+            cfg, "uncertain_below", float, lambda v: 0 <= v <= 1, "in [0, 1]"
+        ),
+        "explain_max": _number(cfg, "explain_max", int, lambda v: v >= 0, "an integer >= 0"),
+        "cue_warning_share": _number(
+            cfg, "cue_warning_share", float, lambda v: 0 < v <= 1, "in (0, 1]"
+        ),
+        "batch_size": _number(cfg, "batch_size", int, lambda v: v >= 1, "an integer >= 1"),
+        "num_workers": _number(cfg, "num_workers", int, lambda v: v >= 0, "an integer >= 0"),
+        "max_pixels": _number(cfg, "max_pixels", int, lambda v: v >= 1, "an integer >= 1"),
+    }
+    if cfg.explain_style not in STYLES:
+        raise ConfigError(f"explain_style={cfg.explain_style!r}: must be one of {STYLES}")
+    for name, check in (
+        ("cam_method", lambda: cam_method(cfg.cam_method)),
+        ("target_layer", lambda: resolve_layer(model.net, cfg.target_layer)),
+        ("device", lambda: device_of(str(cfg.device))),
+    ):
+        try:
+            check()
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(f"{name}={cfg[name]!r}: {e}") from None
+    try:
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"paths.output_dir={cfg.paths.output_dir!r}: {e}") from None
+    return settings
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict ``cfg.inputs`` with ``cfg.ckpt_path``; returns the summary of
-    ``predictions.json``."""
+    ``predictions.json``. The preprocessing is the checkpoint's own (its input spec): the
+    checkpoint needs no run folder."""
     if not cfg.get("ckpt_path"):
         raise ConfigError(
             "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
@@ -157,17 +243,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             "inputs: required: an image, a folder, a glob ('photos/*.jpg') or a manifest.csv"
         )
-    for name, ok, rule in (
-        ("top_k", cfg.top_k >= 1, ">= 1"),
-        ("uncertain_below", 0 <= cfg.uncertain_below <= 1, "in [0, 1]"),
-        ("explain_max", cfg.explain_max >= 0, ">= 0"),
-        ("cue_warning_share", 0 < cfg.cue_warning_share <= 1, "in (0, 1]"),
-    ):
-        if not ok:
-            raise ConfigError(f"{name}={cfg[name]}: must be {rule}")
     ckpt = Path(cfg.ckpt_path)
     model = load_classifier(ckpt)
-    data = restore_data_config(cfg, ckpt)
+    spec = checked_spec(model, cfg.get("preprocess") or {})
+    settings = check_settings(cfg, model)
     try:
         root, records, others = collect_inputs(str(cfg.inputs))
     except ValueError as e:
@@ -176,36 +255,34 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         log.info("%d files that are not images were left out", others)
     out = Path(cfg.paths.output_dir)
     names = model.class_names
-    size, ratio = int(data.image_size), float(data.eval_crop_ratio)
     index = {n: i for i, n in enumerate(names)}
     dataset = ImageDataset(
         root,
         [r.path for r in records],
         [index.get(r.taxon_name, -1) for r in records],
-        eval_transform(size, ratio),
-        int(data.get("max_pixels", 40_000_000)),
+        spec.transform(),
+        settings["max_pixels"],
     )
     temperature = model.temperature if cfg.calibrated else 1.0
     probs = predict_probabilities(
         model,
         dataset,
-        int(data.batch_size),
-        int(data.num_workers),
+        settings["batch_size"],
+        settings["num_workers"],
         temperature,
         device_of(cfg.device),
         cfg.get("progress", True),
     )
     fused = fuse(probs, [r.observation_id for r in records])
-    explained = (
-        explain(cfg, model, dataset, records, probs, out, size, ratio) if cfg.explain else {}
-    )
-    photo_rows, summary = _photo_rows(cfg, records, probs, fused, explained, names)
-    observation_rows = _observation_rows(cfg, records, fused, names)
-    write_csv(out / "predictions.csv", photo_rows)
-    write_csv(out / "observations.csv", observation_rows)
+    explained = explain(cfg, model, dataset, records, probs, out, spec) if cfg.explain else {}
+    photo_rows, summary = _photo_rows(settings, records, probs, fused, explained, names)
+    observation_rows = _observation_rows(settings, records, fused, names)
+    tables.write_csv(out / "predictions.csv", photo_rows, PHOTO_COLUMNS)
+    tables.write_csv(out / "observations.csv", observation_rows, OBSERVATION_COLUMNS)
     summary |= {
         "checkpoint": str(ckpt),
         "inputs": str(cfg.inputs),
+        "input_spec": spec.to_dict(),
         "temperature": temperature,
         "non_images_left_out": others,
         "observations": len(observation_rows),
@@ -213,21 +290,21 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     }
     summary["observation_accuracy"] = _accuracy(observation_rows)
     if cfg.export:
-        summary["export"] = _export(model, dataset, probs, out, size, ratio)
+        summary["export"] = _export(model, dataset, probs, out, spec, ckpt)
     (out / "predictions.json").write_text(
         json.dumps(
             {**summary, "photos": photo_rows, "observation_answers": observation_rows}, indent=2
         )
     )
     print(
-        f"predict: {summary['photos_read']} photos ({summary['unreadable']} unreadable), "
+        f"predict: {len(records)} photos ({summary['unreadable']} unreadable), "
         f"{len(observation_rows)} observations, {summary['uncertain']} uncertain "
         f"-> {out / 'predictions.csv'}"
     )
     return summary
 
 
-def _photo_rows(cfg, records, probs, fused, explained, names) -> tuple[list[dict], dict]:
+def _photo_rows(settings, records, probs, fused, explained, names) -> tuple[list[dict], dict]:
     rows, uncertain, unreadable = [], 0, []
     for i, r in enumerate(records):
         row: dict[str, Any] = {
@@ -239,9 +316,9 @@ def _photo_rows(cfg, records, probs, fused, explained, names) -> tuple[list[dict
             unreadable.append(r.path)
             rows.append({**row, "status": "unreadable"})
             continue
-        best = top_k(probs[i], names, cfg.top_k)
+        best = top_k(probs[i], names, settings["top_k"])
         row |= {"status": "ok", "prediction": best[0][0], "probability": round(best[0][1], 6)}
-        row["uncertain"] = best[0][1] < cfg.uncertain_below
+        row["uncertain"] = best[0][1] < settings["uncertain_below"]
         uncertain += row["uncertain"]
         row["top_k"] = "; ".join(f"{n} {p:.4f}" for n, p in best)
         row["observation_prediction"] = names[int(np.argmax(fused[r.observation_id]))]
@@ -250,7 +327,7 @@ def _photo_rows(cfg, records, probs, fused, explained, names) -> tuple[list[dict
         extra = explained.get(i, {})
         if "cue_share" in extra:
             row["cue_share"] = round(extra["cue_share"], 4)
-            row["looks_at_cue"] = extra["cue_share"] >= cfg.cue_warning_share
+            row["looks_at_cue"] = extra["cue_share"] >= settings["cue_warning_share"]
         if "explanation" in extra:
             row["explanation"] = extra["explanation"]
         rows.append(row)
@@ -266,20 +343,20 @@ def _photo_rows(cfg, records, probs, fused, explained, names) -> tuple[list[dict
     return rows, summary
 
 
-def _observation_rows(cfg, records, fused, names) -> list[dict]:
+def _observation_rows(settings, records, fused, names) -> list[dict]:
     truth = {r.observation_id: r.taxon_name for r in records}
     photos = defaultdict(int)
     for r in records:
         photos[r.observation_id] += 1
     rows = []
     for obs, p in fused.items():
-        best = top_k(p, names, cfg.top_k)
+        best = top_k(p, names, settings["top_k"])
         row = {
             "observation_id": obs,
             "photos": photos[obs],
             "prediction": best[0][0],
             "probability": round(best[0][1], 6),
-            "uncertain": best[0][1] < cfg.uncertain_below,
+            "uncertain": best[0][1] < settings["uncertain_below"],
             "top_k": "; ".join(f"{n} {q:.4f}" for n, q in best),
         }
         if truth[obs]:
@@ -294,9 +371,11 @@ def _accuracy(rows: list[dict]) -> float | None:
     return sum(r["true"] == r["prediction"] for r in judged) / len(judged) if judged else None
 
 
-def _export(model, dataset, probs, out: Path, size: int, ratio: float) -> dict[str, Any]:
-    """Export beside the predictions and check it against the checkpoint on up to 16 photos."""
-    program, meta = export_model(model, out / "export", size, ratio)
+def _export(model, dataset, probs, out: Path, spec: InputSpec, ckpt: Path) -> dict[str, Any]:
+    """Export beside the predictions (with the model card) and check it against the checkpoint
+    on up to 16 photos."""
+    program, meta = export_model(model, out / "export", spec)
+    write_card(out / "export", read_checkpoint(ckpt), ckpt.name)
     readable = [i for i in range(len(dataset)) if not np.isnan(probs[i]).any()][:16]
     images = torch.stack([dataset[i]["image"] for i in readable])
     check = compare_export(program, model, images)

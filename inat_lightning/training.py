@@ -17,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.models.calibration import collect_logits, fit_temperature, scores
-from inat_lightning.models.checkpoint import load_classifier, write_temperature
+from inat_lightning.models.card import write_card
+from inat_lightning.models.checkpoint import load_classifier, update_checkpoint, write_temperature
 from inat_lightning.models.metrics import headline, key, scalar_metrics
+from inat_lightning.runs.overrides import task_overrides
 from inat_lightning.runs.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def train(cfg: DictConfig) -> float | None:
         class_names=datamodule.class_names,
         lineages=datamodule.lineages,
         class_weights=datamodule.class_weights,
+        input_spec=datamodule.input_spec(),
+        data_fingerprint=datamodule.fingerprint(),
         # continuing from a checkpoint: its weights, not the starting ones again
         **({"weights": None, "weights_path": None} if ckpt else {}),
     )
@@ -97,6 +101,8 @@ def train(cfg: DictConfig) -> float | None:
         summary["test_confusion_matrix"] = cm.tolist()
     if not trainer.is_global_zero:
         return None
+    if best:
+        summary["model_card"] = str(record_results(best, test_metrics, calibration))
     final = {**metrics, **_best_metric(summary)}
     _log_hparams(trainer, cfg, final)
     out = Path(cfg.paths.output_dir) / "metrics.json"
@@ -158,6 +164,17 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
             )
     trainer.strategy.barrier("calibrated")
     return found
+
+
+def record_results(
+    best: str, test_metrics: dict[str, float], calibration: dict[str, float] | None
+) -> Path:
+    """Keep the test results and the command that trained it in the best checkpoint (it travels
+    alone) and write its model card beside it; returns the card."""
+    overrides = [str(o.input_line) for o in task_overrides()]
+    results = {"metrics": test_metrics, "calibration": calibration, "overrides": overrides}
+    checkpoint = update_checkpoint(best, results=results)
+    return write_card(Path(best).parent, checkpoint, Path(best).name)
 
 
 def _optimized_value(name: str | None, metrics: dict[str, float]) -> float | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def short_training(tmp_path_factory, shared_data_dir) -> tuple[Path, subprocess.
         *SMALL,
         "trainer.max_epochs=2",
         "seed=1",
+        "data.eval_crop_ratio=0.75",  # a non-default preprocessing (32 px is one too)
         "callbacks.gradcam.every_n_epochs=1",
         tmp_path=tmp,
         data_dir=shared_data_dir,
@@ -34,6 +36,25 @@ def short_training(tmp_path_factory, shared_data_dir) -> tuple[Path, subprocess.
     assert res.returncode == 0, res.stderr[-4000:]
     (run,) = run_dirs(tmp / "logs")
     return run, res
+
+
+@pytest.fixture(scope="session")
+def short_evaluation(tmp_path_factory, short_training, shared_data_dir) -> tuple[Path, Path]:
+    """``evaluate.py`` run for real on the short training's best checkpoint: ``(run, out)``."""
+    run, _ = short_training
+    tmp = tmp_path_factory.mktemp("short_evaluation")
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    res = run_cli(
+        "evaluate.py",
+        f"ckpt_path={best}",
+        "data.batch_size=7",  # applied on top of the restored data config
+        tmp_path=tmp,
+        data_dir=shared_data_dir,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (out,) = run_dirs(tmp / "logs")
+    return run, out
 
 
 @pytest.fixture(scope="session")

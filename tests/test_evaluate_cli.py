@@ -1,30 +1,21 @@
 """evaluate.py run for real on a checkpoint of train.py."""
 
+import csv
 import json
 
 import pytest
 import yaml
 
-from tests.helpers.cli import run_cli, run_dirs
+from inat_lightning.config import ConfigError
+from inat_lightning.evaluation import evaluate
+from tests.helpers.cli import compose_config, run_cli
 from tests.helpers.tensorboard import tensorboard_tags
 
 
 @pytest.mark.slow
-def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
-    short_training, tmp_path, shared_data_dir
-):
-    run, _ = short_training
+def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_evaluation):
+    run, out = short_evaluation
     trained = json.loads((run / "metrics.json").read_text())
-    res = run_cli(
-        "evaluate.py",
-        f"ckpt_path={trained['best_checkpoint']}",
-        "data.batch_size=7",  # applied on top of the restored data config
-        tmp_path=tmp_path,
-        data_dir=shared_data_dir,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
-    (out,) = run_dirs(tmp_path / "logs")
     summary = json.loads((out / "metrics.json").read_text())
 
     # same checkpoint, same restored split: the same test metrics as training logged
@@ -36,6 +27,15 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(
     trained_data = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]
     assert used["batch_size"] == 7 and trained_data["batch_size"] != 7
     assert used["synthetic"] == trained_data["synthetic"]  # the rest is the run's
+    # preprocessing from the checkpoint's input spec (the run trained at 32 px, ratio 0.75)
+    assert (used["image_size"], used["eval_crop_ratio"]) == (32, 0.75)
+    tested = list(csv.DictReader((out / "test_predictions.csv").open()))
+    assert len(tested) == sum(map(sum, summary["test_confusion_matrix"]))
+    assert sum(r["true"] == r["prediction"] for r in tested) / len(tested) == pytest.approx(
+        summary["metrics"]["test/acc"], abs=1e-6
+    )
+    card = (out / "MODEL.md").read_text()
+    assert "## Bias audit" in card and "## Test results" in card
 
     per_class = (out / "per_class.csv").read_text().splitlines()
     assert per_class[0] == "class,support,predicted,precision,recall,f1,train_images"
@@ -80,3 +80,12 @@ def test_evaluate_needs_a_checkpoint(tmp_path):
         "evaluate.py", f"ckpt_path={tmp_path / 'missing.ckpt'}", tmp_path=tmp_path, timeout=120
     )
     assert res.returncode == 2 and "config error: ckpt_path=" in res.stderr
+
+
+def test_a_data_value_that_contradicts_the_checkpoint_spec_is_an_error(short_training, tmp_path):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    cfg = compose_config("evaluate", tmp_path, f"ckpt_path={best}", "+data_overrides.image_size=64")
+    with pytest.raises(ConfigError, match=r"^data.image_size=64: contradicts .*image_size=32"):
+        evaluate(cfg)
+    assert not (tmp_path / "out" / "metrics.json").exists()

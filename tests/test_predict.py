@@ -13,14 +13,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from torchvision.transforms import v2
 
 from inat_lightning.config import ConfigError
-from inat_lightning.data.datamodule import ImageFolderDataModule
-from inat_lightning.data.dataset import ImageDataset, collate_skipping
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record, read_manifest, write_manifest
-from inat_lightning.data.transforms import box_after_eval, eval_transform
-from inat_lightning.models.calibration import collect_logits, ece, fit_temperature, softmax
+from inat_lightning.data.transforms import box_after_eval
+from inat_lightning.models.calibration import ece, fit_temperature, softmax
 from inat_lightning.models.checkpoint import load_classifier, write_temperature
 from inat_lightning.prediction import fuse, predict
 from tests.helpers.cli import compose_config, run_cli, run_dirs
@@ -95,26 +94,30 @@ def test_a_box_follows_the_eval_resize_and_centre_crop():
 
 
 # ---------------------------------------------------------------------- calibration
-def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model(short_training, tmp_path):
-    run, _ = short_training
-    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
-    model = load_classifier(best)
-    with torch.no_grad():  # deliberately over-confident: logits ten times larger
-        model.net.fc.weight.mul_(10)
-        model.net.fc.bias.mul_(10)
-    data = run_data(run)
-    dm = ImageFolderDataModule(
-        data["root"], image_size=data["image_size"], num_workers=0, batch_size=64
-    )
-    dm.split.file = str(run / "splits.csv")
-    dm.setup()
-    logits, labels = collect_logits(model.net, dm.val_dataloader())
+def overconfident_logits(scale: float, n: int = 4000, k: int = 6, seed: int = 0):
+    """Logits whose softmax is calibrated by construction (each label is drawn from it), then
+    multiplied by ``scale``: a model exactly ``scale`` times over-confident."""
+    g = torch.Generator().manual_seed(seed)
+    calibrated = 1.5 * torch.randn(n, k, generator=g)
+    labels = torch.multinomial(torch.softmax(calibrated, 1), 1, generator=g).squeeze(1)
+    return scale * calibrated, labels
+
+
+@pytest.mark.parametrize("scale", [3.0, 10.0])
+def test_temperature_scaling_recovers_the_over_confidence_and_lowers_the_ece(scale):
+    logits, labels = overconfident_logits(scale)
     t = fit_temperature(logits, labels)
+    # the NLL optimum is the true temperature up to sampling noise (4000 draws: ~3 %)
+    assert t == pytest.approx(scale, rel=0.15)
     before, after = ece(softmax(logits), labels.numpy()), ece(softmax(logits, t), labels.numpy())
-    assert t > 1.5  # it cools an over-confident model down
-    assert after < before and after < 0.5 * before, (before, after)
+    assert before > 0.15 and after < 0.05, (before, after)
     # the same predictions: temperature never changes the ranking
     assert (softmax(logits, t).argmax(1) == softmax(logits).argmax(1)).all()
+
+
+def test_a_calibrated_model_keeps_a_temperature_near_one():
+    logits, labels = overconfident_logits(1.0)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.1)
 
 
 def test_a_checkpoint_keeps_its_temperature_and_refuses_a_bad_one(short_training, tmp_path):
@@ -150,6 +153,57 @@ def test_an_empty_folder_is_a_config_error_before_any_work(short_training, tmp_p
         predict(cfg)
 
 
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("cam_method=Nope", "cam_method"),
+        ("target_layer=layer9", "target_layer"),
+        ("explain_style=blue", "explain_style"),
+        ("top_k=abc", "top_k"),
+        ("top_k=0", "top_k"),
+        ("batch_size=0", "batch_size"),
+        ("device=cuda:7", "device"),
+        ("device=tpu", "device"),
+        ("+preprocess.size=3", "preprocess.size"),
+        ("preprocess.image_size=4", "preprocess.image_size"),
+    ],
+)
+def test_every_setting_is_checked_before_a_photo_is_read(short_training, tmp_path, override, key):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    make_image_folder(tmp_path / "photos", {"a": 2})
+    cfg = compose_config(
+        "predict", tmp_path, f"ckpt_path={best}", f"inputs={tmp_path / 'photos'}", override
+    )
+    with pytest.raises(ConfigError, match=rf"^{key}\b"):
+        predict(cfg)
+    assert not list((tmp_path / "out").iterdir())  # nothing written: no work was done
+
+
+def test_an_unreadable_first_photo_leaves_every_row_under_one_header(
+    short_training, tmp_path, capsys
+):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    photos = tmp_path / "photos"
+    make_image_folder(photos, {"b": 2})
+    (photos / "a_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cfg = compose_config(
+        "predict",
+        tmp_path,
+        f"ckpt_path={best}",
+        f"inputs={photos}",
+        "explain=false",
+        "num_workers=0",
+        "progress=false",
+    )
+    predict(cfg)
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert [r["status"] for r in rows] == ["unreadable", "ok", "ok"]
+    assert rows[0]["prediction"] == "" and rows[1]["prediction"]
+    assert "predict: 3 photos (1 unreadable)" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def test_split_photos(short_training, tmp_path_factory) -> tuple[Path, list[Record]]:
     """The run's test photos copied under a new root with their manifest rows, plus one
@@ -170,19 +224,22 @@ def test_split_photos(short_training, tmp_path_factory) -> tuple[Path, list[Reco
 
 
 @pytest.mark.slow
-def test_predict_matches_test_time_fuses_explains_and_exports(
-    short_training, test_split_photos, tmp_path
+def test_a_checkpoint_alone_predicts_as_at_test_time_fuses_explains_and_exports(
+    short_evaluation, test_split_photos, tmp_path
 ):
-    run, _ = short_training
-    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    run, evaluated = short_evaluation
+    best = Path(json.loads((run / "metrics.json").read_text())["best_checkpoint"])
+    alone = tmp_path / "received" / "model.ckpt"  # a colleague gets the file, nothing else
+    alone.parent.mkdir()
+    shutil.copy(best, alone)
     root, rows = test_split_photos
     res = run_cli(
         "predict.py",
-        f"ckpt_path={best}",
+        f"ckpt_path={alone}",
         f"inputs={root / 'manifest.csv'}",
         "export=true",
         "explain_max=6",
-        "data.batch_size=5",
+        "batch_size=5",
         tmp_path=tmp_path,
         timeout=300,
     )
@@ -193,26 +250,21 @@ def test_predict_matches_test_time_fuses_explains_and_exports(
 
     # the corrupt photo is reported, not fatal
     assert got["broken"]["status"] == "unreadable" and summary["unreadable"] == 1
+    assert f"predict: {len(rows)} photos (1 unreadable)" in res.stdout
 
-    # the same answers as the checkpoint at test time (the run's eval preprocessing)
-    model = load_classifier(best)
-    data = run_data(run)
+    # the same answers as evaluate.py's test loop inside the run (its data config: 32 px at
+    # ratio 0.75), from the checkpoint alone
+    tested = {r["photo_id"]: r for r in csv.DictReader((evaluated / "test_predictions.csv").open())}
     good = [r for r in rows if r.photo_id != "broken"]
-    ds = ImageDataset(
-        root,
-        [r.path for r in good],
-        [0] * len(good),
-        eval_transform(data["image_size"], data["eval_crop_ratio"]),
-    )
-    logits, _ = collect_logits(
-        model.net, torch.utils.data.DataLoader(ds, 16, collate_fn=collate_skipping)
-    )
-    probs = softmax(logits, model.temperature)
-    for r, p in zip(good, probs):
+    assert set(tested) == {r.photo_id for r in good}
+    for r in good:
         row = got[r.photo_id]
-        assert row["prediction"] == model.class_names[int(p.argmax())]
-        assert float(row["probability"]) == pytest.approx(float(p.max()), abs=1e-5)
-        assert row["uncertain"] == str(bool(p.max() < 0.5))
+        assert row["prediction"] == tested[r.photo_id]["prediction"], r.photo_id
+        assert float(row["probability"]) == pytest.approx(
+            float(tested[r.photo_id]["probability"]), abs=1e-5
+        )
+        assert row["uncertain"] == str(float(row["probability"]) < 0.5)
+    assert summary["input_spec"]["image_size"] == 32 and summary["input_spec"]["crop_ratio"] == 0.75
 
     # fusing an observation's photos is at least as accurate, photo for photo
     scored = [got[r.photo_id] for r in good]
@@ -235,13 +287,28 @@ def test_predict_matches_test_time_fuses_explains_and_exports(
             assert (band > 200).sum() > 50  # caption text pixels
     assert not got[good[6].photo_id].get("explanation")
 
-    # the exported program runs without this project and agrees with the checkpoint
+    # the exported program runs without this project, from what model.json says, and agrees
+    model = load_classifier(alone)
     meta = json.loads((out / "export" / "model.json").read_text())
     assert meta["class_names"] == model.class_names and summary["export"]["check"]["ok"]
     program = torch.export.load(str(out / "export" / "model.pt2")).module()
-    x = torch.stack([ds[i]["image"] for i in range(4)])
+    inp = meta["input"]
+    assert (inp["center_crop"], inp["resize_short_side"]) == (32, round(32 / 0.75))
+    tf = v2.Compose(
+        [
+            v2.Resize(inp["resize_short_side"], antialias=True),
+            v2.CenterCrop(inp["center_crop"]),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(inp["mean"], inp["std"]),
+        ]
+    )
+    x = torch.stack([tf(Image.open(root / r.path).convert("RGB")) for r in good[:4]])
     with torch.no_grad():
         exported = torch.softmax(program(x) / meta["temperature"], 1)
-    assert torch.allclose(exported, torch.as_tensor(probs[:4]), atol=1e-4)
-    assert meta["input"]["center_crop"] == data["image_size"]
+    for r, p in zip(good[:4], exported):
+        assert model.class_names[int(p.argmax())] == tested[r.photo_id]["prediction"]
+        assert float(p.max()) == pytest.approx(float(tested[r.photo_id]["probability"]), abs=1e-4)
     assert math.isclose(summary["temperature"], model.temperature)
+    card = (out / "export" / "MODEL.md").read_text()
+    assert "## Classes and their training images" in card and "python predict.py" in card

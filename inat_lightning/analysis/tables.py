@@ -74,12 +74,14 @@ def most_confused_pairs(
     ]
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> None:
+def write_csv(path: str | Path, rows: list[dict], columns: Sequence[str] | None = None) -> None:
+    """``rows`` under ``columns`` (default: the first row's keys); a key a row lacks is an empty
+    cell. Without rows and columns, an empty file."""
     path = Path(path)
     with path.open("w", newline="", encoding="utf-8") as f:
-        if not rows:
+        if not rows and columns is None:
             return
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(columns or rows[0]), restval="")
         w.writeheader()
         w.writerows(rows)
 

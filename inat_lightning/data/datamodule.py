@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,7 +19,12 @@ from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.data.taxonomy import Lineage, load_lineages
-from inat_lightning.data.transforms import eval_transform, train_transform
+from inat_lightning.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    train_transform,
+)
 
 log = logging.getLogger(__name__)
 BALANCE_MODES = ("none", "sampler", "loss")
@@ -184,6 +190,41 @@ class ImageFolderDataModule(L.LightningDataModule):
             return None
         w = 1.0 / self.class_counts.clamp(min=1)
         return w * self.num_classes / w.sum()
+
+    def input_spec(self) -> dict[str, object]:
+        """How this module makes evaluation inputs, as the checkpoint keeps it (see
+        :class:`~inat_lightning.models.spec.InputSpec`)."""
+        return {
+            "image_size": self.image_size,
+            "crop_ratio": float(self.eval_crop_ratio),
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "channels": "RGB",
+        }
+
+    def fingerprint(self) -> dict[str, object]:
+        """What a model trained here learned from, for its checkpoint and model card: a hash of
+        every record (path, class, observation), the split settings, training images per class
+        and the photos' licences."""
+        digest = hashlib.sha256()
+        records = sorted((r for recs in self.records.values() for r in recs), key=lambda r: r.path)
+        for r in records:
+            digest.update(f"{r.path}\t{r.taxon_name}\t{r.observation_id}\n".encode())
+        licences = Counter(r.license for r in records)
+        return {
+            "root": str(self.root),
+            "records_sha256": digest.hexdigest(),
+            "images": len(records),
+            "split": {
+                "ratios": list(self.split.ratios),
+                "seed": self.split.seed,
+                "group_by": self.split.group_by,
+                "folds": self.split.folds,
+                "fold": self.split.fold,
+            },
+            "train_images": dict(zip(self.class_names, self.class_counts.int().tolist())),
+            "licences": dict(sorted(licences.items())),
+        }
 
     # ------------------------------------------------------------------ loaders
     def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchvision.transforms import v2
 
@@ -9,11 +11,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _to_normalized_tensor() -> list[v2.Transform]:
+def _to_normalized_tensor(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> list[v2.Transform]:
     return [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        v2.Normalize(list(mean), list(std)),
     ]
 
 
@@ -33,13 +37,18 @@ def train_transform(
     return v2.Compose(ops + _to_normalized_tensor())
 
 
-def eval_transform(image_size: int, crop_ratio: float = 0.875) -> v2.Compose:
+def eval_transform(
+    image_size: int,
+    crop_ratio: float = 0.875,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
     """Resize the short side to ``image_size / crop_ratio``, then centre-crop ``image_size``."""
     return v2.Compose(
         [
             v2.Resize(round(image_size / crop_ratio), antialias=True),
             v2.CenterCrop(image_size),
-            *_to_normalized_tensor(),
+            *_to_normalized_tensor(mean, std),
         ]
     )
 

@@ -4,6 +4,7 @@ that name the config key instead of a raw unpickling or zip error."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from inat_lightning.config import ConfigError
 from inat_lightning.models.backbones import load_tensors
 from inat_lightning.models.classifier import Classifier, checked_temperature
+from inat_lightning.models.spec import InputSpec, resolve_spec
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -48,11 +50,26 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:
     return model
 
 
-def write_temperature(path: str | Path, temperature: float) -> None:
-    """Store a fitted softmax temperature in a checkpoint file (rewritten atomically)."""
+def checked_spec(model: Classifier, preprocess: Mapping[str, Any]) -> InputSpec:
+    """The checkpoint's input spec with a command's explicit ``preprocess.*`` changes; a bad
+    change is a :class:`ConfigError` naming its key."""
+    try:
+        return resolve_spec(model.input_spec, dict(preprocess))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def update_checkpoint(path: str | Path, **entries: Any) -> dict[str, Any]:
+    """Add top-level ``entries`` (plain values) to a checkpoint file, rewritten atomically;
+    returns the updated checkpoint."""
     path = Path(path)
-    checkpoint = read_checkpoint(path)
-    checkpoint["temperature"] = checked_temperature(temperature)
+    checkpoint = {**read_checkpoint(path), **entries}  # the mmap'd file is not written in place
     tmp = path.with_name(f".{path.name}.part")
     torch.save(checkpoint, tmp)
     tmp.replace(path)
+    return checkpoint
+
+
+def write_temperature(path: str | Path, temperature: float) -> None:
+    """Store a fitted softmax temperature in a checkpoint file (rewritten atomically)."""
+    update_checkpoint(path, temperature=checked_temperature(temperature))

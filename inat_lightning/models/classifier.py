@@ -5,7 +5,7 @@ matrix), all logged per stage as ``<stage>/<metric>``."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as L
@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1S
 from inat_lightning.data.taxonomy import Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
 from inat_lightning.models.metrics import MONITOR, STAGES, build_metrics, key
+from inat_lightning.models.spec import InputSpec
 
 
 def check_classifier_args(
@@ -40,6 +41,16 @@ def checked_temperature(value: Any) -> float:
     return float(value)
 
 
+def plain(value: Any) -> Any:
+    """Nested mappings and sequences (OmegaConf's included) as plain dicts and lists: what a
+    checkpoint loaded with ``weights_only=True`` may hold."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain(v) for v in value]
+    return value
+
+
 class Classifier(L.LightningModule):
     """ResNet species classifier.
 
@@ -62,6 +73,10 @@ class Classifier(L.LightningModule):
         lineages: class name → its lineage (rank → name, from the dataset's ``taxa.csv``);
             kept in the checkpoint. With it, val and test also log genus/family accuracy and
             the share of mistakes within the genus (see :mod:`inat_lightning.data.taxonomy`).
+        input_spec: how the inputs are made (:class:`~inat_lightning.models.spec.InputSpec` as
+            a dict, from the data module); kept in the checkpoint, so it predicts alone.
+        data_fingerprint: what it learned from (manifest hash, split settings, training
+            counts, licences); kept in the checkpoint for the model card.
     """
 
     def __init__(
@@ -81,9 +96,14 @@ class Classifier(L.LightningModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         lineages: dict[str, Lineage] | None = None,
+        input_spec: dict[str, Any] | None = None,
+        data_fingerprint: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_classifier_args(depth, weights, weights_path, label_smoothing)
+        spec = InputSpec.from_dict(input_spec, "input_spec") if input_spec is not None else None
+        input_spec = spec.to_dict() if spec is not None else None
+        data_fingerprint = plain(data_fingerprint) if data_fingerprint is not None else None
         # plain Python values (not OmegaConf lists) and no partials in the checkpoint: it then
         # loads with torch.load(weights_only=True)
         class_names = [str(c) for c in class_names] if class_names is not None else None
@@ -92,6 +112,8 @@ class Classifier(L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.taxonomy = Taxonomy(self.class_names, lineages) if lineages else None
+        #: how its inputs are made; ``None`` in a checkpoint made before input specs
+        self.input_spec: InputSpec | None = spec
         #: softmax temperature fitted on the validation split after training (1 = as trained);
         #: kept in the checkpoint under ``"temperature"``, see models/calibration.py
         self.temperature = 1.0

@@ -17,21 +17,19 @@ from typing import Any
 
 import torch
 
-from inat_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.spec import InputSpec
 
 PROGRAM_NAME, META_NAME = "model.pt2", "model.json"
 
 
-def export_model(
-    model: Classifier, out_dir: str | Path, image_size: int, crop_ratio: float
-) -> tuple[Path, Path]:
+def export_model(model: Classifier, out_dir: str | Path, spec: InputSpec) -> tuple[Path, Path]:
     """Write ``model.pt2`` (batch size dynamic, 1 to 4096) and ``model.json`` into
     ``out_dir``; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model.net).float().eval().cpu()
-    example = torch.randn(2, 3, image_size, image_size)
+    example = torch.randn(2, 3, spec.image_size, spec.image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, out / PROGRAM_NAME)
@@ -40,12 +38,13 @@ def export_model(
         "class_names": model.class_names,
         "temperature": model.temperature,
         "input": {
-            "layout": "NCHW float32, RGB",
-            "resize_short_side": round(image_size / crop_ratio),
-            "center_crop": image_size,
+            "layout": f"NCHW float32, {spec.channels}",
+            "resize_short_side": round(spec.image_size / spec.crop_ratio),
+            "center_crop": spec.image_size,
             "scale": "pixel values / 255",
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "spec": spec.to_dict(),
         },
         "output": "logits; probabilities = softmax(logits / temperature)",
         "torch": torch.__version__,

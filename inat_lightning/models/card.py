@@ -1,0 +1,131 @@
+"""The model card (``MODEL.md``): what a checkpoint is, what it learned from and under which
+licences, how well it did, what the bias audit found and how to use it — written beside the
+best checkpoint after training, beside an export, and by ``evaluate.py`` with the audit's
+findings. Everything comes from the checkpoint itself (it travels alone), plus the findings of
+the analysis when there are some."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from inat_lightning.data.card import licence_warnings
+
+CARD_NAME = "MODEL.md"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+    ]
+
+
+def card_text(
+    checkpoint: dict[str, Any], name: str, audit_findings: Sequence[str] | None = None
+) -> str:
+    """The card of ``checkpoint`` (a dict read by
+    :func:`~inat_lightning.models.checkpoint.read_checkpoint`), called ``name`` in the usage
+    lines."""
+    hp = checkpoint["hyper_parameters"]
+    data = hp.get("data_fingerprint") or {}
+    spec = hp.get("input_spec") or {}
+    results = checkpoint.get("results") or {}
+    counts = data.get("train_images") or {}
+    names = hp.get("class_names") or []
+    lines = [
+        f"# Model card: {name}",
+        "",
+        f"ResNet{hp.get('depth', '?')} species classifier, {len(names)} classes"
+        + (f", trained from `{hp['weights']}` weights" if hp.get("weights") else ""),
+        "",
+        "## How to use it",
+        "",
+        "```bash",
+        f"python predict.py ckpt_path={name} inputs=photos/      # top-k, calibrated, explained",
+        f"python predict.py ckpt_path={name} inputs=photos/ export=true   # + torch.export",
+        "```",
+        "",
+        "The checkpoint carries its preprocessing, classes, lineages and temperature: it needs "
+        "no run folder.",
+        "",
+        "## Input",
+        "",
+        *(
+            [
+                f"- resize the short side to {round(spec['image_size'] / spec['crop_ratio'])} px, "
+                f"centre-crop {spec['image_size']} px, {spec['channels']}, values / 255, "
+                f"normalised with mean {spec['mean']} and std {spec['std']}"
+            ]
+            if spec
+            else ["- not recorded (a checkpoint made before input specs)"]
+        ),
+        f"- softmax temperature {float(checkpoint.get('temperature', 1.0)):.3f} "
+        "(fitted on the validation split; 1 = not calibrated)",
+        "",
+        "## Classes and their training images",
+        "",
+        *_table(["class", "train images"], [(c, counts.get(c, "?")) for c in names]),
+        "",
+        "## Data",
+        "",
+    ]
+    if data:
+        split = data.get("split", {})
+        lines += [
+            f"- {data.get('images', '?')} images under `{data.get('root', '?')}` "
+            f"(records sha256 `{str(data.get('records_sha256', ''))[:16]}…`)",
+            f"- split by {split.get('group_by', '?')}, ratios {split.get('ratios')}, "
+            f"seed {split.get('seed')}"
+            + (f", fold {split['fold']} of {split['folds']}" if split.get("folds") else ""),
+            "- licences: "
+            + ", ".join(
+                f"{code or 'none given'} {n}" for code, n in data.get("licences", {}).items()
+            ),
+            *(f"- **{w}**" for w in licence_warnings(data.get("licences", {}))),
+        ]
+    else:
+        lines.append("- not recorded (a checkpoint made before data fingerprints)")
+    metrics = results.get("metrics") or {}
+    lines += ["", "## Test results", ""]
+    lines += (
+        _table(["metric", "value"], [(k, f"{v:.4f}") for k, v in sorted(metrics.items())])
+        if metrics
+        else ["Not tested yet: `python evaluate.py ckpt_path=…`."]
+    )
+    calibration = results.get("calibration")
+    if calibration:
+        lines += [
+            "",
+            f"Calibration (validation): ECE {calibration['val_ece_before']:.3f} → "
+            f"{calibration['val_ece_after']:.3f} at temperature {calibration['temperature']:.3f}.",
+        ]
+    lines += ["", "## Bias audit", ""]
+    lines += (
+        [f"- {f}" for f in audit_findings]
+        if audit_findings
+        else ["Not audited here (or nothing judged): `python evaluate.py ckpt_path=…` runs it."]
+    )
+    overrides = results.get("overrides")
+    lines += ["", "## How it was trained", ""]
+    lines += (
+        ["```bash", "python train.py " + " ".join(overrides), "```"]
+        if overrides is not None
+        else ["Not recorded."]
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_card(
+    path: Path, checkpoint: dict[str, Any], name: str, audit_findings: Sequence[str] | None = None
+) -> Path:
+    """Write ``MODEL.md`` at ``path`` (a file, or a folder to put it in); returns the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_NAME
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(card_text(checkpoint, name, audit_findings), encoding="utf-8")
+    tmp.replace(path)
+    return path
