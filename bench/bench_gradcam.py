@@ -8,7 +8,7 @@ import argparse
 import torch
 
 from bench.common import rate, report
-from inat_lightning.analysis.gradcam import compute_cams, overlay
+from inat_lightning.analysis.gradcam import blend, compute_cams
 from inat_lightning.models.backbones import resnet
 
 
@@ -23,15 +23,15 @@ def main() -> None:
     net = resnet(a.depth, num_classes=8).eval()
     x = torch.randn(a.n, 3, a.size, a.size)
     targets = [i % 8 for i in range(a.n)]
-    photos = torch.rand(a.n, 3, a.size, a.size)
+    photos = torch.rand(a.n, a.size, a.size, 3).numpy()
 
     def batched() -> int:
-        overlay(photos, compute_cams(net, x, targets, batch_size=a.batch))
+        blend(photos, compute_cams(net, x, targets, batch_size=a.batch))
         return a.n
 
     def single() -> int:
         for i in range(a.n):
-            overlay(
+            blend(
                 photos[i : i + 1], compute_cams(net, x[i : i + 1], targets[i : i + 1], batch_size=1)
             )
         return a.n

@@ -1,7 +1,8 @@
 """The tasks' early checks: every bad value fails before any work, with a message naming its
-key. Each rule lives once: argument rules are the constructors' own (run here through
-:func:`~inat_lightning.config.check_args` or on a dummy call); only rules that tie several keys
-together live here."""
+key. Argument rules are the constructors' own (run here through
+:func:`~inat_lightning.config.check_args` or on a dummy call); here live the rules that tie
+several keys together and those several tasks share (a required checkpoint). Settings only one
+task has are checked by that task, before its work (e.g. ``prediction.check_settings``)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ def check_train_config(cfg: DictConfig) -> None:
     optimizer = call_partial(model.optimizer, "model.optimizer", dummy)
     if model.get("scheduler"):
         call_partial(model.scheduler, "model.scheduler", optimizer)
+
+
+def require_checkpoint(cfg: DictConfig) -> None:
+    """``ckpt_path`` given (evaluate, predict): the file itself is checked when read."""
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
+        )
 
 
 def check_trainer(trainer: L.Trainer, cfg: DictConfig) -> None:

@@ -18,15 +18,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis import tables
-from inat_lightning.analysis.audit import CueAudit, choose_audit
+from inat_lightning.analysis.audit import choose_audit
+from inat_lightning.analysis.data_bias import dataset_report
 from inat_lightning.analysis.figures import reliability_figure, save
 from inat_lightning.analysis.report import audit_findings, write_report
-from inat_lightning.callbacks.gradcam import GradCamOverlays
-from inat_lightning.callbacks.metric_figures import MetricFigures
 from inat_lightning.callbacks.outputs import CollectTestLogits
+from inat_lightning.callbacks.saved import SavesFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
+from inat_lightning.checks import require_checkpoint
 from inat_lightning.config import ConfigError, build, build_all, check_targets
-from inat_lightning.data.cues import dataset_report
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.models.calibration import reliability, scores, softmax
 from inat_lightning.models.card import write_card
@@ -221,18 +221,22 @@ def calibration(model: Classifier, logits: torch.Tensor, labels: torch.Tensor, o
 
 
 def audit(
-    cfg: DictConfig, model: Classifier, datamodule: ImageFolderDataModule, out: Path
+    cfg: DictConfig,
+    model: Classifier,
+    datamodule: ImageFolderDataModule,
+    spec: InputSpec,
+    device: torch.device,
+    out: Path,
 ) -> dict[str, Any]:
-    """The audit that fits the test records (cue boxes or not), written to ``bias_audit.csv``."""
+    """The audit that fits the test records (cue boxes or not), on the inputs the model is
+    tested on (``spec``) and the trainer's device, written to ``bias_audit.csv``."""
     records = datamodule.records["test"]
     settings = build(cfg.audit, "audit")
     chosen = choose_audit(records, settings, datamodule.max_pixels)
-    net = model.net.to(torch.device("cpu"))
-    rows = chosen.run(net, datamodule.root, records, model.class_names, datamodule.image_size)
+    net = model.net.to(device)
+    rows = chosen.run(net, datamodule.root, records, model.class_names, spec)
     tables.write_csv(out / "bias_audit.csv", rows)
-    gallery = (
-        chosen.save_gallery(out / "audit_gallery.png") if isinstance(chosen, CueAudit) else None
-    )
+    gallery = chosen.save_gallery(out / "audit_gallery.png")
     return {
         "kind": chosen.kind,
         "title": chosen.title,
@@ -249,10 +253,10 @@ def pictures(callbacks: list[Any], out: Path) -> tuple[dict[str, str], list[str]
     figures: dict[str, str] = {}
     galleries: list[str] = []
     for cb in callbacks:
-        if isinstance(cb, MetricFigures):
-            figures |= {k: str(p.relative_to(out)) for k, p in cb.saved().items()}
-        if isinstance(cb, GradCamOverlays):
-            galleries += [str(p.relative_to(out)) for p in cb.galleries("test")]
+        if isinstance(cb, SavesFiles):
+            saved = cb.saved_files()
+            figures |= {k: str(p.relative_to(out)) for k, p in saved.figures.items()}
+            galleries += [str(p.relative_to(out)) for p in saved.galleries]
     return figures, galleries
 
 
@@ -267,10 +271,7 @@ def log_tables(trainer: L.Trainer, found: dict[str, list], audit_rows: list[dict
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path``; returns the summary written to ``metrics.json``."""
     check_targets(cfg)
-    if not cfg.get("ckpt_path"):
-        raise ConfigError(
-            "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
-        )
+    require_checkpoint(cfg)
     ckpt = Path(cfg.ckpt_path)
     model = load_classifier(ckpt)  # missing, truncated or foreign: a config error, before work
     spec = checked_spec(model, cfg.get("preprocess") or {})
@@ -301,12 +302,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "dataset": dataset_report([r for recs in datamodule.records.values() for r in recs]),
         "calibration": calibrated,
         **found,
-        "audit": None,  # until it is done: the audit is the slow part
         "figures": figures,
         "gradcam": galleries,
     }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    summary["audit"] = audit(cfg, model, datamodule, out)
+    summary["audit"] = audit(cfg, model, datamodule, spec, trainer.strategy.root_device, out)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     report = write_report(out, summary)
     write_card(out, read_checkpoint(ckpt), ckpt.name, audit_findings(summary["audit"]))

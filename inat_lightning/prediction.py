@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.gradcam import (
@@ -33,9 +32,11 @@ from inat_lightning.analysis.gradcam import (
     energy_in_box,
     resolve_layer,
 )
+from inat_lightning.analysis.infer import infer
 from inat_lightning.analysis.tiles import cam_tile
+from inat_lightning.checks import require_checkpoint
 from inat_lightning.config import ConfigError
-from inat_lightning.data.dataset import ImageDataset, collate_skipping
+from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.transforms import denormalize
@@ -44,7 +45,6 @@ from inat_lightning.models.checkpoint import checked_spec, load_classifier, read
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.export import compare_export, export_model
 from inat_lightning.models.spec import InputSpec
-from inat_lightning.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +62,6 @@ def device_of(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError("must be auto, cpu or cuda[:N]")
     return device
-
-
-def predict_probabilities(
-    model: Classifier,
-    dataset: ImageDataset,
-    batch_size: int,
-    num_workers: int,
-    temperature: float,
-    device: torch.device,
-    show_progress: bool = True,
-) -> np.ndarray:
-    """``(N, K)`` class probabilities, one row per dataset item; NaN rows for unreadable
-    images (reported by the dataset, skipped)."""
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping
-    )
-    probs = np.full((len(dataset), len(model.class_names)), np.nan, dtype=np.float32)
-    net = model.net.eval().to(device)
-    bar = progress(loader, desc="predict", unit="batch", disable=not show_progress)
-    with torch.inference_mode(), bar:
-        for batch in bar:
-            if batch["image"] is None:
-                continue
-            logits = net(batch["image"].to(device)).float()
-            probs[batch["index"].numpy()] = torch.softmax(logits / temperature, 1).cpu().numpy()
-    return probs
 
 
 def fuse(probs: np.ndarray, groups: list[str]) -> dict[str, np.ndarray]:
@@ -235,10 +209,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict ``cfg.inputs`` with ``cfg.ckpt_path``; returns the summary of
     ``predictions.json``. The preprocessing is the checkpoint's own (its input spec): the
     checkpoint needs no run folder."""
-    if not cfg.get("ckpt_path"):
-        raise ConfigError(
-            "ckpt_path: required, e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
-        )
+    require_checkpoint(cfg)
     if not cfg.get("inputs"):
         raise ConfigError(
             "inputs: required: an image, a folder, a glob ('photos/*.jpg') or a manifest.csv"
@@ -264,15 +235,15 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         settings["max_pixels"],
     )
     temperature = model.temperature if cfg.calibrated else 1.0
-    probs = predict_probabilities(
-        model,
+    predictions = infer(
+        model.net,
         dataset,
+        device_of(cfg.device),
         settings["batch_size"],
         settings["num_workers"],
-        temperature,
-        device_of(cfg.device),
         cfg.get("progress", True),
     )
+    probs = predictions.probabilities(temperature)
     fused = fuse(probs, [r.observation_id for r in records])
     explained = explain(cfg, model, dataset, records, probs, out, spec) if cfg.explain else {}
     photo_rows, summary = _photo_rows(settings, records, probs, fused, explained, names)

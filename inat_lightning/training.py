@@ -14,9 +14,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from inat_lightning.analysis.infer import infer
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
-from inat_lightning.models.calibration import collect_logits, fit_temperature, scores
+from inat_lightning.models.calibration import fit_temperature, scores
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import load_classifier, update_checkpoint, write_temperature
 from inat_lightning.models.metrics import headline, key, scalar_metrics
@@ -85,6 +86,7 @@ def train(cfg: DictConfig) -> float | None:
         "class_names": datamodule.class_names,
         "split_sizes": {k: len(v) for k, v in datamodule.datasets.items()},
         "chance_accuracy": 1.0 / datamodule.num_classes,
+        "tags": list(cfg.get("tags") or []),
     }
     if calibration is not None:
         summary["calibration"] = calibration
@@ -127,7 +129,9 @@ def main_process_confusion(
     """The test confusion matrix computed in this process (each test image once) with the
     tested checkpoint's weights."""
     net = load_classifier(tested, "best checkpoint").net if tested else model.net
-    logits, labels = collect_logits(net, datamodule.unsharded_loader("test"), device)
+    logits, labels = infer(
+        net, datamodule.datasets["test"], device, datamodule.batch_size, datamodule.num_workers
+    ).known()
     k = datamodule.num_classes
     predicted = logits.argmax(1) if len(labels) else labels
     return torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
@@ -142,9 +146,14 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
     if trainer.is_global_zero:
         model = load_classifier(best, "best checkpoint")
         device = trainer.strategy.root_device
-        logits, labels = collect_logits(model.net, datamodule.unsharded_loader("val"), device)
-        finite = torch.isfinite(logits).all(1) if len(labels) else torch.zeros(0, dtype=bool)
-        logits, labels = logits[finite], labels[finite]
+        found_val = infer(
+            model.net,
+            datamodule.datasets["val"],
+            device,
+            datamodule.batch_size,
+            datamodule.num_workers,
+        )
+        logits, labels = found_val.known()  # finite rows only: a diverged model has none
         if not len(labels):
             log.warning("not calibrated: no finite validation logits (a diverged model?)")
         else:
@@ -205,7 +214,7 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float])
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's main hyperparameters, flat, for TensorBoard's HPARAMS tab."""
-    keep = ("data", "model", "trainer", "seed")
+    keep = ("data", "model", "trainer", "seed", "tags")
     container = OmegaConf.to_container(cfg, resolve=True)
     flat: dict[str, Any] = {}
 

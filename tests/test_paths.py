@@ -57,12 +57,13 @@ def test_symlinks_out_of_the_root_and_pixel_bombs_are_skipped_not_read(tmp_path,
 
 def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):
     from inat_lightning.models.backbones import resnet
+    from inat_lightning.models.spec import InputSpec
 
     root = make_image_folder(tmp_path / "root", {"a": 3, "b": 3}, 32)
     (root / "a" / "1.jpg").write_bytes(b"not a jpeg")
     records = [Record(f"{c}{i}", f"{c}{i}", "1", c, f"{c}/{i}.jpg") for c in "ab" for i in range(3)]
     audit = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3))
-    rows = audit.run(resnet(18, 2), root, records, ["a", "b"], 32)
+    rows = audit.run(resnet(18, 2), root, records, ["a", "b"], InputSpec(32))
     assert [r["images"] for r in rows] == [2, 3] and audit.skipped == ["a/1.jpg"]
 
 

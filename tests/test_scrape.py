@@ -42,6 +42,7 @@ BOOKKEEPING = {
     "manifest.csv",
     "failures.csv",
     ".scrape.lock",
+    ".scrape.lock.pid",  # who holds the lock, for the message a second scrape gets
     "taxa.csv",
     "DATASET.md",
     "CREDITS.csv",

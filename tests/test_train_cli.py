@@ -22,6 +22,7 @@ def test_fast_dev_run(tmp_path, shared_data_dir):
     assert {"test/acc", "test/f1_macro", "val/acc", "train/loss_epoch"} <= set(summary["metrics"])
     assert (run / "splits.csv").is_file()
     assert len(summary["class_names"]) == 4
+    assert summary["tags"] == ["dev"]  # the config's tags, kept with the run
 
 
 @pytest.mark.slow

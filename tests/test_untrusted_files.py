@@ -37,6 +37,7 @@ def crafted(path: Path, marker: Path, wrap: bool) -> Path:
 
 
 def small_checkpoint(path: Path, **hparams) -> Path:
+    hparams = {"input_spec": {"image_size": 32}, **hparams}
     model = Classifier(num_classes=3, depth=18, class_names=["a", "b", "c"], **hparams)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
     return path
@@ -71,6 +72,26 @@ def test_truncated_and_foreign_checkpoints_are_config_errors(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
     with pytest.raises(ConfigError, match=r"^ckpt_path=.*not a checkpoint of this project"):
         read_checkpoint(tmp_path / "other.ckpt")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"image_size": "32"},
+        {"image_size": 32, "crop_ratio": 7},
+        {"image_size": 32, "mean": [0, 0]},
+        {"image_size": 32, "std": [0, 1, 1]},
+        {"image_size": 32, "channels": "BGR"},
+        {"image_size": 32, "_target_": "os.system"},
+        ["image_size", 32],
+    ],
+)
+def test_a_checkpoint_with_a_bad_input_spec_is_a_config_error(tmp_path, spec):
+    good = torch.load(small_checkpoint(tmp_path / "good.ckpt"), weights_only=True)
+    good["hyper_parameters"]["input_spec"] = spec
+    torch.save(good, tmp_path / "bad.ckpt")
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*bad\.ckpt.*input_spec"):
+        load_classifier(tmp_path / "bad.ckpt")
 
 
 def test_a_checkpoint_loads_without_the_weights_it_was_started_from(tmp_path):

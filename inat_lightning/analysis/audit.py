@@ -39,15 +39,16 @@ from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
 from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
-from torchvision.transforms import v2
 
 from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
 from inat_lightning.analysis.gradcam import SCORES, compute_cams, energy_in_box, untouched
+from inat_lightning.analysis.infer import forward
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.synthetic import SyntheticSpecies
-from inat_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from inat_lightning.data.transforms import denormalize
+from inat_lightning.models.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,30 +92,6 @@ class AuditConfig:
             raise ValueError(f"score={self.score!r}: one of {SCORES}")
 
 
-def _transform(image_size: int) -> v2.Compose:
-    """Resize to a square without cropping, so box coordinates scale simply."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
-@torch.no_grad()
-def _probabilities(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Softmax outputs ``(N, K)`` of ``x``, a batch at a time."""
-    device = next(net.parameters()).device
-    return torch.cat(
-        [
-            torch.softmax(net(x[i : i + batch_size].to(device)).float(), 1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    ).numpy()
-
-
 def lookalike(removed_preds: np.ndarray, c: int) -> int | None:
     """The class most predicted for class ``c``'s photos once their cue is removed: what the
     model takes them for without it (``None`` when they all stay ``c``)."""
@@ -128,12 +105,9 @@ def flip_rate(flips: dict[int, list[int]], c: int | None) -> float:
     return float(np.mean(pooled)) if pooled else 0.0
 
 
-def _predict(net: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    return _probabilities(net, x, batch_size).argmax(1)
-
-
-def _tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    tf = _transform(size)
+def _tensor(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
+    """The network inputs of ``images``, made as at test time (the checkpoint's eval transform)."""
+    tf = spec.transform()
     return torch.stack([tf(img.convert("RGB")) for img in images])
 
 
@@ -173,6 +147,11 @@ class Audit(ABC):
     def applies(records: Sequence[Record]) -> bool:
         """Whether this audit can run on these records."""
 
+    def save_gallery(self, path: Path, style: str = "red") -> Path | None:
+        """A PNG of the photos the audit found most telling, at ``path``; ``None`` when it has
+        none (the default: an audit without examples)."""
+        return None
+
     @abstractmethod
     def run(
         self,
@@ -180,7 +159,7 @@ class Audit(ABC):
         root: str | Path,
         records: Sequence[Record],
         class_names: Sequence[str],
-        image_size: int,
+        spec: InputSpec,
     ) -> list[dict]:
         """One row (a dict) per class."""
 
@@ -222,7 +201,7 @@ class CueAudit(Audit):
         root: str | Path,
         records: Sequence[Record],
         class_names: Sequence[str],
-        image_size: int,
+        spec: InputSpec,
     ) -> list[dict]:
         """One row per class that has cued images, plus an ``(all)`` row (see the module doc)."""
         cfg = self.cfg
@@ -246,25 +225,23 @@ class CueAudit(Audit):
         generator = SyntheticSpecies.from_root(root)
         with untouched(net):
             net.eval()
-            x = _tensor(photos, image_size)
-            probs = _probabilities(net, x, cfg.batch_size)
+            x = _tensor(photos, spec)
+            probs = forward(net, x, cfg.batch_size)
             preds = probs.argmax(1)
             cams = compute_cams(
                 net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size, cfg.score
             )
-            energy, area = self._energy(cams, photos, boxes, image_size)
-            removed_probs = _probabilities(net, _tensor(removed_photos, image_size), cfg.batch_size)
-            control = _probabilities(net, _tensor(control_photos, image_size), cfg.batch_size)
+            energy, area = self._energy(cams, photos, boxes, spec)
+            removed_probs = forward(net, _tensor(removed_photos, spec), cfg.batch_size)
+            control = forward(net, _tensor(control_photos, spec), cfg.batch_size)
             # the clean photos as they are: the "without" of both flip rates
             clean_preds = (
-                _predict(net, _tensor(originals, image_size), cfg.batch_size) if clean else []
+                forward(net, _tensor(originals, spec), cfg.batch_size).argmax(1) if clean else []
             )
             flips = self._flips(
-                net, clean, originals, clean_preds, photos, boxes, labels, index, image_size
+                net, clean, originals, clean_preds, photos, boxes, labels, index, spec
             )
-            redrawn = self._redrawn(
-                net, generator, cued, clean, clean_preds, labels, index, image_size
-            )
+            redrawn = self._redrawn(net, generator, cued, clean, clean_preds, labels, index, spec)
             self._keep_examples(
                 net,
                 cued,
@@ -274,7 +251,7 @@ class CueAudit(Audit):
                 probs,
                 removed_probs,
                 class_names,
-                image_size,
+                spec,
             )
         removed, hole = removed_probs.argmax(1), control.argmax(1)
         twins = {c: lookalike(removed[labels == c], c) for c in cue_classes}
@@ -324,16 +301,15 @@ class CueAudit(Audit):
         return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
 
     @staticmethod
-    def _energy(cams, photos, boxes, size) -> tuple[np.ndarray, np.ndarray]:
+    def _energy(cams, photos, boxes, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
         energy, area = [], []
-        for img, cam, (x0, y0, x1, y1) in zip(photos, cams, boxes):
-            sx, sy = size / img.width, size / img.height
-            e, a = energy_in_box(cam, (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+        for img, cam, box in zip(photos, cams, boxes):
+            e, a = energy_in_box(cam, spec.box(box, img.width, img.height))
             energy.append(e)
             area.append(a)
         return np.array(energy), np.array(area)
 
-    def _flips(self, net, clean, originals, before, photos, boxes, labels, index, size) -> dict:
+    def _flips(self, net, clean, originals, before, photos, boxes, labels, index, spec) -> dict:
         """Per cue class and per other species: for that species' clean photos, +1 when pasting
         a cue (taken from the cue class's cued photos, in turn) pulls the prediction to the cue
         class, -1 when it pushes it away, 0 otherwise."""
@@ -353,22 +329,22 @@ class CueAudit(Audit):
                 )[0]
                 for k, i in enumerate(others)
             ]
-            after = _probabilities(net, _tensor(pasted, size), self.cfg.batch_size).argmax(1)
+            after = forward(net, _tensor(pasted, spec), self.cfg.batch_size).argmax(1)
             for a, i in zip(after, others):
                 flips[c][index[clean[i].taxon_name]].append(int(a == c) - int(before[i] == c))
         return flips
 
-    def _redrawn(self, net, generator, cued, clean, po, labels, index, size):
+    def _redrawn(self, net, generator, cued, clean, po, labels, index, spec):
         """With the dataset's generator: predictions on the cued photos redrawn without the cue,
         and per cue class the flip of clean photos redrawn with it; ``None`` without one."""
         if generator is None:
             return None
         redrawn = [generator.render(generator.sample_of(r.photo_id), cue=False)[0] for r in cued]
-        removed = _probabilities(net, _tensor(redrawn, size), self.cfg.batch_size).argmax(1)
+        removed = forward(net, _tensor(redrawn, spec), self.cfg.batch_size).argmax(1)
         flips: dict[int, list[int]] = defaultdict(list)
         if clean:
             added = [generator.render(generator.sample_of(r.photo_id), cue=True)[0] for r in clean]
-            pa = _predict(net, _tensor(added, size), self.cfg.batch_size)
+            pa = forward(net, _tensor(added, spec), self.cfg.batch_size).argmax(1)
             for c in set(labels.tolist()):
                 flips[c] = [
                     int(a == c) - int(o == c)
@@ -378,7 +354,7 @@ class CueAudit(Audit):
         return removed, flips
 
     def _keep_examples(
-        self, net, cued, photos, removed_photos, boxes, probs, removed_probs, class_names, size
+        self, net, cued, photos, removed_photos, boxes, probs, removed_probs, class_names, spec
     ) -> None:
         """The ``gallery_size`` photos whose predicted class loses the most confidence when the
         cue is removed, with their CAMs before and after (for :meth:`save_gallery`)."""
@@ -388,7 +364,7 @@ class CueAudit(Audit):
         if not len(chosen):
             return
         both = [photos[i] for i in chosen] + [removed_photos[i] for i in chosen]
-        x = _tensor(both, size)
+        x = _tensor(both, spec)
         targets = [int(preds[i]) for i in chosen] * 2
         cfg = self.cfg
         cams = compute_cams(
@@ -400,7 +376,7 @@ class CueAudit(Audit):
                 {
                     "photos": (np.asarray(x_to_01(x[k])), np.asarray(x_to_01(x[k + len(chosen)]))),
                     "cams": (cams[k], cams[k + len(chosen)]),
-                    "box": _scaled(boxes[i], photos[i], size),
+                    "box": spec.box(boxes[i], photos[i].width, photos[i].height),
                     "captions": (
                         [f"{class_names[p]} {probs[i, p]:.0%}", f"true: {cued[i].taxon_name}"],
                         [
@@ -433,12 +409,6 @@ def x_to_01(x: torch.Tensor) -> torch.Tensor:
     return denormalize(x).permute(1, 2, 0)
 
 
-def _scaled(box, img: Image.Image, size: int) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = box
-    sx, sy = size / img.width, size / img.height
-    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-
-
 class FaithfulnessAudit(Audit):
     """CAM faithfulness per class (ROAD, CAM-multiplied confidence): data without cue boxes."""
 
@@ -459,7 +429,7 @@ class FaithfulnessAudit(Audit):
         root: str | Path,
         records: Sequence[Record],
         class_names: Sequence[str],
-        image_size: int,
+        spec: InputSpec,
     ) -> list[dict]:
         """Per class, mean confidence change of the predicted class when the CAM's most relevant 20%
         of pixels are removed (ROAD; more negative = more faithful) and when the image is multiplied
@@ -477,8 +447,8 @@ class FaithfulnessAudit(Audit):
                 recs, images = self.readable(root, by_class.get(name, []))
                 if not recs:
                     continue
-                x = _tensor(images, image_size)
-                preds = _predict(net, x, cfg.batch_size)
+                x = _tensor(images, spec)
+                preds = forward(net, x, cfg.batch_size).argmax(1)
                 cams = compute_cams(
                     net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
                 )
@@ -513,10 +483,6 @@ def verdict(row: dict, cfg: AuditConfig) -> str:
     if row["cued_images"] < cfg.min_images:
         return f"too few cued images (< {cfg.min_images})"
     looks = row["energy_lift"] >= cfg.min_lift
-    if "acc_drop" not in row:
-        return (
-            "looks at the cue (no counterfactuals to test reliance)" if looks else "ignores the cue"
-        )
     needs = row["acc_drop"] >= cfg.min_drop
     if looks and needs:
         return "RELIES ON THE CUE"

@@ -32,14 +32,6 @@ class Detection:
     score: float
 
 
-def union(detections: list[Detection]) -> tuple[float, float, float, float] | None:
-    """The box enclosing all ``detections`` (the manifest holds one cue box per photo)."""
-    if not detections:
-        return None
-    boxes = np.array([d.box for d in detections])
-    return (*boxes[:, :2].min(0).tolist(), *boxes[:, 2:].max(0).tolist())
-
-
 class OpenCVPeople:
     """People (faces, upper bodies, standing people) with the models the OpenCV 4 wheel ships.
 

@@ -1,7 +1,7 @@
 """Grad-CAM with pytorch-grad-cam: batched CAMs and overlays, leaving the model as it was.
 
 cams = compute_cams(model.net, images, targets=[3, 5, ...])       # (N, H, W) in [0, 1]
-pictures = overlay(denormalize(images), cams, style="red")        # (N, 3, H, W) in [0, 1]
+pictures = blend(photos01, cams, style="red")                      # (N, H, W, 3) in [0, 1]
 
 ``score="finer"`` explains a class *against the classes the model finds closest to it* (its
 look-alikes; Finer-CAM, pytorch-grad-cam's ``FinerWeightedTarget``) instead of the class score
@@ -138,12 +138,12 @@ def heatmap(cams: np.ndarray, style: str = "red") -> np.ndarray:
     raise ValueError(f"style={style!r}: must be one of {STYLES}")
 
 
-def overlay(
-    images01: torch.Tensor, cams: np.ndarray, style: str = "red", alpha: float = 0.5
-) -> torch.Tensor:
-    """Blend heatmaps over photos: ``(1 - alpha) * photo + alpha * heatmap``, ``(N, 3, H, W)``."""
-    heat = torch.from_numpy(heatmap(cams, style)).permute(0, 3, 1, 2).to(images01)
-    return ((1 - alpha) * images01 + alpha * heat).clamp(0, 1)
+def blend(
+    photos01: np.ndarray, cams: np.ndarray, style: str = "red", alpha: float = 0.5
+) -> np.ndarray:
+    """Heatmaps over photos, ``(N, H, W, 3)`` in [0, 1]: ``(1 - alpha) * photo + alpha *
+    heatmap``."""
+    return np.clip((1 - alpha) * photos01 + alpha * heatmap(cams, style), 0, 1)
 
 
 def energy_in_box(cam: np.ndarray, box: tuple[float, float, float, float]) -> tuple[float, float]:

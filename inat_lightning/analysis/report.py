@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from inat_lightning.analysis.data_bias import flagged, report_markdown
 from inat_lightning.analysis.tables import to_markdown
-from inat_lightning.data.cues import flagged, report_markdown
 from inat_lightning.models.metrics import SCALARS, key
 
 FIGURE_CAPTIONS = {

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from inat_lightning.analysis.gradcam import heatmap
+from inat_lightning.analysis.gradcam import blend
 
 CAPTION_PX = 13
 
@@ -48,6 +48,6 @@ def cam_tile(
     box: tuple[float, float, float, float] | None = None,
 ) -> Image.Image:
     """:func:`caption_tile` of a photo with its ``(H, W)`` CAM blended over it:
-    ``(1 - alpha) * photo + alpha * heatmap`` (``style`` as in ``analysis.gradcam.heatmap``)."""
-    blended = (1 - alpha) * photo01 + alpha * heatmap(cam[None], style)[0]
+    see :func:`~inat_lightning.analysis.gradcam.blend`."""
+    blended = blend(photo01[None], cam[None], style, alpha)[0]
     return caption_tile(blended, lines, size, box)

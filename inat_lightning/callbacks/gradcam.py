@@ -13,6 +13,7 @@ from torchvision.utils import save_image
 from inat_lightning.analysis.gradcam import cam_method, compute_cams, energy_in_box, heatmap
 from inat_lightning.analysis.selection import select_examples
 from inat_lightning.analysis.tiles import cam_tile, caption_tile
+from inat_lightning.callbacks.saved import SavedFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.data.manifest import safe_folder_name
 from inat_lightning.data.transforms import box_after_eval, denormalize
@@ -78,6 +79,10 @@ class GradCamOverlays(L.Callback):
     def galleries(self, stage: str = "test") -> list[Path]:
         """The PNG grids written for ``stage`` (every epoch's, in order)."""
         return list(self._written.get(stage, []))
+
+    def saved_files(self) -> SavedFiles:
+        """The test galleries."""
+        return SavedFiles(galleries=self.galleries("test"))
 
     # ------------------------------------------------------------------ collecting predictions
     def _due(self, trainer: L.Trainer, stage: str) -> bool:
@@ -159,10 +164,16 @@ class GradCamOverlays(L.Callback):
         images = torch.stack([s["image"] for _, s in loaded]).to(module.device)
         labels = [int(pred["label"][p.position]) for p, _ in loaded]
         preds = [int(pred["pred"][p.position]) for p, _ in loaded]
-        cams = [
-            compute_cams(module.net, images, t, self.method, self.target_layer, self.batch_size)
-            for t in (preds, labels)
-        ]
+
+        def cams_of(x: torch.Tensor, targets: list[int]) -> np.ndarray:
+            return compute_cams(
+                module.net, x, targets, self.method, self.target_layer, self.batch_size
+            )
+
+        # the predicted class's CAM for every tile; the true class's only where it is shown
+        wrong = [k for k in range(len(loaded)) if labels[k] != preds[k]]
+        true_cams = cams_of(images[wrong], [labels[k] for k in wrong]) if wrong else []
+        cams = [cams_of(images, preds), dict(zip(wrong, true_cams))]
         photos = denormalize(images).cpu()
         names = module.class_names
         records = getattr(trainer.datamodule, "records", {}).get(stage, [])

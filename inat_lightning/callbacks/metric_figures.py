@@ -15,6 +15,7 @@ from inat_lightning.analysis.figures import (
     save,
 )
 from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
+from inat_lightning.callbacks.saved import SavedFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
 
 
@@ -46,10 +47,10 @@ class MetricFigures(L.Callback):
         self.out_dir = Path(out_dir) if out_dir else None
         self._saved: dict[str, Path] = {}
 
-    def saved(self) -> dict[str, Path]:
+    def saved_files(self) -> SavedFiles:
         """The PNG files of the last test, by figure name (``confusion_matrix``, ``per_class``,
         ``long_tail``)."""
-        return dict(self._saved)
+        return SavedFiles(figures=dict(self._saved))
 
     def _log(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if trainer.sanity_checking:

@@ -1,20 +1,14 @@
-"""Cue boxes for real data, and the dataset's bias before any training.
+"""Cue boxes for real data, in the manifest's ``cue_*`` columns.
 
 * :func:`import_csv` / :func:`import_coco` read the boxes labelling tools export — a plain CSV
-  ``photo_id,x0,y0,x1,y1,label`` or COCO JSON — into the manifest's ``cue_*`` columns;
-* :func:`detect` fills them with a detector (:mod:`inat_lightning.analysis.detect`);
-* :func:`dataset_report` says, per class, how many photos show the cue, how much of the photo it
-  covers, and how many observers took them: the class whose photos are 60 % anglers is visible
-  before a model is trained.
+  ``photo_id,x0,y0,x1,y1,label`` or COCO JSON;
+* :func:`detect` fills them with any detector: a callable ``photo -> [Detection]`` with a
+  ``name`` (those of :mod:`inat_lightning.analysis.detect`, passed in by the ``cues`` command).
 
 The manifest holds one box per photo: several boxes of a photo are merged into the box that
 encloses them. The manifest is rewritten atomically, the previous one kept as
-``manifest.csv.bak``; only the ``cue_*`` columns change.
-
-    python -m inat_lightning.data.cues report data/inat
-    python -m inat_lightning.data.cues import-csv data/inat boxes.csv
-    python -m inat_lightning.data.cues import-coco data/inat instances.json --labels person hand
-    python -m inat_lightning.data.cues detect data/inat --detector opencv
+``manifest.csv.bak``; only the ``cue_*`` columns change. The command line is
+:mod:`inat_lightning.cues`; the dataset's bias report is :mod:`inat_lightning.analysis.data_bias`.
 """
 
 from __future__ import annotations
@@ -168,116 +162,3 @@ def detect(
         if hits:
             found[r.photo_id] = [(d.box, d.label, d.score) for d in hits]
     return apply_boxes(root, found, detector.name)
-
-
-def dataset_report(records: Sequence[Record]) -> list[dict]:
-    """Per class (and ``(all)``): photos, observations, the share of photos with a cue box,
-    the mean share of the photo the box covers, the observers and the top observer's share."""
-    by_class: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
-        by_class[r.taxon_name].append(r)
-    rows = []
-    for name, recs in [*sorted(by_class.items()), ("(all)", list(records))]:
-        cued = [r for r in recs if r.cue_box is not None]
-        areas = [
-            (r.cue_x1 - r.cue_x0) * (r.cue_y1 - r.cue_y0) / (r.width * r.height)
-            for r in cued
-            if r.width and r.height
-        ]
-        observers = Counter(r.observer_id or r.observer for r in recs if r.observer_id or r.observer)
-        rows.append(
-            {
-                "class": name,
-                "photos": len(recs),
-                "observations": len({r.observation_id for r in recs}),
-                "cue_share": len(cued) / len(recs) if recs else 0.0,
-                "cue_area": statistics.mean(areas) if areas else 0.0,
-                "cue_labels": ", ".join(sorted({r.cue_label for r in cued if r.cue_label})),
-                "observers": len(observers),
-                "top_observer_share": observers.most_common(1)[0][1] / len(recs) if observers else 0.0,
-            }
-        )
-    return rows
-
-
-REPORT_LEGEND = (
-    "`cue_share`: share of the class's photos with a cue box (imported, detected or generated); "
-    "`cue_area`: the mean share of the photo the box covers; `top_observer_share`: the share of "
-    "the class's photos taken by its most prolific observer. A class far above the others in "
-    "`cue_share` can be learned from the cue instead of the organism; one dominated by an "
-    "observer, from that person's camera and places."
-)
-
-
-def flagged(rows: Sequence[dict], factor: float = 3.0, floor: float = 0.2) -> list[str]:
-    """Classes whose ``cue_share`` is at least ``floor`` and ``factor`` times the others'."""
-    classes = [r for r in rows if r["class"] != "(all)"]
-    out = []
-    for r in classes:
-        others = [o["cue_share"] for o in classes if o is not r]
-        rest = statistics.mean(others) if others else 0.0
-        if r["cue_share"] >= floor and r["cue_share"] >= factor * max(rest, 1e-9):
-            out.append(r["class"])
-    return out
-
-
-def report_markdown(rows: Sequence[dict]) -> list[str]:
-    """The "Bias in the data" section (for ``report.md`` and ``dataset_report.md``)."""
-    from inat_lightning.analysis.tables import to_markdown
-
-    lines = ["## Bias in the data (before any training)", "", REPORT_LEGEND, ""]
-    for name in flagged(rows):
-        share = next(r["cue_share"] for r in rows if r["class"] == name)
-        lines += [f"- **{name}: {share:.0%} of its photos show the cue** — far above the others.", ""]
-    return [*lines, to_markdown(list(rows)), ""]
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="python -m inat_lightning.data.cues",
-        description="Cue boxes for a dataset root, and its bias report.",
-    )
-    sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("report", help="per class: cue share and area, observers")
-    p.add_argument("root")
-    p = sub.add_parser("import-csv", help="boxes from photo_id,x0,y0,x1,y1,label rows")
-    p.add_argument("root")
-    p.add_argument("file")
-    p = sub.add_parser("import-coco", help="boxes from a COCO JSON file")
-    p.add_argument("root")
-    p.add_argument("file")
-    p.add_argument("--labels", nargs="*", help="categories to keep (default: all)")
-    p = sub.add_parser("detect", help="boxes from a detector")
-    p.add_argument("root")
-    p.add_argument("--detector", default="opencv", choices=("opencv", "torchvision"))
-    p.add_argument("--labels", nargs="*", default=["person"], help="torchvision: COCO classes")
-    p.add_argument("--weights-path", help="torchvision: a local state dict (no download)")
-    p.add_argument("--overwrite", action="store_true", help="also photos that have a box")
-    a = ap.parse_args(argv)
-    root = Path(a.root)
-    if not (root / MANIFEST_NAME).is_file():
-        ap.error(f"{root}: no {MANIFEST_NAME} (scrape.py writes one)")
-    try:
-        if a.command == "import-csv":
-            print(f"{import_csv(root, a.file)} photos got a cue box -> {root / MANIFEST_NAME}")
-        elif a.command == "import-coco":
-            print(f"{import_coco(root, a.file, a.labels)} photos got a cue box")
-        elif a.command == "detect":
-            from inat_lightning.analysis.detect import build_detector
-
-            kwargs = {}
-            if a.detector == "torchvision":
-                kwargs = {"labels": tuple(a.labels), "weights_path": a.weights_path}
-                if a.weights_path:
-                    kwargs["weights"] = None
-            print(f"{detect(root, build_detector(a.detector, **kwargs))} photos got a cue box")
-        else:
-            text = "\n".join(["# Dataset report", "", *report_markdown(dataset_report(read_manifest(root / MANIFEST_NAME)))])
-            (root / "dataset_report.md").write_text(text, encoding="utf-8")
-            print(text)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        ap.exit(2, f"error: {e}\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -264,10 +264,5 @@ class ImageFolderDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", sampler=self._eval_sampler("val"))
 
-    def unsharded_loader(self, split: str) -> DataLoader:
-        """A whole evaluation split in one process, for work done outside the trainer (fitting
-        the softmax temperature, counting a test that ran in spawned workers)."""
-        return self._loader(split)
-
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", sampler=self._eval_sampler("test"))

@@ -6,8 +6,6 @@ fixes most of it without changing any prediction's rank."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
@@ -84,21 +82,3 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0)
 def softmax(logits: torch.Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Class probabilities of ``logits / temperature``, as a NumPy array."""
     return torch.softmax(torch.as_tensor(logits).float() / temperature, dim=-1).numpy()
-
-
-@torch.no_grad()
-def collect_logits(
-    net: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of every readable image of ``batches`` (a loader of this project's
-    datasets), the network in eval mode; on the CPU."""
-    net.eval().to(device)
-    logits, labels = [], []
-    for batch in batches:
-        if batch["image"] is None:  # every image of the batch unreadable
-            continue
-        logits.append(net(batch["image"].to(device)).float().cpu())
-        labels.append(batch["label"].cpu())
-    if not logits:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(logits), torch.cat(labels)

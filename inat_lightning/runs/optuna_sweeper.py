@@ -24,7 +24,6 @@ summary reads; ``optimization_results.yaml`` holds the best trial of the whole s
 
 from __future__ import annotations
 
-import fcntl
 import inspect
 import json
 import logging
@@ -38,6 +37,7 @@ from typing import Any
 
 import optuna
 import yaml
+from filelock import FileLock
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
     ChoiceSweep,
@@ -47,7 +47,7 @@ from hydra.core.override_parser.types import (
     Transformer,
 )
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -61,6 +61,13 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from inat_lightning.runs import trial_env
+from inat_lightning.runs.optuna_adapter import (
+    job_outcome,
+    record_heartbeat,
+    storage_of,
+    stored_user_attrs,
+    trial_id,
+)
 
 log = logging.getLogger(__name__)
 # heartbeats are "experimental" in every Optuna since 2.8; the warning says nothing to a user
@@ -130,8 +137,8 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.is_set():
-            for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
+            for ident in self.trial_ids:
+                self.storage.record_heartbeat(ident)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Heartbeat:
@@ -212,8 +219,7 @@ class OptunaSweeper(Sweeper):
         """Create or load the study; processes starting together take turns (creating a
         SQLite database's tables twice at once fails)."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        with (self.sweep_dir / ".study.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.sweep_dir / ".study.lock"):
             return self._open_study()
 
     def _open_study(self) -> optuna.Study:
@@ -293,7 +299,7 @@ class OptunaSweeper(Sweeper):
             trial = study.ask(space)
             if self.storage_url and self.heartbeat_interval:
                 # at once: a trial whose process dies before its first heartbeat is never stale
-                study._storage.record_heartbeat(trial._trial_id)
+                record_heartbeat(study, trial)
             ahead = [
                 t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number
             ]
@@ -312,14 +318,14 @@ class OptunaSweeper(Sweeper):
                 overrides += [
                     override_text(f"+hydra.job.env_set.{trial_env.STORAGE}", self.storage_url),
                     override_text(f"+hydra.job.env_set.{trial_env.STUDY}", study.study_name),
-                    f"+hydra.job.env_set.{trial_env.TRIAL}={trial._trial_id}",
+                    f"+hydra.job.env_set.{trial_env.TRIAL}={trial_id(trial)}",
                 ]
             jobs.append(overrides)
         numbers = [t.number for t in batch]
         consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
         groups = [(jobs, numbers[0])] if consecutive else [([j], n) for j, n in zip(jobs, numbers)]
         returns: list[JobReturn] = []
-        with Heartbeat(study._storage, [t._trial_id for t in batch], self.heartbeat_interval):
+        with Heartbeat(storage_of(study), [trial_id(t) for t in batch], self.heartbeat_interval):
             for group, first in groups:  # job folders are numbered by trial
                 returns += self.launcher.launch(group, initial_job_idx=first)
         for trial, ret in zip(batch, returns):
@@ -328,10 +334,10 @@ class OptunaSweeper(Sweeper):
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
         """Record a job's outcome: complete with its value, pruned (its callback said so), or
         failed (an exception, or no value)."""
-        attrs = study._storage.get_trial(trial._trial_id).user_attrs  # as the job left them
-        value = ret._return_value if ret.status == JobStatus.COMPLETED else None
-        if ret.status != JobStatus.COMPLETED:
-            log.error("trial %d failed: %r", trial.number, ret._return_value)
+        attrs = stored_user_attrs(study, trial)  # as the job left them
+        value, error = job_outcome(ret)
+        if error is not None:
+            log.error("trial %d failed: %r", trial.number, error)
             state = TrialState.FAIL
         elif attrs.get("pruned_at_epoch") is not None:
             state = TrialState.PRUNED

@@ -16,7 +16,6 @@ re-run skips it unless ``retry_failed``); it is written even when the scrape is 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import logging
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from filelock import FileLock, Timeout
 from PIL import Image
 
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS
@@ -182,29 +182,26 @@ class Downloader:
         self._read_failures()
 
     # ------------------------------------------------------------------ the folder
-    def _acquire_lock(self):
-        """An exclusive lock on ``<root>/.scrape.lock`` for this process's lifetime (the
-        kernel releases it if the process dies, so a killed scrape leaves no stale lock)."""
-        f = (self.root / LOCK_NAME).open("a+")
+    def _acquire_lock(self) -> FileLock:
+        """An exclusive lock on ``<root>/.scrape.lock`` for this process's lifetime (portable:
+        ``filelock``; the OS releases it if the process dies, so a killed scrape leaves no stale
+        lock). The holder's pid is written beside it, for the message another scrape gets."""
+        lock = FileLock(self.root / LOCK_NAME)
+        holder = self.root / f"{LOCK_NAME}.pid"
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            f.close()
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid = holder.read_text().strip() if holder.is_file() else "?"
             raise FolderLocked(
-                f"another scrape (pid {holder}) is writing into {self.root}"
+                f"another scrape (pid {pid or '?'}) is writing into {self.root}"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        return f
+        holder.write_text(str(os.getpid()))
+        return lock
 
     def close(self) -> None:
         """Release the folder's lock."""
-        if self._lock_file and not self._lock_file.closed:
-            self._lock_file.close()
+        if self._lock_file and self._lock_file.is_locked:
+            self._lock_file.release()
 
     def __enter__(self) -> Downloader:
         return self
