@@ -7,7 +7,6 @@ report → TensorBoard."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from inat_lightning.analysis.audit import choose_audit
 from inat_lightning.analysis.data_bias import dataset_report
 from inat_lightning.analysis.figures import reliability_figure, save
 from inat_lightning.analysis.report import audit_findings, write_report
+from inat_lightning.analysis.results import EvaluationSummary, to_record, write_json
 from inat_lightning.callbacks.outputs import CollectTestLogits
 from inat_lightning.callbacks.saved import SavesFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
@@ -33,20 +33,10 @@ from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
-from inat_lightning.models.spec import OVERRIDABLE, InputSpec
-from inat_lightning.runs.overrides import key_of, task_overrides
+from inat_lightning.models.spec import InputSpec, pin_input_spec
+from inat_lightning.runs.overrides import command_data_changes
 
 log = logging.getLogger(__name__)
-
-
-def command_data_changes(cfg: DictConfig) -> dict[str, Any]:
-    """The ``data.*`` keys this command sets (its command line, then ``data_overrides``)."""
-    changed = {
-        key_of(o).removeprefix("data."): OmegaConf.select(cfg, key_of(o))
-        for o in task_overrides()
-        if key_of(o).startswith("data.") and not o.is_delete()
-    }
-    return changed | dict(cfg.get("data_overrides") or {})
 
 
 def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
@@ -74,21 +64,14 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 
 def data_config(cfg: DictConfig, ckpt: Path, spec: InputSpec) -> DictConfig:
-    """The data config to evaluate on, its preprocessing the checkpoint's ``spec``; a
-    ``data.*`` value of this command that contradicts the spec is an error naming the key
-    (``preprocess.*`` changes the spec explicitly)."""
+    """The data config to evaluate on, its preprocessing the checkpoint's ``spec`` (see
+    :func:`~inat_lightning.models.spec.pin_input_spec`)."""
     data = restore_data_config(cfg, ckpt)
-    changed = command_data_changes(cfg)
-    with open_dict(data):
-        for name, data_key in OVERRIDABLE.items():
-            wanted = getattr(spec, name)
-            if data_key in changed and changed[data_key] != wanted:
-                raise ConfigError(
-                    f"data.{data_key}={changed[data_key]}: contradicts the checkpoint's input spec "
-                    f"({name}={wanted}); to evaluate with another preprocessing say "
-                    f"preprocess.{name}={changed[data_key]}"
-                )
-            data[data_key] = wanted
+    try:
+        with open_dict(data):
+            pin_input_spec(data, spec, command_data_changes(cfg))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return data
 
 
@@ -292,25 +275,27 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     figures, galleries = pictures(callbacks, out)
     if calibrated is not None:
         figures["reliability"] = "reliability.png"
-    summary = {
-        "checkpoint": str(ckpt),
-        "metrics": metrics,
-        "class_names": names,
-        "chance_accuracy": 1 / len(names),
-        "test_confusion_matrix": cm.tolist(),
-        "taxonomy": taxonomy_summary(model, metrics),
-        "dataset": dataset_report([r for recs in datamodule.records.values() for r in recs]),
-        "calibration": calibrated,
-        **found,
-        "figures": figures,
-        "gradcam": galleries,
-    }
-    summary["audit"] = audit(cfg, model, datamodule, spec, trainer.strategy.root_device, out)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    report = write_report(out, summary)
-    write_card(out, read_checkpoint(ckpt), ckpt.name, audit_findings(summary["audit"]))
-    log_tables(trainer, found, summary["audit"]["rows"])
+    summary = EvaluationSummary(
+        checkpoint=str(ckpt),
+        metrics=metrics,
+        class_names=names,
+        chance_accuracy=1 / len(names),
+        test_confusion_matrix=cm.tolist(),
+        taxonomy=taxonomy_summary(model, metrics),
+        dataset=dataset_report([r for recs in datamodule.records.values() for r in recs]),
+        calibration=calibrated,
+        per_class=found["per_class"],
+        confused_pairs=found["confused_pairs"],
+        figures=figures,
+        gradcam=galleries,
+    )
+    summary.audit = audit(cfg, model, datamodule, spec, trainer.strategy.root_device, out)
+    written = to_record(summary)  # what metrics.json, report.md and the card read
+    write_json(out / "metrics.json", written)
+    report = write_report(out, written)
+    write_card(out, read_checkpoint(ckpt), ckpt.name, audit_findings(written["audit"]))
+    log_tables(trainer, found, written["audit"]["rows"])
     log.info("report: %s", report)
     acc = key("test", "acc")
     print(f"evaluate: {acc}={metrics.get(acc, float('nan')):.4f} -> {report}")
-    return summary
+    return written

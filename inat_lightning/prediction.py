@@ -13,10 +13,9 @@ confident photo outweighs several unsure ones).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,12 @@ from inat_lightning.analysis.gradcam import (
     resolve_layer,
 )
 from inat_lightning.analysis.infer import infer
+from inat_lightning.analysis.results import (
+    ObservationPrediction,
+    PhotoPrediction,
+    columns,
+    write_json,
+)
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.checks import require_checkpoint
 from inat_lightning.config import ConfigError
@@ -128,33 +133,6 @@ def explain(
     return found
 
 
-#: the columns of ``predictions.csv``, the same for every row (unreadable photos included)
-PHOTO_COLUMNS = (
-    "photo_id",
-    "path",
-    "observation_id",
-    "status",
-    "prediction",
-    "probability",
-    "uncertain",
-    "top_k",
-    "observation_prediction",
-    "true",
-    "cue_share",
-    "looks_at_cue",
-    "explanation",
-)
-OBSERVATION_COLUMNS = (
-    "observation_id",
-    "photos",
-    "prediction",
-    "probability",
-    "uncertain",
-    "top_k",
-    "true",
-)
-
-
 def _number(cfg: DictConfig, name: str, kind: type, rule: Callable[[Any], bool], want: str):
     """``cfg[name]`` as ``kind`` obeying ``rule``, else a config error naming the key."""
     value = cfg.get(name)
@@ -248,8 +226,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     explained = explain(cfg, model, dataset, records, probs, out, spec) if cfg.explain else {}
     photo_rows, summary = _photo_rows(settings, records, probs, fused, explained, names)
     observation_rows = _observation_rows(settings, records, fused, names)
-    tables.write_csv(out / "predictions.csv", photo_rows, PHOTO_COLUMNS)
-    tables.write_csv(out / "observations.csv", observation_rows, OBSERVATION_COLUMNS)
+    tables.write_csv(out / "predictions.csv", photo_rows, columns(PhotoPrediction))
+    tables.write_csv(out / "observations.csv", observation_rows, columns(ObservationPrediction))
     summary |= {
         "checkpoint": str(ckpt),
         "inputs": str(cfg.inputs),
@@ -262,10 +240,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     summary["observation_accuracy"] = _accuracy(observation_rows)
     if cfg.export:
         summary["export"] = _export(model, dataset, probs, out, spec, ckpt)
-    (out / "predictions.json").write_text(
-        json.dumps(
-            {**summary, "photos": photo_rows, "observation_answers": observation_rows}, indent=2
-        )
+    write_json(
+        out / "predictions.json",
+        {**summary, "photos": photo_rows, "observation_answers": observation_rows},
     )
     print(
         f"predict: {len(records)} photos ({summary['unreadable']} unreadable), "
@@ -275,46 +252,44 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _photo_rows(settings, records, probs, fused, explained, names) -> tuple[list[dict], dict]:
-    rows, uncertain, unreadable = [], 0, []
+def _top_text(best: list[tuple[str, float]]) -> str:
+    return "; ".join(f"{n} {p:.4f}" for n, p in best)
+
+
+def _photo_rows(
+    settings, records, probs, fused, explained, names
+) -> tuple[list[PhotoPrediction], dict]:
+    rows, unreadable = [], []
     for i, r in enumerate(records):
-        row: dict[str, Any] = {
-            "photo_id": r.photo_id,
-            "path": r.path,
-            "observation_id": r.observation_id,
-        }
+        row = PhotoPrediction(r.photo_id, r.path, r.observation_id, true=r.taxon_name or None)
+        rows.append(row)
         if np.isnan(probs[i]).any():
             unreadable.append(r.path)
-            rows.append({**row, "status": "unreadable"})
+            row.status = "unreadable"
             continue
         best = top_k(probs[i], names, settings["top_k"])
-        row |= {"status": "ok", "prediction": best[0][0], "probability": round(best[0][1], 6)}
-        row["uncertain"] = best[0][1] < settings["uncertain_below"]
-        uncertain += row["uncertain"]
-        row["top_k"] = "; ".join(f"{n} {p:.4f}" for n, p in best)
-        row["observation_prediction"] = names[int(np.argmax(fused[r.observation_id]))]
-        if r.taxon_name:
-            row["true"] = r.taxon_name
+        row.prediction, row.probability = best[0][0], round(best[0][1], 6)
+        row.uncertain = best[0][1] < settings["uncertain_below"]
+        row.top_k = _top_text(best)
+        row.observation_prediction = names[int(np.argmax(fused[r.observation_id]))]
         extra = explained.get(i, {})
         if "cue_share" in extra:
-            row["cue_share"] = round(extra["cue_share"], 4)
-            row["looks_at_cue"] = extra["cue_share"] >= settings["cue_warning_share"]
-        if "explanation" in extra:
-            row["explanation"] = extra["explanation"]
-        rows.append(row)
+            row.cue_share = round(extra["cue_share"], 4)
+            row.looks_at_cue = extra["cue_share"] >= settings["cue_warning_share"]
+        row.explanation = extra.get("explanation")
     if unreadable:
         log.warning("%d unreadable images skipped: %s", len(unreadable), ", ".join(unreadable[:5]))
     summary = {
         "photos_read": len(records) - len(unreadable),
         "unreadable": len(unreadable),
         "unreadable_paths": unreadable,
-        "uncertain": uncertain,
+        "uncertain": sum(bool(r.uncertain) for r in rows),
         "photo_accuracy": _accuracy(rows),
     }
     return rows, summary
 
 
-def _observation_rows(settings, records, fused, names) -> list[dict]:
+def _observation_rows(settings, records, fused, names) -> list[ObservationPrediction]:
     truth = {r.observation_id: r.taxon_name for r in records}
     photos = defaultdict(int)
     for r in records:
@@ -322,24 +297,24 @@ def _observation_rows(settings, records, fused, names) -> list[dict]:
     rows = []
     for obs, p in fused.items():
         best = top_k(p, names, settings["top_k"])
-        row = {
-            "observation_id": obs,
-            "photos": photos[obs],
-            "prediction": best[0][0],
-            "probability": round(best[0][1], 6),
-            "uncertain": best[0][1] < settings["uncertain_below"],
-            "top_k": "; ".join(f"{n} {q:.4f}" for n, q in best),
-        }
-        if truth[obs]:
-            row["true"] = truth[obs]
-        rows.append(row)
+        rows.append(
+            ObservationPrediction(
+                observation_id=obs,
+                photos=photos[obs],
+                prediction=best[0][0],
+                probability=round(best[0][1], 6),
+                uncertain=best[0][1] < settings["uncertain_below"],
+                top_k=_top_text(best),
+                true=truth[obs] or None,
+            )
+        )
     return rows
 
 
-def _accuracy(rows: list[dict]) -> float | None:
+def _accuracy(rows: Sequence[PhotoPrediction | ObservationPrediction]) -> float | None:
     """Share of rows whose prediction is the true class (rows with a truth and a prediction)."""
-    judged = [r for r in rows if r.get("true") and r.get("prediction")]
-    return sum(r["true"] == r["prediction"] for r in judged) / len(judged) if judged else None
+    judged = [r for r in rows if r.true and r.prediction]
+    return sum(r.true == r.prediction for r in judged) / len(judged) if judged else None
 
 
 def _export(model, dataset, probs, out: Path, spec: InputSpec, ckpt: Path) -> dict[str, Any]:

@@ -3,7 +3,6 @@ test the best checkpoint, write ``metrics.json``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -12,16 +11,18 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis.infer import infer
+from inat_lightning.analysis.results import write_json
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.models.calibration import fit_temperature, scores
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import load_classifier, update_checkpoint, write_temperature
 from inat_lightning.models.metrics import headline, key, scalar_metrics
-from inat_lightning.runs.overrides import task_overrides
+from inat_lightning.models.spec import pin_input_spec
+from inat_lightning.runs.overrides import command_data_changes, task_overrides
 from inat_lightning.runs.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,10 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     check_trainer(trainer, cfg)
-    datamodule = build(cfg.data, "data")
+    data = cfg.data
+    if ckpt and not cfg.get("train", True):  # testing a given model: its own preprocessing
+        data = tested_data_config(cfg, ckpt)
+    datamodule = build(data, "data")
     try:
         datamodule.setup("fit")
     except (ValueError, FileNotFoundError, FileExistsError) as e:
@@ -108,13 +112,29 @@ def train(cfg: DictConfig) -> float | None:
     final = {**metrics, **_best_metric(summary)}
     _log_hparams(trainer, cfg, final)
     out = Path(cfg.paths.output_dir) / "metrics.json"
-    out.write_text(json.dumps(summary, indent=2))
+    write_json(out, summary)
     log.info("metrics written to %s", out)
     for name in headline("test"):
         if name in metrics:
             log.info("%s = %.4f (chance %.4f)", name, metrics[name], summary["chance_accuracy"])
 
     return _optimized_value(cfg.get("optimized_metric"), final)
+
+
+def tested_data_config(cfg: DictConfig, ckpt: str) -> DictConfig:
+    """``cfg.data`` with the preprocessing of the checkpoint under test (its input spec); a
+    ``data.*`` value of this command that contradicts it is a config error naming the key."""
+    spec = load_classifier(ckpt).input_spec
+    data = cfg.data.copy()
+    if spec is None:  # a checkpoint made before input specs: the command's data config
+        return data
+    try:
+        with open_dict(data):
+            pin_input_spec(data, spec, command_data_changes(cfg))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    log.info("testing with the checkpoint's input spec: %s", spec.to_dict())
+    return data
 
 
 def spawned(trainer: L.Trainer) -> bool:

@@ -19,6 +19,19 @@ def test_the_demo_recipe_comes_first_unless_another_experiment_is_named():
     assert train_args(["experiment=cpu_quick", "seed=1"]) == ["experiment=cpu_quick", "seed=1"]
 
 
+def test_demo_help_explains_the_demo_and_its_arguments(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "inat_lightning.demo", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "usage: inat-demo [OVERRIDES...]" in res.stdout and RECIPE in res.stdout
+    assert not (tmp_path / "logs").exists()  # nothing trained
+
+
 @pytest.mark.slow
 def test_demo_ends_with_report_gallery_and_tensorboard_that_exist(tmp_path):
     cmd = [sys.executable, "-m", "inat_lightning.demo", *SMALL, "trainer.max_epochs=1"]

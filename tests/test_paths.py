@@ -64,15 +64,16 @@ def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):
     records = [Record(f"{c}{i}", f"{c}{i}", "1", c, f"{c}/{i}.jpg") for c in "ab" for i in range(3)]
     audit = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3))
     rows = audit.run(resnet(18, 2), root, records, ["a", "b"], InputSpec(32))
-    assert [r["images"] for r in rows] == [2, 3] and audit.skipped == ["a/1.jpg"]
+    assert [r.images for r in rows] == [2, 3] and audit.skipped == ["a/1.jpg"]
 
 
-def test_photo_ids_that_are_not_numbers_never_name_a_file(tmp_path):
+@pytest.mark.parametrize("photo_id", ["../../x", "²³", "٣٤", "12\n", "-1", ""])
+def test_photo_ids_that_are_not_ascii_numbers_never_name_a_file(tmp_path, photo_id):
     taxon = Taxon(1, "Apis mellifera")
-    obs = {"id": 5, "photos": [{"id": "../../x", "url": "https://h/photos/1/square.jpg"}]}
+    obs = {"id": 5, "photos": [{"id": photo_id, "url": "https://h/photos/1/square.jpg"}]}
     assert parse_observation(obs, taxon, licenses=None) == []
     downloader = Downloader(tmp_path / "out", HttpClient(10, "test"), progress=False)
-    item = PhotoItem("../../x", "5", taxon, "https://h/photos/1/medium.jpg")
+    item = PhotoItem(photo_id, "5", taxon, "https://h/photos/1/medium.jpg")
     summary = downloader.run([item])
     assert summary.failed == 1 and "not a number" in summary.failures[0][2]
     assert not (tmp_path / "x.jpg").exists() and not list((tmp_path / "out").rglob("*.jpg"))

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from inat_lightning.runs.optuna_sweeper import distribution, override_text
+from inat_lightning.runs.optuna_sweeper import distribution, override_text, worker_seed
 from inat_lightning.runs.summary import collect
 from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
 
@@ -43,10 +43,15 @@ def test_the_search_space_syntax_of_hydra_becomes_optuna_distributions():
     assert override_text("x", 0.001) == "x=0.001"
 
 
-def search_args(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
+DUMMY = REPO / "tests" / "helpers" / "dummy_task.py"
+
+
+def search_args(tmp_path: Path, data_dir: Path, *extra: str, script: Path = DUMMY) -> list[str]:
+    """The README's search command; by default on the dummy task (the sweeper's bookkeeping
+    needs no training: tests/helpers/dummy_task.py)."""
     return [
         sys.executable,
-        str(REPO / "train.py"),
+        str(script),
         "hparams_search=optuna_sgd",
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.data_dir={data_dir}",
@@ -76,7 +81,7 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(
     tmp_path, shared_data_dir
 ):
     args = search_args(tmp_path, shared_data_dir, "hydra.sweeper.n_trials=4")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DUMMY_TASK_SECONDS": "2"}
     first = subprocess.Popen(
         args,
         cwd=REPO,
@@ -98,6 +103,7 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(
         os.killpg(first.pid, signal.SIGKILL)  # mid-trial: the third is running
     finally:
         first.wait(60)
+    time.sleep(3.5)  # past the grace period: the killed trial's heartbeat is stale
     before = states(load(tmp_path))
     assert before.get("COMPLETE") == 2 and before.get("RUNNING") == 1, before
     sweep = tmp_path / "logs" / "train" / "searches" / STUDY
@@ -128,7 +134,7 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(
 @pytest.mark.slow
 def test_two_processes_share_one_study_without_running_a_trial_twice(tmp_path, shared_data_dir):
     args = search_args(tmp_path, shared_data_dir, "hydra.sweeper.n_trials=4")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DUMMY_TASK_SECONDS": "1"}
     procs = [
         subprocess.Popen(
             args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -145,6 +151,16 @@ def test_two_processes_share_one_study_without_running_a_trial_twice(tmp_path, s
     sweep = tmp_path / "logs" / "train" / "searches" / STUDY
     numbers = [json.loads(p.read_text())["number"] for p in sweep.glob("*/trial.json")]
     assert sorted(numbers) == sorted(t.number for t in complete)  # one job per trial
+    # each process drew from its own seed (derived from the study's): no parameter set twice
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
+    assert study.user_attrs["workers_joined"] == 2
+
+
+def test_each_worker_of_a_study_gets_its_own_reproducible_seed():
+    assert worker_seed(1234, 0) == 1234  # the first process: the configured seed
+    seeds = [worker_seed(1234, k) for k in range(1, 50)]
+    assert len(set(seeds)) == 49 and 1234 not in seeds
+    assert seeds == [worker_seed(1234, k) for k in range(1, 50)]  # the same on any machine
 
 
 @pytest.mark.slow

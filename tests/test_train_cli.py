@@ -94,3 +94,23 @@ def test_train_false_tests_the_given_checkpoint(short_training, tmp_path, shared
     tested = json.loads((again / "metrics.json").read_text())
     assert tested["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"])
     assert tested["test_confusion_matrix"] == trained["test_confusion_matrix"]
+    # (the same numbers: the checkpoint's preprocessing, ratio 0.75, not this command's 0.875)
+
+
+@pytest.mark.slow
+def test_train_false_refuses_a_preprocessing_that_contradicts_the_checkpoint(
+    short_training, tmp_path, shared_data_dir
+):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    res = run_cli(
+        "train.py",
+        *SMALL,
+        "train=false",
+        f"ckpt_path={best}",
+        "data.eval_crop_ratio=0.5",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode == 2
+    assert "config error: data.eval_crop_ratio=0.5: contradicts the checkpoint" in res.stderr

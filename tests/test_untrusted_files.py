@@ -121,3 +121,40 @@ def test_a_run_folder_that_would_build_other_code_is_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"resume=.*_target_"):
         resume_argv(["train.py", f"resume={run}"])
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        "experiment=../../logs/train/runs/x/pwn",  # a config of the attacker's, by path
+        "+experiment=../pwn",
+        "model=/tmp/pwn",
+        "data=nosuch",  # not an option of the project
+        "callbacks=[model_checkpoint,../../pwn]",
+        "nosuchgroup/sub=x",
+    ],
+)
+def test_a_run_folder_may_choose_only_the_projects_own_config_options(tmp_path, saved):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (tmp_path / "pwn.yaml").write_text("foo: {_target_: builtins.open, file: /tmp/x, mode: w}\n")
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model=resnet18", saved]))
+    with pytest.raises(ConfigError, match=r"^resume=.*sets .*project's conf/"):
+        resume_argv(["train.py", f"resume={run}"])
+
+
+def test_a_run_folder_with_the_projects_own_choices_resumes(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    saved = [
+        "model=resnet18",
+        "experiment=demo",
+        "callbacks=[model_checkpoint]",
+        "~logger",
+        "scrape/backend=api",
+        "model.optimizer.lr=0.1",
+        "data.split.seed=3",
+    ]
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(saved))
+    argv = resume_argv(["train.py", f"resume={run}"])
+    assert argv[1 : 1 + len(saved)] == saved

@@ -43,6 +43,7 @@ from torch import nn
 from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
 from inat_lightning.analysis.gradcam import SCORES, compute_cams, energy_in_box, untouched
 from inat_lightning.analysis.infer import forward
+from inat_lightning.analysis.results import CueAuditRow, FaithfulnessRow
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
@@ -160,8 +161,8 @@ class Audit(ABC):
         records: Sequence[Record],
         class_names: Sequence[str],
         spec: InputSpec,
-    ) -> list[dict]:
-        """One row (a dict) per class."""
+    ) -> list[CueAuditRow] | list[FaithfulnessRow]:
+        """One typed row per class (see :mod:`inat_lightning.analysis.results`)."""
 
 
 class CueAudit(Audit):
@@ -202,7 +203,7 @@ class CueAudit(Audit):
         records: Sequence[Record],
         class_names: Sequence[str],
         spec: InputSpec,
-    ) -> list[dict]:
+    ) -> list[CueAuditRow]:
         """One row per class that has cued images, plus an ``(all)`` row (see the module doc)."""
         cfg = self.cfg
         root = Path(root)
@@ -266,28 +267,28 @@ class CueAudit(Audit):
             acc = float(np.mean(preds[mask] == labels[mask]))
             acc_removed = float(np.mean(removed[mask] == labels[mask]))
             acc_hole = float(np.mean(hole[mask] == labels[mask]))
-            row = {
-                "class": name,
-                "cued_images": n,
-                "energy_in_box": e,
-                "box_area": a,
-                "energy_lift": e / a if a else 0.0,
-                "acc_with_cue": acc,
-                "acc_cue_removed": acc_removed,
-                "acc_hole_control": acc_hole,
-                "acc_drop": acc_hole - acc_removed,
-                "flip_rate_cue_added": flip_rate(pooled, index.get(name)),
-                "lookalike": class_names[twins[index[name]]]
+            row = CueAuditRow(
+                class_=name,
+                cued_images=n,
+                energy_in_box=e,
+                box_area=a,
+                energy_lift=e / a if a else 0.0,
+                acc_with_cue=acc,
+                acc_cue_removed=acc_removed,
+                acc_hole_control=acc_hole,
+                acc_drop=acc_hole - acc_removed,
+                flip_rate_cue_added=flip_rate(pooled, index.get(name)),
+                lookalike=class_names[twins[index[name]]]
                 if name in index and twins[index[name]] is not None
                 else "",
-                "flip_rate_lookalike": flip_rate(on_twin, index.get(name)),
-            }
+                flip_rate_lookalike=flip_rate(on_twin, index.get(name)),
+            )
             if redrawn is not None:
                 removed_redrawn, flips_redrawn = redrawn
-                row["acc_cue_redrawn"] = float(np.mean(removed_redrawn[mask] == labels[mask]))
-                row["acc_drop_redrawn"] = acc - row["acc_cue_redrawn"]
-                row["flip_rate_redrawn"] = flip_rate(flips_redrawn, index.get(name))
-            row["verdict"] = verdict(row, cfg)
+                row.acc_cue_redrawn = float(np.mean(removed_redrawn[mask] == labels[mask]))
+                row.acc_drop_redrawn = acc - row.acc_cue_redrawn
+                row.flip_rate_redrawn = flip_rate(flips_redrawn, index.get(name))
+            row.verdict = verdict(row, cfg)
             rows.append(row)
         return rows
 
@@ -430,7 +431,7 @@ class FaithfulnessAudit(Audit):
         records: Sequence[Record],
         class_names: Sequence[str],
         spec: InputSpec,
-    ) -> list[dict]:
+    ) -> list[FaithfulnessRow]:
         """Per class, mean confidence change of the predicted class when the CAM's most relevant 20%
         of pixels are removed (ROAD; more negative = more faithful) and when the image is multiplied
         by its CAM (closer to 0 = the CAM keeps what matters)."""
@@ -456,12 +457,12 @@ class FaithfulnessAudit(Audit):
                 road = ROADMostRelevantFirst(percentile=80)(x, cams, targets, net)
                 mult = CamMultImageConfidenceChange()(x, cams, targets, net)
                 rows.append(
-                    {
-                        "class": name,
-                        "images": len(recs),
-                        "road_most_relevant_first": float(np.mean(road)),
-                        "cam_mult_confidence_change": float(np.mean(mult)),
-                    }
+                    FaithfulnessRow(
+                        class_=name,
+                        images=len(recs),
+                        road_most_relevant_first=float(np.mean(road)),
+                        cam_mult_confidence_change=float(np.mean(mult)),
+                    )
                 )
         return rows
 
@@ -477,13 +478,13 @@ def choose_audit(
     return next(a for a in AUDITS if a.applies(records))(cfg, max_pixels)
 
 
-def verdict(row: dict, cfg: AuditConfig) -> str:
-    if row["class"] == "(all)":
+def verdict(row: CueAuditRow, cfg: AuditConfig) -> str:
+    if row.class_ == "(all)":
         return ""
-    if row["cued_images"] < cfg.min_images:
+    if row.cued_images < cfg.min_images:
         return f"too few cued images (< {cfg.min_images})"
-    looks = row["energy_lift"] >= cfg.min_lift
-    needs = row["acc_drop"] >= cfg.min_drop
+    looks = row.energy_lift >= cfg.min_lift
+    needs = row.acc_drop >= cfg.min_drop
     if looks and needs:
         return "RELIES ON THE CUE"
     if looks or needs:

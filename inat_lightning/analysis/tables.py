@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inat_lightning.analysis.results import to_record
 from inat_lightning.data.taxonomy import Taxonomy
 
 
@@ -76,8 +77,9 @@ def most_confused_pairs(
 
 def write_csv(path: str | Path, rows: list[dict], columns: Sequence[str] | None = None) -> None:
     """``rows`` under ``columns`` (default: the first row's keys); a key a row lacks is an empty
-    cell. Without rows and columns, an empty file."""
-    path = Path(path)
+    cell. Rows may be typed results (:mod:`inat_lightning.analysis.results`). Without rows and
+    columns, an empty file."""
+    path, rows = Path(path), [to_record(r) for r in rows]
     with path.open("w", newline="", encoding="utf-8") as f:
         if not rows and columns is None:
             return

@@ -156,6 +156,11 @@ def sha256_of(data: bytes) -> str:
 _UNSAFE = re.compile(r"[^\w\- .()]+", re.UNICODE)
 
 
+def is_photo_id(text: object) -> bool:
+    """A photo id names a file: ASCII digits only (``str.isdigit`` also takes "²³" and "٣٤")."""
+    return isinstance(text, str) and text.isascii() and text.isdigit()
+
+
 def safe_folder_name(name: str) -> str:
     """A readable, filesystem-safe folder name for a taxon: no separators, no traversal.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -127,3 +127,20 @@ def resolve_spec(spec: InputSpec | None, changes: Mapping[str, Any]) -> InputSpe
             "before input specs): give preprocess.image_size and preprocess.crop_ratio"
         )
     return InputSpec(image_size=changes["image_size"], crop_ratio=changes["crop_ratio"])
+
+
+def pin_input_spec(
+    data: MutableMapping[str, Any], spec: InputSpec, changed: Mapping[str, Any]
+) -> None:
+    """Set a data config's preprocessing keys (``image_size``, ``eval_crop_ratio``) to ``spec``'s.
+    A value the command itself set (``changed``: its ``data.*`` keys) that contradicts the spec
+    is a ``ValueError`` naming the key (``preprocess.*`` changes the spec explicitly)."""
+    for name, data_key in OVERRIDABLE.items():
+        wanted = getattr(spec, name)
+        if data_key in changed and changed[data_key] != wanted:
+            raise ValueError(
+                f"data.{data_key}={changed[data_key]}: contradicts the checkpoint's input spec "
+                f"({name}={wanted}); to use another preprocessing say "
+                f"preprocess.{name}={changed[data_key]}"
+            )
+        data[data_key] = wanted

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 from filelock import FileLock
@@ -117,6 +118,13 @@ def built(node: Any) -> Any:
     """A sampler or pruner: Hydra builds the sweeper's nested nodes already; a plain mapping is
     built here."""
     return instantiate(node) if isinstance(node, (dict, DictConfig)) else node
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of the ``worker``-th process of a study seeded ``seed`` (0: ``seed``)."""
+    if not worker:
+        return seed
+    return int(np.random.SeedSequence([seed, worker]).generate_state(1)[0])
 
 
 def override_text(key: str, value: Any) -> str:
@@ -220,7 +228,25 @@ class OptunaSweeper(Sweeper):
         SQLite database's tables twice at once fails)."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(self.sweep_dir / ".study.lock"):
-            return self._open_study()
+            study = self._open_study()
+            if self.storage_url:  # a process joining a shared study: its own sampler seed
+                worker = int(study.user_attrs.get("workers_joined", 0))
+                study.set_user_attr("workers_joined", worker + 1)
+                study.sampler = self._sampler(worker) or study.sampler
+            return study
+
+    def _sampler(self, worker: int) -> optuna.samplers.BaseSampler | None:
+        """The sampler of the ``worker``-th process to join the study: the configured one with
+        its seed derived from the study's seed and that index (reproducible, and distinct: two
+        processes with one seed would draw the same parameters); ``None`` keeps the configured
+        sampler (the first process, or no seed)."""
+        spec = self.config.hydra.sweeper.get("sampler") if self.config is not None else None
+        if not worker or spec is None or spec.get("seed") is None:
+            return None
+        found = OmegaConf.to_container(spec, resolve=True)
+        found["seed"] = worker_seed(int(found["seed"]), worker)
+        log.info("worker %d of this study: sampler seed %d", worker, found["seed"])
+        return instantiate(found)
 
     def _open_study(self) -> optuna.Study:
         study = optuna.create_study(

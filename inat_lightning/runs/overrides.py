@@ -4,6 +4,7 @@ Hydra reads them), for the run lifecycle: resume, run names, sweep summaries, ev
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -36,3 +37,15 @@ def task_overrides() -> list[Override]:
     if not HydraConfig.initialized():
         return []
     return parse(HydraConfig.get().overrides.task)
+
+
+def command_data_changes(cfg: Any) -> dict[str, Any]:
+    """The ``data.*`` keys this command sets: its command line, then ``data_overrides``."""
+    from omegaconf import OmegaConf
+
+    changed = {
+        key_of(o).removeprefix("data."): OmegaConf.select(cfg, key_of(o))
+        for o in task_overrides()
+        if key_of(o).startswith("data.") and not o.is_delete()
+    }
+    return changed | dict(cfg.get("data_overrides") or {})

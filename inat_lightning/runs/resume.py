@@ -8,9 +8,11 @@ the train task then continues from ``<run dir>/checkpoints/last.ckpt`` (see
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.types import Override
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
@@ -18,6 +20,9 @@ from inat_lightning.config import ConfigError
 from inat_lightning.runs.overrides import key_of, parse, quote, value_text
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: the project's config folder: the only place a saved group choice may point into
+CONF = Path(__file__).resolve().parents[2] / "conf"
+NAME = re.compile(r"[A-Za-z0-9_]+")
 #: what resume_argv adds to a run's overrides: bookkeeping, not settings (no sweep column)
 BOOKKEEPING_KEYS = {"resume", "run_name"}
 
@@ -58,6 +63,12 @@ def resume_argv(argv: list[str]) -> list[str]:
             f"resume={run_dir}: its .hydra/overrides.yaml sets {unsafe[0]!r}; a run folder may "
             "choose settings, not which code to build (_target_, hydra callbacks or launchers)"
         )
+    foreign = [o.input_line for o in original if not _known_choice(o)]
+    if foreign:
+        raise ConfigError(
+            f"resume={run_dir}: its .hydra/overrides.yaml sets {foreign[0]!r}; a run folder may "
+            f"choose only the config groups and options of the project's conf/ ({CONF})"
+        )
     kept = [o.input_line for o in original if key_of(o) not in dropped]
     tail = [f"hydra.run.dir={quote(run_dir)}", "resume=true"]
     # keep the TensorBoard run, whatever order a sweep gave its name
@@ -66,6 +77,28 @@ def resume_argv(argv: list[str]) -> list[str]:
     if len(runs) == 1 and "run_name" not in taken:
         tail.append(f"run_name={quote(runs[0])}")
     return [argv[0], *kept, *mine, *tail]
+
+
+def _known_choice(override: Override) -> bool:
+    """A saved override that selects a config group must name a group and options that exist in
+    the project's ``conf/`` (plain names: no path, no ``..``); a plain key=value passes."""
+    key = key_of(override)
+    group = CONF / key
+    if "/" not in key and not group.is_dir():
+        return True  # a value (model.optimizer.lr=0.1), not a group choice
+    if not (NAME.fullmatch(key.replace("/", "_")) and group.is_dir()):
+        return False
+    if override.is_delete():
+        return True
+    value = override.value()
+    options = value if isinstance(value, list) else [value]
+    return (
+        all(
+            isinstance(o, str) and NAME.fullmatch(o) and (group / f"{o}.yaml").is_file()
+            for o in options
+        )
+        or value is None
+    )
 
 
 def _builds_code(override: str, key: str) -> bool:

@@ -36,6 +36,7 @@ from inat_lightning.data.manifest import (
     MANIFEST_NAME,
     Record,
     header_of,
+    is_photo_id,
     read_manifest,
     safe_folder_name,
     sha256_of,
@@ -309,7 +310,7 @@ class Downloader:
 
     def _fetch(self, item: PhotoItem) -> Outcome:
         """Download (or adopt) one item."""
-        if not item.photo_id.isdigit():  # it names the file: nothing but digits may go there
+        if not is_photo_id(item.photo_id):  # it names the file: nothing but digits may go there
             return Outcome("failed", f"photo id {item.photo_id!r} is not a number: refused")
         folder = safe_folder_name(item.taxon.name)
         rel = f"{folder}/{item.photo_id}.jpg"

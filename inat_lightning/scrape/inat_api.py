@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import TaxonEntry, entry_from_api
 from inat_lightning.scrape.http import HttpClient, RetryableError
 from inat_lightning.validation import require
@@ -111,7 +112,7 @@ def parse_observation(
         code = (photo.get("license_code") or "").lower()
         if not url or (wanted is not None and code not in wanted):
             continue
-        if not str(photo.get("id", "")).isdigit():  # it names a file: digits only
+        if not is_photo_id(str(photo.get("id", ""))):  # it names a file: digits only
             log.warning("skipping a photo whose id is not a number: %r", photo.get("id"))
             continue
         items.append(

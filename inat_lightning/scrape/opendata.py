@@ -34,6 +34,7 @@ from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import RANKS, TaxonEntry
 from inat_lightning.scrape.http import HttpClient
 from inat_lightning.scrape.inat_api import PhotoItem, Taxon
@@ -425,7 +426,7 @@ def select_photos(
         if len(row) != width:
             continue
         found = {c: row[columns[c]] for c in wanted}
-        if not found["photo_id"].isdigit():
+        if not is_photo_id(found["photo_id"]):
             log.warning("skipping a photo whose id is not a number: %r", found["photo_id"])
             continue
         yield found
