@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from inat_lightning.scrape.download import decode_check
+from inat_lightning.scrape.download import BadBody, decode_check
 from inat_lightning.scrape.http import HttpClient, HttpError
 from inat_lightning.scrape.inat_api import INatAPI, Taxon, parse_observation, pick_taxon
 from tests.helpers.cli import REPO
@@ -74,10 +74,12 @@ def test_real_photo_passes_the_decode_check_and_html_does_not():
 
     body = (FIXTURES / "obs_image.jpg").read_bytes()
     assert decode_check(Resp("image/jpeg"), body) == (206, 75)
-    with pytest.raises(HttpError, match="not an image"):
+    # not the photo (a maintenance page, a cut body): tried again, and the cut one is marked
+    with pytest.raises(BadBody, match="not an image") as page:
         decode_check(Resp("text/html"), b"<html></html>")
-    with pytest.raises(HttpError, match="does not decode"):
+    with pytest.raises(BadBody, match="does not decode") as cut:
         decode_check(Resp("image/jpeg"), body[: len(body) // 2])
+    assert cut.value.undecodable and not page.value.undecodable
     with pytest.raises(HttpError, match="max_pixels=1000"):
         decode_check(Resp("image/jpeg"), body, max_pixels=1000)
 

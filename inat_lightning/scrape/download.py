@@ -44,8 +44,8 @@ from inat_lightning.data.manifest import (
     write_manifest,
 )
 from inat_lightning.progress import progress
-from inat_lightning.scrape.http import HttpClient, HttpError
-from inat_lightning.scrape.inat_api import PhotoItem
+from inat_lightning.scrape.http import HttpClient, HttpError, RetryableError
+from inat_lightning.scrape.inat_api import Malformed, PhotoItem
 
 log = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
@@ -53,19 +53,58 @@ FAILURES_NAME = "failures.csv"
 LOCK_NAME = ".scrape.lock"
 
 
+class BadBody(RetryableError):
+    """A 200 whose body is not the image asked for: a maintenance or proxy error page, or bytes
+    that do not decode (cut short, damaged on the way). Retried like a transient fault;
+    ``undecodable`` marks an image body that does not decode (permanent if it never does)."""
+
+    def __init__(self, message: str, undecodable: bool = False) -> None:
+        super().__init__(message)
+        self.undecodable = undecodable
+
+
 def decode_check(resp, body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Refuse (for good: :class:`HttpError`) non-image content types and bodies that do not
-    fully decode (an HTML error page, a truncated file) or announce too many pixels. A body cut
-    short on the way never gets here: the client retries it."""
+    """(width, height) of a photo response's body. A body that is not an image (a non-image
+    content type, an HTML page with 200) or does not fully decode is a :class:`BadBody` (try
+    again); one that announces too many pixels is an :class:`HttpError` (for good)."""
     ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-        raise HttpError(f"not an image: Content-Type {ctype}")
-    return decoded_size(body, max_pixels)
+        raise BadBody(f"not an image: Content-Type {ctype}")
+    try:
+        return decoded_size(body, max_pixels)
+    except Undecodable as e:
+        raise BadBody(str(e), undecodable=True) from e
+
+
+class PhotoCheck:
+    """The body check of one photo's download (``HttpClient.get``'s ``accept``), remembering
+    why each try was refused: an image that decodes wrongly on every try is a definite answer
+    (permanent), anything else that is not the photo may pass (transient)."""
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+        self.refusals: list[BadBody] = []
+
+    def __call__(self, resp, body: bytes) -> tuple[int, int]:
+        try:
+            return decode_check(resp, body, self.max_pixels)
+        except BadBody as e:
+            self.refusals.append(e)
+            raise
+
+    def never_decoded(self, tries: int) -> bool:
+        """Every one of ``tries`` tries got an image body that did not decode."""
+        return len(self.refusals) >= tries and all(e.undecodable for e in self.refusals)
+
+
+class Undecodable(HttpError):
+    """An image body that does not fully decode."""
 
 
 def decoded_size(body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(width, height) of an image body that fully decodes and announces at most
-    ``max_pixels`` pixels (checked before decoding); :class:`HttpError` otherwise."""
+    ``max_pixels`` pixels (checked before decoding); :class:`HttpError` otherwise
+    (:class:`Undecodable` when it does not decode)."""
     try:
         with Image.open(io.BytesIO(body)) as img:
             width, height = img.size
@@ -78,7 +117,7 @@ def decoded_size(body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int
     except Image.DecompressionBombError as e:  # Pillow's own guard, far above max_pixels
         raise HttpError(f"exceeds max_pixels={max_pixels} (a decompression bomb): {e}") from e
     except Exception as e:  # noqa: BLE001 - any decoder error means a bad body
-        raise HttpError(f"does not decode: {type(e).__name__}: {e}") from e
+        raise Undecodable(f"does not decode: {type(e).__name__}: {e}") from e
 
 
 class Outcome(NamedTuple):
@@ -96,7 +135,17 @@ class Failure(NamedTuple):
     photo_id: str
     url: str
     reason: str
-    kind: str  # transient (a re-run tries again) | permanent (skipped unless retry_failed)
+    # transient (a re-run tries again) | permanent (skipped unless retry_failed) | malformed (a
+    # record the server sent that is not what its API documents: skipped, the listing goes on)
+    kind: str
+
+
+def failure_key(failure: Failure) -> str:
+    """What identifies a failure across runs: the photo, else the listing (a taxon, or for a
+    malformed record the place and the problem: two bad records of a taxon are two rows)."""
+    if failure.photo_id:
+        return failure.photo_id
+    return f"{failure.url}\0{failure.reason}" if failure.kind == "malformed" else failure.url
 
 
 class FolderLocked(RuntimeError):
@@ -111,6 +160,7 @@ class Summary:
     skipped: int = 0  # already on disk from an earlier run
     duplicates: int = 0  # same bytes as another photo
     failed: int = 0
+    malformed: int = 0  # records of the listing that were not what the API documents
     known_failures: int = 0  # failed for good in an earlier run: not tried again
     per_taxon: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # photo_id, url, reason
@@ -120,11 +170,13 @@ class Summary:
             f"listed {self.listed}, downloaded {self.downloaded} ({self.bytes / 1e6:.1f} MB), "
             f"skipped {self.skipped} (already there), duplicates {self.duplicates}, "
             f"failed {self.failed}, skipped {self.known_failures} that failed for good before"
+            + (f", {self.malformed} malformed records skipped" if self.malformed else "")
         )
 
     def add(self, other: Summary) -> None:
         """Add another summary's counts, per-taxon tallies and failures to this one."""
-        for name in ("listed", "downloaded", "bytes", "skipped", "duplicates", "failed"):
+        names = ("listed", "downloaded", "bytes", "skipped", "duplicates", "failed", "malformed")
+        for name in names:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.known_failures += other.known_failures
         self.per_taxon.update(other.per_taxon)
@@ -274,13 +326,17 @@ class Downloader:
             for row in csv.DictReader(f):
                 values = {k: row.get(k) or "" for k in Failure._fields}
                 failure = Failure(**{**values, "kind": values["kind"] or "transient"})  # old files
-                self.failures[failure.photo_id or failure.url] = failure
+                self.failures[failure_key(failure)] = failure
 
-    def record_failure(self, photo_id: str, url: str, reason: str, transient: bool) -> None:
+    def record_failure(
+        self, photo_id: str, url: str, reason: str, transient: bool, kind: str | None = None
+    ) -> None:
         """Remember a failure (a photo, or a taxon's listing when ``photo_id`` is empty)."""
-        kind = "transient" if transient else "permanent"
+        failure = Failure(
+            photo_id, url, reason, kind or ("transient" if transient else "permanent")
+        )
         with self._lock:
-            self.failures[photo_id or url] = Failure(photo_id, url, reason, kind)
+            self.failures[failure_key(failure)] = failure
 
     def write_failures(self) -> None:
         """Rewrite ``failures.csv`` (atomically) with every failure not yet resolved."""
@@ -325,11 +381,12 @@ class Downloader:
                 final.unlink()
             else:
                 return self._register(item, rel, sha256_of(body), size, "skipped")
+        check = PhotoCheck(self.max_pixels)
         try:
-            _, body = self.client.get(
-                item.url, accept=lambda resp, body: decode_check(resp, body, self.max_pixels)
-            )
+            _, body = self.client.get(item.url, accept=check)
         except HttpError as e:
+            if check.never_decoded(self.client.retry.retries + 1):  # a definite answer
+                return Outcome("failed", f"{e} (on every try)", transient=False)
             return Outcome("failed", str(e), transient=e.transient)
         with Image.open(io.BytesIO(body)) as img:  # header only: decode_check decoded it all
             size = img.size
@@ -376,7 +433,10 @@ class Downloader:
 
     # ------------------------------------------------------------------ many items
     def run(
-        self, items: Iterable[PhotoItem], desc: str = "photos", total: int | None = None
+        self,
+        items: Iterable[PhotoItem | Malformed],
+        desc: str = "photos",
+        total: int | None = None,
     ) -> Summary:
         """Download ``items`` (at most ``max_per_taxon`` per taxon, counting earlier runs).
         ``failures.csv`` is rewritten when it ends, however it ends."""
@@ -433,6 +493,11 @@ class Downloader:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="download") as pool:
                 try:
                     for item in items:
+                        if isinstance(item, Malformed):  # reported, and the listing goes on
+                            summary.malformed += 1
+                            summary.failures.append(("", item.what, item.reason))
+                            self.record_failure("", item.what, item.reason, False, "malformed")
+                            continue
                         summary.listed += 1
                         taxa_listed.add(item.taxon.name)
                         known = self.records.get(item.photo_id)

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import TaxonEntry, entry_from_api
@@ -56,6 +56,52 @@ class PhotoItem:
     observed_on: str = ""
 
 
+class Malformed(NamedTuple):
+    """A record a listing skipped because it is not what the API documents (an observation
+    without a numeric id, ``photos`` that is not a list…): reported in ``failures.csv`` as
+    ``malformed``, while the listing goes on."""
+
+    what: str
+    reason: str
+
+
+def _is_id(value: object) -> bool:
+    """An API id: an int, or ASCII digits (ids name files and folders)."""
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, int) and value >= 0) or is_photo_id(value)
+
+
+def observation_problem(obs: object) -> str | None:
+    """Why an observation record cannot be used, or ``None`` when it can (its photos are
+    checked one by one by :func:`photo_problem`)."""
+    if not isinstance(obs, dict):
+        return f"an observation that is a {type(obs).__name__}, not an object"
+    if not _is_id(obs.get("id")):
+        return f"observation id {obs.get('id')!r} is not a number"
+    for key, kind in (("photos", list), ("user", dict)):
+        if obs.get(key) is not None and not isinstance(obs[key], kind):
+            return f"observation {obs['id']}: {key} is a {type(obs[key]).__name__}"
+    for key in ("quality_grade", "observed_on"):
+        if obs.get(key) is not None and not isinstance(obs[key], str):
+            return f"observation {obs['id']}: {key} is not text"
+    return None
+
+
+def photo_problem(photo: object) -> str | None:
+    """Why a photo record cannot be used, or ``None``."""
+    if not isinstance(photo, dict):
+        return f"a photo that is a {type(photo).__name__}, not an object"
+    if not _is_id(photo.get("id")):  # it names a file: ASCII digits only
+        return f"photo id {photo.get('id')!r} is not a number"
+    if not isinstance(photo.get("url"), str) or not photo["url"]:
+        return f"photo {photo['id']}: no url"
+    for key in ("license_code", "attribution"):
+        if photo.get(key) is not None and not isinstance(photo[key], str):
+            return f"photo {photo['id']}: {key} is not text"
+    return None
+
+
 class PhotoLister(Protocol):
     """A scrape backend (``scrape/backend=…``, a ``_target_`` node): lists a taxon's photos.
 
@@ -98,22 +144,40 @@ def photo_id_from_url(url: str) -> str | None:
 def parse_observation(
     obs: dict, taxon: Taxon, size: str = "medium", licenses: Sequence[str] | None = None
 ) -> list[PhotoItem]:
-    """The photos of one ``/v1/observations`` result, filtered by photo license.
+    """The photos of one ``/v1/observations`` result, filtered by photo license (see
+    :func:`parse_observation_checked`; malformed parts are left out)."""
+    return [
+        i for i in parse_observation_checked(obs, taxon, size, licenses) if isinstance(i, PhotoItem)
+    ]
 
-    Each photo carries its *own* license and attribution (not the observation's). Photos without
-    a URL are skipped; ``licenses=None`` keeps every license, an empty license code means
-    "all rights reserved" and is kept only then.
+
+def parse_observation_checked(
+    obs: object, taxon: Taxon, size: str = "medium", licenses: Sequence[str] | None = None
+) -> list[PhotoItem | Malformed]:
+    """The photos of one ``/v1/observations`` result, filtered by photo license, and a
+    :class:`Malformed` for the record (or each photo) that is not what the API documents.
+
+    Each photo carries its *own* license and attribution (not the observation's).
+    ``licenses=None`` keeps every license, an empty license code means "all rights reserved"
+    and is kept only then.
     """
+    problem = observation_problem(obs)
+    if problem:
+        log.warning("%s: skipping a malformed observation: %s", taxon.name, problem)
+        return [Malformed(f"{taxon.name}: observation", problem)]
+    assert isinstance(obs, dict)
     wanted = None if licenses is None else {x.lower() for x in licenses}
     user = obs.get("user") or {}
-    items = []
+    items: list[PhotoItem | Malformed] = []
     for photo in obs.get("photos") or []:
-        url = photo.get("url")
-        code = (photo.get("license_code") or "").lower()
-        if not url or (wanted is not None and code not in wanted):
+        problem = photo_problem(photo)
+        if problem:
+            log.warning("%s: skipping a malformed photo: %s", taxon.name, problem)
+            items.append(Malformed(f"{taxon.name}: observation {obs['id']}", problem))
             continue
-        if not is_photo_id(str(photo.get("id", ""))):  # it names a file: digits only
-            log.warning("skipping a photo whose id is not a number: %r", photo.get("id"))
+        url = photo["url"]
+        code = (photo.get("license_code") or "").lower()
+        if wanted is not None and code not in wanted:
             continue
         items.append(
             PhotoItem(
@@ -132,10 +196,36 @@ def parse_observation(
     return items
 
 
+def taxon_problem(t: object) -> str | None:
+    """Why a taxon record cannot be used, or ``None``."""
+    if not isinstance(t, dict):
+        return f"a taxon that is a {type(t).__name__}, not an object"
+    if not _is_id(t.get("id")):
+        return f"taxon id {t.get('id')!r} is not a number"
+    if not isinstance(t.get("name"), str) or not t["name"].strip():
+        return f"taxon {t['id']}: no name"
+    for key in ("rank", "matched_term"):
+        if t.get(key) is not None and not isinstance(t[key], str):
+            return f"taxon {t['id']}: {key} is not text"
+    return None
+
+
+def taxon_of(t: object) -> Taxon:
+    """A taxon record as a :class:`Taxon`; a malformed one is a ``LookupError`` saying why."""
+    problem = taxon_problem(t)
+    if problem:
+        raise LookupError(f"malformed taxon record: {problem}")
+    assert isinstance(t, dict)
+    return Taxon(int(t["id"]), t["name"], t.get("rank") or "")
+
+
 def pick_taxon(response: dict, query: str) -> Taxon:
     """The taxon a name means in a ``/v1/taxa?q=`` response: an exact (case-insensitive) match
     of its name or matched term, active taxa first; otherwise an error listing the candidates."""
     results = response.get("results") or []
+    if not isinstance(results, list):
+        raise LookupError(f"taxon {query!r}: the answer's results are not a list")
+    results = [t for t in results if taxon_problem(t) is None]  # malformed candidates left out
     q = query.strip().lower()
     exact = [
         t
@@ -144,8 +234,7 @@ def pick_taxon(response: dict, query: str) -> Taxon:
     ]
     exact.sort(key=lambda t: not t.get("is_active", True))
     if exact:
-        t = exact[0]
-        return Taxon(int(t["id"]), t["name"], t.get("rank") or "")
+        return taxon_of(exact[0])
     names = ", ".join(f"{t.get('name')} ({t.get('rank')})" for t in results[:8]) or "none"
     raise LookupError(f"taxon {query!r} not found on iNaturalist; candidates: {names}")
 
@@ -164,9 +253,10 @@ class INatAPI:
         self.client = client
         self.base_url = base_url.rstrip("/")
 
-    def _get(self, path: str, params: dict | None = None) -> dict:
-        """A JSON object from the API; anything else (a maintenance page with 200) is retried,
-        then an :class:`HttpError`."""
+    def _get(self, path: str, params: dict | None = None, listed: bool = False) -> dict:
+        """A JSON object from the API (with ``listed``: its ``results`` a list); anything else
+        (a maintenance page with 200, a page of the wrong shape) is retried, then an
+        :class:`HttpError`."""
         parsed: list[dict] = []
 
         def as_json(resp: object, body: bytes) -> None:
@@ -176,6 +266,8 @@ class INatAPI:
                 raise RetryableError(f"not JSON: {e}") from e
             if not isinstance(value, dict):
                 raise RetryableError("not a JSON object")
+            if listed and not isinstance(value.get("results", []), list | type(None)):
+                raise RetryableError(f"results is a {type(value['results']).__name__}, not a list")
             parsed.append(value)
 
         self.client.get(f"{self.base_url}/{path.lstrip('/')}", params=params, accept=as_json)
@@ -186,10 +278,9 @@ class INatAPI:
         text = str(name_or_id).strip()
         if text.isdigit():
             results = self._get(f"taxa/{text}").get("results") or []
-            if not results:
+            if not isinstance(results, list) or not results:
                 raise LookupError(f"taxon id {text} not found on iNaturalist")
-            t = results[0]
-            return Taxon(int(t["id"]), t["name"], t.get("rank") or "")
+            return taxon_of(results[0])
         return pick_taxon(self._get("taxa", {"q": text, "per_page": 30}), text)
 
     def taxon_entry(self, taxon_id: int) -> TaxonEntry:
@@ -224,12 +315,16 @@ class INatAPI:
                 params["quality_grade"] = quality_grade
             if licenses:
                 params["photo_license"] = ",".join(licenses)
-            results = self._get("observations", params).get("results") or []
+            results = self._get("observations", params, listed=True).get("results") or []
             if not results:
                 return
             for obs in results:
-                yield from parse_observation(obs, taxon, size, licenses)
-            page_last = max(int(o["id"]) for o in results)
+                yield from parse_observation_checked(obs, taxon, size, licenses)
+            ids = [int(o["id"]) for o in results if observation_problem(o) is None]
+            if not ids:  # nothing on the page to page on from: reported, the taxon ends here
+                yield Malformed(f"{taxon.name}: page after id {last_id}", "no valid observation")
+                return
+            page_last = max(ids)
             if page_last <= last_id:  # not sorted by id: paging on would loop, stop here
                 log.warning("observations not in ascending id order; stopping at id %d", last_id)
                 return

@@ -108,7 +108,7 @@ def record_lineage(source: TaxonSource, taxon: Taxon, out: Path, known: set[str]
     try:
         write_taxa(out / TAXA_NAME, [source.taxon_entry(taxon.id)])
         known.add(str(taxon.id))
-    except (LookupError, HttpError, KeyError, TypeError) as e:
+    except (LookupError, HttpError, KeyError, TypeError, ValueError, AttributeError) as e:
         log.warning(
             "%s: no lineage recorded (%s); genus/family metrics will skip it", taxon.name, e
         )
