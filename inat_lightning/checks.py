@@ -27,6 +27,9 @@ def check_train_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)}: required (set on the command line, key=value)")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed={seed!r}: must be an integer or null")
     metric = cfg.get("optimized_metric")
     if metric is not None and not is_optimizable(str(metric)):
         raise ConfigError(

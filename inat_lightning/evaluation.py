@@ -50,7 +50,7 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     if not cfg.get("restore_data", True) or not saved.is_file():
         log.info("using data from this command's config")
         return cfg.data.copy()
-    data = OmegaConf.load(saved).data
+    data = _saved_data(saved)
     _check_restorable(data, saved)
     changed = command_data_changes(cfg)
     with open_dict(data):
@@ -72,6 +72,23 @@ def data_config(cfg: DictConfig, ckpt: Path, spec: InputSpec) -> DictConfig:
             pin_input_spec(data, spec, command_data_changes(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    return data
+
+
+def _saved_data(saved: Path) -> DictConfig:
+    """The ``data`` node of a run folder's saved config (a file that may come from anyone): a
+    file that is not YAML, or holds no ``data`` mapping, is a config error naming it."""
+    try:
+        found = OmegaConf.load(saved)
+    except Exception as e:  # noqa: BLE001 - yaml and OmegaConf raise many kinds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"ckpt_path: the run's {saved} is not readable YAML: {first}") from None
+    data = found.get("data") if isinstance(found, DictConfig) else None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(
+            f"ckpt_path: the run's {saved} has no data mapping (restore_data=false uses this "
+            "command's data)"
+        )
     return data
 
 

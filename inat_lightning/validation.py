@@ -14,3 +14,17 @@ def require(rules: Mapping[str, tuple[bool, str]], values: Mapping[str, Any]) ->
     for key, (ok, want) in rules.items():
         if not ok:
             raise ValueError(f"{key}={values.get(key)!r}: must be {want}")
+
+
+def require_numbers(values: Mapping[str, Any], ints: tuple[str, ...], floats: tuple[str, ...] = ()):
+    """Each named value an int (``ints``) or a number (``floats``), or ``None`` when it may be;
+    checked before the rules of :func:`require` compare them: ``batch_size=abc`` is
+    ``ValueError("batch_size='abc': must be an integer")``, not a ``TypeError``."""
+    for key in ints:
+        v = values.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{key}={v!r}: must be an integer")
+    for key in floats:
+        v = values.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ValueError(f"{key}={v!r}: must be a number")

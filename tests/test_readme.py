@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -193,3 +194,25 @@ def test_the_readme_commands_are_parsed_as_written():
     assert how == "compose" and "..." not in cmd and cmd.endswith("--cfg job")
     how, cmd = plan("python train.py -m hydra/launcher=slurm model.optimizer.lr=0.1,0.01", {})
     assert how == "compose" and "-m" not in shlex.split(cmd) and "model.optimizer.lr=0.1" in cmd
+
+
+def test_the_hostile_inputs_table_counts_the_cases_the_suite_runs():
+    """docs/hostile_inputs.md: each row naming one test gives its number of collected cases."""
+    text = (REPO / "docs" / "hostile_inputs.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| [^|]+ \| (\d+)[^|]* \| `(tests/[\w/.]+\.py)::(\w+)` \|", text, re.M)
+    assert len(rows) >= 15
+    files = sorted({f for _, f, _ in rows})
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *files],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    collected: dict[str, int] = {}
+    for line in out.splitlines():
+        if "::" in line:
+            key = line.split("[", 1)[0]
+            collected[key] = collected.get(key, 0) + 1
+    for count, path, name in rows:
+        assert collected.get(f"{path}::{name}") == int(count), (path, name, count)

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from inat_lightning.validation import require
+from inat_lightning.validation import require, require_numbers
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, ImageDataset, collate_skipping
 from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
@@ -52,6 +52,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         eval_crop_ratio: eval resize is ``image_size / eval_crop_ratio``, then centre crop.
         synthetic: when given, ``root`` is (re)generated with it if it doesn't hold that dataset.
         max_pixels: images whose header announces more pixels are skipped, not decoded.
+        max_missing: the share of manifest rows whose file may be missing (dropped with one
+            warning line); above it, an error before any work (a manifest that does not
+            describe its folder).
     """
 
     def __init__(
@@ -71,9 +74,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         eval_crop_ratio: float = 0.875,
         synthetic: SyntheticSpecies | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_missing: float = 0.05,
     ) -> None:
         super().__init__()
         self.split = split or SplitSpec()
+        require_numbers(
+            locals(),
+            ints=("image_size", "batch_size", "num_workers", "min_per_class", "max_pixels"),
+            floats=("eval_crop_ratio", "color_jitter", "max_missing"),
+        )
         require(
             {
                 "image_size": (image_size >= 16, ">= 16"),
@@ -83,6 +92,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "min_per_class": (min_per_class is None or min_per_class >= 1, ">= 1 or null"),
                 "eval_crop_ratio": (0 < eval_crop_ratio <= 1, "in (0, 1]"),
                 "max_pixels": (max_pixels >= 1, ">= 1"),
+                "max_missing": (0 <= max_missing <= 1, "in [0, 1]"),
                 "synthetic": (
                     synthetic is None or isinstance(synthetic, SyntheticSpecies),
                     "null or a generator node (with _target_, see conf/data/synthetic.yaml)",
@@ -91,6 +101,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             locals(),
         )
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"root={str(root)!r}: a file, not a dataset folder")
         if synthetic is None and not self.root.is_dir():
             raise FileNotFoundError(f"root={str(root)!r}: no such directory")
         self.image_size = image_size
@@ -106,6 +118,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.eval_crop_ratio = eval_crop_ratio
         self.synthetic = synthetic
         self.max_pixels = max_pixels
+        self.max_missing = max_missing
         self.class_names: list[str] = []
         self.lineages: dict[str, Lineage] | None = None  # from root/taxa.csv, when present
         self.records: dict[str, list[Record]] = {}
@@ -120,7 +133,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
-        records = self._filter_classes(load_records(self.root))
+        records = self._filter_classes(load_records(self.root, self.max_missing))
         splits = self.split.assign(records)
         if self.splits_out:
             write_splits(self.splits_out, records, splits)

@@ -94,11 +94,16 @@ _INT_COLUMNS = {"width", "height"}
 _FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1", "cue_score"}
 
 
-def _parse(column: str, value: str) -> object:
-    if column in _INT_COLUMNS:
-        return int(value) if value else None
-    if column in _FLOAT_COLUMNS:
-        return float(value) if value else None
+def _parse(column: str, value: str, where: str) -> object:
+    """A cell as its column's type; a bad one is a ``ValueError`` naming file, row and column."""
+    try:
+        if column in _INT_COLUMNS:
+            return int(value) if value else None
+        if column in _FLOAT_COLUMNS:
+            return float(value) if value else None
+    except ValueError:
+        kind = "an integer" if column in _INT_COLUMNS else "a number"
+        raise ValueError(f"{where}, column {column}: {value!r} is not {kind}") from None
     return value
 
 
@@ -111,20 +116,28 @@ def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Recor
     """
     path = Path(path)
     records = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"photo_id", "observation_id", "taxon_name", "path"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: manifest lacks required columns {sorted(missing)}")
-        for row in reader:
-            if None in row or None in row.values():
-                if not skip_incomplete:
-                    raise ValueError(f"{path}: line {reader.line_num} is incomplete")
-                log.warning("%s: skipping incomplete line %d", path, reader.line_num)
-                continue
-            extra = {k: v for k, v in row.items() if k not in COLUMNS}
-            known = {c: _parse(c, row.get(c) or "") for c in COLUMNS}
-            records.append(Record(**known, extra=extra or None))
+    try:  # utf-8-sig: a manifest saved by a spreadsheet starts with a byte-order mark
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = {"photo_id", "observation_id", "taxon_name", "path"} - set(
+                reader.fieldnames or []
+            )
+            if missing:
+                raise ValueError(f"{path}: manifest lacks required columns {sorted(missing)}")
+            for row in reader:
+                if None in row or None in row.values():
+                    if not skip_incomplete:
+                        raise ValueError(f"{path}: line {reader.line_num} is incomplete")
+                    log.warning("%s: skipping incomplete line %d", path, reader.line_num)
+                    continue
+                where = f"{path}: row {reader.line_num}"
+                extra = {k: v for k, v in row.items() if k not in COLUMNS}
+                known = {c: _parse(c, row.get(c) or "", where) for c in COLUMNS}
+                records.append(Record(**known, extra=extra or None))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a readable CSV: {e}") from None
     return records
 
 
@@ -206,37 +219,88 @@ def check_relative(path: str, where: str) -> None:
         raise ValueError(f"{where}: path {path!r} leaves the dataset root")
 
 
-def unique_records(records: list[Record], where: str) -> list[Record]:
-    """The records with one row per ``photo_id`` and per ``path``, the last row winning (a later
-    row supersedes: a photo fetched again); a photo counted twice would weigh twice and could
-    sit in two splits. A warning says how many rows were dropped."""
-    seen_ids: set[str] = set()
-    seen_paths: set[str] = set()
+def _identity(root: Path, path: str) -> tuple[int, int] | None:
+    """The file a path names (device, inode: symlinks followed, hard links alike), ``None``
+    when it is missing."""
+    try:
+        st = os.stat(root / path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def unique_records(
+    records: list[Record], where: str, files: list[tuple[int, int] | None] | None = None
+) -> list[Record]:
+    """One record per photo: rows with the same ``photo_id``, the same path, the same file
+    (``files[i]``, the identity of record i's file: a symlink or hard link) or the same
+    ``sha256`` are one photo, the last row winning (a later row supersedes: a photo fetched
+    again); a photo counted twice would weigh twice and could sit in two splits. A warning says
+    how many rows were dropped."""
+    seen: set[object] = set()
     kept = []
-    for r in reversed(records):
-        if r.photo_id in seen_ids or r.path in seen_paths:
+    for i in reversed(range(len(records))):
+        r = records[i]
+        keys: list[object] = [("id", r.photo_id), ("path", r.path)]
+        if r.sha256:
+            keys.append(("sha256", r.sha256))
+        if files is not None and files[i] is not None:
+            keys.append(("file", files[i]))
+        if any(k in seen for k in keys):
             continue
-        seen_ids.add(r.photo_id)
-        seen_paths.add(r.path)
+        seen.update(keys)
         kept.append(r)
     kept.reverse()
     if len(kept) < len(records):
         log.warning(
-            "%s: %d duplicate rows (same photo_id or path) ignored; the last of each is kept",
+            "%s: %d duplicate rows (the same photo_id, path, file or sha256) ignored; the last "
+            "of each is kept",
             where,
             len(records) - len(kept),
         )
     return kept
 
 
-def load_records(root: str | Path) -> list[Record]:
+def check_missing(
+    records: list[Record], files: list[tuple[int, int] | None], where: str, max_missing: float
+) -> None:
+    """Up to ``max_missing`` of the records may name a missing file (``files[i] is None``): one
+    warning line; more is a ``ValueError`` saying how many and showing the first few, so a
+    manifest that does not describe its folder never trains to a meaningless score."""
+    missing = [r.path for r, f in zip(records, files) if f is None]
+    if not missing:
+        return
+    share = len(missing) / len(records)
+    shown = ", ".join(missing[:5])
+    if share > max_missing:
+        raise ValueError(
+            f"{where}: {len(missing)} of {len(records)} rows ({share:.1%}) name missing files, "
+            f"more than max_missing={max_missing:g}; first: {shown}"
+        )
+    log.warning(
+        "%s: %d of %d rows name missing files, left out (first: %s)",
+        where,
+        len(missing),
+        len(records),
+        shown,
+    )
+
+
+def load_records(root: str | Path, max_missing: float = 0.05) -> list[Record]:
     """The records of a dataset root: its manifest when present (rows checked to stay inside
-    the root, duplicates dropped with a warning), else a folder scan."""
+    the root, paths normalised, one row per photo, missing files within ``max_missing`` and
+    left out), else a folder scan; either way one record per file."""
     root = Path(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
-        return scan_image_folder(root)
+        records = scan_image_folder(root)
+        return unique_records(records, str(root), [_identity(root, r.path) for r in records])
     records = read_manifest(manifest)
     for line, r in enumerate(records, start=2):
         check_relative(r.path, f"{manifest}: row {line} (photo_id {r.photo_id})")
-    return unique_records(records, str(manifest))
+        r.path = Path(r.path).as_posix()  # one spelling: a/./x.jpg and a//x.jpg are a/x.jpg
+    files = [_identity(root, r.path) for r in records]  # one stat per row
+    check_missing(records, files, str(manifest), max_missing)
+    present = [i for i, f in enumerate(files) if f is not None]
+    records, files = [records[i] for i in present], [files[i] for i in present]
+    return unique_records(records, str(manifest), files)
