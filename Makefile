@@ -31,7 +31,7 @@ browser:  ## install Debian's chromium and chromium-driver (the Selenium backend
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-demo: venv  ## train ResNet101 on the embedded dataset, evaluate it, print where to look (ARGS=overrides)
+demo: venv  ## train ResNet18 on the embedded biased dataset, evaluate it, print the audit and where to look (ARGS=overrides)
 	$(BIN)/python -m inat_lightning.demo $(ARGS)
 
 test: venv browser  ## lint, then the whole test suite (what CI runs; ARGS=pytest options)

@@ -97,15 +97,20 @@ def explain(
     out: Path,
     spec: InputSpec,
 ) -> dict[int, dict[str, Any]]:
-    """A captioned red Grad-CAM overlay of the top prediction for the first ``explain_max``
-    readable photos, in ``explanations/``; per photo index: the file and, for photos with a
-    cue box in the manifest, the CAM energy share in the box."""
+    """Per photo index: a captioned red Grad-CAM overlay of the top prediction (``explanation``,
+    in ``explanations/``) for the first ``explain_max`` readable photos when ``explain``, and
+    for *every* readable photo with a cue box in the manifest the CAM energy share in the box
+    (``cue_share``: the warning that the model looks at the angler must not depend on how many
+    photos get a picture)."""
     readable = [i for i in range(len(records)) if not np.isnan(probs[i]).any()]
-    chosen = readable[: cfg.explain_max]
+    tiled = set(readable[: cfg.explain_max] if cfg.explain else [])
+    boxed = {i for i in readable if records[i].cue_box is not None and records[i].width}
+    chosen = sorted(tiled | boxed)
     if not chosen:
         return {}
     folder = out / "explanations"
-    folder.mkdir(exist_ok=True)
+    if tiled:
+        folder.mkdir(exist_ok=True)
     names = model.class_names
     found: dict[int, dict[str, Any]] = {}
     for start in range(0, len(chosen), 32):
@@ -121,14 +126,15 @@ def explain(
                 lines.append(f"true: {r.taxon_name}")
             row: dict[str, Any] = {}
             box = None
-            if r.cue_box is not None and r.width and r.height:
+            if i in boxed:
                 box = spec.box(r.cue_box, r.width, r.height)
                 row["cue_share"], _ = energy_in_box(cam, box)
                 lines.append(f"CAM on the cue: {row['cue_share']:.0%}")
-            tile = cam_tile(photo, cam, lines, cfg.explain_style, box=box)
-            name = f"{Path(r.photo_id).stem or i}_{i}.png"
-            tile.save(folder / name)
-            row["explanation"] = f"explanations/{name}"
+            if i in tiled:
+                tile = cam_tile(photo, cam, lines, cfg.explain_style, box=box)
+                name = f"{Path(r.photo_id).stem or i}_{i}.png"
+                tile.save(folder / name)
+                row["explanation"] = f"explanations/{name}"
             found[i] = row
     return found
 
@@ -223,7 +229,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     )
     probs = predictions.probabilities(temperature)
     fused = fuse(probs, [r.observation_id for r in records])
-    explained = explain(cfg, model, dataset, records, probs, out, spec) if cfg.explain else {}
+    explained = explain(cfg, model, dataset, records, probs, out, spec)
     photo_rows, summary = _photo_rows(settings, records, probs, fused, explained, names)
     observation_rows = _observation_rows(settings, records, fused, names)
     tables.write_csv(out / "predictions.csv", photo_rows, columns(PhotoPrediction))

@@ -163,3 +163,26 @@ def test_licence_codes_and_warnings():
     ):
         assert piece in warnings, piece
     assert licence_warnings({"cc0": 5}) == []
+
+
+def test_a_rerun_after_taxa_filled_up_reads_no_table_of_the_export(tmp_path):
+    """With a cap, taxa fill up; re-running the same command (as the README says) resolves,
+    plans and lists from the spool: not one table of the export is read again."""
+    with FakeINat(num_taxa=2, observations_per_taxon=8) as fake:
+        dump = make_dump(fake)
+        fake.opendata = dump.files
+        cfg = opendata_cfg(
+            tmp_path,
+            fake,
+            f"{fake.base_url}/opendata",
+            "scrape.licenses=null",
+            "scrape.max_per_taxon=3",
+        )
+        first = scrape(cfg)
+        fetched = len([p for _, k, p in fake.requests if k == "opendata"])
+        assert fetched >= 4 and first.downloaded == 6  # every table once; both taxa full
+        again = scrape(cfg)
+        refetched = [p for _, k, p in fake.requests if k == "opendata"][fetched:]
+    assert refetched == [] and again.downloaded == 0
+    entries = read_taxa(tmp_path / "inat" / "taxa.csv")
+    assert len(entries) == 2  # the lineages came from the spool on the re-run too

@@ -62,6 +62,26 @@ def test_a_glob_a_file_and_a_manifest(tmp_path):
     assert [(r.observation_id, r.taxon_name) for r in records] == [("o1", "a"), ("o1", "a")]
 
 
+def test_a_glob_or_a_file_inside_a_scraped_tree_keeps_its_observations_and_truth(tmp_path):
+    root = tmp_path / "inat"
+    make_image_folder(root, {"Apis mellifera": 3, "Bombus terrestris": 2})
+    rows = [
+        Record("11", "o1", "1", "Apis mellifera", "Apis mellifera/0.jpg"),
+        Record("12", "o1", "1", "Apis mellifera", "Apis mellifera/1.jpg"),
+        Record("13", "o2", "1", "Apis mellifera", "Apis mellifera/2.jpg"),
+        Record("21", "o3", "2", "Bombus terrestris", "Bombus terrestris/0.jpg"),
+        Record("22", "o3", "2", "Bombus terrestris", "Bombus terrestris/1.jpg"),
+    ]
+    write_manifest(root / "manifest.csv", rows)
+    for inputs in (str(root / "*" / "*.jpg"), str(root), str(root / "Apis mellifera" / "*.jpg")):
+        _, found, _ = collect_inputs(inputs)
+        got = {r.photo_id: (r.observation_id, r.taxon_name) for r in found}
+        expected = {r.photo_id: (r.observation_id, r.taxon_name) for r in rows}
+        assert got == {k: v for k, v in expected.items() if k in got} and len(got) >= 3, inputs
+    _, (one,), _ = collect_inputs(str(root / "Bombus terrestris" / "1.jpg"))
+    assert (one.photo_id, one.observation_id, one.taxon_name) == ("22", "o3", "Bombus terrestris")
+
+
 @pytest.mark.parametrize("what", ["empty", "missing", "nomatch", "text"])
 def test_no_input_is_a_clear_error(tmp_path, what):
     (tmp_path / "empty").mkdir()
@@ -202,6 +222,33 @@ def test_an_unreadable_first_photo_leaves_every_row_under_one_header(
     assert [r["status"] for r in rows] == ["unreadable", "ok", "ok"]
     assert rows[0]["prediction"] == "" and rows[1]["prediction"]
     assert "predict: 3 photos (1 unreadable)" in capsys.readouterr().out
+
+
+def test_every_photo_with_a_cue_box_gets_its_cue_share_without_explanations(
+    short_training, tmp_path
+):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    root = make_image_folder(tmp_path / "photos", {"a": 5}, 48)
+    rows = [Record(str(i), str(i), "1", "a", f"a/{i}.jpg", width=48, height=48) for i in range(5)]
+    for r in rows[:3]:
+        r.cue_x0, r.cue_y0, r.cue_x1, r.cue_y1 = 0.0, 0.0, 16.0, 16.0
+    write_manifest(root / "manifest.csv", rows)
+    cfg = compose_config(
+        "predict",
+        tmp_path,
+        f"ckpt_path={best}",
+        f"inputs={root}",
+        "explain=false",
+        "num_workers=0",
+        "progress=false",
+        "explain_max=0",
+    )
+    predict(cfg)
+    got = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    shares = [r["cue_share"] for r in got]
+    assert all(0 <= float(v) <= 1 for v in shares[:3]) and shares[3:] == ["", ""]
+    assert not (tmp_path / "out" / "explanations").exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,4 @@
+import csv
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -5,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from inat_lightning.data.manifest import Record
-from inat_lightning.data.split import SplitSpec, read_splits, split_records, write_splits
+from inat_lightning.data.split import (
+    SPLITS,
+    SplitSpec,
+    hashed_split,
+    read_splits,
+    split_records,
+    write_splits,
+)
 
 
 def records(classes: dict[str, int], views: int = 2, start: int = 0) -> list[Record]:
@@ -159,3 +167,43 @@ def test_folds_are_disjoint_cover_the_non_test_data_and_keep_groups_whole(group_
 def test_bad_fold_settings_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=f"^{key}="):
         SplitSpec(**kwargs)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_small_classes_growing_move_only_what_splits_csv_marks_and_a_file_pins_all(tmp_path, seed):
+    """Adding observations to small classes: an observation that changes split is marked
+    ``moved`` in the old or the new ``splits.csv`` (the small-class repair; large classes never
+    move one); with the old file as ``data.split.file`` none changes split."""
+    rng = random.Random(seed)
+    sizes = {f"c{i}": rng.randint(3, 25) for i in range(12)}
+    old = records(sizes)
+    grown = {c: rng.randint(1, 6) for c in sizes if rng.random() < 0.7}
+    new = old + records(grown, start=1000)
+    spec = SplitSpec(ratios=RATIOS, seed=seed)
+    before, after = spec.assign(old), spec.assign(new)
+    write_splits(tmp_path / "old.csv", old, before, spec.moved(old, before))
+    write_splits(tmp_path / "new.csv", new, after, spec.moved(new, after))
+    rows = {
+        name: {r["path"]: r for r in csv.DictReader((tmp_path / name).open())}
+        for name in ("old.csv", "new.csv")
+    }
+    changed = [r.path for r, b, a in zip(old, before, after[: len(old)]) if a != b]
+    for path in changed:
+        assert "yes" in (rows["old.csv"][path]["moved"], rows["new.csv"][path]["moved"]), path
+    # each class still reaches every split
+    for c in sizes:
+        assert {s for r, s in zip(new, after) if r.taxon_name == c} == set(SPLITS)
+    pinned = SplitSpec(ratios=RATIOS, seed=seed, file=str(tmp_path / "old.csv")).assign(new)
+    assert pinned[: len(old)] == before
+
+
+def test_moved_marks_exactly_the_records_off_their_hashed_split():
+    recs = records({"tiny": 3, "big": 200})
+    spec = SplitSpec(ratios=RATIOS, seed=1)
+    splits = spec.assign(recs)
+    moved = spec.moved(recs, splits)
+    assert not any(m for r, m in zip(recs, moved) if r.taxon_name == "big")  # hashed alone
+    tiny = [(s, m) for r, s, m in zip(recs, splits, moved) if r.taxon_name == "tiny"]
+    assert {s for s, _ in tiny} == set(SPLITS)
+    hashed = {hashed_split(1, "tiny", f"obs:{r.observation_id}", RATIOS) for r in recs[:6]}
+    assert any(m for _, m in tiny) == (hashed != set(SPLITS))

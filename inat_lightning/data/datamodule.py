@@ -136,7 +136,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         records = self._filter_classes(load_records(self.root, self.max_missing))
         splits = self.split.assign(records)
         if self.splits_out:
-            write_splits(self.splits_out, records, splits)
+            write_splits(self.splits_out, records, splits, self.split.moved(records, splits))
         self.class_names = sorted({r.taxon_name for r in records})
         self.lineages = load_lineages(self.root, self.class_names)
         if self.lineages is None:

@@ -1,10 +1,12 @@
 """What ``predict.py`` is pointed at, as records under one root: an image file, a folder, a
 glob pattern or a ``manifest.csv``.
 
-Observations (the photos fused into one answer) come from the manifest's ``observation_id``; in
-a folder, each sub-folder is one observation and each image directly in the folder is its own.
-A manifest's ``taxon_name`` is kept as the true label (accuracy can then be reported); files
-found otherwise have none.
+Observations (the photos fused into one answer) come from the manifest's ``observation_id``
+whenever the photos belong to a scraped tree (a ``manifest.csv`` in their folder or above it,
+whether given as the folder, the manifest, a glob or one file); elsewhere, in a folder, each
+sub-folder is one observation and each image directly in the folder is its own. A manifest's
+``taxon_name`` is kept as the true label (accuracy can then be reported); files found otherwise
+have none.
 """
 
 from __future__ import annotations
@@ -45,6 +47,23 @@ def _images_below(root: Path) -> tuple[list[Path], int]:
     return images, others
 
 
+def _from_manifest_above(
+    folder: Path, images: list[Path]
+) -> tuple[Path, list[Record]] | None:
+    """``(root, records)`` when ``folder`` or a folder above it holds a manifest listing the
+    ``images`` (resolved paths): their manifest rows (observation, truth), and plain records
+    for images it does not list; ``None`` when no manifest is found."""
+    for root in (folder, *folder.parents):
+        if (root / MANIFEST_NAME).is_file():
+            break
+    else:
+        return None
+    rows = {(root / r.path).resolve(): r for r in load_records(root)}
+    if not any(p in rows for p in images):
+        return None
+    return root, [rows.get(p) or _record(root, p, _observation_of(root, p)) for p in images]
+
+
 def collect_inputs(inputs: str) -> tuple[Path, list[Record], int]:
     """``(root, records, skipped_non_images)`` for ``inputs``; ``ValueError`` naming it when
     nothing is there or it finds no image."""
@@ -58,6 +77,9 @@ def collect_inputs(inputs: str) -> tuple[Path, list[Record], int]:
             raise ValueError(f"inputs={text!r}: the pattern matches no image")
         root = Path(os.path.commonpath([str(p.parent.resolve()) for p in images]))
         images = [p.resolve() for p in images]
+        found = _from_manifest_above(root, images)
+        if found:
+            return (*found, len(files) - len(images))
         records = [_record(root, p, _observation_of(root, p)) for p in images]
         return root, records, len(files) - len(images)
     if not path.exists():
@@ -74,7 +96,8 @@ def collect_inputs(inputs: str) -> tuple[Path, list[Record], int]:
         if not path.name.lower().endswith(IMAGE_EXTENSIONS):
             raise ValueError(f"inputs={text!r}: not an image ({', '.join(IMAGE_EXTENSIONS)})")
         root = path.resolve().parent
-        return root, [_record(root, path.resolve(), path.name)], 0
+        found = _from_manifest_above(root, [path.resolve()])
+        return (*found, 0) if found else (root, [_record(root, path.resolve(), path.name)], 0)
     root = path.resolve()
     if (root / MANIFEST_NAME).is_file():
         return collect_inputs(str(root / MANIFEST_NAME))

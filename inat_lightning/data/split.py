@@ -12,7 +12,12 @@ and goes to ``train`` / ``val`` / ``test`` by where ``u`` falls in the cumulativ
 
 Small classes: if hashing leaves a split of a class empty (likely below ~20 observations), the
 observation whose ``u`` is closest to that split's interval moves into it, so every class is
-seen in every split. That repair depends only on the class's own observations.
+seen in every split. That repair depends only on the class's own observations, and it is the
+one exception to stability: when observations are added to a class that needed a repair (before
+or after), a repaired observation may go back to its hashed split and another may be moved.
+``splits.csv`` marks every moved observation (``moved`` column: its split is not the one its
+hash gives); passing an earlier ``splits.csv`` as ``data.split.file`` pins every observation it
+lists, small classes included.
 
 ``group_by=observer`` hashes observers instead (across classes): one person's photos never sit
 in two splits, which measures how a model does on people it has not seen (a model that learned
@@ -50,6 +55,13 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     if abs(sum(r) - 1.0) > 1e-6:
         raise ValueError(f"ratios={list(r)}: must sum to 1 (they sum to {sum(r):g})")
     return r  # type: ignore[return-value]
+
+
+def hashed_split(seed: int, label: str, group: str, ratios: Sequence[float]) -> str:
+    """The split the hash alone gives a group (before any small-class repair)."""
+    r = check_ratios(ratios)
+    u = _unit_hash(seed, label, group)
+    return SPLITS[0 if u < r[0] else 1 if u < r[0] + r[1] else 2]
 
 
 def assign_observations(
@@ -109,7 +121,10 @@ def assign_folds(
     """
     out = assign_observations(groups, (1.0 - test_share, 0.0, test_share), seed)
     for label, ids in groups.items():
-        rest = sorted((g for g in set(ids) if out[g] != "test"), key=lambda g: _unit_hash(seed, f"{label}\x00fold", g))
+        rest = sorted(
+            (g for g in set(ids) if out[g] != "test"),
+            key=lambda g: _unit_hash(seed, f"{label}\x00fold", g),
+        )
         for position, g in enumerate(rest):
             out[g] = "val" if position % folds == fold else "train"
     return out
@@ -147,16 +162,23 @@ def split_records(
     return [by_group[group_of(rec, group_by)] for rec in records]
 
 
-def write_splits(path: str | Path, records: Sequence[Record], splits: Sequence[str]) -> None:
-    """Write ``path,observation_id,taxon_name,split`` rows (atomically)."""
+def write_splits(
+    path: str | Path,
+    records: Sequence[Record],
+    splits: Sequence[str],
+    moved: Sequence[bool] | None = None,
+) -> None:
+    """Write ``path,observation_id,taxon_name,split,moved`` rows (atomically); ``moved`` marks
+    a record whose split is not the one its hash gives (see the module doc)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
+    moved = moved if moved is not None else [False] * len(records)
     with tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "observation_id", "taxon_name", "split"])
-        for rec, split in zip(records, splits):
-            w.writerow([rec.path, rec.observation_id, rec.taxon_name, split])
+        w.writerow(["path", "observation_id", "taxon_name", "split", "moved"])
+        for rec, split, m in zip(records, splits, moved):
+            w.writerow([rec.path, rec.observation_id, rec.taxon_name, split, "yes" if m else ""])
     os.replace(tmp, path)
 
 
@@ -205,6 +227,19 @@ class SplitSpec:
         if self.folds is None:
             return sum(1 for x in self.ratios if x > 0)
         return self.folds + (self.ratios[2] > 0)
+
+    def moved(self, records: Sequence[Record], splits: Sequence[str]) -> list[bool]:
+        """For each record, whether its split differs from the one its hash alone gives (a
+        small-class repair, or pinned by ``file``); k-fold splits deal groups: never moved."""
+        if self.folds:
+            return [False] * len(records)
+        out = []
+        for rec, split in zip(records, splits):
+            label = rec.taxon_name if self.group_by == "observation" else ""
+            out.append(
+                split != hashed_split(self.seed, label, group_of(rec, self.group_by), self.ratios)
+            )
+        return out
 
     def assign(self, records: Sequence[Record]) -> list[str]:
         """The split of each record, in order."""

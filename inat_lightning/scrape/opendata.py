@@ -25,6 +25,7 @@ Photo URLs follow the bucket's layout ``photos/<photo_id>/<size>.<extension>``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -77,6 +78,7 @@ TABLES = {
     "photos": ("photo_id", "observation_uuid", "extension", "license"),
     "observers": ("observer_id", "login", "name"),
 }
+TAXA_CACHE = "taxa.json"  # the taxa table's answers, kept with the selection
 SPOOL_DIR = ".opendata"
 _SPOOL_COLUMNS = (
     "photo_id",
@@ -181,8 +183,17 @@ class OpenDataLister:
 
     # ------------------------------------------------------------------ taxa
     def resolve_many(self, queries: Sequence[str]) -> dict[str, Taxon | LookupError]:
-        """Each query (a name or an id) → its taxon, from one pass over ``taxa``: an id matches
-        exactly; a name matches case-insensitively, an active taxon before an inactive one."""
+        """Each query (a name or an id) → its taxon, from one pass over ``taxa`` (or, on a
+        re-run, from the spool: no table is read again): an id matches exactly; a name matches
+        case-insensitively, an active taxon before an inactive one."""
+        cached = self._cached_taxa().get("resolved", {})
+        if queries and all(q in cached for q in queries):
+            for q in queries:
+                tid, name, rank, ancestry = cached[q]
+                self._ancestry[int(tid)] = list(ancestry)
+                self._taxa[q] = Taxon(int(tid), name, rank)
+            log.info("open data: taxa resolved from the spool (%d)", len(queries))
+            return {q: self._taxa[q] for q in queries}
         wanted = {q.strip().lower(): q for q in queries}
         found: dict[str, tuple[bool, dict[str, str]]] = {}
         for row in self._rows("taxa"):
@@ -201,6 +212,32 @@ class OpenDataLister:
             self._ancestry[taxon.id] = [a for a in row["ancestry"].split("/") if a]
             out[query] = self._taxa[query] = taxon
         return out
+
+    def _cached_taxa(self) -> dict:
+        """The spool's record of resolved taxa and lineages, when made from this source."""
+        path = self.out / SPOOL_DIR / TAXA_CACHE
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        same = isinstance(found, dict) and found.get("source") == [self.source, self.photo_base]
+        return found if same else {}
+
+    def _write_cached_taxa(self) -> None:
+        """Keep what the taxa table said (queries → taxa, lineages) beside the selection, so a
+        re-run resolves and plans without reading it (atomically: several readers)."""
+        found = {
+            "source": [self.source, self.photo_base],
+            "resolved": {
+                q: [t.id, t.name, t.rank, self._ancestry.get(t.id, [])]
+                for q, t in self._taxa.items()
+            },
+            "entries": {k: dataclasses.asdict(e) for k, e in self.entries.items()},
+        }
+        path = self.out / SPOOL_DIR / TAXA_CACHE
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(found))
+        os.replace(tmp, path)
 
     def resolve_taxon(self, name_or_id: str | int) -> Taxon:
         if str(name_or_id) not in self._taxa:
@@ -239,13 +276,18 @@ class OpenDataLister:
             ]
         )
         stamp = self.out / SPOOL_DIR / "query.json"
-        selection = self._select_taxa(taxa)
         if stamp.is_file() and stamp.read_text() == query:
-            log.info("open data: reusing the selection in %s", stamp.parent)
-            return
+            entries = self._cached_taxa().get("entries", {})
+            if all(str(t.id) in entries for t in taxa):
+                for k, e in entries.items():
+                    self.entries[k] = TaxonEntry(**{**e, "ancestor_ids": tuple(e["ancestor_ids"])})
+                log.info("open data: reusing the selection in %s", stamp.parent)
+                return
+        selection = self._select_taxa(taxa)
         observations = self._select_observations(selection, quality_grade)
         observers = self._observer_names({o[1] for o in observations.values()})
         self._write_spool(taxa, observations, observers, size, licenses)
+        self._write_cached_taxa()
         stamp.write_text(query)
 
     def _select_taxa(self, taxa: Sequence[Taxon]) -> dict[str, int]:
@@ -414,7 +456,7 @@ def select_photos(
 ) -> Iterator[dict[str, str]]:
     """Rows of the ``photos`` table whose observation (its uuid, as bytes) is selected. Only the
     selected rows are decoded and split whole: the others cost one partial split of the raw
-    line and a set lookup (about 3× faster than a ``csv`` loop, bench/bench_opendata.py).
+    line and a set lookup (2.22× a ``csv`` loop, measured: bench/bench_opendata.py).
     Photo ids must be digits (they name files); other rows are skipped with a warning."""
     obs_col, width = columns["observation_uuid"], len(columns)
     wanted = TABLES["photos"]

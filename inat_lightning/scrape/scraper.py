@@ -218,7 +218,9 @@ def _scrape_taxa(
     wanted = (settings.size, settings.quality_grade, settings.licenses)
     if hasattr(lister, "plan"):  # a backend that selects every taxon in one pass
         try:
-            lister.plan([t for t in taxa if not downloader.taxon_full(t.name)], *wanted)
+            # every requested taxon, full or not: the same query on every re-run, so the
+            # selection spooled by the first run is reused and no big table is read again
+            lister.plan(taxa, *wanted)
         except UNREADABLE as e:
             resolved = {name: e if isinstance(t, Taxon) else t for name, t in resolved.items()}
     known_lineages = set(read_taxa(Path(settings.out) / TAXA_NAME))
