@@ -380,9 +380,17 @@ def test_ctrl_c_ends_a_scrape_in_one_line_with_failures_written(tmp_path):
             f"scrape.taxa=[{fake.taxa[0]['name']}]",
             f"scrape.out={tmp_path / 'inat'}",
             *FAST,
-            "scrape.media_rate=2",  # ~20 s: the signal lands mid-way on a busy machine
+            "scrape.media_rate=5",
         ]
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # a suite started in the background (`make test &`, nohup) ignores SIGINT, and its
+            # children inherit that: give the scrape the terminal's default, as a user's has
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         manifest = tmp_path / "inat" / "manifest.csv"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
