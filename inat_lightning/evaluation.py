@@ -32,6 +32,7 @@ from inat_lightning.models.calibration import reliability, scores, softmax
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.confusion import Confusion
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
 from inat_lightning.models.spec import InputSpec, pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes
@@ -142,15 +143,15 @@ def load_data(
 
 def run_test(
     trainer: L.Trainer, model: Classifier, datamodule: ImageFolderDataModule
-) -> tuple[dict[str, float], np.ndarray]:
-    """Test metrics and the test confusion matrix (the callbacks draw figures and galleries)."""
+) -> tuple[dict[str, float], Confusion]:
+    """Test metrics and the test confusion counts (the callbacks draw figures and galleries)."""
     trainer.test(model, datamodule=datamodule, weights_only=True)
-    return scalar_metrics(trainer.callback_metrics), model.confusion_matrix("test").cpu().numpy()
+    return scalar_metrics(trainer.callback_metrics), model.confusion("test")
 
 
 def write_tables(
     out: Path,
-    cm: np.ndarray,
+    confusion: Confusion,
     model: Classifier,
     datamodule: ImageFolderDataModule,
     top_pairs: int,
@@ -160,8 +161,8 @@ def write_tables(
     returns both tables."""
     names, counts = model.class_names, datamodule.class_counts.int().tolist()
     found = {
-        "per_class": tables.weakest_first(tables.per_class_table(cm, names, counts)),
-        "confused_pairs": tables.most_confused_pairs(cm, names, top_pairs, model.taxonomy),
+        "per_class": tables.weakest_first(tables.per_class_table(confusion, names, counts)),
+        "confused_pairs": tables.most_confused_pairs(confusion, names, top_pairs, model.taxonomy),
     }
     for name, rows in found.items():
         tables.write_csv(out / f"{name}.csv", rows)
@@ -284,9 +285,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     logits = CollectTestLogits()
     trainer.callbacks.append(logits)
-    metrics, cm = run_test(trainer, model, datamodule)
+    metrics, confusion = run_test(trainer, model, datamodule)
     names = model.class_names
-    found = write_tables(out, cm, model, datamodule, cfg.top_pairs)
+    found = write_tables(out, confusion, model, datamodule, cfg.top_pairs)
     write_test_predictions(out, model, datamodule, logits)
     calibrated = calibration(model, *logits.result(), out)
     figures, galleries = pictures(callbacks, out)
@@ -297,7 +298,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics=metrics,
         class_names=names,
         chance_accuracy=1 / len(names),
-        test_confusion_matrix=cm.tolist(),
+        test_confusion=confusion.record(),
         taxonomy=taxonomy_summary(model, metrics),
         dataset=dataset_report([r for recs in datamodule.records.values() for r in recs]),
         calibration=calibrated,

@@ -20,6 +20,7 @@ from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.models.calibration import fit_temperature, scores
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import load_classifier, update_checkpoint, write_temperature
+from inat_lightning.models.confusion import Confusion
 from inat_lightning.models.metrics import headline, key, scalar_metrics
 from inat_lightning.models.spec import pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes, task_overrides
@@ -101,10 +102,12 @@ def train(cfg: DictConfig) -> float | None:
         }
     if cfg.get("test", True):
         # a collective under DDP: every rank computes, rank 0 writes
-        cm = model.confusion_matrix("test")
+        confusion = model.confusion("test")
         if spawned(trainer):  # the test ran in worker processes: count it again here
-            cm = main_process_confusion(model, datamodule, tested, trainer.strategy.root_device)
-        summary["test_confusion_matrix"] = cm.tolist()
+            confusion = main_process_confusion(
+                model, datamodule, tested, trainer.strategy.root_device
+            )
+        summary["test_confusion"] = confusion.record()
     if not trainer.is_global_zero:
         return None
     if best:
@@ -145,16 +148,15 @@ def spawned(trainer: L.Trainer) -> bool:
 
 def main_process_confusion(
     model: Any, datamodule: Any, tested: str | None, device: torch.device
-) -> torch.Tensor:
-    """The test confusion matrix computed in this process (each test image once) with the
-    tested checkpoint's weights."""
+) -> Confusion:
+    """The test confusion counted in this process (each test image once) with the tested
+    checkpoint's weights."""
     net = load_classifier(tested, "best checkpoint").net if tested else model.net
     logits, labels = infer(
         net, datamodule.datasets["test"], device, datamodule.batch_size, datamodule.num_workers
     ).known()
-    k = datamodule.num_classes
     predicted = logits.argmax(1) if len(labels) else labels
-    return torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    return Confusion.from_pairs(labels.numpy(), predicted.numpy(), datamodule.num_classes)
 
 
 def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float] | None:

@@ -13,6 +13,7 @@ from inat_lightning.analysis.gradcam import blend, compute_cams, energy_in_box, 
 from inat_lightning.analysis.selection import select_examples
 from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
 from inat_lightning.models.backbones import resnet
+from inat_lightning.models.confusion import Confusion
 
 
 def fixed_predictions(n_classes: int = 6, n: int = 400, seed: int = 0):
@@ -25,9 +26,8 @@ def fixed_predictions(n_classes: int = 6, n: int = 400, seed: int = 0):
 
 def test_per_class_table_matches_sklearn():
     y, p = fixed_predictions()
-    cm = confusion_matrix(y, p)
     prec, rec, f1, support = precision_recall_fscore_support(y, p, zero_division=0)
-    rows = per_class_table(cm, [f"c{i}" for i in range(6)])
+    rows = per_class_table(Confusion.from_pairs(y, p, 6), [f"c{i}" for i in range(6)])
     np.testing.assert_allclose([r["precision"] for r in rows], prec)
     np.testing.assert_allclose([r["recall"] for r in rows], rec)
     np.testing.assert_allclose([r["f1"] for r in rows], f1)
@@ -37,7 +37,7 @@ def test_per_class_table_matches_sklearn():
 def test_most_confused_pairs_find_the_look_alikes():
     y, p = fixed_predictions()
     cm = confusion_matrix(y, p)
-    pairs = most_confused_pairs(cm, [f"c{i}" for i in range(6)], top=5)
+    pairs = most_confused_pairs(Confusion.from_pairs(y, p, 6), [f"c{i}" for i in range(6)], top=5)
     top = pairs[0]
     assert (top["true"], top["predicted"]) == ("c0", "c1")
     assert top["count"] == cm[0, 1] and top["rate"] == pytest.approx(cm[0, 1] / cm[0].sum())
@@ -49,9 +49,15 @@ def test_most_confused_pairs_find_the_look_alikes():
 @pytest.mark.parametrize("n_classes", [8, 100])
 def test_figures_render_without_a_display(tmp_path: Path, n_classes):
     y, p = fixed_predictions(n_classes, n=20 * n_classes)
-    cm = confusion_matrix(y, p, labels=range(n_classes))
+    confusion = Confusion.from_pairs(y, p, n_classes)
     names = [f"Species {i}" for i in range(n_classes)]
-    fig = figures.confusion_matrix_figure(cm, names, max_classes=30)
+    fig = figures.confusion_matrix_figure(confusion, names, max_classes=30)
+    # the block drawn is the dense matrix's, row-normalised over all of a class's photos
+    cm = confusion_matrix(y, p, labels=range(n_classes)).astype(float)
+    drawn = fig.axes[0].images[0].get_array()
+    keep = [int(t.get_text().split()[-1]) for t in fig.axes[0].get_yticklabels()]
+    want = (cm / cm.sum(1, keepdims=True))[np.ix_(keep, keep)]
+    np.testing.assert_allclose(drawn, want)
     shown = len(fig.axes[0].get_xticklabels())
     assert shown == min(n_classes, 30)
     if n_classes > 30:
@@ -60,7 +66,7 @@ def test_figures_render_without_a_display(tmp_path: Path, n_classes):
             t.get_text() for t in fig.axes[0].get_xticklabels()
         ]  # the look-alike block
     figures.save(fig, tmp_path / "cm.png")
-    figures.save(figures.per_class_bars(per_class_table(cm, names)), tmp_path / "bars.png")
+    figures.save(figures.per_class_bars(per_class_table(confusion, names)), tmp_path / "bars.png")
     assert (tmp_path / "cm.png").stat().st_size > 5000 and (
         tmp_path / "bars.png"
     ).stat().st_size > 5000
@@ -103,6 +109,39 @@ def test_select_examples():
     ]
     picks = select_examples(labels, preds, conf, 3, per_class=0, top_mistakes=2)
     assert [(p.position, p.kind) for p in picks] == [(4, "top_mistake"), (1, "top_mistake")]
+    # above max_classes, only the most-mistaken classes get examples (0 and 1: one mistake each,
+    # 2: one too, ties go to the lower index)
+    picks = select_examples(labels, preds, conf, 3, per_class=1, top_mistakes=0, max_classes=2)
+    assert [(p.position, p.kind) for p in picks] == [
+        (2, "correct"),
+        (1, "wrong"),
+        (3, "correct"),
+        (4, "wrong"),
+    ]
+
+
+def test_select_examples_at_10000_classes_is_bounded_and_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    k, n = 10_000, 50_000
+    labels = rng.integers(0, k, n)
+    preds = np.where(rng.random(n) < 0.7, labels, rng.integers(0, k, n))
+    conf = rng.random(n)
+    picks = select_examples(labels, preds, conf, k, per_class=1, top_mistakes=8, max_classes=30)
+    assert len(picks) <= 2 * 30 + 8
+    wrong = np.bincount(labels[labels != preds], minlength=k)
+    chosen = sorted({int(labels[p.position]) for p in picks if p.kind != "top_mistake"})
+    assert min(wrong[chosen]) >= np.sort(wrong)[-30]  # the most-mistaken classes
+    for c in chosen[:5]:  # each chosen class's picks are its most confident right and wrong
+        mine = [i for i in range(n) if labels[i] == c]
+        expected = {}
+        for kind, ok in (("correct", True), ("wrong", False)):
+            found = [i for i in mine if (preds[i] == c) == ok]
+            if found:
+                expected[kind] = max(found, key=lambda i: (conf[i], -i))
+        got = {
+            p.kind: p.position for p in picks if p.kind != "top_mistake" and labels[p.position] == c
+        }
+        assert got == expected
 
 
 def test_batched_cams_match_single_and_leave_the_model_untouched():

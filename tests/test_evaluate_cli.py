@@ -8,6 +8,7 @@ import yaml
 
 from inat_lightning.config import ConfigError
 from inat_lightning.evaluation import evaluate
+from inat_lightning.models.confusion import Confusion
 from tests.helpers.cli import compose_config, run_cli
 from tests.helpers.tensorboard import tensorboard_tags
 
@@ -21,7 +22,7 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_e
     # same checkpoint, same restored split: the same test metrics as training logged
     for key in ("test/acc", "test/acc_macro", "test/f1_macro", "test/recall_macro"):
         assert summary["metrics"][key] == pytest.approx(trained["metrics"][key], abs=1e-6), key
-    assert summary["test_confusion_matrix"] == trained["test_confusion_matrix"]
+    assert summary["test_confusion"] == trained["test_confusion"]
     assert (out / "splits.csv").read_text() == (run / "splits.csv").read_text()
     used = yaml.safe_load((out / "data.yaml").read_text())
     trained_data = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]
@@ -30,7 +31,7 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_e
     # preprocessing from the checkpoint's input spec (the run trained at 32 px, ratio 0.75)
     assert (used["image_size"], used["eval_crop_ratio"]) == (32, 0.75)
     tested = list(csv.DictReader((out / "test_predictions.csv").open()))
-    assert len(tested) == sum(map(sum, summary["test_confusion_matrix"]))
+    assert len(tested) == Confusion.from_record(summary["test_confusion"]).total
     assert sum(r["true"] == r["prediction"] for r in tested) / len(tested) == pytest.approx(
         summary["metrics"]["test/acc"], abs=1e-6
     )

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build
 from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.confusion import Confusion
 from tests.helpers.cli import REPO, SMALL, compose_config, run_cli, run_dirs
 
 
@@ -34,13 +35,13 @@ def test_ddp_on_cpu_with_two_processes_syncs_metrics(tmp_path, shared_data_dir):
         res.stdout + res.stderr + log
     )
     summary = json.loads((run / "metrics.json").read_text())
-    cm = torch.tensor(summary["test_confusion_matrix"])
+    confusion = Confusion.from_record(summary["test_confusion"])
     # every test image counted exactly once across the two processes: no padding duplicates,
     # no half-sized matrix from one rank (the test split has an odd size here)
     n_test = summary["split_sizes"]["test"]
     assert n_test % 2 == 1
-    assert int(cm.sum()) == n_test
-    assert summary["metrics"]["test/acc"] == pytest.approx(float(cm.trace() / cm.sum()), abs=1e-6)
+    assert confusion.total == n_test
+    assert summary["metrics"]["test/acc"] == pytest.approx(confusion.accuracy(), abs=1e-6)
     # rank 0 alone drew the Grad-CAM galleries, without stalling the other process
     assert list((run / "gradcam" / "test").rglob("*.png"))
 

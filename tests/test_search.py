@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from inat_lightning.models.confusion import Confusion
 from inat_lightning.runs.optuna_sweeper import distribution, override_text, worker_seed
 from inat_lightning.runs.summary import collect
 from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
@@ -220,6 +221,8 @@ def test_a_sweep_of_ddp_jobs_with_two_processes_each(tmp_path, shared_data_dir):
     for job in jobs:
         summary = json.loads((job / "metrics.json").read_text())
         # every test image counted once, though two processes shared the test set
-        assert sum(map(sum, summary["test_confusion_matrix"])) == summary["split_sizes"]["test"]
+        assert (
+            Confusion.from_record(summary["test_confusion"]).total == summary["split_sizes"]["test"]
+        )
     rows = list(csv.DictReader((jobs[0].parent / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["done", "done"]

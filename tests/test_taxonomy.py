@@ -21,6 +21,7 @@ from inat_lightning.data.taxonomy import (
     write_taxa,
 )
 from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.confusion import Confusion, rank_scalars
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "inat" / "v1"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared/fixtures absent")
@@ -41,6 +42,7 @@ CM = np.array(
         [1, 0, 0, 9],
     ]
 )
+SPARSE = Confusion.from_dense(CM)  # the same counts, as the classifier keeps them
 
 
 @needs_fixtures
@@ -76,12 +78,12 @@ def test_rank_accuracy_and_within_genus_share_by_hand():
     tax = Taxonomy(NAMES, LINEAGES)
     total = CM.sum()  # 40, 27 on the diagonal
     # genus: the diagonal (27) plus Aus alpha <-> Aus beta (3 + 2)
-    assert tax.rank_accuracy(CM, "genus") == pytest.approx((27 + 5) / total)
+    assert SPARSE.share_within(tax.group_ids("genus")) == pytest.approx((27 + 5) / total)
     # family Idae holds the first three: add Aus -> Bus (1) and Bus -> Aus beta (1)
-    assert tax.rank_accuracy(CM, "family") == pytest.approx((27 + 5 + 2) / total)
+    assert SPARSE.share_within(tax.group_ids("family")) == pytest.approx((27 + 5 + 2) / total)
     # 13 mistakes, 5 of them between congeners
-    assert tax.within_share(CM, "genus") == pytest.approx(5 / 13)
-    assert tax.scalars(CM) == pytest.approx(
+    assert SPARSE.share_within(tax.group_ids("genus"), mistakes_only=True) == pytest.approx(5 / 13)
+    assert rank_scalars(SPARSE, tax) == pytest.approx(
         {"acc_genus": 32 / 40, "acc_family": 34 / 40, "within_genus_share": 5 / 13}
     )
     assert [NAMES[i] for i in tax.order()] == NAMES  # already in lineage order
@@ -89,23 +91,24 @@ def test_rank_accuracy_and_within_genus_share_by_hand():
 
 
 def test_confused_pairs_name_their_lowest_common_rank():
-    pairs = most_confused_pairs(CM, NAMES, top=20, taxonomy=Taxonomy(NAMES, LINEAGES))
+    pairs = most_confused_pairs(SPARSE, NAMES, top=20, taxonomy=Taxonomy(NAMES, LINEAGES))
     rank = {(p["true"], p["predicted"]): p["common_rank"] for p in pairs}
     assert rank[("Aus alpha", "Aus beta")] == "genus"
     assert rank[("Aus alpha", "Bus gamma")] == "family"
     assert rank[("Bus gamma", "Cus delta")] == "—"  # nothing shared
-    assert "common_rank" not in most_confused_pairs(CM, NAMES)[0]  # no taxonomy: no column
+    assert "common_rank" not in most_confused_pairs(SPARSE, NAMES)[0]  # no taxonomy: no column
 
 
 def test_a_class_without_lineage_shares_nothing():
     partial = {k: v for k, v in LINEAGES.items() if k != "Aus beta"}
     tax = Taxonomy(NAMES, partial)
-    assert tax.rank_accuracy(CM, "genus") == pytest.approx(27 / 40)  # alpha <-> beta no longer
+    # alpha <-> beta no longer
+    assert SPARSE.share_within(tax.group_ids("genus")) == pytest.approx(27 / 40)
     assert tax.common_rank(0, 1) == ""
 
 
 def test_per_class_table_sorts_the_weakest_rarest_first():
-    table = weakest_first(per_class_table(CM, NAMES, train_counts=[50, 5, 40, 60]))
+    table = weakest_first(per_class_table(SPARSE, NAMES, train_counts=[50, 5, 40, 60]))
     assert [r["class"] for r in table][0] == "Aus alpha"  # lowest F1
     assert {r["class"]: r["train_images"] for r in table}["Aus beta"] == 5
 
@@ -144,13 +147,13 @@ def test_report_degrades_to_species_level_with_a_note(tmp_path):
         "chance_accuracy": 0.25,
         "metrics": {"test/acc": 27 / 40},
         "confused_pairs": [],
-        "per_class": per_class_table(CM, NAMES),
+        "per_class": per_class_table(SPARSE, NAMES),
         "audit": {"title": "audit", "legend": "", "rows": []},
         "gradcam": [],
     }
     text = write_report(tmp_path, {**summary, "taxonomy": None}).read_text()
     assert "## Taxonomy" in text and "species level only" in text
-    found = {"classes_with_lineage": 4, "metrics": Taxonomy(NAMES, LINEAGES).scalars(CM)}
+    found = {"classes_with_lineage": 4, "metrics": rank_scalars(SPARSE, Taxonomy(NAMES, LINEAGES))}
     text = write_report(tmp_path, {**summary, "taxonomy": found}).read_text()
     assert "| genus | 0.800 |" in text and "| family | 0.850 |" in text
     assert "38% of the mistakes stay within the genus" in text

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from inat_lightning.analysis.tiles import CAPTION_PX
+from inat_lightning.models.confusion import Confusion
 from tests.helpers.cli import SMALL, run_cli, run_dirs
 from tests.helpers.tensorboard import tensorboard_tags
 
@@ -34,7 +35,7 @@ def test_short_training_beats_chance_and_logs_everything(short_training):
     # the best checkpoint was tested, and the confusion matrix counts every test image once
     ckpts = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and summary["best_checkpoint"].endswith(".ckpt")
-    assert sum(map(sum, summary["test_confusion_matrix"])) == summary["split_sizes"]["test"]
+    assert Confusion.from_record(summary["test_confusion"]).total == summary["split_sizes"]["test"]
     # TensorBoard has the scalars, the LR, per-class F1 and the confusion matrix figure
     tb = tensorboard_tags(run)
     scalars = tb["scalars"]
@@ -93,7 +94,7 @@ def test_train_false_tests_the_given_checkpoint(short_training, tmp_path, shared
     (again,) = run_dirs(tmp_path / "logs")
     tested = json.loads((again / "metrics.json").read_text())
     assert tested["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"])
-    assert tested["test_confusion_matrix"] == trained["test_confusion_matrix"]
+    assert tested["test_confusion"] == trained["test_confusion"]
     # (the same numbers: the checkpoint's preprocessing, ratio 0.75, not this command's 0.875)
 
 

@@ -14,18 +14,17 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from inat_lightning.data.taxonomy import Taxonomy  # noqa: E402
+from inat_lightning.models.confusion import Confusion  # noqa: E402
 
 
-def most_confused_classes(cm: np.ndarray, k: int) -> np.ndarray:
+def most_confused_classes(confusion: Confusion, k: int) -> np.ndarray:
     """Indices of the ``k`` classes involved in the most errors (as true or predicted class),
     in their original order: the block of a large confusion matrix worth showing."""
-    errors = cm - np.diag(np.diag(cm))
-    involvement = errors.sum(0) + errors.sum(1)
-    return np.sort(np.argsort(-involvement, kind="stable")[:k])
+    return np.sort(np.argsort(-confusion.involvement(), kind="stable")[:k])
 
 
 def confusion_matrix_figure(
-    cm: np.ndarray,
+    confusion: Confusion,
     class_names: Sequence[str],
     max_classes: int = 30,
     title: str = "",
@@ -34,17 +33,19 @@ def confusion_matrix_figure(
     """Row-normalised confusion matrix (rows: true class, columns: predicted class).
 
     With more than ``max_classes`` classes only the most-confused block is drawn (the title says
-    so): a 10,000-class matrix is unreadable, its confused block is not. With a ``taxonomy``,
-    classes are ordered by lineage and each genus is framed: mistakes inside a frame are
-    between congeners.
+    so), built from the sparse counts: a 10,000-class matrix is unreadable (and 800 MB), its
+    confused block is neither. With a ``taxonomy``, classes are ordered by lineage and each
+    genus is framed: mistakes inside a frame are between congeners.
     """
-    cm = np.asarray(cm, dtype=float)
-    keep = np.arange(len(cm)) if len(cm) <= max_classes else most_confused_classes(cm, max_classes)
+    k = confusion.num_classes
+    keep = np.arange(k) if k <= max_classes else most_confused_classes(confusion, max_classes)
     if taxonomy is not None:
         rank = {c: pos for pos, c in enumerate(taxonomy.order())}
         keep = np.array(sorted(keep, key=lambda c: rank[int(c)]), dtype=int)
-    rows = cm.sum(1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)[np.ix_(keep, keep)]
+    cm = confusion.dense(keep).astype(float)
+    # normalised by every photo of the class, not only the block's
+    rows = confusion.support[keep].astype(float)[:, None]
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     names = [class_names[i] for i in keep]
     n = len(keep)
     side = min(4 + 0.45 * n, 24)
@@ -80,7 +81,7 @@ def confusion_matrix_figure(
                         linewidth=1.5,
                     )
                 )
-    subset = "" if n == len(cm) else f" — {n} most-confused of {len(cm)} classes"
+    subset = "" if n == k else f" — {n} most-confused of {k} classes"
     if taxonomy is not None:
         subset += " — ordered by taxonomy, genera framed"
     ax.set_title((title or "confusion matrix (row-normalised)") + subset)

@@ -91,7 +91,7 @@ class EvaluationSummary:
     metrics: dict[str, float]
     class_names: list[str]
     chance_accuracy: float
-    test_confusion_matrix: list[list[int]]
+    test_confusion: dict[str, Any]  # sparse: num_classes and cells [true, predicted, count]
     taxonomy: dict[str, Any] | None
     dataset: list[dict[str, Any]]
     calibration: dict[str, Any] | None

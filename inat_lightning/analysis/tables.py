@@ -1,4 +1,5 @@
-"""Per-class metrics and the most-confused species pairs (look-alikes), from a confusion matrix."""
+"""Per-class metrics and the most-confused species pairs (look-alikes), from sparse confusion
+counts (:class:`~inat_lightning.models.confusion.Confusion`)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,19 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from inat_lightning.analysis.results import to_record
 from inat_lightning.data.taxonomy import Taxonomy
+from inat_lightning.models.confusion import Confusion
 
 
 def per_class_table(
-    cm: np.ndarray, class_names: Sequence[str], train_counts: Sequence[int] | None = None
+    confusion: Confusion, class_names: Sequence[str], train_counts: Sequence[int] | None = None
 ) -> list[dict]:
     """One row per class: support, predicted count, precision, recall (the species' accuracy),
-    F1 (rows of ``cm`` are the true classes), and ``train_images`` when ``train_counts`` is
-    given. Precision/F1 are 0 when undefined, as in scikit-learn's ``zero_division=0``."""
-    cm = np.asarray(cm, dtype=float)
-    tp = np.diag(cm)
-    support, predicted = cm.sum(1), cm.sum(0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    F1, and ``train_images`` when ``train_counts`` is given. Precision/F1 are 0 when undefined,
+    as in scikit-learn's ``zero_division=0``. ``O(K + cells)``."""
+    support, predicted = confusion.support, confusion.predicted
+    precision, recall, f1 = confusion.precision_recall_f1()
     return [
         {
             "class": name,
@@ -46,7 +41,7 @@ def weakest_first(table: list[dict]) -> list[dict]:
 
 
 def most_confused_pairs(
-    cm: np.ndarray,
+    confusion: Confusion,
     class_names: Sequence[str],
     top: int = 10,
     taxonomy: Taxonomy | None = None,
@@ -54,24 +49,21 @@ def most_confused_pairs(
     """The ``top`` largest off-diagonal cells: species A (true) taken for species B (predicted),
     with the count, the rate (share of A's images) and the reverse direction B → A; with a
     ``taxonomy``, also ``common_rank``, the lowest rank the two share (``genus``: congeners, a
-    forgivable look-alike; ``—``: unrelated at every recorded rank)."""
-    cm = np.asarray(cm, dtype=float)
-    support = cm.sum(1)
-    cells = [
-        (cm[i, j], i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0
-    ]
-    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    forgivable look-alike; ``—``: unrelated at every recorded rank). ``O(cells log cells)``."""
+    support = confusion.support
+    mistakes = confusion.mistakes()
+    counts = {(i, j): n for n, i, j in mistakes}
     return [
         {
             "true": class_names[i],
             "predicted": class_names[j],
             "count": int(n),
             "rate": float(n / support[i]) if support[i] else 0.0,
-            "reverse_count": int(cm[j, i]),
-            "reverse_rate": float(cm[j, i] / support[j]) if support[j] else 0.0,
+            "reverse_count": int(counts.get((j, i), 0)),
+            "reverse_rate": float(counts.get((j, i), 0) / support[j]) if support[j] else 0.0,
             **({"common_rank": taxonomy.common_rank(i, j) or "—"} if taxonomy else {}),
         }
-        for n, i, j in cells[:top]
+        for n, i, j in mistakes[:top]
     ]
 
 

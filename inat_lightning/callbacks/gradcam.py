@@ -37,6 +37,8 @@ class GradCamOverlays(L.Callback):
         every_n_epochs: validation epochs between two galleries (0: only at test).
         per_class: correct and wrong examples per class.
         top_mistakes: most confident mistakes added.
+        max_classes: above this many classes, only those with the most mistakes get their
+            examples (the gallery's cost stays bounded at any class count).
         method: a pytorch-grad-cam class name (GradCAM, GradCAMPlusPlus, EigenCAM, ScoreCAM…).
         target_layer: dotted name of the layer to explain (``layer4``: the last ResNet block).
         style: ``red`` (red = CAM, green = blue = 0) or ``colormap`` (jet).
@@ -53,6 +55,7 @@ class GradCamOverlays(L.Callback):
         every_n_epochs: int = 1,
         per_class: int = 1,
         top_mistakes: int = 8,
+        max_classes: int | None = 30,
         method: str = "GradCAM",
         target_layer: str = "layer4",
         style: str = "red",
@@ -66,6 +69,7 @@ class GradCamOverlays(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.per_class = per_class
         self.top_mistakes = top_mistakes
+        self.max_classes = max_classes
         self.method = method
         self.target_layer = target_layer
         self.style = style
@@ -156,6 +160,7 @@ class GradCamOverlays(L.Callback):
             len(module.class_names),
             self.per_class,
             self.top_mistakes,
+            self.max_classes,
         )
         loaded = [(p, dataset[int(pred["index"][p.position])]) for p in picks]
         loaded = [(p, s) for p, s in loaded if s is not None]

@@ -55,23 +55,23 @@ class MetricFigures(L.Callback):
     def _log(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if trainer.sanity_checking:
             return
-        cm = module.confusion_matrix(stage).cpu().numpy()  # collective: every rank calls it
+        confusion = module.confusion(stage)  # collective: every rank calls it
         writers = tensorboard_writers(trainer)
         keep = stage == "test" and self.out_dir is not None
         if not (writers or keep) or not trainer.is_global_zero:
             return
         names, step = module.class_names, trainer.global_step
         taxonomy = getattr(module, "taxonomy", None)
-        table = per_class_table(cm, names, train_counts(trainer))
+        table = per_class_table(confusion, names, train_counts(trainer))
         figs = {
             "confusion_matrix": confusion_matrix_figure(
-                cm, names, self.max_classes, title=stage, taxonomy=taxonomy
+                confusion, names, self.max_classes, title=stage, taxonomy=taxonomy
             ),
             "per_class": per_class_bars(table),
         }
         if "train_images" in table[0]:
             figs["long_tail"] = long_tail_figure(table)
-        pairs = to_markdown(most_confused_pairs(cm, names, self.top_pairs, taxonomy))
+        pairs = to_markdown(most_confused_pairs(confusion, names, self.top_pairs, taxonomy))
         for w in writers:
             for tag, fig in figs.items():
                 w.add_figure(f"{stage}/{tag}", fig, step, close=False)

@@ -118,8 +118,9 @@ def load_lineages(root: str | Path, class_names: Sequence[str]) -> dict[str, Lin
 
 
 class Taxonomy:
-    """The lineages of a classifier's classes, in label order, and what they say of a confusion
-    matrix. A class without a lineage shares no rank with any other."""
+    """The lineages of a classifier's classes, in label order (see
+    :func:`inat_lightning.models.confusion.rank_scalars` for what they say of a confusion). A
+    class without a lineage shares no rank with any other."""
 
     def __init__(self, class_names: Sequence[str], lineages: Mapping[str, Lineage]) -> None:
         self.class_names = list(class_names)
@@ -130,13 +131,15 @@ class Taxonomy:
         """The metric ranks that at least one class has."""
         return tuple(r for r in METRIC_RANKS if any(r in lin for lin in self.lineages))
 
-    def same(self, rank: str) -> np.ndarray:
-        """``K × K`` booleans: classes ``i`` and ``j`` share their ``rank`` ancestor (the
-        diagonal is always true: a species shares every rank with itself)."""
-        names = [lin.get(rank) for lin in self.lineages]
-        out = np.array([[a is not None and a == b for b in names] for a in names], dtype=bool)
-        np.fill_diagonal(out, True)
-        return out
+    def group_ids(self, rank: str) -> np.ndarray:
+        """Per class, an integer id of its ``rank`` ancestor (-1 when unknown): classes with the
+        same id share that rank. ``O(K)``, where a ``K × K`` table would not fit at 40,000
+        species."""
+        ids: dict[str, int] = {}
+        return np.array(
+            [ids.setdefault(lin[rank], len(ids)) if lin.get(rank) else -1 for lin in self.lineages],
+            dtype=np.int64,
+        )
 
     def common_rank(self, i: int, j: int) -> str:
         """The lowest rank that classes ``i`` and ``j`` share (``genus``, ``family``…), or
@@ -146,28 +149,6 @@ class Taxonomy:
             if a.get(rank) and a.get(rank) == b.get(rank):
                 return rank
         return ""
-
-    def rank_accuracy(self, cm: np.ndarray, rank: str) -> float:
-        """Share of predictions whose species shares ``rank`` with the truth (rows of ``cm``
-        are the true classes)."""
-        cm = np.asarray(cm, dtype=float)
-        total = cm.sum()
-        return float((cm * self.same(rank)).sum() / total) if total else float("nan")
-
-    def within_share(self, cm: np.ndarray, rank: str = "genus") -> float:
-        """Share of the mistakes (off-diagonal counts) that stay within ``rank``; NaN without
-        mistakes."""
-        cm = np.asarray(cm, dtype=float)
-        errors = cm - np.diag(np.diag(cm))
-        total = errors.sum()
-        return float((errors * self.same(rank)).sum() / total) if total else float("nan")
-
-    def scalars(self, cm: np.ndarray) -> dict[str, float]:
-        """``acc_<rank>`` for each known metric rank and ``within_genus_share``."""
-        out = {f"acc_{r}": self.rank_accuracy(cm, r) for r in self.ranks}
-        if "genus" in self.ranks:
-            out["within_genus_share"] = self.within_share(cm, "genus")
-        return out
 
     def order(self) -> list[int]:
         """Class indices sorted by lineage (order, family, genus, then name): related species

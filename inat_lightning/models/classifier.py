@@ -1,6 +1,7 @@
 """The species classifier: a ResNet in a ``LightningModule`` with SGD + ReduceLROnPlateau and
-torchmetrics (micro/macro accuracy, top-5, macro F1/precision/recall, per-class F1, confusion
-matrix), all logged per stage as ``<stage>/<metric>``."""
+torchmetrics (micro/macro accuracy, top-5, macro F1/precision/recall, per-class F1) and sparse
+confusion counts (:mod:`~inat_lightning.models.confusion`: no ``K × K`` state), all logged per
+stage as ``<stage>/<metric>``."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
 from inat_lightning.data.taxonomy import Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
+from inat_lightning.models.confusion import Confusion, ConfusionPairs, rank_scalars
 from inat_lightning.models.metrics import MONITOR, STAGES, build_metrics, key
 from inat_lightning.models.spec import InputSpec
+
+#: classes up to which each one's F1 is logged as a scalar (``<stage>/f1_class/<name>``)
+PER_CLASS_SCALARS = 100
 
 
 def check_classifier_args(
@@ -125,14 +129,14 @@ class Classifier(L.LightningModule):
         self._compiled = [torch.compile(self.net, backend=compile_backend)] if compile else []
         self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
         # keys get a suffix: a ModuleDict key "train" would shadow nn.Module.train()
+        # per-photo (true, predicted) pairs: O(photos) state, never a K x K matrix; the stage's
+        # macro scores and its confusion counts both read them
+        self.confusions = nn.ModuleDict({f"{s}_": ConfusionPairs(num_classes) for s in STAGES})
         self.metrics = nn.ModuleDict(
-            {f"{s}_": build_metrics(num_classes).clone(prefix=f"{s}/") for s in STAGES}
-        )
-        self.per_class_f1 = nn.ModuleDict(
-            {s: MulticlassF1Score(num_classes, average=None) for s in ("val", "test")}
-        )
-        self.confmat = nn.ModuleDict(
-            {s: MulticlassConfusionMatrix(num_classes) for s in ("val", "test")}
+            {
+                f"{s}_": build_metrics(num_classes, self.confusions[f"{s}_"], prefix=f"{s}/")
+                for s in STAGES
+            }
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,9 +183,6 @@ class Classifier(L.LightningModule):
         for name, metric in metrics.items():
             bar = name in shown
             self.log(name, metric, on_step=False, on_epoch=True, batch_size=len(y), prog_bar=bar)
-        if stage in self.confmat:
-            self.per_class_f1[stage].update(logits, y)
-            self.confmat[stage].update(logits, y)
         return {"loss": loss, "logits": logits.detach()}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -195,23 +196,29 @@ class Classifier(L.LightningModule):
         return self._step(batch, "test")
 
     # ------------------------------------------------------------------ epoch ends
-    def confusion_matrix(self, stage: str) -> torch.Tensor:
-        """Rows = true class, columns = predicted class, counts of the current epoch (synced
-        across devices)."""
-        return self.confmat[stage].compute()
+    def confusion(self, stage: str) -> Confusion:
+        """The current epoch's confusion counts of ``stage`` (synced across devices: a
+        collective under DDP, every rank calls it)."""
+        return self.confusions[f"{stage}_"].compute()
 
     def _epoch_start(self, stage: str) -> None:
-        self.per_class_f1[stage].reset()
-        self.confmat[stage].reset()
+        self.confusions[f"{stage}_"].reset()
 
     def _epoch_end(self, stage: str) -> None:
         if self.trainer.sanity_checking:
             return
-        f1 = self.per_class_f1[stage].compute()
-        self.log_dict({key(stage, f"f1_class/{n}"): v for n, v in zip(self.class_names, f1)})
-        if self.taxonomy is not None:  # the same synced matrix on every rank
-            found = self.taxonomy.scalars(self.confusion_matrix(stage).cpu().numpy())
+        confusion = self.confusion(stage)
+        if len(self.class_names) <= PER_CLASS_SCALARS:  # above: per_class.csv holds every class
+            _, _, f1 = confusion.precision_recall_f1()
+            self.log_dict(
+                {key(stage, f"f1_class/{n}"): float(v) for n, v in zip(self.class_names, f1)}
+            )
+        if self.taxonomy is not None:  # the same synced counts on every rank
+            found = rank_scalars(confusion, self.taxonomy)
             self.log_dict({key(stage, k): v for k, v in found.items() if not math.isnan(v)})
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start("train")
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_start("val")

@@ -7,12 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics.classification import MulticlassAccuracy
+
+from inat_lightning.models.confusion import ConfusionPairs, PairScore
 
 STAGES = ("train", "val", "test")
 #: every scalar the classifier logs per stage (``top5`` only with 5 classes or more)
@@ -42,19 +39,26 @@ def is_optimizable(name: str) -> bool:
     return stage in STAGES and metric in (*SCALARS, *TAXONOMY_SCALARS)
 
 
-def build_metrics(num_classes: int) -> MetricCollection:
+def build_metrics(
+    num_classes: int, pairs: ConfusionPairs | None = None, prefix: str = ""
+) -> MetricCollection:
     """The scalar metrics of one stage, named as in :data:`SCALARS` (the loss is logged apart);
-    top-5 only when there are at least 5 classes."""
+    top-5 only when there are at least 5 classes. The macro scores come from the per-photo
+    ``pairs`` (:class:`~inat_lightning.models.confusion.ConfusionPairs`, made here when not
+    given; the collection's ``acc_macro`` feeds them): nothing is ``K × K``, at any ``K``."""
+    pairs = pairs if pairs is not None else ConfusionPairs(num_classes)
     metrics: dict[str, Any] = {
         "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
-        "recall_macro": MulticlassRecall(num_classes, average="macro"),
+        "acc_macro": PairScore(pairs, "acc_macro", owner=True),
+        "f1_macro": PairScore(pairs, "f1_macro"),
+        "precision_macro": PairScore(pairs, "precision_macro"),
+        "recall_macro": PairScore(pairs, "recall_macro"),
     }
     if num_classes >= 5:
         metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
+    # no compute groups: the pair scores hold no state of their own to share or compare
+    # (not cloned later: a copy would read a copy of the pairs)
+    return MetricCollection(metrics, prefix=prefix or None, compute_groups=False)
 
 
 def scalar_metrics(logged: Mapping[str, Any]) -> dict[str, float]:
