@@ -84,7 +84,10 @@ def fuse(probs: np.ndarray, groups: list[str]) -> dict[str, np.ndarray]:
 
 
 def top_k(p: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
-    order = np.argsort(-p, kind="stable")[:k]
+    """The ``k`` most probable classes, best first (ties by index): ``O(K)``, not a sort of
+    every class (40,000 per photo at iNaturalist scale)."""
+    idx = np.argpartition(-p, k - 1)[:k] if k < len(p) else np.arange(len(p))
+    order = idx[np.lexsort((idx, -p[idx]))]
     return [(names[i], float(p[i])) for i in order]
 
 

@@ -83,3 +83,29 @@ def test_ensure_caches_and_never_overwrites_user_data(tmp_path: Path):
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="cue_species"):
         SyntheticSpecies(num_species=3, cue_species=5)
+
+
+def _ensure(root: str) -> str:
+    """One process of many: make sure the dataset is there, return its manifest's text."""
+    gen = SyntheticSpecies(num_species=4, observations_per_species=12, image_size=32, seed=5)
+    gen.ensure(root, progress=False)
+    return (Path(root) / "manifest.csv").read_text()
+
+
+def test_processes_started_at_once_share_one_dataset_and_spare_the_users_tmp(tmp_path):
+    """A sweep's jobs (or two terminals) on a fresh clone: one process generates, the others
+    wait and reuse it; a folder named like the old temporary one, the user's, is untouched."""
+    import multiprocessing as mp
+
+    root = tmp_path / "data" / "synthetic"
+    users = tmp_path / "data" / "synthetic.tmp"
+    users.mkdir(parents=True)
+    (users / "notes.txt").write_text("mine")
+    with mp.get_context("spawn").Pool(4) as pool:
+        manifests = pool.map(_ensure, [str(root)] * 4)
+    assert len(set(manifests)) == 1 and manifests[0].count("\n") > 40
+    assert (users / "notes.txt").read_text() == "mine"
+    leftovers = [
+        p.name for p in root.parent.iterdir() if p.name not in ("synthetic", "synthetic.tmp")
+    ]
+    assert leftovers == [".synthetic.lock"]  # no temporary folder left behind

@@ -23,16 +23,25 @@ import json
 import math
 import re
 import shutil
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from PIL import Image, ImageDraw, ImageFilter
 
 from inat_lightning.progress import progress as progress_bar
 from inat_lightning.validation import require
 
-from inat_lightning.data.manifest import MANIFEST_NAME, Record, safe_folder_name, sha256_of, write_manifest
+from inat_lightning.data.manifest import (
+    MANIFEST_NAME,
+    Record,
+    safe_folder_name,
+    sha256_of,
+    write_manifest,
+)
 from inat_lightning.data.taxonomy import RANKS, TAXA_NAME, TaxonEntry, write_taxa
 
 SPEC_NAME = "synthetic.json"
@@ -223,12 +232,20 @@ class SyntheticSpecies:
         sp = self.species()[sample.species]
         big = 2 * self.image_size  # drawn at 2× then downsampled: cheap anti-aliasing
         individual = np.random.default_rng([self.seed, sample.species, sample.observation, 2])
-        view = np.random.default_rng([self.seed, sample.species, sample.observation, 3, sample.view])
-        cue_rng = np.random.default_rng([self.seed, sample.species, sample.observation, 4, sample.view])
+        view = np.random.default_rng(
+            [self.seed, sample.species, sample.observation, 3, sample.view]
+        )
+        cue_rng = np.random.default_rng(
+            [self.seed, sample.species, sample.observation, 4, sample.view]
+        )
 
-        bg_kind = BACKGROUNDS[int(individual.integers(len(BACKGROUNDS)))]  # same place for all views
+        bg_kind = BACKGROUNDS[
+            int(individual.integers(len(BACKGROUNDS)))
+        ]  # same place for all views
         canvas = _background(bg_kind, view, big)
-        corner = int(cue_rng.integers(4))  # drawn even without cue: keeps the organism's place fixed
+        corner = int(
+            cue_rng.integers(4)
+        )  # drawn even without cue: keeps the organism's place fixed
         organism = _organism(sp, individual, view, big)
         # keep the organism away from the corner where the cue goes
         cx = big * (0.5 + (0.12 if corner % 2 == 0 else -0.12) + view.uniform(-0.08, 0.08))
@@ -252,9 +269,25 @@ class SyntheticSpecies:
         """Write the ImageFolder + manifest under ``root`` (atomically: a temporary folder renamed
         at the end, so an interrupted generation leaves nothing half-written)."""
         root = Path(root)
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # a folder of this process's own, beside the root (one file system: an atomic rename);
+        # never a fixed name another process or the user may hold
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".part", dir=root.parent))
+        try:
+            records = self._write(tmp, progress)
+            if root.exists():  # an older synthetic dataset (ensure checked): moved aside first
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent)
+                )
+                root.rename(old / "data")
+                shutil.rmtree(old)
+            tmp.rename(root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # only ours; gone already when renamed
+        return records
+
+    def _write(self, tmp: Path, progress: bool) -> list[Record]:
+        """The images, manifest, taxa and spec, into ``tmp``."""
         species = self.species()
         records = []
         samples = self.samples()
@@ -296,9 +329,6 @@ class SyntheticSpecies:
         write_manifest(tmp / MANIFEST_NAME, records)
         write_taxa(tmp / TAXA_NAME, self.taxa())
         (tmp / SPEC_NAME).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
         return records
 
     def is_generated_at(self, root: str | Path) -> bool:
@@ -314,9 +344,23 @@ class SyntheticSpecies:
         root = Path(root)
         if self.is_generated_at(root):
             return
-        if root.exists() and any(root.iterdir()) and not (root / SPEC_NAME).is_file():
-            raise FileExistsError(f"{root} exists and is not a synthetic dataset; refusing to overwrite")
-        self.generate(root, progress=progress)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(root.parent / f".{root.name}.lock")
+        try:  # several processes at once (a sweep's jobs, two terminals): one generates
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another process generating {root} ...", file=sys.stderr, flush=True)
+            lock.acquire()
+        try:
+            if self.is_generated_at(root):  # made by the process we waited for
+                return
+            if root.exists() and any(root.iterdir()) and not (root / SPEC_NAME).is_file():
+                raise FileExistsError(
+                    f"{root} exists and is not a synthetic dataset; refusing to overwrite"
+                )
+            self.generate(root, progress=progress)
+        finally:
+            lock.release()
 
 
 # ---------------------------------------------------------------------- drawing helpers
@@ -357,17 +401,24 @@ def _shape_mask(shape: str, size: int, length: float) -> Image.Image:
         for sx in (-1, 1):
             for top, reach in ((-0.85, 0.85), (0.0, 0.6)):
                 xs = sorted((c + sx * h * 0.05, c + sx * h * reach))
-                d.ellipse((xs[0], c + h * top, xs[1], c + h * (top + reach - 0.05 * (top < 0))),
-                          fill=255)
+                d.ellipse(
+                    (xs[0], c + h * top, xs[1], c + h * (top + reach - 0.05 * (top < 0))), fill=255
+                )
         d.rectangle((c - h * 0.06, c - h * 0.7, c + h * 0.06, c + h * 0.6), fill=255)
     elif shape == "beetle":
         d.ellipse((c - h * 0.6, c - h * 0.42, c + h * 0.6, c + h * 0.42), fill=255)
         d.ellipse((c + h * 0.45, c - h * 0.22, c + h * 0.9, c + h * 0.22), fill=255)
         for t in (-0.3, 0.0, 0.3):
-            d.line((c + t * h, c - h * 0.75, c + t * h, c + h * 0.75), fill=255, width=max(1, size // 60))
+            d.line(
+                (c + t * h, c - h * 0.75, c + t * h, c + h * 0.75),
+                fill=255,
+                width=max(1, size // 60),
+            )
     elif shape == "leaf":
-        pts = [(c + h * math.cos(t), c + h * 0.42 * math.sin(t) * abs(math.cos(t / 2)) * 1.6)
-               for t in np.linspace(0, 2 * math.pi, 40)]
+        pts = [
+            (c + h * math.cos(t), c + h * 0.42 * math.sin(t) * abs(math.cos(t / 2)) * 1.6)
+            for t in np.linspace(0, 2 * math.pi, 40)
+        ]
         d.polygon(pts, fill=255)
         d.line((c - h, c, c - h * 1.15, c + h * 0.1), fill=255, width=max(1, size // 80))
     elif shape == "snail":
@@ -376,8 +427,10 @@ def _shape_mask(shape: str, size: int, length: float) -> Image.Image:
     elif shape == "bird":
         d.ellipse((c - h * 0.6, c - h * 0.35, c + h * 0.45, c + h * 0.35), fill=255)
         d.ellipse((c + h * 0.25, c - h * 0.55, c + h * 0.7, c - h * 0.1), fill=255)
-        d.polygon([(c + h * 0.68, c - h * 0.4), (c + h, c - h * 0.32), (c + h * 0.68, c - h * 0.24)],
-                  fill=255)
+        d.polygon(
+            [(c + h * 0.68, c - h * 0.4), (c + h, c - h * 0.32), (c + h * 0.68, c - h * 0.24)],
+            fill=255,
+        )
         d.polygon([(c - h * 0.5, c), (c - h, c - h * 0.3), (c - h, c + h * 0.2)], fill=255)
     else:
         raise ValueError(f"unknown shape {shape!r}")
@@ -406,13 +459,17 @@ def _pattern(sp: Species, rng: np.random.Generator, size: int, length: float) ->
             d.rectangle((x, 0, x + w, size), fill=sp.accent)
     elif sp.pattern == "rings":
         for r in np.arange(h * 0.1, h, h * 0.18):
-            d.ellipse((c - r - h * 0.1, c - r - h * 0.2, c + r - h * 0.1, c + r - h * 0.2),
-                      outline=sp.accent, width=max(1, int(length * 0.03)))
+            d.ellipse(
+                (c - r - h * 0.1, c - r - h * 0.2, c + r - h * 0.1, c + r - h * 0.2),
+                outline=sp.accent,
+                width=max(1, int(length * 0.03)),
+            )
     return img
 
 
-def _organism(sp: Species, individual: np.random.Generator, view: np.random.Generator,
-              size: int) -> Image.Image:
+def _organism(
+    sp: Species, individual: np.random.Generator, view: np.random.Generator, size: int
+) -> Image.Image:
     """RGBA layer of the organism, rotated and scaled for this view."""
     length = size * individual.uniform(0.42, 0.55) * view.uniform(0.88, 1.12)
     mask = _shape_mask(sp.shape, size, length)
