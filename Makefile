@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
 RUN    ?= logs
 
-.PHONY: help demo test test-fast lint format browser venv tensorboard bench bench-demo clean
+.PHONY: help demo test test-fast lint format browser slurm venv tensorboard bench bench-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -31,10 +31,13 @@ browser:  ## install Debian's chromium and chromium-driver (the Selenium backend
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
+slurm:  ## bring up a single-node Slurm cluster with accounting (Debian's packages; the Slurm tests)
+	@bash tests/cluster/slurm_up.sh
+
 demo: venv  ## train ResNet18 on the embedded biased dataset, evaluate it, print the audit and where to look (ARGS=overrides)
 	$(BIN)/python -m inat_lightning.demo $(ARGS)
 
-test: venv browser  ## lint, then the whole test suite (what CI runs; ARGS=pytest options)
+test: venv browser slurm  ## lint, then the whole test suite (what CI runs; ARGS=pytest options)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(ARGS)
 
@@ -54,7 +57,7 @@ tensorboard: venv  ## TensorBoard on every run (RUN=<run folder> for one)
 	$(BIN)/tensorboard --logdir $(RUN)
 
 bench: venv  ## every benchmark (each prints JSON; docs/benchmarks.md records the figures)
-	for b in loop flops input gradcam downloader scale workers opendata predict detect; do $(BIN)/python -m bench.bench_$$b || exit 1; done
+	for b in loop flops input gradcam downloader scale workers opendata predict detect classes; do $(BIN)/python -m bench.bench_$$b || exit 1; done
 
 bench-demo: venv  ## the demo over several seeds: its audit verdict, mean and spread of its accuracy (~3 min a seed)
 	$(BIN)/python -m bench.bench_demo $(ARGS)

@@ -1,0 +1,91 @@
+"""Sweeps on a real Slurm cluster: the single-node cluster with accounting that
+``tests/cluster/slurm_up.sh`` brings up from Debian's packages (``make test`` runs it). Where it
+could not (not root and no sudo, not Debian), these tests skip with its reason."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import QUICK, run_cli, run_dirs
+
+STATUS = Path(os.environ.get("SLURM_STATUS_FILE", "/tmp/inat-lightning-slurm.status"))
+# one CPU, no GPU, little memory per job: the test node has 2 cores
+ON_THIS_NODE = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+def cluster_problem() -> str | None:
+    """Why the tests cannot use a cluster, or ``None`` when ``sinfo`` shows an idle node."""
+    try:
+        found = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        said = STATUS.read_text().strip() if STATUS.is_file() else "run tests/cluster/slurm_up.sh"
+        return f"no Slurm cluster ({type(e).__name__}); {said}"
+    if found.returncode != 0 or not any(s in found.stdout for s in ("idle", "mixed", "alloc")):
+        said = STATUS.read_text().strip() if STATUS.is_file() else "run tests/cluster/slurm_up.sh"
+        return f"no Slurm node up ({found.stderr.strip()[:200]}); {said}"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(problem := cluster_problem()), reason=str(problem)),
+]
+
+
+def summary_rows(logs: Path) -> list[dict]:
+    (summary,) = logs.rglob("summary.csv")
+    return list(csv.DictReader(summary.open()))
+
+
+def test_a_three_job_sweep_from_a_fresh_clone_finishes_on_slurm(tmp_path):
+    """Three jobs start together on a data folder that does not exist yet: one generates the
+    embedded data set, the others wait for it; all three train and the summary lists them."""
+    res = run_cli(
+        "train.py",
+        "-m",
+        *ON_THIS_NODE,
+        *QUICK,
+        "model.optimizer.lr=0.1,0.03,0.01",
+        tmp_path=tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = summary_rows(tmp_path / "logs")
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert sorted(r["model.optimizer.lr"] for r in rows) == ["0.01", "0.03", "0.1"]
+    assert len(run_dirs(tmp_path / "logs")) == 3
+    assert list((tmp_path / "logs").rglob(".submitit/*/*.out"))  # they ran as Slurm jobs
+
+
+def test_a_job_with_a_bad_config_fails_promptly_with_its_reason(tmp_path):
+    t0 = time.monotonic()
+    res = run_cli(
+        "train.py",
+        "-m",
+        *ON_THIS_NODE,
+        *QUICK,
+        "model.optimizer.lr=0.1,-5",
+        tmp_path=tmp_path,
+        timeout=600,
+    )
+    assert res.returncode != 0  # the sweep says a job failed
+    assert time.monotonic() - t0 < 300  # no waiting forever on the failed job
+    assert "config error: model.optimizer (torch.optim.SGD): Invalid learning rate: -5" in (
+        res.stderr
+    )
+    statuses = {r["model.optimizer.lr"]: r["status"] for r in summary_rows(tmp_path / "logs")}
+    assert statuses["0.1"] == "done" and statuses["-5"] != "done"
