@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -16,6 +13,7 @@ from inat_lightning.scrape.download import BadBody, decode_check
 from inat_lightning.scrape.http import HttpClient, HttpError
 from inat_lightning.scrape.inat_api import INatAPI, Taxon, parse_observation, pick_taxon
 from tests.helpers.cli import REPO
+from tests.helpers.http import LocalServer
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "inat"
 
@@ -93,38 +91,22 @@ def test_client_pages_genuine_responses_with_id_above(tmp_path: Path):
     ]
     asked: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
+    def answer(path: str, query: dict[str, str]) -> tuple[bytes, str]:
+        if path == "/v1/taxa/48662":
+            data = load("get_taxa_by_id.json")
+        else:
+            asked.append(query)
+            data = pages[min(len(asked) - 1, 2)]
+        return json.dumps(data).encode(), "application/json"
 
-        def do_GET(self) -> None:  # noqa: N802
-            url = urlparse(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            if url.path == "/v1/taxa/48662":
-                data = load("get_taxa_by_id.json")
-            else:
-                asked.append(query)
-                data = pages[min(len(asked) - 1, 2)]
-            body = json.dumps(data).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with LocalServer(answer) as server:
         api = INatAPI(
             HttpClient(rate=50, user_agent="inat-lightning-tests", allow_http=True),
-            f"http://127.0.0.1:{server.server_port}/v1",
+            f"{server.url}/v1",
         )
         taxon = api.resolve_taxon(48662)
         assert taxon.id == 70118 and taxon.name == "Nicrophorus vespilloides"  # what the file holds
         items = list(api.iter_photos(taxon, licenses=None, per_page=1))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert [i.photo_id for i in items] == ["92152429", "92075215"]
     # page 2 (genuine, default order) went *below* the last id: paging stops instead of looping
     assert [q["id_above"] for q in asked] == ["0", "57754375"]

@@ -11,10 +11,7 @@ import csv
 import io
 import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from PIL import Image
@@ -22,6 +19,7 @@ from PIL import Image
 from inat_lightning.data.manifest import read_manifest
 from inat_lightning.scrape.scraper import scrape
 from tests.helpers.cli import REPO, compose_config
+from tests.helpers.http import LocalServer
 from tests.helpers.scrape import FAST
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "inat"
@@ -96,46 +94,25 @@ def genuine_photo(photo_id: str) -> bytes:
     return buf.getvalue()
 
 
-class Server:
+class Server(LocalServer):
     """The API and the photos from 127.0.0.1: one page of observations, then an empty one."""
 
     def __init__(self, page: object) -> None:
         self.page = page
-        owner = self
+        super().__init__(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                url = urlparse(self.path)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                if url.path.startswith("/photos/"):
-                    return self._send(genuine_photo(url.path.split("/")[2]), "image/png")
-                if url.path == "/v1/taxa":
-                    data = {"results": [TAXON]}
-                elif url.path.startswith("/v1/taxa/"):
-                    data = {"results": [{**TAXON, "ancestors": []}]}
-                elif query.get("id_above") == "0":
-                    data = owner.page
-                else:
-                    data = {"results": []}
-                self._send(json.dumps(data).encode(), "application/json")
-
-            def _send(self, body: bytes, ctype: str) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+    def answer(self, path: str, query: dict[str, str]) -> tuple[bytes, str]:
+        if path.startswith("/photos/"):
+            return genuine_photo(path.split("/")[2]), "image/png"
+        if path == "/v1/taxa":
+            data: object = {"results": [TAXON]}
+        elif path.startswith("/v1/taxa/"):
+            data = {"results": [{**TAXON, "ancestors": []}]}
+        elif query.get("id_above") == "0":
+            data = self.page
+        else:
+            data = {"results": []}
+        return json.dumps(data).encode(), "application/json"
 
 
 def local_urls(observations: list[dict], base: str) -> None:
