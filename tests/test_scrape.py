@@ -20,6 +20,7 @@ from PIL import Image
 from inat_lightning.config import ConfigError
 from inat_lightning.data.manifest import read_manifest, sha256_of, write_manifest
 from inat_lightning.data.taxonomy import read_taxa
+from inat_lightning.scrape.budget import SharedByteBudget
 from inat_lightning.scrape.download import Downloader
 from inat_lightning.scrape.http import ByteBudget, HttpClient
 from inat_lightning.scrape.scraper import scrape
@@ -193,14 +194,21 @@ def test_same_bytes_under_two_photo_ids_are_stored_once(tmp_path):
         assert {int(r.photo_id) for r in rows} & {first, second} == {first}
 
 
-def test_byte_budget_pauses_until_the_window_frees():
-    budget = ByteBudget([(0.4, 1000), (3600, None)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_byte_budget_pauses_until_the_window_frees(tmp_path, shared):
+    """One process's budget, or a fleet's: two budgets on one file see each other's bytes."""
+    limits = [(0.4, 1000), (3600, None)]
+    if shared:
+        path = tmp_path / "bytes.sqlite"
+        budget, other = SharedByteBudget(limits, path), SharedByteBudget(limits, path)
+    else:
+        budget = other = ByteBudget(limits)
     budget.wait()  # empty: no wait
     budget.add(600)
     t0 = time.monotonic()
     budget.wait()  # 600 < 1000: no wait
     assert time.monotonic() - t0 < 0.05
-    budget.add(600)  # 1200 >= 1000: wait until the first body leaves the 0.4 s window
+    other.add(600)  # 1200 >= 1000: wait until the first body leaves the 0.4 s window
     budget.wait()
     assert 0.3 < time.monotonic() - t0 < 1.0
 
@@ -441,3 +449,36 @@ def test_a_full_disk_ends_the_scrape_in_one_line_with_failures_written(
     assert "stopped by a disk error" in err and "No space left on device" in err
     assert "90000" in (tmp_path / "inat" / "failures.csv").read_text()
     assert not list((tmp_path / "inat").rglob("*.part"))  # nothing half-written left behind
+
+
+@pytest.mark.slow
+def test_two_scrape_processes_share_one_polite_budget(tmp_path):
+    """A fleet (two terminals, two Slurm jobs) on one budget folder: together they stay within
+    the one polite rate, in every 1-second window, for the API and for photos."""
+    with FakeINat(num_taxa=2, observations_per_taxon=25) as fake:
+        procs = []
+        for i, taxon in enumerate(fake.taxa):
+            args = [
+                sys.executable,
+                str(REPO / "scrape.py"),
+                f"paths.log_dir={tmp_path / f'logs{i}'}",
+                f"scrape.api_url={fake.base_url}/v1",
+                f"scrape.taxa=[{taxon['name']}]",
+                f"scrape.out={tmp_path / f'inat{i}'}",
+                *FAST,
+                "scrape.media_rate=8",
+                "scrape.api_rate=4",
+                f"scrape.budget_dir={tmp_path / 'budget'}",
+            ]
+            procs.append(subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True))
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors[0][-2000:] + errors[1][-2000:]
+        photos = fake.request_times("photo")
+        api = fake.request_times("api")
+    assert len(photos) >= 40  # both processes fetched, at the same time
+    # one budget for the fleet, not 2 x 8: on average, and in every 1-second window (+2 for
+    # the window's ends and a process descheduled between its slot and its send)
+    photos = sorted(photos)
+    assert (len(photos) - 1) / (photos[-1] - photos[0]) <= 8 * 1.05
+    assert max_per_second(photos) <= 8 + 2
+    assert max_per_second(api) <= 4 + 2

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -182,6 +183,8 @@ class HttpClient:
             every redirect; ``None`` allows any.
         allow_http: allow plain ``http`` (only for local servers: the User-Agent names you).
         max_redirects: redirects followed per request.
+        limiter: the rate limiter to draw from instead of this client's own (a fleet-wide one:
+            :class:`~inat_lightning.scrape.budget.SharedRateLimiter`).
     """
 
     def __init__(
@@ -191,12 +194,13 @@ class HttpClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         max_bytes: int = 20_000_000,
-        byte_budget: ByteBudget | None = None,
+        byte_budget: ByteBudget | Any | None = None,
         allowed_hosts: Sequence[str] | None = None,
         allow_http: bool = False,
         max_redirects: int = 5,
+        limiter: RateLimiter | Any | None = None,
     ) -> None:
-        self.limiter = RateLimiter(rate)
+        self.limiter = limiter or RateLimiter(rate)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.max_bytes = max_bytes

@@ -16,6 +16,7 @@ from inat_lightning.data.card import CREDITS_NAME, write_card
 from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
 from inat_lightning.data.taxonomy import TAXA_NAME, read_taxa, write_taxa
 from inat_lightning.progress import progress
+from inat_lightning.scrape.budget import SharedByteBudget, SharedRateLimiter
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, FolderLocked, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
 from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister, Taxon, TaxonSource
@@ -75,25 +76,40 @@ def make_clients(
 ) -> tuple[HttpClient, HttpClient]:
     """One client for the API (about 1 request/s) and one for media (``media_rate`` or
     ``scrape.media_rate``, byte budgets); both reach only the allowed hosts, over https unless
-    ``allow_http``."""
+    ``allow_http``. With ``scrape.budget_dir`` the rates and byte budgets are shared by every
+    scrape process using that folder (:mod:`inat_lightning.scrape.budget`)."""
     retry = RetryPolicy(settings.retries, settings.backoff, settings.max_backoff)
     hosts = {"allowed_hosts": settings.allowed_hosts, "allow_http": settings.allow_http}
+    rate = media_rate or settings.media_rate
+    caps = [(3600, settings.max_bytes_per_hour), (86400, settings.max_bytes_per_day)]
+    shared = settings.get("budget_dir")
+    if shared:
+        folder = Path(str(shared)).expanduser()
+        api_limiter = SharedRateLimiter(settings.api_rate, folder / "api_requests.sqlite")
+        media_limiter = SharedRateLimiter(rate, folder / "media_requests.sqlite")
+        budget: ByteBudget | SharedByteBudget = SharedByteBudget(
+            caps, folder / "media_bytes.sqlite"
+        )
+    else:
+        api_limiter = media_limiter = None
+        budget = ByteBudget(caps)
     api = HttpClient(
         settings.api_rate,
         settings.user_agent,
         settings.timeout,
         retry,
         max_bytes=API_MAX_BYTES,
+        limiter=api_limiter,
         **hosts,
     )
-    budget = ByteBudget([(3600, settings.max_bytes_per_hour), (86400, settings.max_bytes_per_day)])
     media = HttpClient(
-        media_rate or settings.media_rate,
+        rate,
         settings.user_agent,
         settings.timeout,
         retry,
         max_bytes=settings.max_bytes,
         byte_budget=budget,
+        limiter=media_limiter,
         **hosts,
     )
     return api, media

@@ -17,6 +17,7 @@ FAST = [
     "scrape.max_per_taxon=null",
     "scrape.allowed_hosts=[127.0.0.1]",  # the fake iNaturalist
     "scrape.allow_http=true",
+    "scrape.budget_dir=null",  # per process (scrape_cfg gives each test a shared one of its own)
 ]
 
 
@@ -29,5 +30,6 @@ def scrape_cfg(tmp_path: Path, fake: FakeINat, *overrides: str):
         f"scrape.taxa=[{taxa}]",
         f"scrape.out={tmp_path / 'inat'}",
         *FAST,
+        f"scrape.budget_dir={tmp_path / 'budget'}",
         *overrides,
     )
