@@ -13,7 +13,7 @@ from inat_lightning.scrape.download import BadBody, decode_check
 from inat_lightning.scrape.http import HttpClient, HttpError
 from inat_lightning.scrape.inat_api import INatAPI, Taxon, parse_observation, pick_taxon
 from tests.helpers.cli import REPO
-from tests.helpers.http import LocalServer
+from tests.helpers.local_server import LocalServer
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "inat"
 

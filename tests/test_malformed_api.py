@@ -19,7 +19,7 @@ from PIL import Image
 from inat_lightning.data.manifest import read_manifest
 from inat_lightning.scrape.scraper import scrape
 from tests.helpers.cli import REPO, compose_config
-from tests.helpers.http import LocalServer
+from tests.helpers.local_server import LocalServer
 from tests.helpers.scrape import FAST
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "inat"

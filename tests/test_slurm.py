@@ -7,12 +7,15 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import QUICK, run_cli, run_dirs
+from tests.helpers.cli import QUICK, REPO, run_cli, run_dirs
+
+DUMMY = REPO / "tests" / "helpers" / "dummy_task.py"
 
 STATUS = Path(os.environ.get("SLURM_STATUS_FILE", "/tmp/inat-lightning-slurm.status"))
 # one CPU, no GPU, little memory per job: the test node has 2 cores
@@ -89,3 +92,38 @@ def test_a_job_with_a_bad_config_fails_promptly_with_its_reason(tmp_path):
     )
     statuses = {r["model.optimizer.lr"]: r["status"] for r in summary_rows(tmp_path / "logs")}
     assert statuses["0.1"] == "done" and statuses["-5"] != "done"
+
+
+def test_an_optuna_search_runs_as_slurm_jobs_on_a_database_server(tmp_path):
+    """The README's cluster search: trials as Slurm jobs (three at once), the study in MariaDB
+    (the server slurm_up.sh started) through an SQLAlchemy URL; exactly ``n_trials`` trials,
+    each parameter set distinct. The task is the dummy one: the scheduler and the storage are
+    what is tested here."""
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("pymysql")
+    url = "mysql+pymysql://inat:inat@127.0.0.1/inat_optuna"
+    study = f"slurm_{tmp_path.name}"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(DUMMY),
+            "hparams_search=optuna_sgd",
+            *ON_THIS_NODE,
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.sweeper.storage={url}",
+            f"hydra.sweeper.study_name={study}",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    found = optuna.load_study(study_name=study, storage=url)
+    complete = [t for t in found.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
+    assert list((tmp_path / "logs").rglob(".submitit/*/*.out"))  # they ran as Slurm jobs

@@ -53,9 +53,16 @@ if ! running mariadbd && ! running mysqld; then
   $SUDO sh -c 'nohup /usr/bin/mysqld_safe >/var/log/mysqld_safe.log 2>&1 &'
 fi
 wait_for 30 $SUDO mysqladmin ping || skip "MariaDB did not start"
+# slurmdbd's accounting database, and one for Optuna studies (searches run as Slurm jobs share it
+# through an SQLAlchemy URL: mysql+pymysql://inat:inat@localhost/inat_optuna)
 $SUDO mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
   CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
-  GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+  CREATE DATABASE IF NOT EXISTS inat_optuna;
+  CREATE USER IF NOT EXISTS 'inat'@'localhost' IDENTIFIED BY 'inat';
+  CREATE USER IF NOT EXISTS 'inat'@'127.0.0.1' IDENTIFIED BY 'inat';
+  GRANT ALL ON inat_optuna.* TO 'inat'@'localhost';
+  GRANT ALL ON inat_optuna.* TO 'inat'@'127.0.0.1'; FLUSH PRIVILEGES;"
 
 # configuration
 $SUDO mkdir -p /etc/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm /run/slurm
