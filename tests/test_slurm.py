@@ -5,6 +5,7 @@ could not (not root and no sudo, not Debian), these tests skip with its reason."
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from inat_lightning.models.confusion import Confusion
+from inat_lightning.runs.overrides import quote
 from tests.helpers.cli import QUICK, REPO, run_cli, run_dirs
 
 DUMMY = REPO / "tests" / "helpers" / "dummy_task.py"
@@ -127,3 +130,37 @@ def test_an_optuna_search_runs_as_slurm_jobs_on_a_database_server(tmp_path):
     assert len(complete) == 4
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
     assert list((tmp_path / "logs").rglob(".submitit/*/*.out"))  # they ran as Slurm jobs
+
+
+def test_a_ddp_job_over_two_slurm_tasks_counts_every_test_image_once(tmp_path):
+    """One job, two Slurm tasks (CPU, gloo): Lightning reads the Slurm environment, the test
+    confusion counts every test image once, and equals a single-process evaluation of the
+    same checkpoint."""
+    res = run_cli(
+        "train.py",
+        "-m",
+        *ON_THIS_NODE,
+        *QUICK,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",  # = hydra.launcher.tasks_per_node
+        tmp_path=tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "logs")
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob(".submitit/*/*.err"))
+    assert "All distributed processes registered. Starting with 2 processes" in logs
+    trained = json.loads((run / "metrics.json").read_text())
+    assert Confusion.from_record(trained["test_confusion"]).total == trained["split_sizes"]["test"]
+    res = run_cli(
+        "evaluate.py",
+        f"ckpt_path={quote(trained['best_checkpoint'])}",  # a sweep job's folder: = and ,
+        "callbacks=none",
+        tmp_path=tmp_path / "eval",
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (evaluated,) = run_dirs(tmp_path / "eval" / "logs")
+    single = json.loads((evaluated / "metrics.json").read_text())
+    assert single["test_confusion"] == trained["test_confusion"]
