@@ -40,9 +40,8 @@ def test_corrupt_images_are_reported_and_skipped(tmp_path: Path, caplog):
     (root / "a" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     good = (root / "b" / "1.jpg").read_bytes()
     (root / "b" / "1.jpg").write_bytes(good[: len(good) // 2])  # truncated
-    d = dm(
-        root, split=SplitSpec(ratios=(0.5, 0.25, 0.25)), batch_size=64
-    )  # no ragged batch dropped
+    # (2 of 24 is above the 5 % refused before any work: allowed here, to test the loader)
+    d = dm(root, split=SplitSpec(ratios=(0.5, 0.25, 0.25)), batch_size=64, max_missing=1.0)
     d.setup()
     seen, skipped = 0, 0
     with caplog.at_level(logging.WARNING):
@@ -58,7 +57,7 @@ def test_whole_batch_corrupt_gives_empty_batch(tmp_path: Path):
     root = make_image_folder(tmp_path / "ds", {"a": 3, "b": 3})
     for p in root.rglob("*.jpg"):
         p.write_bytes(b"garbage")
-    d = dm(root)
+    d = dm(root, max_missing=1.0)
     d.setup()
     batch = next(iter(d.train_dataloader()))
     assert batch["image"] is None and batch["n_skipped"] == len(d.datasets["train"])

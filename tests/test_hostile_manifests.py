@@ -154,3 +154,20 @@ def test_a_broken_run_folder_config_is_one_line_naming_the_file(tmp_path, saved)
     cfg = compose_config("evaluate", tmp_path, f"ckpt_path={ckpt}")
     with pytest.raises(ConfigError, match=r"^ckpt_path: the run's .*config\.yaml (is not|has no)"):
         evaluate(cfg)
+
+
+def test_a_folder_of_mostly_unreadable_images_is_an_error_before_any_work(tmp_path):
+    make_image_folder(tmp_path / "photos", {"a": 30, "b": 30}, 16)
+    for i in range(20):  # a third of the files are not images (an HTML error page saved as .jpg)
+        (tmp_path / "photos" / "a" / f"{i}.jpg").write_bytes(b"<html>503</html>")
+    dm = ImageFolderDataModule(tmp_path / "photos", image_size=16, num_workers=0)
+    with pytest.raises(
+        ValueError, match=r"20 of 60 images checked .* not readable images.*a/0\.jpg"
+    ):
+        dm.setup()
+    # a few: left to the loader, which skips and counts them
+    make_image_folder(tmp_path / "few", {"a": 30, "b": 30}, 16)
+    (tmp_path / "few" / "a" / "0.jpg").write_bytes(b"<html>503</html>")
+    ok = ImageFolderDataModule(tmp_path / "few", image_size=16, num_workers=0)
+    ok.setup()
+    assert sum(len(d) for d in ok.datasets.values()) == 60

@@ -20,6 +20,7 @@ ARR = "all rights reserved"
 
 def licence_warnings(licences: Mapping[str, int]) -> list[str]:
     """Plain consequences of the licences present (counts by licence code)."""
+
     def count(test) -> int:
         return sum(n for code, n in licences.items() if test(code))
 
@@ -105,7 +106,8 @@ def card_text(records: Sequence[Record], query: Mapping[str, Any], top: int = 10
         top_share = sum(c for _, c in observers.most_common(top)) / n
         lines += [
             f"{len(observers)} observers; the top {min(top, len(observers))} took "
-            f"{top_share:.0%} of the photos (the top one {observers.most_common(1)[0][1] / n:.0%}). "
+            f"{top_share:.0%} of the photos "
+            f"(the top one {observers.most_common(1)[0][1] / n:.0%}). "
             "A few dominant observers make a model learn their cameras and places: consider "
             "`data.split.group_by=observer`.",
             "",

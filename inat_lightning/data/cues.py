@@ -13,12 +13,10 @@ encloses them. The manifest is rewritten atomically, the previous one kept as
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
-import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 

@@ -13,8 +13,12 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from inat_lightning.validation import require, require_numbers
-from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, ImageDataset, collate_skipping
+from inat_lightning.data.dataset import (
+    DEFAULT_MAX_PIXELS,
+    ImageDataset,
+    check_readable,
+    collate_skipping,
+)
 from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
@@ -25,6 +29,7 @@ from inat_lightning.data.transforms import (
     eval_transform,
     train_transform,
 )
+from inat_lightning.validation import require, require_numbers
 
 log = logging.getLogger(__name__)
 BALANCE_MODES = ("none", "sampler", "loss")
@@ -36,7 +41,8 @@ class ImageFolderDataModule(L.LightningDataModule):
     Args:
         root: dataset folder.
         image_size: side of the square network input, in pixels.
-        split: ratios, seed and optional earlier ``splits.csv`` (see :mod:`~inat_lightning.data.split`).
+        split: ratios, seed and optional earlier ``splits.csv`` (see
+            :mod:`~inat_lightning.data.split`).
         splits_out: where to write this run's ``splits.csv`` (``None``: don't write).
         batch_size: per device.
         num_workers: loader worker processes (0 = load in the main process).
@@ -53,8 +59,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         synthetic: when given, ``root`` is (re)generated with it if it doesn't hold that dataset.
         max_pixels: images whose header announces more pixels are skipped, not decoded.
         max_missing: the share of manifest rows whose file may be missing (dropped with one
-            warning line); above it, an error before any work (a manifest that does not
-            describe its folder).
+            warning line), and of a sample of the images that may not open as images; above it,
+            an error before any work (a manifest that does not describe its folder).
     """
 
     def __init__(
@@ -134,6 +140,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             return
         self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
         records = self._filter_classes(load_records(self.root, self.max_missing))
+        check_readable(
+            self.root, [r.path for r in records], self.max_missing, max_pixels=self.max_pixels
+        )
         splits = self.split.assign(records)
         if self.splits_out:
             write_splits(self.splits_out, records, splits, self.split.moved(records, splits))
@@ -145,7 +154,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         for name in SPLITS:
             self.records[name] = [r for r, s in zip(records, splits) if s == name]
         tf = {
-            "train": train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter),
+            "train": train_transform(
+                self.image_size, self.crop_scale, color_jitter=self.color_jitter
+            ),
             "val": eval_transform(self.image_size, self.eval_crop_ratio),
             "test": eval_transform(self.image_size, self.eval_crop_ratio),
         }
@@ -164,7 +175,9 @@ class ImageFolderDataModule(L.LightningDataModule):
     def _filter_classes(self, records: list[Record]) -> list[Record]:
         """Refuse (or drop, with ``min_per_class``) classes too small to appear in every split."""
         if not records:
-            raise ValueError(f"root={str(self.root)!r}: no images found (expected root/<class>/<image>)")
+            raise ValueError(
+                f"root={str(self.root)!r}: no images found (expected root/<class>/<image>)"
+            )
         observations: dict[str, set[str]] = defaultdict(set)
         for r in records:
             observations[r.taxon_name].add(r.observation_id)
@@ -174,12 +187,17 @@ class ImageFolderDataModule(L.LightningDataModule):
         if small and self.min_per_class is None:
             worst = ", ".join(f"{c!r} ({n})" for c, n in sorted(small.items()))
             raise ValueError(
-                f"class(es) with fewer than {needed} observations cannot be split {needed} ways: {worst}."
+                f"class(es) with fewer than {needed} observations cannot be split {needed} ways: "
+                f"{worst}."
                 " Add images, or set data.min_per_class to drop small classes."
             )
         if small:
-            log.warning("dropping %d class(es) with < %d observations: %s", len(small), floor,
-                        ", ".join(sorted(small)))
+            log.warning(
+                "dropping %d class(es) with < %d observations: %s",
+                len(small),
+                floor,
+                ", ".join(sorted(small)),
+            )
             records = [r for r in records if r.taxon_name not in small]
         if len(observations) - len(small) < 2:
             raise ValueError(f"root={str(self.root)!r}: need at least 2 classes to classify")
@@ -247,7 +265,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         if trainer is None or trainer.world_size <= 1:
             return None
         return UnrepeatedDistributedSampler(
-            self.datasets[split], num_replicas=trainer.world_size, rank=trainer.global_rank,
+            self.datasets[split],
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
             shuffle=False,
         )
 

@@ -7,6 +7,7 @@ decoded (a 1 MB PNG can announce 20,000 × 20,000 pixels)."""
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,36 @@ def load_rgb(root: Path, relative: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return img.convert("RGB")
 
 
+def check_readable(
+    root: Path,
+    paths: Sequence[str],
+    max_share: float,
+    sample: int = 500,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    seed: int = 0,
+) -> None:
+    """Open the headers of up to ``sample`` of ``paths`` (a fixed random sample: a bounded cost
+    at any size) before any work; when more than ``max_share`` of them are not images a
+    ``ValueError`` says how many and shows the first few. A cut or damaged body is found only
+    when decoded (skipped then, counted in ``<stage>/skipped_images``)."""
+    if not paths:
+        return
+    rng = random.Random(seed)
+    chosen = paths if len(paths) <= sample else rng.sample(list(paths), sample)
+    real_root = Path(root).resolve()
+    bad = []
+    for rel in chosen:
+        try:
+            open_checked(real_root, rel, max_pixels)
+        except Exception:  # noqa: BLE001 - any failure to open is an unreadable image
+            bad.append(rel)
+    if len(bad) > max_share * len(chosen):
+        raise ValueError(
+            f"{len(bad)} of {len(chosen)} images checked (a sample of {len(paths)}) are not "
+            f"readable images, more than max_missing={max_share:g}; first: {', '.join(bad[:5])}"
+        )
+
+
 class ImageDataset(Dataset):
     """``(root / path, label)`` pairs, decoded as RGB and transformed.
 
@@ -91,7 +122,9 @@ class ImageDataset(Dataset):
             img = self.load(index)
             x = self.transform(img) if self.transform else img
         except Exception as e:  # noqa: BLE001 - any decode failure must skip, not crash the epoch
-            log.warning("skipping unreadable image %s: %s: %s", self.paths[index], type(e).__name__, e)
+            log.warning(
+                "skipping unreadable image %s: %s: %s", self.paths[index], type(e).__name__, e
+            )
             return None
         return {"image": x, "label": self.labels[index], "index": index}
 

@@ -47,9 +47,7 @@ def _images_below(root: Path) -> tuple[list[Path], int]:
     return images, others
 
 
-def _from_manifest_above(
-    folder: Path, images: list[Path]
-) -> tuple[Path, list[Record]] | None:
+def _from_manifest_above(folder: Path, images: list[Path]) -> tuple[Path, list[Record]] | None:
     """``(root, records)`` when ``folder`` or a folder above it holds a manifest listing the
     ``images`` (resolved paths): their manifest rows (observation, truth), and plain records
     for images it does not list; ``None`` when no manifest is found."""

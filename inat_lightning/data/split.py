@@ -1,4 +1,5 @@
-"""Three-way train/val/test split: grouped by observation, stratified by class, deterministic, stable.
+"""Three-way train/val/test split: grouped by observation, stratified by class, deterministic,
+stable.
 
 Each observation gets a number ``u`` in [0, 1) from a hash of ``(seed, class, observation_id)``
 and goes to ``train`` / ``val`` / ``test`` by where ``u`` falls in the cumulative ratios. So:

@@ -7,8 +7,8 @@ It behaves like a small iNaturalist scrape, so the whole pipeline runs offline i
 * photos vary in pose, scale, position, rotation and lighting, on natural-looking backgrounds
   (water, foliage, sand, rock);
 * each *observation* (one individual) has 1–3 photos, recorded in the manifest;
-* an optional **spurious cue** — a hand in a blue sleeve, an angler holding the fish — co-occurs with
-  one species in a configurable share of its observations (and rarely with others); its box is
+* an optional **spurious cue** — a hand in a blue sleeve, an angler holding the fish — co-occurs
+  with one species in a configurable share of its observations (and rarely with others); its box is
   written to the manifest so the bias audit can measure whether the model looks at it.
 
 Everything derives from ``seed`` through independent random streams per photo (background,
@@ -32,9 +32,6 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image, ImageDraw, ImageFilter
 
-from inat_lightning.progress import progress as progress_bar
-from inat_lightning.validation import require
-
 from inat_lightning.data.manifest import (
     MANIFEST_NAME,
     Record,
@@ -43,6 +40,8 @@ from inat_lightning.data.manifest import (
     write_manifest,
 )
 from inat_lightning.data.taxonomy import RANKS, TAXA_NAME, TaxonEntry, write_taxa
+from inat_lightning.progress import progress as progress_bar
+from inat_lightning.validation import require
 
 SPEC_NAME = "synthetic.json"
 BACKGROUNDS = ("water", "foliage", "sand", "rock")
@@ -481,7 +480,8 @@ def _organism(
 
 
 def _draw_hand(canvas: Image.Image, corner: int, rng: np.random.Generator, size: int) -> tuple:
-    """The spurious cue: a hand in a blue sleeve reaching in from an image corner. Returns its box."""
+    """The spurious cue: a hand in a blue sleeve reaching in from an image corner; returns its
+    box."""
     d = ImageDraw.Draw(canvas)
     w = size * rng.uniform(0.26, 0.32)
     right, bottom = corner % 2 == 1, corner >= 2
