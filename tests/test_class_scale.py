@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -92,3 +93,34 @@ def test_two_ddp_processes_sync_the_counts_of_a_single_process(tmp_path):
         assert synced.total == N
         for name in ("true", "pred", "count"):
             np.testing.assert_array_equal(getattr(synced, name), getattr(single, name))
+
+
+def test_the_report_lists_the_weakest_classes_and_says_the_csv_holds_all(tmp_path):
+    from inat_lightning.analysis.data_bias import REPORT_CLASSES, report_markdown
+    from inat_lightning.analysis.report import write_report
+    from inat_lightning.analysis.tables import per_class_table, weakest_first
+
+    k = 3 * REPORT_CLASSES
+    y = np.arange(4 * k) % k
+    confusion = Confusion.from_pairs(y, (y + (y % 3 == 0)) % k, k)
+    table = weakest_first(per_class_table(confusion, [f"c{i}" for i in range(k)]))
+    summary = {
+        "checkpoint": "x.ckpt",
+        "class_names": [f"c{i}" for i in range(k)],
+        "chance_accuracy": 1 / k,
+        "metrics": {"test/acc": confusion.accuracy()},
+        "confused_pairs": [],
+        "per_class": table,
+        "taxonomy": None,
+        "audit": {"title": "audit", "legend": "", "rows": []},
+        "gradcam": [],
+    }
+    text = write_report(tmp_path, summary).read_text()
+    assert f"The {REPORT_CLASSES} weakest of {k}; `per_class.csv` holds every class" in text
+    listed = [line for line in text.splitlines() if re.match(r"\| c\d+ \|", line)]
+    assert len(listed) == REPORT_CLASSES and all(" 0.000 |" in line for line in listed[:5])
+    rows = [{"class": f"c{i}", "cue_share": i / k} for i in range(k)] + [
+        {"class": "(all)", "cue_share": 0.5}
+    ]
+    section = "\n".join(report_markdown(rows))
+    assert f"c{k - 1} " in section and "| c0 " not in section and "(all)" in section

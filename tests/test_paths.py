@@ -65,6 +65,12 @@ def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):
     audit = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3))
     rows = audit.run(resnet(18, 2), root, records, ["a", "b"], InputSpec(32))
     assert [r.images for r in rows] == [2, 3] and audit.skipped == ["a/1.jpg"]
+    # at any class count, the faithfulness metrics cover max_classes classes (most images first)
+    records.append(Record("b3", "b3", "1", "b", "b/2.jpg"))
+    few = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3, max_classes=1))
+    assert [r.class_ for r in few.run(resnet(18, 2), root, records, ["a", "b"], InputSpec(32))] == [
+        "b"
+    ]
 
 
 @pytest.mark.parametrize("photo_id", ["../../x", "²³", "٣٤", "12\n", "-1", ""])

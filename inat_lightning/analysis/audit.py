@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,8 @@ class AuditConfig:
         score: what the cue audit's CAM explains: the predicted ``class`` score, or that class
             ``finer`` than its closest alternatives (Finer-CAM: what tells it from look-alikes).
         max_per_class: images per class for the faithfulness metrics (they cost forward passes).
+        max_classes: classes the faithfulness metrics cover (those with the most test images):
+            bounded at any class count.
         batch_size: images per forward pass.
         removal: how the cue is removed from a photo: ``inpaint``, ``blur`` or ``mean`` (see
             :mod:`inat_lightning.analysis.counterfactual`).
@@ -81,6 +83,7 @@ class AuditConfig:
     target_layer: str = "layer3"
     score: str = "class"
     max_per_class: int = 20
+    max_classes: int = 50
     batch_size: int = 32
     removal: str = "inpaint"
     seed: int = 0
@@ -437,9 +440,11 @@ class FaithfulnessAudit(Audit):
         by its CAM (closer to 0 = the CAM keeps what matters)."""
         cfg = self.cfg
         root = Path(root)
+        counts = Counter(r.taxon_name for r in records)
+        covered = set(sorted(counts, key=lambda c: (-counts[c], c))[: cfg.max_classes])
         by_class: dict[str, list[Record]] = defaultdict(list)
         for r in records:
-            if len(by_class[r.taxon_name]) < cfg.max_per_class:
+            if r.taxon_name in covered and len(by_class[r.taxon_name]) < cfg.max_per_class:
                 by_class[r.taxon_name].append(r)
         rows = []
         with untouched(net):

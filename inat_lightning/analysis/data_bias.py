@@ -12,6 +12,10 @@ from collections.abc import Sequence
 from inat_lightning.analysis.tables import to_markdown
 from inat_lightning.data.manifest import Record
 
+#: classes a report's table lists at most (report.md, dataset_report.md: the weakest or the
+#: most cued first); the CSV files hold every class
+REPORT_CLASSES = 50
+
 
 def dataset_report(records: Sequence[Record]) -> list[dict]:
     """Per class (and ``(all)``): photos, observations, the share of photos with a cue box,
@@ -77,4 +81,9 @@ def report_markdown(rows: Sequence[dict]) -> list[str]:
             f"- **{name}: {share:.0%} of its photos show the cue** — far above the others.",
             "",
         ]
-    return [*lines, to_markdown(list(rows)), ""]
+    shown = list(rows)
+    if len(shown) > REPORT_CLASSES + 1:  # the most cued classes, and the (all) row
+        classes = sorted((r for r in rows if r["class"] != "(all)"), key=lambda r: -r["cue_share"])
+        shown = [*classes[:REPORT_CLASSES], *(r for r in rows if r["class"] == "(all)")]
+        lines += [f"The {REPORT_CLASSES} classes with the largest cue share of {len(classes)}.", ""]
+    return [*lines, to_markdown(shown), ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inat_lightning.analysis.data_bias import flagged, report_markdown
+from inat_lightning.analysis.data_bias import REPORT_CLASSES, flagged, report_markdown
 from inat_lightning.analysis.tables import to_markdown
 from inat_lightning.models.metrics import SCALARS, key
 
@@ -149,10 +149,16 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "## Per class",
         "",
         "Weakest first (by F1), then rarest; `recall` is the species' accuracy, `train_images` its "
-        "training photos.",
+        "training photos."
+        + (
+            f" The {REPORT_CLASSES} weakest of {len(summary['per_class'])}; `per_class.csv` holds "
+            "every class."
+            if len(summary["per_class"]) > REPORT_CLASSES
+            else ""
+        ),
         "",
         *_figure("per_class", summary),
-        to_markdown(summary["per_class"]),
+        to_markdown(summary["per_class"][:REPORT_CLASSES]),
         "",
         *_figure("long_tail", summary, heading="The long tail"),
     ]
