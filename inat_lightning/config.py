@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -135,4 +136,6 @@ def run_cli(task: Callable[[Any], Any], cfg: Any) -> Any:
         if logging.getLogger().handlers:  # into the run's log file too (not before Hydra's)
             log.error("config error: %s", e)
         print(f"config error: {e}", file=sys.stderr)
+        if os.environ.get("SUBMITIT_EXECUTOR"):  # a Slurm job of a sweep: submitit reports
+            raise  # an exception to the launcher at once (an exit leaves it waiting for output)
         sys.exit(2)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,9 @@ def test_a_job_with_a_bad_config_fails_promptly_with_its_reason(tmp_path):
     )
     assert res.returncode != 0  # the sweep says a job failed
     assert time.monotonic() - t0 < 300  # no waiting forever on the failed job
-    assert "config error: model.optimizer (torch.optim.SGD): Invalid learning rate: -5" in (
+    # the failed job, named by its overrides, and its one-line reason
+    assert "Error executing job with overrides" in res.stderr and "lr=-5" in res.stderr
+    assert "ConfigError: model.optimizer (torch.optim.SGD): Invalid learning rate: -5" in (
         res.stderr
     )
     statuses = {r["model.optimizer.lr"]: r["status"] for r in summary_rows(tmp_path / "logs")}
@@ -105,7 +108,7 @@ def test_an_optuna_search_runs_as_slurm_jobs_on_a_database_server(tmp_path):
     optuna = pytest.importorskip("optuna")
     pytest.importorskip("pymysql")
     url = "mysql+pymysql://inat:inat@127.0.0.1/inat_optuna"
-    study = f"slurm_{tmp_path.name}"
+    study = f"slurm_{uuid.uuid4().hex[:12]}"  # the server outlives the test: a new study
     res = subprocess.run(
         [
             sys.executable,
