@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from inat_lightning.scrape.http import budget_delay
+
 log = logging.getLogger(__name__)
 
 
@@ -70,18 +72,8 @@ class SharedByteBudget:
     def _delay(self, db: sqlite3.Connection) -> float:
         now = time.time()
         db.execute("DELETE FROM fetched WHERE t <= ?", (now - self.horizon,))
-        delay = 0.0
-        for window, cap in self.limits:
-            rows = db.execute(
-                "SELECT t, n FROM fetched WHERE t > ? ORDER BY t", (now - window,)
-            ).fetchall()
-            used = sum(n for _, n in rows)
-            for t, n in rows:  # the oldest bodies leave the window first
-                if used < cap:
-                    break
-                used -= n
-                delay = max(delay, t + window - now)
-        return delay
+        fetched = db.execute("SELECT t, n FROM fetched ORDER BY t").fetchall()
+        return budget_delay(fetched, self.limits, now)
 
     def wait(self) -> None:
         while True:

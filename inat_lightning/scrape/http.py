@@ -46,6 +46,24 @@ class RateLimiter:
             time.sleep(slot - now)
 
 
+def budget_delay(
+    fetched: Sequence[tuple[float, int]], limits: Sequence[tuple[float, float]], now: float
+) -> float:
+    """Seconds until every window is under its cap again (0: now), given ``fetched`` bodies
+    ``(time, bytes)`` in time order and ``limits`` ``(window s, cap bytes)``: the oldest bodies
+    leave a window first."""
+    delay = 0.0
+    for window, cap in limits:
+        recent = [(t, n) for t, n in fetched if t > now - window]
+        used = sum(n for _, n in recent)
+        for t, n in recent:
+            if used < cap:
+                break
+            used -= n
+            delay = max(delay, t + window - now)
+    return delay
+
+
 class ByteBudget:
     """Caps bytes per sliding window, e.g. ``[(3600, 5e9), (86400, 24e9)]`` (iNaturalist: more
     than ~5 GB/h or ~24 GB/day of media may get a client blocked); :meth:`wait` blocks until the
@@ -62,16 +80,7 @@ class ByteBudget:
         now = time.monotonic()
         while self._log and self._log[0][0] <= now - self.horizon:
             self._log.popleft()
-        delay = 0.0
-        for window, cap in self.limits:
-            recent = [(t, n) for t, n in self._log if t > now - window]
-            used = sum(n for _, n in recent)
-            for t, n in recent:  # the oldest bodies leave the window first
-                if used < cap:
-                    break
-                used -= n
-                delay = max(delay, t + window - now)
-        return delay
+        return budget_delay(list(self._log), self.limits, now)
 
     def wait(self) -> None:
         while True:
