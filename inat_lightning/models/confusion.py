@@ -95,11 +95,6 @@ class Confusion:
         f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
         return precision, recall, f1
 
-    def count_of(self, true: int, pred: int) -> int:
-        """One cell's count (0 when empty)."""
-        hit = (self.true == true) & (self.pred == pred)
-        return int(self.count[hit].sum())
-
     def mistakes(self) -> list[tuple[int, int, int]]:
         """The off-diagonal cells as ``(count, true, pred)``, most frequent first."""
         off = self.true != self.pred
