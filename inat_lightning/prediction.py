@@ -3,8 +3,9 @@ photo, one fused answer per observation, calibrated confidence with an ``uncerta
 Grad-CAM explanation per photo, and optionally a deployable export of the model.
 
 Reads as its steps: load the model and the run's preprocessing → collect the inputs → predict
-in batches → fuse observations → explain → write ``predictions.csv``, ``observations.csv`` and
-``predictions.json`` → export.
+in batches streamed in observation order, each photo reduced to its top-k and each observation
+fused as it completes (memory does not grow with photos × classes) → explain → write
+``predictions.csv``, ``observations.csv`` and ``predictions.json`` → export.
 
 **Fusion rule**: an observation's class probabilities are the softmax of the mean of its
 readable photos' log-probabilities (a product of experts: each photo is evidence, and one
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import Subset
 
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.gradcam import (
@@ -31,7 +34,7 @@ from inat_lightning.analysis.gradcam import (
     energy_in_box,
     resolve_layer,
 )
-from inat_lightning.analysis.infer import infer
+from inat_lightning.analysis.infer import Batch, batches
 from inat_lightning.analysis.results import (
     ObservationPrediction,
     PhotoPrediction,
@@ -71,16 +74,81 @@ def device_of(name: str) -> torch.device:
 
 def fuse(probs: np.ndarray, groups: list[str]) -> dict[str, np.ndarray]:
     """Observation → fused probabilities (see the module doc), over its readable photos."""
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        if not np.isnan(probs[i]).any():
-            members[g].append(i)
-    out = {}
-    for g, idx in members.items():
-        mean_log = np.log(np.clip(probs[idx], 1e-12, 1)).mean(0)
+    fusers: dict[str, Fused] = {}
+    for p, g in zip(probs, groups):
+        if not np.isnan(p).any():
+            fusers.setdefault(g, Fused(len(p))).add(p)
+    return {g: f.probabilities() for g, f in fusers.items()}
+
+
+class Fused:
+    """One observation's fused probabilities, a photo at a time: a running sum of
+    log-probabilities, ``O(K)`` however many photos it has."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.log_sum = np.zeros(num_classes, dtype=np.float64)
+        self.photos = 0
+
+    def add(self, p: np.ndarray) -> None:
+        self.log_sum += np.log(np.clip(p, 1e-12, 1))
+        self.photos += 1
+
+    def probabilities(self) -> np.ndarray:
+        mean_log = self.log_sum / self.photos
         fused = np.exp(mean_log - mean_log.max())
-        out[g] = fused / fused.sum()
-    return out
+        return fused / fused.sum()
+
+
+Ranked = list[tuple[str, float]]
+
+
+@dataclass
+class Answers:
+    """What the predictions are kept as: the ``k`` best classes of each photo (``None``:
+    unreadable) and of each observation. ``O((photos + observations) × k)``: no
+    photos × classes array at any class count."""
+
+    photos: list[Ranked | None]
+    observations: dict[str, Ranked]
+
+    def readable(self) -> list[int]:
+        return [i for i, best in enumerate(self.photos) if best is not None]
+
+
+def observation_order(groups: Sequence[str]) -> list[int]:
+    """The photo indices with each observation's photos together (in order of first
+    appearance), so that an observation is complete once the stream has passed it."""
+    first: dict[str, int] = {}
+    return sorted(range(len(groups)), key=lambda i: first.setdefault(groups[i], i))
+
+
+def answer(
+    stream: Iterable[Batch],
+    groups: Sequence[str],
+    names: list[str],
+    temperature: float,
+    k: int,
+) -> Answers:
+    """Reduce a stream of batches in :func:`observation_order` to :class:`Answers`: each
+    photo's top ``k``, each observation fused (see the module doc) and ranked as soon as its
+    last readable photo has passed, so one batch and one open observation are in memory."""
+    answers = Answers([None] * len(groups), {})
+    open_group: str | None = None
+    fused: Fused | None = None
+    for batch in stream:
+        probs = torch.softmax(torch.from_numpy(batch.logits) / temperature, 1).numpy()
+        for i, p in zip(batch.index.tolist(), probs):
+            if not np.isfinite(p).all():
+                continue
+            answers.photos[i] = top_k(p, names, k)
+            if groups[i] != open_group:
+                if fused is not None:
+                    answers.observations[open_group] = top_k(fused.probabilities(), names, k)
+                open_group, fused = groups[i], Fused(len(p))
+            fused.add(p)
+    if fused is not None:
+        answers.observations[open_group] = top_k(fused.probabilities(), names, k)
+    return answers
 
 
 def top_k(p: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
@@ -96,7 +164,7 @@ def explain(
     model: Classifier,
     dataset: ImageDataset,
     records: list[Record],
-    probs: np.ndarray,
+    answers: Answers,
     out: Path,
     spec: InputSpec,
 ) -> dict[int, dict[str, Any]]:
@@ -105,7 +173,7 @@ def explain(
     for *every* readable photo with a cue box in the manifest the CAM energy share in the box
     (``cue_share``: the warning that the model looks at the angler must not depend on how many
     photos get a picture)."""
-    readable = [i for i in range(len(records)) if not np.isnan(probs[i]).any()]
+    readable = answers.readable()
     tiled = set(readable[: cfg.explain_max] if cfg.explain else [])
     boxed = {i for i in readable if records[i].cue_box is not None and records[i].width}
     chosen = sorted(tiled | boxed)
@@ -115,16 +183,18 @@ def explain(
     if tiled:
         folder.mkdir(exist_ok=True)
     names = model.class_names
+    position = {n: i for i, n in enumerate(names)}
     found: dict[int, dict[str, Any]] = {}
     for start in range(0, len(chosen), 32):
         part = chosen[start : start + 32]
         x = torch.stack([dataset[i]["image"] for i in part])
-        targets = [int(np.argmax(probs[i])) for i in part]
+        best = [answers.photos[i][0] for i in part]
+        targets = [position[n] for n, _ in best]
         cams = compute_cams(model.net, x, targets, cfg.cam_method, cfg.target_layer)
         photos = denormalize(x).permute(0, 2, 3, 1).numpy()
-        for i, photo, cam, t in zip(part, photos, cams, targets):
+        for i, photo, cam, (name, p) in zip(part, photos, cams, best):
             r = records[i]
-            lines = [f"{names[t]}  {probs[i][t]:.0%}"]
+            lines = [f"{name}  {p:.0%}"]
             if r.taxon_name:
                 lines.append(f"true: {r.taxon_name}")
             row: dict[str, Any] = {}
@@ -222,19 +292,19 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         settings["max_pixels"],
     )
     temperature = model.temperature if cfg.calibrated else 1.0
-    predictions = infer(
+    groups = [r.observation_id for r in records]
+    stream = batches(
         model.net,
-        dataset,
+        Subset(dataset, observation_order(groups)),
         device_of(cfg.device),
         settings["batch_size"],
         settings["num_workers"],
         cfg.get("progress", True),
     )
-    probs = predictions.probabilities(temperature)
-    fused = fuse(probs, [r.observation_id for r in records])
-    explained = explain(cfg, model, dataset, records, probs, out, spec)
-    photo_rows, summary = _photo_rows(settings, records, probs, fused, explained, names)
-    observation_rows = _observation_rows(settings, records, fused, names)
+    answers = answer(stream, groups, names, temperature, settings["top_k"])
+    explained = explain(cfg, model, dataset, records, answers, out, spec)
+    photo_rows, summary = _photo_rows(settings, records, answers, explained)
+    observation_rows = _observation_rows(settings, records, answers)
     tables.write_csv(out / "predictions.csv", photo_rows, columns(PhotoPrediction))
     tables.write_csv(out / "observations.csv", observation_rows, columns(ObservationPrediction))
     summary |= {
@@ -248,7 +318,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     }
     summary["observation_accuracy"] = _accuracy(observation_rows)
     if cfg.export:
-        summary["export"] = _export(model, dataset, probs, out, spec, ckpt)
+        summary["export"] = _export(model, dataset, answers, out, spec, ckpt)
     write_json(
         out / "predictions.json",
         {**summary, "photos": photo_rows, "observation_answers": observation_rows},
@@ -266,21 +336,23 @@ def _top_text(best: list[tuple[str, float]]) -> str:
 
 
 def _photo_rows(
-    settings, records, probs, fused, explained, names
+    settings: dict[str, Any],
+    records: list[Record],
+    answers: Answers,
+    explained: dict[int, dict[str, Any]],
 ) -> tuple[list[PhotoPrediction], dict]:
     rows, unreadable = [], []
-    for i, r in enumerate(records):
+    for i, (r, best) in enumerate(zip(records, answers.photos)):
         row = PhotoPrediction(r.photo_id, r.path, r.observation_id, true=r.taxon_name or None)
         rows.append(row)
-        if np.isnan(probs[i]).any():
+        if best is None:
             unreadable.append(r.path)
             row.status = "unreadable"
             continue
-        best = top_k(probs[i], names, settings["top_k"])
         row.prediction, row.probability = best[0][0], round(best[0][1], 6)
         row.uncertain = best[0][1] < settings["uncertain_below"]
         row.top_k = _top_text(best)
-        row.observation_prediction = names[int(np.argmax(fused[r.observation_id]))]
+        row.observation_prediction = answers.observations[r.observation_id][0][0]
         extra = explained.get(i, {})
         if "cue_share" in extra:
             row.cue_share = round(extra["cue_share"], 4)
@@ -298,26 +370,25 @@ def _photo_rows(
     return rows, summary
 
 
-def _observation_rows(settings, records, fused, names) -> list[ObservationPrediction]:
+def _observation_rows(
+    settings: dict[str, Any], records: list[Record], answers: Answers
+) -> list[ObservationPrediction]:
     truth = {r.observation_id: r.taxon_name for r in records}
-    photos = defaultdict(int)
+    photos: dict[str, int] = defaultdict(int)
     for r in records:
         photos[r.observation_id] += 1
-    rows = []
-    for obs, p in fused.items():
-        best = top_k(p, names, settings["top_k"])
-        rows.append(
-            ObservationPrediction(
-                observation_id=obs,
-                photos=photos[obs],
-                prediction=best[0][0],
-                probability=round(best[0][1], 6),
-                uncertain=best[0][1] < settings["uncertain_below"],
-                top_k=_top_text(best),
-                true=truth[obs] or None,
-            )
+    return [
+        ObservationPrediction(
+            observation_id=obs,
+            photos=photos[obs],
+            prediction=best[0][0],
+            probability=round(best[0][1], 6),
+            uncertain=best[0][1] < settings["uncertain_below"],
+            top_k=_top_text(best),
+            true=truth[obs] or None,
         )
-    return rows
+        for obs, best in answers.observations.items()
+    ]
 
 
 def _accuracy(rows: Sequence[PhotoPrediction | ObservationPrediction]) -> float | None:
@@ -326,12 +397,19 @@ def _accuracy(rows: Sequence[PhotoPrediction | ObservationPrediction]) -> float 
     return sum(r.true == r.prediction for r in judged) / len(judged) if judged else None
 
 
-def _export(model, dataset, probs, out: Path, spec: InputSpec, ckpt: Path) -> dict[str, Any]:
+def _export(
+    model: Classifier,
+    dataset: ImageDataset,
+    answers: Answers,
+    out: Path,
+    spec: InputSpec,
+    ckpt: Path,
+) -> dict[str, Any]:
     """Export beside the predictions (with the model card) and check it against the checkpoint
     on up to 16 photos."""
     program, meta = export_model(model, out / "export", spec)
     write_card(out / "export", read_checkpoint(ckpt), ckpt.name)
-    readable = [i for i in range(len(dataset)) if not np.isnan(probs[i]).any()][:16]
+    readable = answers.readable()[:16]
     images = torch.stack([dataset[i]["image"] for i in readable])
     check = compare_export(program, model, images)
     log.info("exported %s (%s): %s", program, meta.name, check)

@@ -5,6 +5,7 @@ through it, so they measure what the model is tested on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,43 @@ class Predictions:
         return torch.from_numpy(self.logits[keep]), torch.from_numpy(self.labels[keep]).long()
 
 
+@dataclass
+class Batch:
+    """One batch of :func:`batches`: the dataset ``index`` of each readable item, its ``logits``
+    ``(B, K)`` float32 and its ``labels``."""
+
+    index: np.ndarray
+    logits: np.ndarray
+    labels: np.ndarray
+
+
 @torch.inference_mode()
+def batches(
+    net: nn.Module,
+    dataset: Dataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    show_progress: bool = False,
+) -> Iterator[Batch]:
+    """Every readable item of ``dataset`` (this project's
+    :class:`~inat_lightning.data.dataset.ImageDataset`, or a ``Subset`` of it: items carry
+    ``image``, ``label`` and ``index``; unreadable ones are skipped) through ``net`` in eval mode
+    on ``device``, a batch at a time in dataset order: memory is one batch, whatever the number
+    of photos and classes."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping
+    )
+    net = net.eval().to(device)
+    bar = progress(loader, desc="predict", unit="batch", disable=not show_progress)
+    with bar:
+        for batch in bar:
+            if batch["image"] is None:  # every photo of the batch unreadable
+                continue
+            out = net(batch["image"].to(device)).float().cpu().numpy()
+            yield Batch(batch["index"].numpy(), out, batch["label"].numpy())
+
+
 def infer(
     net: nn.Module,
     dataset: Dataset,
@@ -51,29 +88,16 @@ def infer(
     num_workers: int = 0,
     show_progress: bool = False,
 ) -> Predictions:
-    """Every item of ``dataset`` (this project's :class:`~inat_lightning.data.dataset.ImageDataset`:
-    items carry ``image``, ``label`` and ``index``; unreadable ones are skipped) through ``net``
-    in eval mode on ``device``."""
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping
-    )
+    """:func:`batches` gathered into :class:`Predictions` (``(N, K)`` in memory: for a test set
+    or a calibration split; ``predict.py`` streams instead)."""
     n = len(dataset)
-    logits: np.ndarray | None = None
+    logits = np.full((n, _classes(net)), np.nan, dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int64)
-    net = net.eval().to(device)
-    bar = progress(loader, desc="predict", unit="batch", disable=not show_progress)
-    with bar:
-        for batch in bar:
-            if batch["image"] is None:  # every photo of the batch unreadable
-                continue
-            out = net(batch["image"].to(device)).float().cpu().numpy()
-            if logits is None:
-                logits = np.full((n, out.shape[1]), np.nan, dtype=np.float32)
-            index = batch["index"].numpy()
-            logits[index] = out
-            labels[index] = batch["label"].numpy()
-    if logits is None:  # nothing readable: the width is the head's
-        logits = np.full((n, _classes(net)), np.nan, dtype=np.float32)
+    for b in batches(net, dataset, device, batch_size, num_workers, show_progress):
+        if b.logits.shape[1] != logits.shape[1]:  # a head this module cannot read
+            logits = np.full((n, b.logits.shape[1]), np.nan, dtype=np.float32)
+        logits[b.index] = b.logits
+        labels[b.index] = b.labels
     return Predictions(logits, labels)
 
 
