@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from inat_lightning.analysis.infer import infer
+from inat_lightning.analysis.infer import batches, infer
 from inat_lightning.analysis.results import write_json
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
@@ -152,11 +153,16 @@ def main_process_confusion(
     """The test confusion counted in this process (each test image once) with the tested
     checkpoint's weights."""
     net = load_classifier(tested, "best checkpoint").net if tested else model.net
-    logits, labels = infer(
+    labels, predicted = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for b in batches(
         net, datamodule.datasets["test"], device, datamodule.batch_size, datamodule.num_workers
-    ).known()
-    predicted = logits.argmax(1) if len(labels) else labels
-    return Confusion.from_pairs(labels.numpy(), predicted.numpy(), datamodule.num_classes)
+    ):  # streamed: (true, predicted) pairs, never the test set's logits
+        keep = np.isfinite(b.logits).all(1) & (b.labels >= 0)
+        labels.append(b.labels[keep])
+        predicted.append(b.logits[keep].argmax(1))
+    return Confusion.from_pairs(
+        np.concatenate(labels), np.concatenate(predicted), datamodule.num_classes
+    )
 
 
 def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float] | None:

@@ -139,6 +139,13 @@ def test_the_torchvision_detector_reads_local_weights_only(tmp_path):
     assert all(d.label in ("person", "boat") and d.score >= 0.6 for d in found)
     with pytest.raises(ValueError, match="not COCO classes"):
         TorchvisionDetector(labels=("angler",), weights=None, weights_path=str(weights))
+    small = TorchvisionDetector(weights=None, weights_path=str(weights), image_size=320)
+    seen = small.net.transform([torch.rand(3, 120, 160)])[
+        0
+    ].image_sizes  # what the network is given: short side 320
+    assert seen[0][0] == 320 and abs(seen[0][1] - 160 * 320 / 120) <= 1
+    with pytest.raises(ValueError, match="image_size"):
+        TorchvisionDetector(weights=None, weights_path=str(weights), image_size=8)
 
 
 def test_the_dataset_report_counts_match_the_manifest_and_flag_the_cued_class(tmp_path):

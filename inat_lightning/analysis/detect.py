@@ -91,6 +91,9 @@ class TorchvisionDetector:
         weights: ``DEFAULT`` downloads torchvision's COCO weights (cached); ``None`` with
             ``weights_path`` reads a local state dict (tensors only).
         weights_path: a local ``.pth`` state dict of that architecture.
+        image_size: the short side the detector resizes a photo to (torchvision's ``min_size``,
+            800 by default; the long side at most 5/3 of it): smaller is faster and misses
+            smaller cues.
     """
 
     def __init__(
@@ -100,8 +103,13 @@ class TorchvisionDetector:
         architecture: str = "fasterrcnn_mobilenet_v3_large_fpn",
         weights: str | None = "DEFAULT",
         weights_path: str | None = None,
+        image_size: int = 800,
     ) -> None:
         from torchvision.models import detection, get_model_weights
+
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
+            raise ValueError(f"image_size={image_size!r}: must be an integer >= 32")
+        size = {"min_size": image_size, "max_size": image_size * 5 // 3}
 
         categories = get_model_weights(architecture).DEFAULT.meta["categories"]
         unknown = sorted(set(labels) - set(categories))
@@ -111,10 +119,11 @@ class TorchvisionDetector:
         if weights_path:
             from inat_lightning.models.backbones import load_tensors
 
-            net = builder(weights=None, weights_backbone=None)
+            net = builder(weights=None, weights_backbone=None, **size)
             net.load_state_dict(load_tensors(Path(weights_path), "weights_path"))
         else:
-            net = builder(weights=weights, weights_backbone=None if weights is None else "DEFAULT")
+            backbone = None if weights is None else "DEFAULT"
+            net = builder(weights=weights, weights_backbone=backbone, **size)
         self.net = net.eval()
         self.categories, self.labels, self.min_score = categories, tuple(labels), min_score
         self.name = f"torchvision-{architecture}"
