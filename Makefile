@@ -41,11 +41,11 @@ demo: venv  ## train ResNet18 on the embedded biased dataset, evaluate it, print
 
 test: venv browser slurm  ## lint, then the whole test suite (what CI runs; ARGS=pytest options, JOBS=workers)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-fast: venv browser  ## the edit-test loop: every test but the slow ones (training, CLI)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not slow" $(ARGS)
 
 lint: venv  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis.infer import batches, infer
 from inat_lightning.analysis.results import write_json
+from inat_lightning.callbacks.checkpoints import best_checkpointing
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.models.calibration import fit_temperature, scores
@@ -69,7 +70,7 @@ def train(cfg: DictConfig) -> float | None:
     train_metrics = scalar_metrics(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
-    checkpointing = trainer.checkpoint_callback
+    checkpointing = best_checkpointing(trainer)
     best = checkpointing.best_model_path if checkpointing else ""
     calibration = None
     if best and cfg.get("train", True) and cfg.get("calibrate", True):

@@ -17,6 +17,18 @@ from filelock import FileLock
 from inat_lightning.data.synthetic import SyntheticSpecies
 from tests.helpers.cli import SMALL, run_cli, run_dirs
 
+#: the longest test files (minutes, mostly waiting on subprocesses and Slurm), started first so
+#: that pytest-xdist's workers (``make test``: whole files, in this order) end together
+LONGEST_FIRST = ("test_slurm.py", "test_readme.py", "test_audit.py", "test_search.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
 
 def session_root(tmp_path_factory) -> Path:
     """The folder every worker of this session sees (xdist gives each worker its own basetemp

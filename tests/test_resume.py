@@ -54,6 +54,22 @@ def test_resume_without_a_checkpoint_is_a_config_error(tmp_path):
         resume_checkpoint(compose_config("train", tmp_path, "resume=/no/such/run"))
 
 
+def test_a_requeued_slurm_job_continues_from_its_folders_last_checkpoint(tmp_path, monkeypatch):
+    cfg = compose_config("train", tmp_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resume_checkpoint(cfg) is None  # requeued before its first checkpoint: from scratch
+    last.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, last)
+    assert resume_checkpoint(cfg) == str(last)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the first start: a leftover is not resumed
+    assert resume_checkpoint(cfg) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    last.write_bytes(b"truncated")
+    with pytest.raises(ConfigError, match="resume"):
+        resume_checkpoint(cfg)
+
+
 def last_epoch(run) -> int:
     ckpt = run / "checkpoints" / "last.ckpt"
     return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]

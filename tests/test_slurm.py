@@ -17,7 +17,7 @@ import pytest
 
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.runs.overrides import quote
-from tests.helpers.cli import QUICK, REPO, run_cli, run_dirs
+from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
 
 DUMMY = REPO / "tests" / "helpers" / "dummy_task.py"
 
@@ -30,6 +30,10 @@ ON_THIS_NODE = [
     "hydra.launcher.gpus_per_node=0",
     "hydra.launcher.timeout_min=10",
 ]
+# the requeue test: a 2-minute limit, signalled 60 s before it; Slurm's timer ticks every 30 s,
+# so the signal comes 30-60 s into the job. Each of 20 epochs of the first start sleeps 3 s: the
+# training outlasts the signal and has saved checkpoints by then; requeued, it runs unslowed.
+LIMIT_MIN, SIGNAL_BEFORE_LIMIT_S, EPOCHS, PAUSE_S = 2, 60, 20, 3
 
 
 def cluster_problem() -> str | None:
@@ -167,3 +171,95 @@ def test_a_ddp_job_over_two_slurm_tasks_counts_every_test_image_once(tmp_path):
     (evaluated,) = run_dirs(tmp_path / "eval" / "logs")
     single = json.loads((evaluated / "metrics.json").read_text())
     assert single["test_confusion"] == trained["test_confusion"]
+
+
+def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_path):
+    """A job whose training outlasts its time limit: Slurm signals it before the limit, the
+    launcher requeues it (``max_num_timeout``), the job starts again in its folder and continues
+    from its last checkpoint; its ``metrics.json`` equals an uninterrupted local run's. The
+    first start's epochs are made long in wall time by a sleeping callback, not by work."""
+    training = [
+        *SMALL,
+        f"trainer.max_epochs={EPOCHS}",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "trainer.deterministic=true",
+        "seed=5",
+        "~callbacks.gradcam",
+        "~callbacks.metric_figures",
+    ]
+    straight = subprocess.Popen(  # the reference, at the same time, on the same data folder
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            *training,
+            f"paths.log_dir={tmp_path / 'straight'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    res = run_cli(
+        "train.py",
+        "-m",
+        *(o for o in ON_THIS_NODE if "timeout_min" not in o),
+        f"hydra.launcher.timeout_min={LIMIT_MIN}",
+        f"hydra.launcher.signal_delay_s={SIGNAL_BEFORE_LIMIT_S}",
+        *training,
+        "+callbacks.pause._target_=tests.helpers.pause.Pause",
+        f"+callbacks.pause.seconds={PAUSE_S}",
+        tmp_path=tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err[-3000:]
+    (run,) = run_dirs(tmp_path / "logs")
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob(".submitit/*/*.err"))
+    assert "this job is timed-out" in logs  # submitit's words on Slurm's signal
+    assert "Slurm restart 1: continuing from" in (run / "train.log").read_text()
+    want = json.loads((run_dirs(tmp_path / "straight")[0] / "metrics.json").read_text())
+    got = json.loads((run / "metrics.json").read_text())
+    assert got["metrics"] == want["metrics"]
+    assert got["best"] == want["best"]
+    assert got["test_confusion"] == want["test_confusion"]
+
+
+def test_without_accounting_a_job_that_dies_silently_is_reported_not_waited_for(tmp_path):
+    """A cluster without Slurm's accounting: ``sacct`` fails (here a stand-in on ``PATH`` that
+    says what Slurm says there). A job killed without writing its result (as the kernel kills
+    one out of memory) ends the sweep promptly with the job's state and log."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sacct").write_text(
+        "#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n"
+    )
+    (shim / "sacct").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+        "DUMMY_TASK_SELF_KILL": "1",
+    }
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(DUMMY),
+            "-m",
+            *ON_THIS_NODE,
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "model.optimizer.lr=0.1",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode != 0
+    assert time.monotonic() - t0 < 180
+    assert "has not produced any output" in res.stderr  # submitit's report, with the state
+    assert "ENDED (no accounting)" in res.stderr or "FAILED" in res.stderr

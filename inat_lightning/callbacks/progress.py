@@ -20,6 +20,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
+from inat_lightning.callbacks.checkpoints import best_checkpointing
 from inat_lightning.models.metrics import key
 from inat_lightning.progress import LineProgress, duration, is_terminal
 
@@ -197,7 +198,7 @@ class EpochLog(L.Callback):
         loss = metrics.get(key("train", "loss_epoch"), metrics.get(key("train", "loss")))
         if loss is not None:
             parts.append(f"{key('train', 'loss')} {float(loss):.4f}")
-        checkpointing = trainer.checkpoint_callback
+        checkpointing = best_checkpointing(trainer)
         monitor = getattr(checkpointing, "monitor", None) or pl_module_monitor(trainer)
         if monitor and monitor in metrics:
             value = float(metrics[monitor])
@@ -220,7 +221,7 @@ class EpochLog(L.Callback):
         return " | ".join(parts)
 
     def _log_checkpoint(self, trainer: L.Trainer) -> None:
-        checkpointing = trainer.checkpoint_callback
+        checkpointing = best_checkpointing(trainer)
         path = getattr(checkpointing, "best_model_path", "") or ""
         if path and path != self._best_path:
             score = checkpointing.best_model_score

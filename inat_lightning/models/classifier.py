@@ -121,6 +121,7 @@ class Classifier(L.LightningModule):
         #: softmax temperature fitted on the validation split after training (1 = as trained);
         #: kept in the checkpoint under ``"temperature"``, see models/calibration.py
         self.temperature = 1.0
+        self._stepped_epoch = -1  # the last epoch whose scheduler step was taken
         self.net = resnet(depth, num_classes, weights, weights_path, zero_init_residual)
         self.channels_last = channels_last
         if channels_last:
@@ -234,11 +235,33 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["temperature"] = float(self.temperature)
+        checkpoint["scheduler_stepped_epoch"] = self._stepped_epoch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
+        self._stepped_epoch = int(checkpoint.get("scheduler_stepped_epoch", -1))
 
     # ------------------------------------------------------------------ optimisation
+    def on_train_epoch_end(self) -> None:
+        """The epoch's learning-rate scheduler step, taken here rather than by Lightning's loop
+        (see :meth:`lr_scheduler_step`): before the epoch's resume checkpoint is written, and
+        once per epoch however often the epoch end is replayed. Lightning skips the step of an
+        epoch whose end a resumed run replays (it does not keep a plateau scheduler's metric),
+        which leaves a resumed run's schedule one epoch behind an uninterrupted one."""
+        if self._stepped_epoch == self.current_epoch or self.trainer.sanity_checking:
+            return
+        self._stepped_epoch = self.current_epoch
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                value = self.trainer.callback_metrics.get(config.monitor)
+                if value is not None:  # no validation this epoch: nothing to compare
+                    config.scheduler.step(float(value))
+            else:
+                config.scheduler.step()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's own stepping, turned off: :meth:`on_train_epoch_end` steps."""
+
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer is None:
             raise ValueError("optimizer: required for training (model.optimizer in config)")

@@ -4,10 +4,16 @@
 by :func:`resume_argv` into that run's original overrides plus ``hydra.run.dir=<run dir>``;
 the train task then continues from ``<run dir>/checkpoints/last.ckpt`` (see
 :func:`resume_checkpoint`). Logs, checkpoints and TensorBoard curves continue in place.
+
+A Slurm job started again in the same folder — requeued at its time limit by the submitit
+launcher (``hydra.launcher.max_num_timeout``), preempted, or ``scontrol requeue``-d — continues
+the same way without being asked: Slurm counts the restarts in ``SLURM_RESTART_COUNT``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 
@@ -25,6 +31,16 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 NAME = re.compile(r"[A-Za-z0-9_]+")
 #: what resume_argv adds to a run's overrides: bookkeeping, not settings (no sweep column)
 BOOKKEEPING_KEYS = {"resume", "run_name"}
+
+log = logging.getLogger(__name__)
+
+
+def slurm_restarts() -> int:
+    """How many times Slurm has started this job again (requeue, preemption, node failure)."""
+    try:
+        return max(0, int(os.environ.get("SLURM_RESTART_COUNT", "0")))
+    except ValueError:
+        return 0
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -121,7 +137,8 @@ def _path_value(arg: str) -> object:
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint a training run continues from: ``ckpt_path`` if set, else with ``resume``
-    the run folder's ``checkpoints/last.ckpt``; ``None`` to start fresh. A missing file is a
+    (or in a Slurm job started again, when there is one) the run folder's
+    ``checkpoints/last.ckpt``; ``None`` to start fresh. A missing file is a
     :class:`ConfigError` naming the key; so is a file that is not a readable checkpoint."""
     from inat_lightning.models.checkpoint import read_checkpoint  # torch: only when needed
 
@@ -129,13 +146,17 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         read_checkpoint(cfg.ckpt_path)
         return str(cfg.ckpt_path)
     resume = cfg.get("resume")
+    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
     if resume in (None, False):
+        if slurm_restarts() and last.is_file():  # a requeued job, in the folder it began
+            read_checkpoint(last, key="resume")
+            log.info("Slurm restart %d: continuing from %s", slurm_restarts(), last)
+            return str(last)
         return None
     if resume is not True:  # a path that resume_argv did not expand
         raise ConfigError(
             f"resume={resume}: not a run folder (expected {resume}/.hydra/overrides.yaml)"
         )
-    last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
     if not last.is_file():
         raise ConfigError(
             f"resume={resume}: no {LAST_CHECKPOINT} in {cfg.paths.output_dir} to resume from "

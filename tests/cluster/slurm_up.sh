@@ -2,8 +2,9 @@
 # A single-node Slurm cluster with job accounting, from Debian's packages, for the tests that
 # run sweeps and searches against the real scheduler (tests/test_slurm.py): munge, MariaDB,
 # slurmdbd, slurmctld and slurmd, started directly (no systemd). Idempotent: running daemons
-# are left as they are. Prints "slurm: ready" — or "slurm: skipped: <reason>" (exit 0) where it
-# cannot run (not root and no sudo, not Debian), which the tests then print as their skip reason.
+# are left as they are, but a changed slurm.conf restarts slurmctld and slurmd. Prints
+# "slurm: ready" — or "slurm: skipped: <reason>" (exit 0) where it cannot run (not root and no
+# sudo, not Debian), which the tests then print as their skip reason.
 set -euo pipefail
 REASON_FILE="${SLURM_STATUS_FILE:-/tmp/inat-lightning-slurm.status}"
 skip() { echo "slurm: skipped: $1" | tee "$REASON_FILE"; exit 0; }
@@ -81,11 +82,13 @@ LogFile=/var/log/slurm/slurmdbd.log
 EOF
 $SUDO chown slurm:slurm /etc/slurm/slurmdbd.conf
 $SUDO chmod 0600 /etc/slurm/slurmdbd.conf
-$SUDO tee /etc/slurm/slurm.conf >/dev/null <<EOF
+# cred_expire: a requeued job waits this long before it starts again (default 120 s)
+$SUDO tee /etc/slurm/slurm.conf.new >/dev/null <<EOF
 ClusterName=inatlocal
 SlurmctldHost=$HOST
 SlurmUser=slurm
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -108,6 +111,17 @@ MinJobAge=300
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
+if ! $SUDO cmp -s /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; then
+  $SUDO mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf
+  for daemon in slurmd slurmctld; do  # running with an older configuration: start them again
+    if running "$daemon"; then
+      $SUDO pkill -x "$daemon"
+      wait_for 20 sh -c "! pgrep -x $daemon" || skip "$daemon did not stop"
+    fi
+  done
+else
+  $SUDO rm -f /etc/slurm/slurm.conf.new
+fi
 
 running slurmdbd || $SUDO /usr/sbin/slurmdbd
 wait_for 30 $SUDO sacctmgr -n list cluster || skip "slurmdbd did not answer"

@@ -1,0 +1,74 @@
+"""The Slurm launcher of sweeps: Hydra's submitit launcher, with job states that do not depend
+on Slurm's accounting database.
+
+submitit learns that a job ended from ``sacct``. On a cluster without accounting
+(``AccountingStorageType=accounting_storage/none``, common on small lab clusters) ``sacct``
+fails, the state stays ``UNKNOWN``, and a job that died without writing its result (killed,
+out of memory, a node lost) is waited for forever. Here, when ``sacct`` cannot answer, the
+states come from ``squeue`` (the controller itself): a job it no longer lists has ended, and
+submitit then reports it with its log instead of waiting.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from submitit.core import logger
+from submitit.slurm import slurm
+
+#: the state given to a job ``squeue`` no longer lists: ended, however (its result file, or
+#: its absence, tells the rest)
+GONE = "ENDED (no accounting)"
+
+
+class SqueueFallbackWatcher(slurm.SlurmInfoWatcher):
+    """submitit's job-state watcher; where ``sacct`` fails, ``squeue`` answers instead."""
+
+    def update(self) -> None:
+        command = self._make_command()  # sacct on the jobs not known to be finished
+        if command is None:
+            return
+        self._num_calls += 1
+        try:
+            self._output = subprocess.check_output(command, stderr=subprocess.PIPE, timeout=60)
+            self._info_dict.update(self.read_info(self._output))
+        except (OSError, subprocess.SubprocessError):
+            self._info_dict.update(self._from_squeue())
+        self._last_status_check = time.time()
+        for job_id in self._registered - self._finished:
+            if self.is_done(job_id, mode="cache"):
+                self._finished.add(job_id)
+
+    def _from_squeue(self) -> dict[str, dict[str, str]]:
+        """The state of each watched job as the controller lists it (array tasks one per
+        line); :data:`GONE` for one it no longer lists."""
+        try:
+            out = subprocess.run(
+                ["squeue", "-h", "-r", "--states=all", "-o", "%i|%T"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            logger.get_logger().warning(f"neither sacct nor squeue answered: {e}")
+            return {}
+        listed = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+        return {
+            job_id: {"JobID": job_id, "State": listed.get(job_id, GONE)}
+            for job_id in self._registered - self._finished
+        }
+
+
+class WatchedSlurmLauncher(SlurmLauncher):
+    """Hydra's ``submitit_slurm`` launcher whose jobs are watched by
+    :class:`SqueueFallbackWatcher` (``conf/hydra/launcher/slurm.yaml`` selects it)."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        if not isinstance(slurm.SlurmJob.watcher, SqueueFallbackWatcher):  # shared by all jobs
+            slurm.SlurmJob.watcher = SqueueFallbackWatcher(delay_s=60)
+        return super().launch(job_overrides, initial_job_idx)
