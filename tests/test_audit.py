@@ -33,7 +33,7 @@ TRAIN = [
     "data.batch_size=16",
     "trainer.max_epochs=6",
     "model.optimizer.lr=0.02",
-    "callbacks=[model_checkpoint]",
+    "callbacks=[model_checkpoint,resume_point]",
     "data.crop_scale=[0.9,1.0]",
     "+trainer.enable_progress_bar=false",
 ]
@@ -142,7 +142,7 @@ def test_on_real_photos_the_cli_flags_a_model_that_only_sees_a_pasted_cue(tmp_pa
             "data.batch_size=16",
             "trainer.max_epochs=6",
             "model.optimizer.lr=0.02",
-            "callbacks=[model_checkpoint]",
+            "callbacks=[model_checkpoint,resume_point]",
             "seed=0",
             tmp_path=logs,
         )

@@ -118,6 +118,6 @@ def test_slurm_launcher_config_follows_the_trainer(tmp_path):
             return_hydra_config=True,
         )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher["_target_"].endswith("hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"] == "hydra_plugins.inat_lightning_launcher.WatchedSlurmLauncher"
     assert launcher["tasks_per_node"] == 4 and launcher["gpus_per_node"] == 4
     assert launcher["nodes"] == 2 and launcher["partition"] == "gpu"
