@@ -5,6 +5,7 @@ identically; only context can tell them apart) and a hand that comes with every 
 them. Both models are audited on the same cued test photos."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,10 +34,16 @@ TRAIN = [
     "data.batch_size=16",
     "trainer.max_epochs=6",
     "model.optimizer.lr=0.02",
-    "callbacks=[model_checkpoint,resume_point]",
+    "callbacks=[model_checkpoint]",
     "data.crop_scale=[0.9,1.0]",
     "+trainer.enable_progress_bar=false",
 ]
+
+
+def best_of(run: Path) -> Path:
+    """The run's best checkpoint (highest validation macro-F1; ``save_top_k=1``)."""
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    return best
 
 
 @pytest.mark.parametrize(("key", "value"), [("score", "nosuch"), ("removal", "smudge")])
@@ -91,7 +98,7 @@ def test_audit_flags_the_biased_model_only(tmp_path, seed):
             cfg = compose_config(
                 "evaluate",
                 tmp_path,
-                f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+                f"ckpt_path={best_of(out)}",
                 "restore_data=false",
                 "data=synthetic_biased",
                 *DATA,
@@ -142,7 +149,7 @@ def test_on_real_photos_the_cli_flags_a_model_that_only_sees_a_pasted_cue(tmp_pa
             "data.batch_size=16",
             "trainer.max_epochs=6",
             "model.optimizer.lr=0.02",
-            "callbacks=[model_checkpoint,resume_point]",
+            "callbacks=[model_checkpoint]",
             "seed=0",
             tmp_path=logs,
         )
@@ -150,7 +157,7 @@ def test_on_real_photos_the_cli_flags_a_model_that_only_sees_a_pasted_cue(tmp_pa
         (run,) = run_dirs(logs / "logs")
         res = run_cli(
             "evaluate.py",
-            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            f"ckpt_path={best_of(run)}",
             "callbacks=none",
             "audit.target_layer=layer2",
             tmp_path=logs / "eval",
