@@ -22,6 +22,7 @@ from inat_lightning.analysis.data_bias import dataset_report
 from inat_lightning.analysis.figures import reliability_figure, save
 from inat_lightning.analysis.report import audit_findings, write_report
 from inat_lightning.analysis.results import EvaluationSummary, to_record, write_json
+from inat_lightning.analysis.tiles import side_by_side
 from inat_lightning.callbacks.outputs import CollectTestLogits
 from inat_lightning.callbacks.saved import SavesFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
@@ -269,6 +270,16 @@ def log_tables(trainer: L.Trainer, found: dict[str, list], audit_rows: list[dict
         w.flush()
 
 
+def near_duplicates(datamodule: Any, out: Path) -> dict[str, Any] | None:
+    """The data's near-duplicate clusters, with a side-by-side picture of the largest few
+    (``near_duplicates.png``)."""
+    found = datamodule.near_duplicate_summary()
+    if found and found["examples"]:
+        figure = side_by_side(datamodule.root, found["examples"], out / "near_duplicates.png")
+        found["figure"] = figure.name if figure else None
+    return found
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path``; returns the summary written to ``metrics.json``."""
     check_targets(cfg)
@@ -306,6 +317,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         confused_pairs=found["confused_pairs"],
         figures=figures,
         gradcam=galleries,
+        near_duplicates=near_duplicates(datamodule, out),
     )
     summary.audit = audit(cfg, model, datamodule, spec, trainer.strategy.root_device, out)
     written = to_record(summary)  # what metrics.json, report.md and the card read

@@ -92,6 +92,7 @@ def train(cfg: DictConfig) -> float | None:
         "best_checkpoint": best or None,
         "class_names": datamodule.class_names,
         "split_sizes": {k: len(v) for k, v in datamodule.datasets.items()},
+        "near_duplicates": datamodule.near_duplicate_summary(),
         "chance_accuracy": 1.0 / datamodule.num_classes,
         "tags": list(cfg.get("tags") or []),
     }

@@ -120,6 +120,23 @@ def _findings(summary: dict[str, Any]) -> list[str]:
     return ["## Findings", "", *found, ""] if found else []
 
 
+def _near_duplicates(found: dict[str, Any] | None) -> list[str]:
+    """The split's near-duplicate clusters: how many, the leak count, a few side by side."""
+    if not found:
+        return []
+    lines = [
+        "## Near-duplicate photos",
+        "",
+        f"{found['clusters']} clusters of near-duplicate photos ({found['photos']} photos: "
+        f"perceptual hashes at most {found['max_distance']} bits apart), each kept in one split; "
+        f"test photos with a copy in train: {found['test_photos_with_a_copy_in_train']}.",
+        "",
+    ]
+    if found.get("figure"):
+        lines += [f"![the largest clusters, one per row]({found['figure']})", ""]
+    return lines
+
+
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
     """Write ``out/report.md`` from an evaluation summary; returns its path."""
     m = summary["metrics"]
@@ -164,6 +181,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
     ]
     if summary.get("dataset"):
         lines += report_markdown(summary["dataset"])
+    lines += _near_duplicates(summary.get("near_duplicates"))
     audit = summary["audit"]
     lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
     if audit.get("gallery"):

@@ -100,6 +100,7 @@ class EvaluationSummary:
     figures: dict[str, str]
     gradcam: list[str]
     audit: dict[str, Any] | None = None
+    near_duplicates: dict[str, Any] | None = None  # the split's clusters (data/near_duplicates)
 
 
 def columns(kind: type) -> list[str]:

@@ -4,6 +4,7 @@ caption band under it (what was true, what was predicted, how sure)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -51,3 +52,36 @@ def cam_tile(
     see :func:`~inat_lightning.analysis.gradcam.blend`."""
     blended = blend(photo01[None], cam[None], style, alpha)[0]
     return caption_tile(blended, lines, size, box)
+
+
+def side_by_side(
+    root: Path, rows: Sequence[Sequence[str]], out: Path, size: int = 160
+) -> Path | None:
+    """A picture of photos side by side, one row per group (near-duplicate copies), each
+    captioned with its path; photos that cannot be read are left out. Returns ``out``, or
+    ``None`` when no photo could be read."""
+    from inat_lightning.data.dataset import load_rgb
+
+    lines: list[list[Image.Image]] = []
+    for paths in rows:
+        tiles = []
+        for path in paths:
+            try:
+                photo = np.asarray(load_rgb(root, path), dtype=np.float32) / 255
+            except (OSError, ValueError):
+                continue
+            tiles.append(caption_tile(photo, [Path(path).name[:24]], size))
+        if tiles:
+            lines.append(tiles)
+    if not lines:
+        return None
+    width = max(len(t) for t in lines) * size
+    height = sum(t[0].height for t in lines)
+    sheet = Image.new("RGB", (width, height), "black")
+    y = 0
+    for tiles in lines:
+        for x, tile in enumerate(tiles):
+            sheet.paste(tile, (x * size, y))
+        y += tiles[0].height
+    sheet.save(out)
+    return out

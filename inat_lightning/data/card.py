@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from inat_lightning.data.manifest import Record
+from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, cluster_members, clusters
 
 CARD_NAME = "DATASET.md"
 CREDITS_NAME = "CREDITS.csv"
@@ -129,10 +130,30 @@ def card_text(records: Sequence[Record], query: Mapping[str, Any], top: int = 10
             ["class", "photos", *grade_names],
         ),
         "",
+        *_near_duplicates(records),
         f"Per-photo credits: `{CREDITS_NAME}`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _near_duplicates(records: Sequence[Record]) -> list[str]:
+    """How many near-duplicate clusters the photos' perceptual hashes (made at download) form,
+    with the largest few: the split keeps each whole."""
+    hashed = [r for r in records if r.phash]
+    found = cluster_members(
+        [r.path for r in hashed], clusters([r.phash for r in hashed], DEFAULT_DISTANCE)
+    )
+    lines = ["## Near-duplicate photos", ""]
+    if not found:
+        return [*lines, f"None among the {len(hashed)} hashed photos.", ""]
+    lines += [
+        f"{len(found)} clusters of near-duplicate photos ({sum(len(c) for c in found)} photos: "
+        f"re-uploads, re-encoded or resized copies; perceptual hashes at most "
+        f"{DEFAULT_DISTANCE} bits apart). Training keeps each cluster in one split. The largest:",
+        "",
+    ]
+    return [*lines, *(f"- {', '.join(f'`{p}`' for p in c[:6])}" for c in found[:5]), ""]
 
 
 def write_card(root: Path, records: Sequence[Record], query: Mapping[str, Any]) -> Path:

@@ -20,6 +20,7 @@ from inat_lightning.data.dataset import (
     collate_skipping,
 )
 from inat_lightning.data.manifest import Record, load_records
+from inat_lightning.data.near_duplicates import cluster_members, fill_hashes
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.data.taxonomy import Lineage, load_lineages
@@ -61,6 +62,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         max_missing: the share of manifest rows whose file may be missing (dropped with one
             warning line), and of a sample of the images that may not open as images; above it,
             an error before any work (a manifest that does not describe its folder).
+        hash_cache: a folder keeping the perceptual hashes of photos the manifest gives none
+            for (``split.near_duplicates``), so they are computed once per file.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         synthetic: SyntheticSpecies | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_missing: float = 0.05,
+        hash_cache: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.split = split or SplitSpec()
@@ -125,6 +129,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.max_pixels = max_pixels
         self.max_missing = max_missing
+        self.hash_cache = Path(hash_cache) if hash_cache else None
+        #: near-duplicate clusters of more than one photo, as lists of record paths (setup)
+        self.near_clusters: list[list[str]] = []
+        self._split_of: dict[str, str] = {}
         self.class_names: list[str] = []
         self.lineages: dict[str, Lineage] | None = None  # from root/taxa.csv, when present
         self.records: dict[str, list[Record]] = {}
@@ -143,9 +151,20 @@ class ImageFolderDataModule(L.LightningDataModule):
         check_readable(
             self.root, [r.path for r in records], self.max_missing, max_pixels=self.max_pixels
         )
-        splits = self.split.assign(records)
+        near = None
+        if self.split.near_duplicates:
+            fill_hashes(self.root, records, self.hash_cache, self.max_pixels)
+            near = self.split.near(records)
+            self.near_clusters = cluster_members([r.path for r in records], near)
+            log.info(
+                "near-duplicates: %d clusters of %d photos kept whole by the split",
+                len(self.near_clusters),
+                sum(len(c) for c in self.near_clusters),
+            )
+        splits = self.split.assign(records, near)
         if self.splits_out:
-            write_splits(self.splits_out, records, splits, self.split.moved(records, splits))
+            moved = self.split.moved(records, splits, near)
+            write_splits(self.splits_out, records, splits, moved)
         self.class_names = sorted({r.taxon_name for r in records})
         self.lineages = load_lineages(self.root, self.class_names)
         if self.lineages is None:
@@ -153,6 +172,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         index = {name: i for i, name in enumerate(self.class_names)}
         for name in SPLITS:
             self.records[name] = [r for r, s in zip(records, splits) if s == name]
+        self._split_of = {r.path: s for r, s in zip(records, splits)}
         tf = {
             "train": train_transform(
                 self.image_size, self.crop_scale, color_jitter=self.color_jitter
@@ -171,6 +191,25 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         sizes = {k: len(v) for k, v in self.datasets.items()}
         log.info("%d classes, images per split: %s", self.num_classes, sizes)
+
+    def near_duplicate_summary(self, examples: int = 4) -> dict[str, object] | None:
+        """The near-duplicate clusters found (``None`` when turned off): how many, their photos,
+        the test photos with a copy in train (0: the split keeps clusters whole), and the paths
+        of the largest few."""
+        if not self.split.near_duplicates:
+            return None
+        leaks = 0
+        for cluster in self.near_clusters:
+            where = [self._split_of.get(p) for p in cluster]
+            if "train" in where:
+                leaks += where.count("test")
+        return {
+            "clusters": len(self.near_clusters),
+            "photos": sum(len(c) for c in self.near_clusters),
+            "test_photos_with_a_copy_in_train": leaks,
+            "max_distance": int(self.split.near_distance),
+            "examples": [c[:4] for c in self.near_clusters[:examples]],
+        }
 
     def _filter_classes(self, records: list[Record]) -> list[Record]:
         """Refuse (or drop, with ``min_per_class``) classes too small to appear in every split."""

@@ -75,6 +75,7 @@ class Record:
     cue_label: str = ""
     cue_source: str = ""
     cue_score: float | None = None
+    phash: str = ""  # 64-bit perceptual hash, 16 hex digits (data/near_duplicates.py)
     extra: dict[str, str] | None = None  # columns this project does not know, kept as read
 
     def row(self) -> dict[str, object]:
@@ -91,6 +92,7 @@ class Record:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record) if f.name != "extra")
 _INT_COLUMNS = {"width", "height"}
+_PHASH = re.compile(r"[0-9a-f]{16}")
 _FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1", "cue_score"}
 
 
@@ -104,6 +106,8 @@ def _parse(column: str, value: str, where: str) -> object:
     except ValueError:
         kind = "an integer" if column in _INT_COLUMNS else "a number"
         raise ValueError(f"{where}, column {column}: {value!r} is not {kind}") from None
+    if column == "phash" and value and not _PHASH.fullmatch(value):
+        raise ValueError(f"{where}, column phash: {value!r} is not 16 hex digits")
     return value
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inat_lightning.data.manifest import Record
+from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, clusters
 
 SPLITS = ("train", "val", "test")
 
@@ -131,6 +132,38 @@ def assign_folds(
     return out
 
 
+def units(
+    records: Sequence[Record], group_by: str, near: Sequence[int] | None = None
+) -> tuple[list[str], list[str]]:
+    """Each record's split unit and the label it is stratified under: its group
+    (:func:`group_of`), merged with every group it shares a near-duplicate cluster with
+    (``near``: a cluster label per record, see :mod:`.near_duplicates`), so copies of a photo
+    never straddle splits. A merged unit is named by its smallest group and stratified under
+    its smallest label; an unmerged one keeps its own (the same split as without ``near``)."""
+    keys = [group_of(rec, group_by) for rec in records]
+    labels = [rec.taxon_name if group_by == "observation" else "" for rec in records]
+    if near is None:
+        return keys, labels
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.get(k, k) != k:
+            parent[k] = parent.get(parent[k], parent[k])
+            k = parent[k]
+        return k
+
+    first: dict[int, str] = {}
+    for key, cluster in zip(keys, near):
+        a, b = find(key), find(first.setdefault(cluster, key))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    merged = [find(k) for k in keys]
+    label_of: dict[str, str] = {}
+    for key, label in zip(merged, labels):
+        label_of[key] = min(label_of.get(key, label), label)
+    return merged, [label_of[k] for k in merged]
+
+
 def split_records(
     records: Sequence[Record],
     ratios: Sequence[float],
@@ -139,6 +172,7 @@ def split_records(
     group_by: str = "observation",
     folds: int | None = None,
     fold: int = 0,
+    near: Sequence[int] | None = None,
 ) -> list[str]:
     """The split of each record (same order). ``previous`` (path → split, from an earlier
     ``splits.csv``) pins the images it lists; only new groups are hashed.
@@ -146,21 +180,23 @@ def split_records(
     ``group_by="observation"`` stratifies by class (each class hashed on its own);
     ``"observer"`` hashes observers across classes (one observer's photos of any species stay
     in one split, so the split is only roughly stratified). ``folds`` switches to k-fold
-    (:func:`assign_folds`).
+    (:func:`assign_folds`). ``near`` (a near-duplicate cluster per record) joins the groups
+    that share a cluster (:func:`units`); a joined unit pinned by ``previous`` follows the
+    last of its pinned photos.
     """
+    keys, labels = units(records, group_by, near)
     groups: dict[str, list[str]] = defaultdict(list)
-    for rec in records:
-        label = rec.taxon_name if group_by == "observation" else ""
-        groups[label].append(group_of(rec, group_by))
+    for key, label in zip(keys, labels):
+        groups[label].append(key)
     if folds:
         by_group = assign_folds(groups, ratios[2], folds, fold, seed)
     else:
         by_group = assign_observations(groups, ratios, seed)
     if previous:
-        for rec in records:  # a group follows its previously split photos
+        for rec, key in zip(records, keys):  # a group follows its previously split photos
             if rec.path in previous:
-                by_group[group_of(rec, group_by)] = previous[rec.path]
-    return [by_group[group_of(rec, group_by)] for rec in records]
+                by_group[key] = previous[rec.path]
+    return [by_group[key] for key in keys]
 
 
 def write_splits(
@@ -202,6 +238,10 @@ class SplitSpec:
         folds: k-fold cross-validation with this many folds (``None``: the three-way split).
             The test split stays fixed (``ratios[2]`` of the groups); ``ratios[1]`` is unused.
         fold: which fold is the validation split, in ``[0, folds)``.
+        near_duplicates: keep near-duplicate photos (re-uploads, re-encoded or resized copies:
+            perceptual hashes within ``near_distance`` bits, the manifest's ``phash``) in one
+            split with their groups.
+        near_distance: the most bits two hashes of one photo's copies differ by (0-63).
     """
 
     ratios: Sequence[float] = (0.7, 0.15, 0.15)
@@ -210,6 +250,8 @@ class SplitSpec:
     group_by: str = "observation"
     folds: int | None = None
     fold: int = 0
+    near_duplicates: bool = True
+    near_distance: int = DEFAULT_DISTANCE
 
     def __post_init__(self) -> None:
         self.ratios = check_ratios(self.ratios)
@@ -221,6 +263,8 @@ class SplitSpec:
             raise ValueError(f"folds={self.folds}: must be >= 2 or null")
         if self.folds is not None and not 0 <= self.fold < self.folds:
             raise ValueError(f"fold={self.fold}: must be in [0, folds={self.folds})")
+        if isinstance(self.near_distance, bool) or not 0 <= int(self.near_distance) < 64:
+            raise ValueError(f"near_distance={self.near_distance!r}: must be in [0, 64)")
 
     @property
     def needed(self) -> int:
@@ -229,22 +273,28 @@ class SplitSpec:
             return sum(1 for x in self.ratios if x > 0)
         return self.folds + (self.ratios[2] > 0)
 
-    def moved(self, records: Sequence[Record], splits: Sequence[str]) -> list[bool]:
+    def near(self, records: Sequence[Record]) -> list[int] | None:
+        """Each record's near-duplicate cluster (``None`` when turned off)."""
+        if not self.near_duplicates:
+            return None
+        return clusters([r.phash for r in records], int(self.near_distance)).tolist()
+
+    def moved(
+        self, records: Sequence[Record], splits: Sequence[str], near: Sequence[int] | None = None
+    ) -> list[bool]:
         """For each record, whether its split differs from the one its hash alone gives (a
         small-class repair, or pinned by ``file``); k-fold splits deal groups: never moved."""
         if self.folds:
             return [False] * len(records)
-        out = []
-        for rec, split in zip(records, splits):
-            label = rec.taxon_name if self.group_by == "observation" else ""
-            out.append(
-                split != hashed_split(self.seed, label, group_of(rec, self.group_by), self.ratios)
-            )
-        return out
+        keys, labels = units(records, self.group_by, near)
+        return [
+            split != hashed_split(self.seed, label, key, self.ratios)
+            for key, label, split in zip(keys, labels, splits)
+        ]
 
-    def assign(self, records: Sequence[Record]) -> list[str]:
-        """The split of each record, in order."""
+    def assign(self, records: Sequence[Record], near: Sequence[int] | None = None) -> list[str]:
+        """The split of each record, in order (``near``: from :meth:`near`)."""
         previous = read_splits(self.file) if self.file else None
         return split_records(
-            records, self.ratios, self.seed, previous, self.group_by, self.folds, self.fold
+            records, self.ratios, self.seed, previous, self.group_by, self.folds, self.fold, near
         )

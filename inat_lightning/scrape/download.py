@@ -43,6 +43,7 @@ from inat_lightning.data.manifest import (
     unique_records,
     write_manifest,
 )
+from inat_lightning.data.near_duplicates import photo_hash
 from inat_lightning.progress import progress
 from inat_lightning.scrape.http import HttpClient, HttpError, RetryableError
 from inat_lightning.scrape.inat_api import Malformed, PhotoItem
@@ -380,7 +381,7 @@ class Downloader:
             except HttpError:
                 final.unlink()
             else:
-                return self._register(item, rel, sha256_of(body), size, "skipped")
+                return self._register(item, rel, body, size, "skipped")
         check = PhotoCheck(self.max_pixels)
         try:
             _, body = self.client.get(item.url, accept=check)
@@ -403,11 +404,16 @@ class Downloader:
             os.fsync(f.fileno())  # on disk before its name and its row say it is there
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
-        return self._register(item, rel, sha, size, "downloaded", len(body))
+        return self._register(item, rel, body, size, "downloaded", len(body))
 
     def _register(
-        self, item: PhotoItem, rel: str, sha: str, size, kind: str, nbytes: int = 0
+        self, item: PhotoItem, rel: str, body: bytes, size, kind: str, nbytes: int = 0
     ) -> Outcome:
+        """The photo's manifest row, with its checksum and its perceptual hash (made from the
+        bytes in hand, so training never decodes the photo for it)."""
+        sha = sha256_of(body)
+        with Image.open(io.BytesIO(body)) as img:
+            phash = photo_hash(img)
         with self._lock:
             self.sha_to_photo.setdefault(sha, item.photo_id)
         self._append(
@@ -427,6 +433,7 @@ class Downloader:
                 observer_id=item.observer_id,
                 observer=item.observer,
                 observed_on=item.observed_on,
+                phash=phash,
             )
         )
         return Outcome(kind, bytes=nbytes)
