@@ -41,8 +41,11 @@ def test_metrics_match_sklearn(num_classes):
         "precision_macro": precision_score(yn, pn, average="macro", zero_division=0),
         "recall_macro": recall_score(yn, pn, average="macro"),
     }
-    if num_classes >= 5:
-        expected["top5"] = top_k_accuracy_score(yn, logits.numpy(), k=5, labels=range(num_classes))
+    for k in (3, 5):
+        if num_classes >= k:
+            expected[f"top{k}"] = top_k_accuracy_score(
+                yn, logits.numpy(), k=k, labels=range(num_classes)
+            )
     assert set(got) == set(expected)
     for k, v in expected.items():
         assert got[k] == pytest.approx(v, abs=1e-5), k

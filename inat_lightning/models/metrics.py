@@ -12,8 +12,18 @@ from torchmetrics.classification import MulticlassAccuracy
 from inat_lightning.models.confusion import ConfusionPairs, PairScore
 
 STAGES = ("train", "val", "test")
-#: every scalar the classifier logs per stage (``top5`` only with 5 classes or more)
-SCALARS = ("loss", "acc", "acc_macro", "top5", "f1_macro", "precision_macro", "recall_macro")
+#: every scalar the classifier logs per stage (``topK`` only with at least K classes; top-3 is
+#: what iNaturalist's own vision training reports beside top-1 and top-10)
+SCALARS = (
+    "loss",
+    "acc",
+    "acc_macro",
+    "top3",
+    "top5",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+)
 #: logged when the dataset has a taxonomy (``taxa.csv``): accuracy one and two ranks up, and
 #: the share of mistakes that stay within the genus
 TAXONOMY_SCALARS = ("acc_genus", "acc_family", "within_genus_share")
@@ -43,7 +53,7 @@ def build_metrics(
     num_classes: int, pairs: ConfusionPairs | None = None, prefix: str = ""
 ) -> MetricCollection:
     """The scalar metrics of one stage, named as in :data:`SCALARS` (the loss is logged apart);
-    top-5 only when there are at least 5 classes. The macro scores come from the per-photo
+    top-K only with at least K classes. The macro scores come from the per-photo
     ``pairs`` (:class:`~inat_lightning.models.confusion.ConfusionPairs`, made here when not
     given; the collection's ``acc_macro`` feeds them): nothing is ``K × K``, at any ``K``."""
     pairs = pairs if pairs is not None else ConfusionPairs(num_classes)
@@ -54,8 +64,9 @@ def build_metrics(
         "precision_macro": PairScore(pairs, "precision_macro"),
         "recall_macro": PairScore(pairs, "recall_macro"),
     }
-    if num_classes >= 5:
-        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    for k in (3, 5):
+        if num_classes >= k:
+            metrics[f"top{k}"] = MulticlassAccuracy(num_classes, top_k=k, average="micro")
     # no compute groups: the pair scores hold no state of their own to share or compare
     # (not cloned later: a copy would read a copy of the pairs)
     return MetricCollection(metrics, prefix=prefix or None, compute_groups=False)
