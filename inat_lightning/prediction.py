@@ -1,6 +1,7 @@
 """The task behind ``predict.py``: identify new photos with a checkpoint — top-k species per
-photo, one fused answer per observation, calibrated confidence with an ``uncertain`` flag, a
-Grad-CAM explanation per photo, and optionally a deployable export of the model.
+photo, one fused answer per observation, calibrated confidence with an ``uncertain`` flag, an
+answer at the finest rank that is sure enough (species, else genus, else family), a Grad-CAM
+explanation per photo, and optionally a deployable export of the model.
 
 Reads as its steps: load the model and the run's preprocessing → collect the inputs → predict
 in batches streamed in observation order, each photo reduced to its top-k and each observation
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,40 @@ class Fused:
 
 
 Ranked = list[tuple[str, float]]
+#: an answer at the finest rank that is sure enough: (rank, name, summed probability)
+Answer = tuple[str, str, float]
+FALLBACK_RANKS = ("genus", "family")
+
+
+class RankAnswer:
+    """Taxonomic fallback: the species when its probability reaches ``threshold``, else the
+    genus, else the family whose summed probability does (the classes' lineages from the
+    checkpoint, ``taxa.csv`` at training); else the species, unsure. ``O(K)`` per answer."""
+
+    def __init__(
+        self, names: list[str], lineages: dict[str, dict[str, str]] | None, threshold: float
+    ):
+        self.names, self.threshold = names, threshold
+        self.ranks: list[tuple[str, np.ndarray, list[str]]] = []
+        for rank in FALLBACK_RANKS if lineages else ():
+            taxa = [(lineages.get(n) or {}).get(rank, "") for n in names]
+            groups = sorted({t for t in taxa if t})
+            if groups:
+                position = {g: i for i, g in enumerate(groups)}
+                codes = np.array([position.get(t, -1) for t in taxa])
+                self.ranks.append((rank, codes, groups))
+
+    def __call__(self, p: np.ndarray) -> Answer:
+        best = int(np.argmax(p))
+        if p[best] >= self.threshold:
+            return "species", self.names[best], float(p[best])
+        for rank, codes, groups in self.ranks:
+            known = codes >= 0
+            sums = np.bincount(codes[known], weights=p[known], minlength=len(groups))
+            top = int(np.argmax(sums))
+            if sums[top] >= self.threshold:
+                return rank, groups[top], float(sums[top])
+        return "species (unsure)", self.names[best], float(p[best])
 
 
 @dataclass
@@ -110,6 +145,8 @@ class Answers:
 
     photos: list[Ranked | None]
     observations: dict[str, Ranked]
+    photo_answers: list[Answer | None] = field(default_factory=list)
+    observation_answers: dict[str, Answer] = field(default_factory=dict)
 
     def readable(self) -> list[int]:
         return [i for i, best in enumerate(self.photos) if best is not None]
@@ -128,11 +165,20 @@ def answer(
     names: list[str],
     temperature: float,
     k: int,
+    coarse: RankAnswer | None = None,
 ) -> Answers:
     """Reduce a stream of batches in :func:`observation_order` to :class:`Answers`: each
     photo's top ``k``, each observation fused (see the module doc) and ranked as soon as its
-    last readable photo has passed, so one batch and one open observation are in memory."""
-    answers = Answers([None] * len(groups), {})
+    last readable photo has passed, so one batch and one open observation are in memory.
+    ``coarse`` adds each one's answer at the finest sure rank (:class:`RankAnswer`)."""
+    answers = Answers([None] * len(groups), {}, [None] * len(groups), {})
+
+    def close(group: str, fused: Fused) -> None:
+        p = fused.probabilities()
+        answers.observations[group] = top_k(p, names, k)
+        if coarse is not None:
+            answers.observation_answers[group] = coarse(p)
+
     open_group: str | None = None
     fused: Fused | None = None
     for batch in stream:
@@ -141,13 +187,15 @@ def answer(
             if not np.isfinite(p).all():
                 continue
             answers.photos[i] = top_k(p, names, k)
+            if coarse is not None:
+                answers.photo_answers[i] = coarse(p)
             if groups[i] != open_group:
                 if fused is not None:
-                    answers.observations[open_group] = top_k(fused.probabilities(), names, k)
+                    close(open_group, fused)
                 open_group, fused = groups[i], Fused(len(p))
             fused.add(p)
     if fused is not None:
-        answers.observations[open_group] = top_k(fused.probabilities(), names, k)
+        close(open_group, fused)
     return answers
 
 
@@ -301,7 +349,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         settings["num_workers"],
         cfg.get("progress", True),
     )
-    answers = answer(stream, groups, names, temperature, settings["top_k"])
+    coarse = RankAnswer(names, model.hparams.get("lineages"), settings["uncertain_below"])
+    answers = answer(stream, groups, names, temperature, settings["top_k"], coarse)
     explained = explain(cfg, model, dataset, records, answers, out, spec)
     photo_rows, summary = _photo_rows(settings, records, answers, explained)
     observation_rows = _observation_rows(settings, records, answers)
@@ -352,6 +401,7 @@ def _photo_rows(
         row.prediction, row.probability = best[0][0], round(best[0][1], 6)
         row.uncertain = best[0][1] < settings["uncertain_below"]
         row.top_k = _top_text(best)
+        row.answer_rank, row.answer, row.answer_probability = _rounded(answers.photo_answers[i])
         row.observation_prediction = answers.observations[r.observation_id][0][0]
         extra = explained.get(i, {})
         if "cue_share" in extra:
@@ -377,18 +427,28 @@ def _observation_rows(
     photos: dict[str, int] = defaultdict(int)
     for r in records:
         photos[r.observation_id] += 1
-    return [
-        ObservationPrediction(
-            observation_id=obs,
-            photos=photos[obs],
-            prediction=best[0][0],
-            probability=round(best[0][1], 6),
-            uncertain=best[0][1] < settings["uncertain_below"],
-            top_k=_top_text(best),
-            true=truth[obs] or None,
+    rows = []
+    for obs, best in answers.observations.items():
+        rank, name, p = _rounded(answers.observation_answers.get(obs))
+        rows.append(
+            ObservationPrediction(
+                observation_id=obs,
+                photos=photos[obs],
+                prediction=best[0][0],
+                probability=round(best[0][1], 6),
+                uncertain=best[0][1] < settings["uncertain_below"],
+                top_k=_top_text(best),
+                true=truth[obs] or None,
+                answer_rank=rank,
+                answer=name,
+                answer_probability=p,
+            )
         )
-        for obs, best in answers.observations.items()
-    ]
+    return rows
+
+
+def _rounded(found: Answer | None) -> tuple[str | None, str | None, float | None]:
+    return (found[0], found[1], round(found[2], 6)) if found else (None, None, None)
 
 
 def _accuracy(rows: Sequence[PhotoPrediction | ObservationPrediction]) -> float | None:

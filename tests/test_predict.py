@@ -359,3 +359,25 @@ def test_a_checkpoint_alone_predicts_as_at_test_time_fuses_explains_and_exports(
     assert math.isclose(summary["temperature"], model.temperature)
     card = (out / "export" / "MODEL.md").read_text()
     assert "## Classes and their training images" in card and "python predict.py" in card
+
+
+def test_an_unsure_species_answer_falls_back_to_the_genus_then_the_family():
+    from inat_lightning.prediction import RankAnswer
+
+    names = ["Apis mellifera", "Apis cerana", "Bombus terrestris", "Vespa crabro"]
+    lineages = {
+        "Apis mellifera": {"genus": "Apis", "family": "Apidae"},
+        "Apis cerana": {"genus": "Apis", "family": "Apidae"},
+        "Bombus terrestris": {"genus": "Bombus", "family": "Apidae"},
+        "Vespa crabro": {"genus": "Vespa", "family": "Vespidae"},
+    }
+    coarse = RankAnswer(names, lineages, threshold=0.7)
+    assert coarse(np.array([0.8, 0.1, 0.05, 0.05])) == ("species", "Apis mellifera", 0.8)
+    rank, name, p = coarse(np.array([0.4, 0.35, 0.15, 0.1]))  # two honeybees: the genus
+    assert (rank, name) == ("genus", "Apis") and p == pytest.approx(0.75)
+    rank, name, p = coarse(np.array([0.3, 0.2, 0.3, 0.2]))  # bees of two genera: the family
+    assert (rank, name) == ("family", "Apidae") and p == pytest.approx(0.8)
+    rank, name, _ = coarse(np.array([0.3, 0.05, 0.05, 0.6]))  # nothing reaches 0.7
+    assert (rank, name) == ("species (unsure)", "Vespa crabro")
+    plain = RankAnswer(names, None, threshold=0.7)  # no taxonomy: species only
+    assert plain(np.array([0.4, 0.35, 0.15, 0.1]))[0] == "species (unsure)"

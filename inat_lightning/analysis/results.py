@@ -63,6 +63,9 @@ class PhotoPrediction:
     probability: float | None = None
     uncertain: bool | None = None
     top_k: str | None = None
+    answer_rank: str | None = None  # species, else the genus or family that reaches the bar
+    answer: str | None = None
+    answer_probability: float | None = None
     observation_prediction: str | None = None
     true: str | None = None
     cue_share: float | None = None
@@ -81,6 +84,9 @@ class ObservationPrediction:
     uncertain: bool
     top_k: str
     true: str | None = None
+    answer_rank: str | None = None
+    answer: str | None = None
+    answer_probability: float | None = None
 
 
 @dataclass
