@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from inat_lightning.analysis.infer import batches, infer
+from inat_lightning.analysis.infer import Predictions, batches
 from inat_lightning.analysis.results import write_json
 from inat_lightning.callbacks.checkpoints import best_checkpointing
 from inat_lightning.checks import check_train_config, check_trainer
@@ -176,12 +176,10 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
     if trainer.is_global_zero:
         model = load_classifier(best, "best checkpoint")
         device = trainer.strategy.root_device
-        found_val = infer(
-            model.net,
-            datamodule.datasets["val"],
-            device,
-            datamodule.batch_size,
-            datamodule.num_workers,
+        val = datamodule.datasets["val"]
+        found_val = Predictions.gather(
+            batches(model.net, val, device, datamodule.batch_size, datamodule.num_workers),
+            len(val),
         )
         logits, labels = found_val.known()  # finite rows only: a diverged model has none
         if not len(labels):

@@ -5,7 +5,7 @@ through it, so they measure what the model is tested on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,12 +29,27 @@ class Predictions:
     @property
     def readable(self) -> np.ndarray:
         """Mask of the rows with finite logits (the photo was read, the model did not diverge)."""
-        return np.isfinite(self.logits).all(1) if len(self.logits) else np.zeros(0, bool)
+        if not self.logits.size:  # no item, or nothing read (no width known)
+            return np.zeros(len(self.logits), bool)
+        return np.isfinite(self.logits).all(1)
 
     def probabilities(self, temperature: float = 1.0) -> np.ndarray:
         """``softmax(logits / temperature)``, NaN rows kept."""
         z = torch.from_numpy(self.logits).float() / temperature
         return torch.softmax(z, 1).numpy()
+
+    @classmethod
+    def gather(cls, stream: Iterable[Batch], n: int) -> Predictions:
+        """A stream of :func:`batches` over ``n`` items, in memory (``(N, K)``: for a test set
+        or a calibration split; ``predict.py`` streams instead)."""
+        logits: np.ndarray | None = None
+        labels = np.full(n, -1, dtype=np.int64)
+        for b in stream:
+            if logits is None:
+                logits = np.full((n, b.logits.shape[1]), np.nan, dtype=np.float32)
+            logits[b.index] = b.logits
+            labels[b.index] = b.labels
+        return cls(logits if logits is not None else np.zeros((n, 0), np.float32), labels)
 
     def known(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, labels)`` of the readable rows with a known label, as tensors (what
@@ -78,27 +93,6 @@ def batches(
                 continue
             out = net(batch["image"].to(device)).float().cpu().numpy()
             yield Batch(batch["index"].numpy(), out, batch["label"].numpy())
-
-
-def infer(
-    net: nn.Module,
-    dataset: Dataset,
-    device: torch.device | str = "cpu",
-    batch_size: int = 64,
-    num_workers: int = 0,
-    show_progress: bool = False,
-) -> Predictions:
-    """:func:`batches` gathered into :class:`Predictions` (``(N, K)`` in memory: for a test set
-    or a calibration split; ``predict.py`` streams instead)."""
-    n = len(dataset)
-    logits = np.full((n, _classes(net)), np.nan, dtype=np.float32)
-    labels = np.full(n, -1, dtype=np.int64)
-    for b in batches(net, dataset, device, batch_size, num_workers, show_progress):
-        if b.logits.shape[1] != logits.shape[1]:  # a head this module cannot read
-            logits = np.full((n, b.logits.shape[1]), np.nan, dtype=np.float32)
-        logits[b.index] = b.logits
-        labels[b.index] = b.labels
-    return Predictions(logits, labels)
 
 
 @torch.inference_mode()
