@@ -94,7 +94,7 @@ def fill_hashes(
         key = _file_key(root, r.path)
         if key is None:
             continue
-        r.phash = known.get(key) or computed.get(key) or hash_file(root, r.path, max_pixels)
+        r.phash = known.get(key) or hash_file(root, r.path, max_pixels)
         if key not in known and r.phash:
             computed[key] = r.phash
     if table and computed:

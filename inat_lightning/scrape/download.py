@@ -381,7 +381,7 @@ class Downloader:
             except HttpError:
                 final.unlink()
             else:
-                return self._register(item, rel, body, size, "skipped")
+                return self._register(item, rel, body, sha256_of(body), size, "skipped")
         check = PhotoCheck(self.max_pixels)
         try:
             _, body = self.client.get(item.url, accept=check)
@@ -404,14 +404,13 @@ class Downloader:
             os.fsync(f.fileno())  # on disk before its name and its row say it is there
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
-        return self._register(item, rel, body, size, "downloaded", len(body))
+        return self._register(item, rel, body, sha, size, "downloaded", len(body))
 
     def _register(
-        self, item: PhotoItem, rel: str, body: bytes, size, kind: str, nbytes: int = 0
+        self, item: PhotoItem, rel: str, body: bytes, sha: str, size, kind: str, nbytes: int = 0
     ) -> Outcome:
-        """The photo's manifest row, with its checksum and its perceptual hash (made from the
-        bytes in hand, so training never decodes the photo for it)."""
-        sha = sha256_of(body)
+        """The photo's manifest row, with its checksum ``sha`` and its perceptual hash (made
+        from the bytes in hand, so training never decodes the photo for it)."""
         with Image.open(io.BytesIO(body)) as img:
             phash = photo_hash(img)
         with self._lock:
