@@ -13,9 +13,10 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from omegaconf import DictConfig, OmegaConf
 
-from inat_lightning.config import ConfigError, call_partial, check_args, check_targets
+from inat_lightning.config import ConfigError, build, call_partial, check_args, check_targets
 from inat_lightning.models.classifier import check_classifier_args
 from inat_lightning.models.metrics import SCALARS, STAGES, is_optimizable
+from inat_lightning.models.open_set import SCORES
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,23 @@ def check_train_config(cfg: DictConfig) -> None:
             "model.weights_path: required for fine-tuning (callbacks.backbone_finetuning), "
             "e.g. model.weights_path=weights/resnet101.pth"
         )
+    if cfg.get("prior") is not None:
+        build(cfg.prior, "prior")  # PriorFit checks its own values
+    check_open_set(cfg.get("open_set") or {})
     # the optimizer and scheduler check their own arguments, on a dummy parameter
     dummy = [torch.zeros(1, requires_grad=True)]
     optimizer = call_partial(model.optimizer, "model.optimizer", dummy)
     if model.get("scheduler"):
         call_partial(model.scheduler, "model.scheduler", optimizer)
+
+
+def check_open_set(settings: dict) -> None:
+    """``open_set.score`` and ``open_set.accept`` (the rule fitted after training)."""
+    score, accept = settings.get("score", "max_softmax"), settings.get("accept", 0.95)
+    if score not in SCORES:
+        raise ConfigError(f"open_set.score={score!r}: must be one of {SCORES}")
+    if isinstance(accept, bool) or not isinstance(accept, int | float) or not 0 < accept <= 1:
+        raise ConfigError(f"open_set.accept={accept!r}: must be in (0, 1]")
 
 
 def require_checkpoint(cfg: DictConfig) -> None:

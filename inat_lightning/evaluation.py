@@ -18,8 +18,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.audit import choose_audit
+from inat_lightning.analysis.coverage import RankAnswer, at_threshold, risk_coverage
 from inat_lightning.analysis.data_bias import dataset_report
-from inat_lightning.analysis.figures import reliability_figure, save
+from inat_lightning.analysis.figures import (
+    reliability_figure,
+    risk_coverage_figure,
+    save,
+    score_histogram,
+)
+from inat_lightning.analysis.infer import Predictions, batches
+from inat_lightning.analysis.open_set import open_set_report
+from inat_lightning.analysis.place_gain import place_gain
 from inat_lightning.analysis.report import audit_findings, write_report
 from inat_lightning.analysis.results import EvaluationSummary, to_record, write_json
 from inat_lightning.analysis.tiles import side_by_side
@@ -29,12 +38,15 @@ from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.checks import require_checkpoint
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.datamodule import ImageFolderDataModule
+from inat_lightning.data.geo import Place
 from inat_lightning.models.calibration import reliability, scores, softmax
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
+from inat_lightning.models.open_set import open_set_score
+from inat_lightning.models.prior import check_weight
 from inat_lightning.models.spec import InputSpec, pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes
 
@@ -172,28 +184,97 @@ def write_tables(
 
 def write_test_predictions(
     out: Path,
-    model: Classifier,
-    datamodule: ImageFolderDataModule,
-    collected: CollectTestLogits,
+    names: list[str],
+    records: list[Any],
+    labels: np.ndarray,
+    log_vision: np.ndarray,
+    log_final: np.ndarray,
 ) -> Path:
-    """``test_predictions.csv``: each readable test photo's true class, top-1 answer and its
-    calibrated probability, as the test loop computed them."""
-    logits, labels = collected.result()
-    records = datamodule.records["test"]
-    names = model.class_names
-    probs = softmax(logits, model.temperature) if len(labels) else np.zeros((0, len(names)))
-    rows = [
-        {
-            "photo_id": records[i].photo_id,
-            "path": records[i].path,
+    """``test_predictions.csv``: each readable test photo's true class, the vision model's top-1
+    answer and calibrated probability, and (with a place prior) the answer fused with it."""
+    fused = log_final is not log_vision
+    rows = []
+    for r, y, v, f in zip(records, labels.tolist(), log_vision, log_final):
+        row = {
+            "photo_id": r.photo_id,
+            "path": r.path,
             "true": names[int(y)],
-            "prediction": names[int(p.argmax())],
-            "probability": round(float(p.max()), 6),
+            "prediction": names[int(v.argmax())],
+            "probability": round(float(np.exp(v.max())), 6),
         }
-        for i, y, p in zip(collected.indices().tolist(), labels.tolist(), probs)
-    ]
+        if fused:
+            row |= {
+                "fused_prediction": names[int(f.argmax())],
+                "fused_probability": round(float(np.exp(f.max())), 6),
+            }
+        rows.append(row)
     tables.write_csv(out / "test_predictions.csv", rows)
     return out / "test_predictions.csv"
+
+
+def test_answers(
+    cfg: DictConfig, model: Classifier, datamodule: ImageFolderDataModule, collected: Any, out: Path
+) -> tuple[dict[str, Any] | None, np.ndarray, np.ndarray]:
+    """The test photos' calibrated log-probabilities, fused with the place prior when the
+    checkpoint has one (``prior_weight`` > 0), written to ``test_predictions.csv``; returns the
+    prior's gain (``None`` without a prior), the final log-probabilities and the labels."""
+    logits, labels = collected.result()
+    labels = labels.numpy()
+    records = [datamodule.records["test"][i] for i in collected.indices().tolist()]
+    log_vision = torch.log_softmax(logits.float() / model.temperature, 1).numpy()
+    weight = float(cfg.get("prior_weight", 1.0))
+    gain, log_final = None, log_vision
+    if model.prior is not None and weight > 0 and len(labels):
+        places = [Place.of(r) for r in records]
+        gain, log_final = place_gain(
+            log_vision, labels, places, model.prior, weight, model.class_names
+        )
+    write_test_predictions(out, model.class_names, records, labels, log_vision, log_final)
+    return gain, log_final, labels
+
+
+def coverage(
+    model: Classifier, log_final: np.ndarray, labels: np.ndarray, threshold: float, out: Path
+) -> dict[str, Any] | None:
+    """Risk–coverage of species-only and fallback answers on the test split (the answers
+    ``predict.py`` gives, at its ``uncertain_below``), drawn in ``risk_coverage.png``."""
+    if not len(labels):
+        return None
+    coarse = RankAnswer(model.class_names, model.hparams.get("lineages"), threshold)
+    curves = risk_coverage(np.exp(log_final), labels, coarse)
+    save(risk_coverage_figure(curves, threshold), out / "risk_coverage.png")
+    return {
+        "threshold": threshold,
+        "at_threshold": at_threshold(curves, threshold),
+        "curves": curves,
+        "figure": "risk_coverage.png",
+    }
+
+
+def open_set(
+    model: Classifier, datamodule: ImageFolderDataModule, collected: Any, device: Any, out: Path
+) -> dict[str, Any] | None:
+    """Out-of-set detection: the test photos against the held-out species' photos
+    (``data.held_out_classes``), with ``open_set_scores.png`` when there are both."""
+    known = collected.result()[0].numpy()
+    unknown = None
+    held = datamodule.datasets.get("held_out")
+    if held is not None:
+        found = Predictions.gather(
+            batches(model.net, held, device, datamodule.batch_size, datamodule.num_workers),
+            len(held),
+        )
+        unknown = found.logits[found.readable]
+    report = open_set_report(known, unknown, model.temperature, model.open_set)
+    if report and model.open_set is not None and unknown is not None and len(unknown):
+        rule, t = model.open_set, model.temperature
+        scores = {
+            "test (known species)": open_set_score(known, t, rule.score),
+            "held-out species": open_set_score(unknown, t, rule.score),
+        }
+        save(score_histogram(scores, rule.threshold, rule.score), out / "open_set_scores.png")
+        report["figure"] = "open_set_scores.png"
+    return report
 
 
 def taxonomy_summary(model: Classifier, metrics: dict[str, float]) -> dict[str, Any] | None:
@@ -280,6 +361,20 @@ def near_duplicates(datamodule: Any, out: Path) -> dict[str, Any] | None:
     return found
 
 
+def check_settings(cfg: DictConfig) -> dict[str, float]:
+    """``prior_weight`` and ``uncertain_below``, checked before any work."""
+    try:
+        weight = check_weight(cfg.get("prior_weight", 1.0))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    threshold = cfg.get("uncertain_below", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ConfigError(f"uncertain_below={threshold!r}: must be in [0, 1]")
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"uncertain_below={threshold!r}: must be in [0, 1]")
+    return {"prior_weight": weight, "uncertain_below": float(threshold)}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path``; returns the summary written to ``metrics.json``."""
     check_targets(cfg)
@@ -288,6 +383,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_classifier(ckpt)  # missing, truncated or foreign: a config error, before work
     spec = checked_spec(model, cfg.get("preprocess") or {})
     build(cfg.audit, "audit")  # its errors before any work
+    settings = check_settings(cfg)
     out = Path(cfg.paths.output_dir)
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
     loggers = build_all(cfg.get("logger"), "logger")
@@ -299,7 +395,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics, confusion = run_test(trainer, model, datamodule)
     names = model.class_names
     found = write_tables(out, confusion, model, datamodule, cfg.top_pairs)
-    write_test_predictions(out, model, datamodule, logits)
+    gain, log_final, labels = test_answers(cfg, model, datamodule, logits, out)
+    device = trainer.strategy.root_device
     calibrated = calibration(model, *logits.result(), out)
     figures, galleries = pictures(callbacks, out)
     if calibrated is not None:
@@ -318,8 +415,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         figures=figures,
         gradcam=galleries,
         near_duplicates=near_duplicates(datamodule, out),
+        place_prior=gain,
+        coverage=coverage(model, log_final, labels, settings["uncertain_below"], out),
+        open_set=open_set(model, datamodule, logits, device, out),
     )
-    summary.audit = audit(cfg, model, datamodule, spec, trainer.strategy.root_device, out)
+    summary.audit = audit(cfg, model, datamodule, spec, device, out)
     written = to_record(summary)  # what metrics.json, report.md and the card read
     write_json(out / "metrics.json", written)
     report = write_report(out, written)

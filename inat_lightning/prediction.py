@@ -16,7 +16,7 @@ confident photo outweighs several unsure ones).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Subset
 
 from inat_lightning.analysis import tables
+from inat_lightning.analysis.coverage import Answer, RankAnswer
 from inat_lightning.analysis.gradcam import (
     STYLES,
     cam_method,
@@ -46,6 +47,7 @@ from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.checks import require_checkpoint
 from inat_lightning.config import ConfigError
 from inat_lightning.data.dataset import ImageDataset
+from inat_lightning.data.geo import Place, exif_place, read_places
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.transforms import denormalize
@@ -53,6 +55,7 @@ from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.export import compare_export, export_model
+from inat_lightning.models.open_set import OpenSetRule
 from inat_lightning.models.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -101,40 +104,6 @@ class Fused:
 
 
 Ranked = list[tuple[str, float]]
-#: an answer at the finest rank that is sure enough: (rank, name, summed probability)
-Answer = tuple[str, str, float]
-FALLBACK_RANKS = ("genus", "family")
-
-
-class RankAnswer:
-    """Taxonomic fallback: the species when its probability reaches ``threshold``, else the
-    genus, else the family whose summed probability does (the classes' lineages from the
-    checkpoint, ``taxa.csv`` at training); else the species, unsure. ``O(K)`` per answer."""
-
-    def __init__(
-        self, names: list[str], lineages: dict[str, dict[str, str]] | None, threshold: float
-    ):
-        self.names, self.threshold = names, threshold
-        self.ranks: list[tuple[str, np.ndarray, list[str]]] = []
-        for rank in FALLBACK_RANKS if lineages else ():
-            taxa = [(lineages.get(n) or {}).get(rank, "") for n in names]
-            groups = sorted({t for t in taxa if t})
-            if groups:
-                position = {g: i for i, g in enumerate(groups)}
-                codes = np.array([position.get(t, -1) for t in taxa])
-                self.ranks.append((rank, codes, groups))
-
-    def __call__(self, p: np.ndarray) -> Answer:
-        best = int(np.argmax(p))
-        if p[best] >= self.threshold:
-            return "species", self.names[best], float(p[best])
-        for rank, codes, groups in self.ranks:
-            known = codes >= 0
-            sums = np.bincount(codes[known], weights=p[known], minlength=len(groups))
-            top = int(np.argmax(sums))
-            if sums[top] >= self.threshold:
-                return rank, groups[top], float(sums[top])
-        return "species (unsure)", self.names[best], float(p[best])
 
 
 @dataclass
@@ -147,6 +116,7 @@ class Answers:
     observations: dict[str, Ranked]
     photo_answers: list[Answer | None] = field(default_factory=list)
     observation_answers: dict[str, Answer] = field(default_factory=dict)
+    out_of_set: list[bool | None] = field(default_factory=list)  # the checkpoint's open-set rule
 
     def readable(self) -> list[int]:
         return [i for i, best in enumerate(self.photos) if best is not None]
@@ -166,12 +136,17 @@ def answer(
     temperature: float,
     k: int,
     coarse: RankAnswer | None = None,
+    prior_terms: Callable[[np.ndarray], np.ndarray] | None = None,
+    rule: OpenSetRule | None = None,
 ) -> Answers:
     """Reduce a stream of batches in :func:`observation_order` to :class:`Answers`: each
     photo's top ``k``, each observation fused (see the module doc) and ranked as soon as its
     last readable photo has passed, so one batch and one open observation are in memory.
-    ``coarse`` adds each one's answer at the finest sure rank (:class:`RankAnswer`)."""
-    answers = Answers([None] * len(groups), {}, [None] * len(groups), {})
+    ``coarse`` adds each one's answer at the finest sure rank (:class:`RankAnswer`);
+    ``prior_terms`` (photo indices → the place prior's ``(B, K)`` log-ratio terms) is added to
+    each photo's log-probabilities; ``rule`` flags photos of no trained species."""
+    n = len(groups)
+    answers = Answers([None] * n, {}, [None] * n, {}, [None] * n)
 
     def close(group: str, fused: Fused) -> None:
         p = fused.probabilities()
@@ -182,11 +157,16 @@ def answer(
     open_group: str | None = None
     fused: Fused | None = None
     for batch in stream:
-        probs = torch.softmax(torch.from_numpy(batch.logits) / temperature, 1).numpy()
-        for i, p in zip(batch.index.tolist(), probs):
+        log_p = torch.log_softmax(torch.from_numpy(batch.logits) / temperature, 1).numpy()
+        if prior_terms is not None:
+            log_p = log_p + prior_terms(batch.index)
+        probs = torch.softmax(torch.from_numpy(log_p), 1).numpy()
+        flags = rule.flags(batch.logits, temperature) if rule is not None else [None] * len(probs)
+        for i, p, flag in zip(batch.index.tolist(), probs, flags):
             if not np.isfinite(p).all():
                 continue
             answers.photos[i] = top_k(p, names, k)
+            answers.out_of_set[i] = None if flag is None else bool(flag)
             if coarse is not None:
                 answers.photo_answers[i] = coarse(p)
             if groups[i] != open_group:
@@ -291,7 +271,13 @@ def check_settings(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
         "batch_size": _number(cfg, "batch_size", int, lambda v: v >= 1, "an integer >= 1"),
         "num_workers": _number(cfg, "num_workers", int, lambda v: v >= 0, "an integer >= 0"),
         "max_pixels": _number(cfg, "max_pixels", int, lambda v: v >= 1, "an integer >= 1"),
+        "prior_weight": _number(cfg, "prior_weight", float, lambda v: v >= 0, "a number >= 0"),
     }
+    if cfg.get("places"):
+        try:
+            settings["places"] = read_places(cfg.places)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"places={cfg.places!r}: {e}") from None
     if cfg.explain_style not in STYLES:
         raise ConfigError(f"explain_style={cfg.explain_style!r}: must be one of {STYLES}")
     for name, check in (
@@ -350,7 +336,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         cfg.get("progress", True),
     )
     coarse = RankAnswer(names, model.hparams.get("lineages"), settings["uncertain_below"])
-    answers = answer(stream, groups, names, temperature, settings["top_k"], coarse)
+    places, sources = photo_places(root, records, settings.get("places"), cfg.get("exif", True))
+    terms = None
+    if model.prior is not None and settings["prior_weight"] > 0:
+        prior, weight = model.prior, settings["prior_weight"]
+        terms = lambda index: prior.log_ratio([places[i] for i in index], weight)  # noqa: E731
+    answers = answer(
+        stream, groups, names, temperature, settings["top_k"], coarse, terms, model.open_set
+    )
     explained = explain(cfg, model, dataset, records, answers, out, spec)
     photo_rows, summary = _photo_rows(settings, records, answers, explained)
     observation_rows = _observation_rows(settings, records, answers)
@@ -364,6 +357,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "non_images_left_out": others,
         "observations": len(observation_rows),
         "fusion": "softmax of the mean log-probability of the observation's photos",
+        "place_prior": {
+            "used": terms is not None,
+            "weight": settings["prior_weight"],
+            "photos_with_place_or_date": dict(Counter(s for s in sources if s)),
+        },
+        "not_in_classes": sum(bool(f) for f in answers.out_of_set),
     }
     summary["observation_accuracy"] = _accuracy(observation_rows)
     if cfg.export:
@@ -378,6 +377,27 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         f"-> {out / 'predictions.csv'}"
     )
     return summary
+
+
+def photo_places(
+    root: Path, records: list[Record], given: dict[str, Place] | None, exif: bool
+) -> tuple[list[Place], list[str | None]]:
+    """Each photo's place and season and where it came from: the user's ``places`` CSV (by
+    path, then photo id), else the manifest, else the photo's EXIF GPS and date (``exif``);
+    ``None`` where none says anything."""
+    places, sources = [], []
+    for r in records:
+        found, source = Place(), None
+        if given and (r.path in given or r.photo_id in given):
+            found, source = given.get(r.path) or given[r.photo_id], "csv"
+        elif Place.of(r).known:
+            found, source = Place.of(r), "manifest"
+        elif exif:
+            found = exif_place(root / r.path)
+            source = "exif" if found.known else None
+        places.append(found)
+        sources.append(source if found.known else None)
+    return places, sources
 
 
 def _top_text(best: list[tuple[str, float]]) -> str:
@@ -403,6 +423,7 @@ def _photo_rows(
         row.top_k = _top_text(best)
         row.answer_rank, row.answer, row.answer_probability = _rounded(answers.photo_answers[i])
         row.observation_prediction = answers.observations[r.observation_id][0][0]
+        row.not_in_classes = answers.out_of_set[i]
         extra = explained.get(i, {})
         if "cue_share" in extra:
             row.cue_share = round(extra["cue_share"], 4)
@@ -427,6 +448,10 @@ def _observation_rows(
     photos: dict[str, int] = defaultdict(int)
     for r in records:
         photos[r.observation_id] += 1
+    flags: dict[str, list[bool]] = defaultdict(list)
+    for r, flag in zip(records, answers.out_of_set):
+        if flag is not None:
+            flags[r.observation_id].append(flag)
     rows = []
     for obs, best in answers.observations.items():
         rank, name, p = _rounded(answers.observation_answers.get(obs))
@@ -442,6 +467,7 @@ def _observation_rows(
                 answer_rank=rank,
                 answer=name,
                 answer_probability=p,
+                not_in_classes=all(flags[obs]) if flags.get(obs) else None,
             )
         )
     return rows

@@ -19,11 +19,15 @@ from inat_lightning.analysis.results import write_json
 from inat_lightning.callbacks.checkpoints import best_checkpointing
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
+from inat_lightning.data.geo import Place
 from inat_lightning.models.calibration import fit_temperature, scores
 from inat_lightning.models.card import write_card
-from inat_lightning.models.checkpoint import load_classifier, update_checkpoint, write_temperature
+from inat_lightning.models.checkpoint import load_classifier, update_checkpoint
+from inat_lightning.models.classifier import checked_temperature
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.models.metrics import headline, key, scalar_metrics
+from inat_lightning.models.open_set import OpenSetRule
+from inat_lightning.models.prior import PriorFit
 from inat_lightning.models.spec import pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes, task_overrides
 from inat_lightning.runs.resume import resume_checkpoint
@@ -74,7 +78,9 @@ def train(cfg: DictConfig) -> float | None:
     best = checkpointing.best_model_path if checkpointing else ""
     calibration = None
     if best and cfg.get("train", True) and cfg.get("calibrate", True):
-        calibration = calibrate(trainer, datamodule, best)
+        calibration = calibrate(trainer, datamodule, best, cfg.get("open_set") or {})
+    if best and cfg.get("train", True) and cfg.get("prior") is not None:
+        fit_prior(trainer, datamodule, best, build(cfg.prior, "prior"))
     if cfg.get("test", True):
         # the best checkpoint of this fit; with train=false, the given checkpoint
         tested = best or (None if cfg.get("train", True) else ckpt)
@@ -167,11 +173,14 @@ def main_process_confusion(
     )
 
 
-def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float] | None:
-    """Fit the softmax temperature of the best checkpoint on the validation split and store it
-    in that file (rank 0; the others wait), so ``predict.py`` and ``evaluate.py`` report
-    calibrated confidence. Returns the temperature and the validation NLL and ECE before and
-    after (``None`` on other ranks or without validation images)."""
+def calibrate(
+    trainer: L.Trainer, datamodule: Any, best: str, open_set: dict[str, Any]
+) -> dict[str, float] | None:
+    """Fit the softmax temperature of the best checkpoint on the validation split, then the
+    out-of-set rule (``open_set``: its score's threshold), and store both in that file (rank 0;
+    the others wait), so ``predict.py`` and ``evaluate.py`` report calibrated confidence and
+    flag photos of no trained species. Returns the temperature and the validation NLL and ECE
+    before and after (``None`` on other ranks or without validation images)."""
     found = None
     if trainer.is_global_zero:
         model = load_classifier(best, "best checkpoint")
@@ -186,8 +195,9 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
             log.warning("not calibrated: no finite validation logits (a diverged model?)")
         else:
             t = fit_temperature(logits, labels)
-            write_temperature(best, t)
-            found = {"temperature": t}
+            rule = OpenSetRule.fit(logits.numpy(), t, **open_set)
+            update_checkpoint(best, temperature=checked_temperature(t), open_set=rule.to_dict())
+            found = {"temperature": t, "open_set_threshold": rule.threshold}
             for when, temperature in (("before", 1.0), ("after", t)):
                 found |= {
                     f"val_{k}_{when}": v for k, v in scores(logits, labels, temperature).items()
@@ -201,6 +211,22 @@ def calibrate(trainer: L.Trainer, datamodule: Any, best: str) -> dict[str, float
             )
     trainer.strategy.barrier("calibrated")
     return found
+
+
+def fit_prior(trainer: L.Trainer, datamodule: Any, best: str, settings: PriorFit) -> None:
+    """Fit the place prior on the training split's places and dates and store it in the best
+    checkpoint (rank 0; the others wait). Nothing is stored when the data has too few."""
+    if trainer.is_global_zero:
+        records = datamodule.records["train"]
+        index = {n: i for i, n in enumerate(datamodule.class_names)}
+        prior = settings.fit(
+            [Place.of(r) for r in records],
+            [index[r.taxon_name] for r in records],
+            datamodule.num_classes,
+        )
+        if prior is not None:
+            update_checkpoint(best, prior=prior.to_dict())
+    trainer.strategy.barrier("prior fitted")
 
 
 def record_results(

@@ -159,6 +159,50 @@ def reliability_figure(curves: dict[str, tuple[list[dict], float]]) -> Figure:
     return fig
 
 
+def risk_coverage_figure(curves: dict[str, list[dict]], threshold: float) -> Figure:
+    """Accuracy against coverage, one curve per kind of answer (species only, taxonomic
+    fallback), the points at ``threshold`` marked: further up and right is better."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    labels = {"species": "species only", "fallback": "species, else genus, else family"}
+    for (kind, points), color in zip(curves.items(), ("#4c72b0", "#55a868")):
+        pts = [q for q in points if q["coverage"] > 0]
+        ax.plot(
+            [q["coverage"] for q in pts],
+            [q["accuracy"] for q in pts],
+            color=color,
+            marker=".",
+            label=labels.get(kind, kind),
+        )
+        mark = min(points, key=lambda q: abs(q["threshold"] - threshold))
+        if mark["coverage"] > 0:
+            ax.scatter([mark["coverage"]], [mark["accuracy"]], s=80, color=color, zorder=3)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage (share of photos answered)")
+    ax.set_ylabel("accuracy of the answers (at the rank given)")
+    ax.set_title(f"risk-coverage (large dots: threshold {threshold:g})")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(scores: dict[str, np.ndarray], threshold: float, score: str) -> Figure:
+    """Histograms of an out-of-set score for known and held-out species, with the threshold
+    below which a photo is flagged ``not_in_classes``."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    found = np.concatenate([v for v in scores.values() if len(v)] or [np.zeros(1)])
+    bins = np.linspace(float(found.min()), float(found.max()) + 1e-6, 31)
+    for (name, values), color in zip(scores.items(), ("#4c72b0", "#c44e52")):
+        ax.hist(values, bins=bins, alpha=0.6, color=color, label=f"{name} ({len(values)})")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel(f"{score} (higher: more like a trained species)")
+    ax.set_ylabel("photos")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path, close: bool = True) -> None:
     """Write a figure as PNG and (``close``) free it."""
     fig.savefig(path, dpi=110)

@@ -137,6 +137,87 @@ def _near_duplicates(found: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _place_prior(found: dict[str, Any] | None) -> list[str]:
+    """The "Where and when" section: top-1 of vision alone, the prior alone and the two fused."""
+    if not found:
+        return []
+    rows = [
+        {"answer from": "the photo (vision)", "top-1": found["top1_vision"]},
+        {"answer from": "place and date only (prior)", "top-1": found["top1_prior"]},
+        {"answer from": "both (fused)", "top-1": found["top1_fused"]},
+    ]
+    return [
+        "## Where and when: the place prior",
+        "",
+        f"A prior p(species | place, season) fitted on {found['prior_photos']} training photos' "
+        f"coordinates and dates, fused with the vision model (weight {found['weight']:g}; "
+        f"{found['with_place_or_date']} of {found['photos']} test photos have a place or a date). "
+        f"**Fusing changes top-1 accuracy by {found['gain']:+.3f}.**",
+        "",
+        to_markdown(rows),
+        "",
+        "The classes it changes most (look-alikes that live apart gain):",
+        "",
+        to_markdown(found["classes"]),
+        "",
+    ]
+
+
+def _coverage(found: dict[str, Any] | None) -> list[str]:
+    """The "Answers at a coarser rank" section: the risk–coverage plot and its table."""
+    if not found:
+        return []
+    return [
+        "## Saying less when unsure: risk-coverage",
+        "",
+        "Each point: answer the photos whose top probability reaches a threshold (species only), "
+        "or answer each photo at the finest rank whose summed probability does (species, else "
+        "genus, else family: `predict.py`'s `answer`). At "
+        f"`uncertain_below={found['threshold']:g}`:",
+        "",
+        to_markdown(found["at_threshold"]),
+        "",
+        f"![accuracy against coverage]({found['figure']})",
+        "",
+    ]
+
+
+def _open_set(found: dict[str, Any] | None) -> list[str]:
+    """The "Not one of mine" section: out-of-set detection on held-out species."""
+    if not found:
+        return []
+    rule = found.get("rule")
+    lines = ["## Not one of mine: out-of-set photos", ""]
+    if rule:
+        lines += [
+            f"`predict.py` flags `not_in_classes` when {rule['score']} is below "
+            f"{rule['threshold']:.4f} (fitted to accept {rule['accept']:.0%} of the known "
+            "species' validation photos); it accepts "
+            f"{found.get('known_accepted', float('nan')):.1%} of the test photos.",
+            "",
+        ]
+    if "auroc" in found:
+        rows = [{"score": k, "AUROC": v} for k, v in found["auroc"].items()]
+        far = found.get("false_accept_rate")
+        lines += [
+            f"{found['held_out_photos']} photos of species held out of training "
+            "(`data.held_out_classes`) against the test photos:"
+            + (
+                f" **{far:.1%} of them are accepted as a known species**."
+                if far is not None
+                else ""
+            ),
+            "",
+            to_markdown(rows),
+            "",
+        ]
+        if found.get("figure"):
+            lines += [f"![out-of-set scores]({found['figure']})", ""]
+    else:
+        lines += ["No held-out species to measure it on (`data.held_out_classes=[...]`).", ""]
+    return lines
+
+
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
     """Write ``out/report.md`` from an evaluation summary; returns its path."""
     m = summary["metrics"]
@@ -163,6 +244,9 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "",
         *_taxonomy(summary),
         *_calibration(summary),
+        *_place_prior(summary.get("place_prior")),
+        *_coverage(summary.get("coverage")),
+        *_open_set(summary.get("open_set")),
         "## Per class",
         "",
         "Weakest first (by F1), then rarest; `recall` is the species' accuracy, `train_images` its "

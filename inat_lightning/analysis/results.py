@@ -67,6 +67,7 @@ class PhotoPrediction:
     answer: str | None = None
     answer_probability: float | None = None
     observation_prediction: str | None = None
+    not_in_classes: bool | None = None  # scored below the checkpoint's out-of-set threshold
     true: str | None = None
     cue_share: float | None = None
     looks_at_cue: bool | None = None
@@ -87,6 +88,7 @@ class ObservationPrediction:
     answer_rank: str | None = None
     answer: str | None = None
     answer_probability: float | None = None
+    not_in_classes: bool | None = None  # every readable photo of it is out of set
 
 
 @dataclass
@@ -107,6 +109,9 @@ class EvaluationSummary:
     gradcam: list[str]
     audit: dict[str, Any] | None = None
     near_duplicates: dict[str, Any] | None = None  # the split's clusters (data/near_duplicates)
+    place_prior: dict[str, Any] | None = None  # vision-only, prior-only and fused top-1
+    coverage: dict[str, Any] | None = None  # risk–coverage of species-only and fallback answers
+    open_set: dict[str, Any] | None = None  # out-of-set detection on held-out species
 
 
 def columns(kind: type) -> list[str]:

@@ -64,6 +64,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             an error before any work (a manifest that does not describe its folder).
         hash_cache: a folder keeping the perceptual hashes of photos the manifest gives none
             for (``split.near_duplicates``), so they are computed once per file.
+        held_out_classes: species left out of training altogether: their photos form the
+            ``held_out`` set on which ``evaluate.py`` measures out-of-set detection.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_missing: float = 0.05,
         hash_cache: str | Path | None = None,
+        held_out_classes: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.split = split or SplitSpec()
@@ -130,6 +133,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.max_pixels = max_pixels
         self.max_missing = max_missing
         self.hash_cache = Path(hash_cache) if hash_cache else None
+        if isinstance(held_out_classes, str):
+            raise ValueError(f"held_out_classes={held_out_classes!r}: must be a list of names")
+        self.held_out_classes = [str(c) for c in held_out_classes or ()]
         #: near-duplicate clusters of more than one photo, as lists of record paths (setup)
         self.near_clusters: list[list[str]] = []
         self._split_of: dict[str, str] = {}
@@ -147,7 +153,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
-        records = self._filter_classes(load_records(self.root, self.max_missing))
+        records = self._hold_out(load_records(self.root, self.max_missing))
+        records = self._filter_classes(records)
         check_readable(
             self.root, [r.path for r in records], self.max_missing, max_pixels=self.max_pixels
         )
@@ -189,8 +196,26 @@ class ImageFolderDataModule(L.LightningDataModule):
                 tf[name],
                 self.max_pixels,
             )
+        if self.held_out_classes:
+            recs = self.records["held_out"]
+            self.datasets["held_out"] = ImageDataset(
+                self.root, [r.path for r in recs], [-1] * len(recs), tf["test"], self.max_pixels
+            )
         sizes = {k: len(v) for k, v in self.datasets.items()}
         log.info("%d classes, images per split: %s", self.num_classes, sizes)
+
+    def _hold_out(self, records: list[Record]) -> list[Record]:
+        """The records of the trained classes; those of ``held_out_classes`` are kept aside in
+        ``records["held_out"]``. A name that is no class of the data is an error."""
+        if not self.held_out_classes:
+            return records
+        names = {r.taxon_name for r in records}
+        unknown = [c for c in self.held_out_classes if c not in names]
+        if unknown:
+            raise ValueError(f"held_out_classes: {unknown[0]!r} is not a class of {self.root}")
+        held = set(self.held_out_classes)
+        self.records["held_out"] = [r for r in records if r.taxon_name in held]
+        return [r for r in records if r.taxon_name not in held]
 
     def near_duplicate_summary(self, examples: int = 4) -> dict[str, object] | None:
         """The near-duplicate clusters found (``None`` when turned off): how many, their photos,

@@ -23,6 +23,14 @@ observed_on       date of the observation (``YYYY-MM-DD``); empty when unknown
 cue_label         what the cue box holds (``person``, ``hand``…); ``+``-joined when merged
 cue_source        where the box comes from: ``csv:<file>``, ``coco:<file>``, a detector's name
 cue_score         the detector's score (empty for imported and generated boxes)
+phash             64-bit perceptual hash of the pixels, 16 hex digits (near-duplicate clusters)
+latitude          where the observation was made, decimal degrees (WGS84); empty when unknown
+longitude         decimal degrees in [-180, 180]; empty when unknown
+pos_accuracy      positional accuracy, metres (iNaturalist's ``positional_accuracy``)
+coords_obscured   ``true`` when iNaturalist obscured the coordinates (geoprivacy, threatened
+                  taxon): they are ~20 km off, marked and not trusted by the place prior
+captive           ``true`` for captive or cultivated organisms (a zoo, a garden); the scrape
+                  leaves them out by default
 ================  ==========================================================================
 
 Other columns (a user's notes) are the user's data: they are read into ``Record.extra`` and
@@ -38,6 +46,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -76,11 +85,16 @@ class Record:
     cue_source: str = ""
     cue_score: float | None = None
     phash: str = ""  # 64-bit perceptual hash, 16 hex digits (data/near_duplicates.py)
+    latitude: float | None = None
+    longitude: float | None = None
+    pos_accuracy: float | None = None
+    coords_obscured: bool | None = None
+    captive: bool | None = None
     extra: dict[str, str] | None = None  # columns this project does not know, kept as read
 
     def row(self) -> dict[str, object]:
         """The CSV row: known columns (empty for ``None``) and the extra ones."""
-        known = {c: "" if getattr(self, c) is None else getattr(self, c) for c in COLUMNS}
+        known = {c: _cell(getattr(self, c)) for c in COLUMNS}
         return {**known, **(self.extra or {})}
 
     @property
@@ -93,7 +107,22 @@ class Record:
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record) if f.name != "extra")
 _INT_COLUMNS = {"width", "height"}
 _PHASH = re.compile(r"[0-9a-f]{16}")
-_FLOAT_COLUMNS = {"cue_x0", "cue_y0", "cue_x1", "cue_y1", "cue_score"}
+#: number columns and the closed range a value must fall in
+_FLOAT_COLUMNS = {
+    **dict.fromkeys(("cue_x0", "cue_y0", "cue_x1", "cue_y1", "cue_score"), (-math.inf, math.inf)),
+    "latitude": (-90.0, 90.0),
+    "longitude": (-180.0, 180.0),
+    "pos_accuracy": (0.0, math.inf),
+}
+_BOOL_COLUMNS = {"coords_obscured", "captive"}
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "": None}
+
+
+def _cell(value: object) -> object:
+    """A value as written: empty for ``None``, ``true``/``false`` for booleans."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else value
 
 
 def _parse(column: str, value: str, where: str) -> object:
@@ -102,10 +131,20 @@ def _parse(column: str, value: str, where: str) -> object:
         if column in _INT_COLUMNS:
             return int(value) if value else None
         if column in _FLOAT_COLUMNS:
-            return float(value) if value else None
-    except ValueError:
+            number = float(value) if value else None
+            low, high = _FLOAT_COLUMNS[column]
+            if number is not None and not low <= number <= high:  # NaN fails too
+                raise ValueError(f"{where}, column {column}: {value!r} is not in [{low}, {high}]")
+            return number
+    except ValueError as e:
+        if "is not in" in str(e):
+            raise
         kind = "an integer" if column in _INT_COLUMNS else "a number"
         raise ValueError(f"{where}, column {column}: {value!r} is not {kind}") from None
+    if column in _BOOL_COLUMNS:
+        if value.strip().lower() not in _BOOLS:
+            raise ValueError(f"{where}, column {column}: {value!r} is not true or false")
+        return _BOOLS[value.strip().lower()]
     if column == "phash" and value and not _PHASH.fullmatch(value):
         raise ValueError(f"{where}, column phash: {value!r} is not 16 hex digits")
     return value

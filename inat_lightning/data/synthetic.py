@@ -7,6 +7,11 @@ It behaves like a small iNaturalist scrape, so the whole pipeline runs offline i
 * photos vary in pose, scale, position, rotation and lighting, on natural-looking backgrounds
   (water, foliage, sand, rock);
 * each *observation* (one individual) has 1–3 photos, recorded in the manifest;
+* each species has a **range and a season**: observations are made around its range's centre
+  and its season's peak, and each look-alike twin lives beside its partner, the two ranges and
+  seasons overlapping in part — so where and when a photo was taken tells the twins apart
+  where the pixels cannot (the place prior, :mod:`inat_lightning.models.prior`). A few
+  observations have obscured coordinates, as on iNaturalist;
 * an optional **spurious cue** — a hand in a blue sleeve, an angler holding the fish — co-occurs
   with one species in a configurable share of its observations (and rarely with others); its box is
   written to the manifest so the bias audit can measure whether the model looks at it.
@@ -122,6 +127,12 @@ class SyntheticSpecies:
         cue_other_share: share of the other species' observations that show it.
         observers: how many people took the photos; each observation has one observer
             (``observer_id`` in the manifest, for ``data.split.group_by=observer``).
+        ranges: give each species a range and a season (the manifest's latitude, longitude and
+            ``observed_on``); ``False``: no place, and no date.
+        range_km: the spread (standard deviation) of a species' observations around its range's
+            centre; a twin's centre is ~1.6 spreads from its partner's.
+        season_days: the spread of its observation dates around the season's peak; a twin's
+            peak is 60 days after its partner's.
         seed: everything derives from it.
     """
 
@@ -136,6 +147,9 @@ class SyntheticSpecies:
     cue_share: float = 0.8
     cue_other_share: float = 0.03
     observers: int = 12
+    ranges: bool = True
+    range_km: float = 650.0
+    season_days: float = 40.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -150,6 +164,8 @@ class SyntheticSpecies:
                 "cue_share": (0.0 <= self.cue_share <= 1.0, "in [0, 1]"),
                 "cue_other_share": (0.0 <= self.cue_other_share <= 1.0, "in [0, 1]"),
                 "observers": (self.observers >= 1, ">= 1"),
+                "range_km": (self.range_km > 0, "> 0"),
+                "season_days": (self.season_days > 0, "> 0"),
                 "cue_species": (cue_ok, f"null or a species index in [0, {self.num_species})"),
             },
             vars(self),
@@ -189,6 +205,42 @@ class SyntheticSpecies:
         has_cue = self.cue_species is not None and bool(rng.random() < share)
         observer = int(np.random.default_rng([self.seed, k, obs, 2]).integers(self.observers))
         return views, has_cue, observer
+
+    def habitat(self, k: int) -> tuple[float, float, float]:
+        """Species ``k``'s range centre (latitude, longitude) and season peak (day of the
+        year). A look-alike twin (catalogue species 1 and 3) lives beside its partner."""
+        twin = self.lookalikes and k in (1, 3)
+        rng = np.random.default_rng([self.seed, k - 1 if twin else k, 6])
+        lat, lon, peak = rng.uniform(-40, 50), rng.uniform(-150, 150), rng.uniform(1, 366)
+        if twin:  # ~1.6 spreads north-east of the partner, its season 60 days later
+            step = 0.8 * 1.6 * self.range_km / 111.0
+            return lat + step, lon + step / math.cos(math.radians(lat)), (peak + 59) % 365 + 1
+        return lat, lon, peak
+
+    def where_and_when(self, k: int, obs: int) -> dict[str, object]:
+        """An observation's manifest place and date: around its species' habitat (its own
+        random stream: the photos do not change). About 1 in 30 has obscured coordinates."""
+        if not self.ranges:
+            return {}
+        lat0, lon0, peak = self.habitat(k)
+        rng = np.random.default_rng([self.seed, k, obs, 5])
+        spread = self.range_km / 111.0  # degrees of latitude
+        lat = float(np.clip(lat0 + rng.normal(0, spread), -89.0, 89.0))
+        lon = lon0 + rng.normal(0, spread) / max(math.cos(math.radians(lat0)), 0.2)
+        lon = (lon + 180.0) % 360.0 - 180.0
+        day = int((peak - 1 + rng.normal(0, self.season_days)) % 365)
+        date = (np.datetime64("2025-01-01") + np.timedelta64(day, "D")).astype(str)
+        obscured = bool(rng.random() < 1 / 30)
+        if obscured:  # iNaturalist moves an obscured point within a ~0.2° cell
+            lat, lon = lat + rng.uniform(-0.2, 0.2), lon + rng.uniform(-0.2, 0.2)
+        return {
+            "latitude": round(float(np.clip(lat, -90, 90)), 5),
+            "longitude": round(float((lon + 180.0) % 360.0 - 180.0), 5),
+            "pos_accuracy": float(round(math.exp(rng.uniform(math.log(5), math.log(500))))),
+            "coords_obscured": obscured,
+            "captive": False,
+            "observed_on": str(date),
+        }
 
     def samples(self) -> list[Sample]:
         out = []
@@ -316,13 +368,13 @@ class SyntheticSpecies:
                     quality_grade="research",
                     observer_id=f"u{s.observer:03d}",
                     observer=f"observer{s.observer}",
-                    observed_on=f"2025-{1 + s.observation % 12:02d}-{1 + s.species % 28:02d}",
                     cue_x0=x0,
                     cue_y0=y0,
                     cue_x1=x1,
                     cue_y1=y1,
                     cue_label="hand" if box else "",
                     cue_source="synthetic" if box else "",
+                    **self.where_and_when(s.species, s.observation),
                 )
             )
         write_manifest(tmp / MANIFEST_NAME, records)

@@ -42,7 +42,7 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:
     try:
         model = Classifier(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
-        model.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
+        model.on_load_checkpoint(checkpoint)  # temperature, place prior, out-of-set rule
     except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(
             f"{key}={str(path)!r}: does not fit this project's classifier: {e}"

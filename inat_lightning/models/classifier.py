@@ -17,6 +17,8 @@ from inat_lightning.data.taxonomy import Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
 from inat_lightning.models.confusion import Confusion, ConfusionPairs, rank_scalars
 from inat_lightning.models.metrics import MONITOR, STAGES, build_metrics, key
+from inat_lightning.models.open_set import OpenSetRule
+from inat_lightning.models.prior import PlacePrior
 from inat_lightning.models.spec import InputSpec
 
 #: classes up to which each one's F1 is logged as a scalar (``<stage>/f1_class/<name>``)
@@ -121,6 +123,12 @@ class Classifier(L.LightningModule):
         #: softmax temperature fitted on the validation split after training (1 = as trained);
         #: kept in the checkpoint under ``"temperature"``, see models/calibration.py
         self.temperature = 1.0
+        #: p(species | place, season), fitted on the training split after training (or None);
+        #: kept under ``"prior"``, see models/prior.py
+        self.prior: PlacePrior | None = None
+        #: the out-of-set score's threshold fitted on the validation split (or None); kept
+        #: under ``"open_set"``, see models/open_set.py
+        self.open_set: OpenSetRule | None = None
         self._stepped_epoch = -1  # the last epoch whose scheduler step was taken
         self.net = resnet(depth, num_classes, weights, weights_path, zero_init_residual)
         self.channels_last = channels_last
@@ -238,7 +246,14 @@ class Classifier(L.LightningModule):
         checkpoint["scheduler_stepped_epoch"] = self._stepped_epoch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What training added beside the weights (each checked: the file may come from
+        anyone)."""
         self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
+        found = checkpoint.get("prior")
+        k = self.hparams["num_classes"]
+        self.prior = None if found is None else PlacePrior.from_dict(found, k, "prior")
+        found = checkpoint.get("open_set")
+        self.open_set = None if found is None else OpenSetRule.from_dict(found, "open_set")
         self._stepped_epoch = int(checkpoint.get("scheduler_stepped_epoch", -1))
 
     # ------------------------------------------------------------------ optimisation

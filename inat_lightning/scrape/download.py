@@ -433,6 +433,11 @@ class Downloader:
                 observer=item.observer,
                 observed_on=item.observed_on,
                 phash=phash,
+                latitude=item.latitude,
+                longitude=item.longitude,
+                pos_accuracy=item.pos_accuracy,
+                coords_obscured=item.coords_obscured,
+                captive=item.captive,
             )
         )
         return Outcome(kind, bytes=nbytes)

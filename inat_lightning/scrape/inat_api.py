@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,59 @@ class PhotoItem:
     observer_id: str = ""
     observer: str = ""
     observed_on: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    pos_accuracy: float | None = None
+    coords_obscured: bool | None = None
+    captive: bool | None = None
+
+
+def number_in(value: object, low: float, high: float) -> float | None:
+    """A number within ``[low, high]``, else ``None`` (text, NaN, a bool…: not a coordinate)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        found = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return found if low <= found <= high else None
+
+
+def observation_place(obs: dict) -> dict[str, object]:
+    """Where an observation was made, as the manifest keeps it: ``geojson`` (``[lon, lat]``)
+    or ``location`` (``"lat,lon"``), ``positional_accuracy``, whether iNaturalist obscured the
+    point (``obscured``, or a geoprivacy of ``obscured``/``private``) and ``captive``. A value
+    that is not what the API documents is left empty, never an error."""
+    lat = lon = None
+    coords = (
+        (obs.get("geojson") or {}).get("coordinates")
+        if isinstance(obs.get("geojson"), dict)
+        else None
+    )
+    if isinstance(coords, list) and len(coords) == 2:
+        lon, lat = number_in(coords[0], -180, 180), number_in(coords[1], -90, 90)
+    elif isinstance(obs.get("location"), str) and obs["location"].count(",") == 1:
+        a, b = obs["location"].split(",")
+        lat, lon = number_in(a, -90, 90), number_in(b, -180, 180)
+    if lat is None or lon is None:
+        lat = lon = None
+    accuracy = obs.get("positional_accuracy")
+    if accuracy is None:
+        accuracy = obs.get("public_positional_accuracy")
+    hidden = {"obscured", "private"}
+    obscured = (
+        obs.get("obscured") is True
+        or obs.get("geoprivacy") in hidden
+        or obs.get("taxon_geoprivacy") in hidden
+    )
+    captive = obs.get("captive")
+    return {
+        "latitude": lat,
+        "longitude": lon,
+        "pos_accuracy": number_in(accuracy, 0, math.inf),
+        "coords_obscured": obscured if lat is not None else None,
+        "captive": captive if isinstance(captive, bool) else None,
+    }
 
 
 class Malformed(NamedTuple):
@@ -168,6 +222,7 @@ def parse_observation_checked(
     assert isinstance(obs, dict)
     wanted = None if licenses is None else {x.lower() for x in licenses}
     user = obs.get("user") or {}
+    place = observation_place(obs)
     items: list[PhotoItem | Malformed] = []
     for photo in obs.get("photos") or []:
         problem = photo_problem(photo)
@@ -191,6 +246,7 @@ def parse_observation_checked(
                 observer_id=str(user.get("id") or ""),
                 observer=str(user.get("login") or ""),
                 observed_on=str(obs.get("observed_on") or ""),
+                **place,  # type: ignore[arg-type]
             )
         )
     return items

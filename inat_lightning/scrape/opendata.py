@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import os
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from pathlib import Path
 from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import RANKS, TaxonEntry
 from inat_lightning.scrape.http import HttpClient
-from inat_lightning.scrape.inat_api import PhotoItem, Taxon
+from inat_lightning.scrape.inat_api import PhotoItem, Taxon, number_in
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,16 @@ LAYOUT = {
 #: the columns this backend reads, per table (others may come and go)
 TABLES = {
     "taxa": ("taxon_id", "ancestry", "rank_level", "rank", "name", "active"),
-    "observations": ("observation_uuid", "observer_id", "taxon_id", "quality_grade", "observed_on"),
+    "observations": (
+        "observation_uuid",
+        "observer_id",
+        "taxon_id",
+        "quality_grade",
+        "observed_on",
+        "latitude",
+        "longitude",
+        "positional_accuracy",
+    ),
     "photos": ("photo_id", "observation_uuid", "extension", "license"),
     "observers": ("observer_id", "login", "name"),
 }
@@ -90,7 +100,21 @@ _SPOOL_COLUMNS = (
     "observer_id",
     "observer",
     "observed_on",
+    "latitude",
+    "longitude",
+    "positional_accuracy",
 )
+
+
+def spooled_place(values: dict[str, str]) -> dict[str, float | None]:
+    """The export's latitude, longitude and positional accuracy of a spool row (empty or not a
+    number in range: unknown). The export has no obscured or captive flag."""
+    lat = number_in(values.get("latitude"), -90, 90)
+    lon = number_in(values.get("longitude"), -180, 180)
+    if lat is None or lon is None:
+        lat = lon = None
+    accuracy = number_in(values.get("positional_accuracy"), 0, math.inf)
+    return {"latitude": lat, "longitude": lon, "pos_accuracy": accuracy}
 
 
 def license_code(value: str) -> str:
@@ -319,9 +343,9 @@ class OpenDataLister:
 
     def _select_observations(
         self, selection: dict[str, int], quality_grade: str | None
-    ) -> dict[bytes, tuple[int, str, str, str]]:
+    ) -> dict[bytes, tuple[int, str, str, str, str, str, str]]:
         """Observation uuid (bytes, as the photos table is read) → (requested taxon id,
-        observer id, observed_on, quality grade)."""
+        observer id, observed_on, quality grade, latitude, longitude, positional accuracy)."""
         out = {}
         by_id = {k.encode(): v for k, v in selection.items()}
         with self._lines("observations") as (c, lines):
@@ -332,6 +356,7 @@ class OpenDataLister:
                 c["quality_grade"],
                 c["observed_on"],
             )
+            where = [c[k] for k in ("latitude", "longitude", "positional_accuracy")]
             width = len(c)
             for line in lines:
                 raw = line.split(b"\t")
@@ -340,7 +365,8 @@ class OpenDataLister:
                 row = cells(line)
                 if len(row) != width or (quality_grade and row[iq] != quality_grade):
                     continue
-                out[raw[iu]] = (by_id[raw[it]], row[io_], row[id_], row[iq])
+                place = tuple(row[i] for i in where)
+                out[raw[iu]] = (by_id[raw[it]], row[io_], row[id_], row[iq], *place)
         return out
 
     def _observer_names(self, ids: set[str]) -> dict[str, tuple[str, str]]:
@@ -354,7 +380,7 @@ class OpenDataLister:
     def _write_spool(
         self,
         taxa: Sequence[Taxon],
-        observations: dict[bytes, tuple[int, str, str, str]],
+        observations: dict[bytes, tuple[int, str, str, str, str, str, str]],
         observers: dict[str, tuple[str, str]],
         size: str,
         licenses: Sequence[str] | None,
@@ -373,7 +399,7 @@ class OpenDataLister:
                     code = license_code(cells["license"])
                     if wanted is not None and code not in wanted:
                         continue
-                    taxon_id, observer_id, observed_on, grade = observations[
+                    taxon_id, observer_id, observed_on, grade, *place = observations[
                         cells["observation_uuid"].encode()
                     ]
                     login, shown = observers.get(observer_id, ("", observer_id))
@@ -391,6 +417,7 @@ class OpenDataLister:
                             observer_id,
                             login,
                             observed_on,
+                            *place,
                         ]
                     )
         finally:
@@ -424,6 +451,7 @@ class OpenDataLister:
                     observer_id=values["observer_id"],
                     observer=values["observer"],
                     observed_on=values["observed_on"],
+                    **spooled_place(values),
                 )
 
 

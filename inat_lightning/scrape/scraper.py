@@ -5,9 +5,10 @@ from __future__ import annotations
 import gzip
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -64,6 +65,7 @@ def check_scrape_config(settings: DictConfig) -> None:
                 ),
                 "max_bytes": (settings.max_bytes > 0, "> 0"),
                 "out": (not Path(settings.out).is_file(), "a folder, not a file"),
+                "captive": (isinstance(settings.get("captive", False), bool), "true or false"),
             },
             values,
         )
@@ -220,6 +222,24 @@ def resolve_all(source: TaxonSource, names: list[str]) -> dict[str, Taxon | Exce
     return out
 
 
+def wild_only(items: Iterable[Any], taxon: str) -> Iterator[Any]:
+    """The listed items without captive or cultivated organisms (a zoo, a garden: where they
+    live says nothing of the species' range), as iNaturalist's own training sets do; how many
+    were left out is logged."""
+    dropped = 0
+    for item in items:
+        if getattr(item, "captive", None) is True:
+            dropped += 1
+            continue
+        yield item
+    if dropped:
+        log.info(
+            "%s: %d captive/cultivated photos left out (scrape.captive=true keeps them)",
+            taxon,
+            dropped,
+        )
+
+
 def _scrape_taxa(
     settings: DictConfig,
     names: list[str],
@@ -260,6 +280,8 @@ def _scrape_taxa(
                 log.info("%s: already has %s images", taxon.name, settings.max_per_taxon)
                 continue
             items = lister.iter_photos(taxon, *wanted)
+            if not settings.get("captive", False):
+                items = wild_only(items, taxon.name)
             try:
                 result = downloader.run(items, desc=taxon.name, total=settings.max_per_taxon)
             except HttpError as e:  # the listing itself failed

@@ -98,9 +98,8 @@ def make_dump(fake: FakeINat) -> Dump:
             [
                 obs_uuid(o.id),
                 user["id"],
-                45.1,
-                6.2,
-                10,
+                *(fake.place(o) if o.id % 6 != 2 else ("", "")),
+                10 if o.id % 4 else "",
                 taxon,
                 o.quality_grade,
                 fake.observation_json(o)["observed_on"],

@@ -78,6 +78,7 @@ class FakeINat:
         opendata: file name → bytes served at ``/opendata/<name>`` (an open-data export, see
             ``tests/fakeinat/opendata.py``).
         opendata_faults: open-data request number (1 = the first) → a fault for that request.
+        captive_every: every Nth observation is of a captive/cultivated organism (0 = none).
     """
 
     num_taxa: int = 3
@@ -97,6 +98,7 @@ class FakeINat:
     bad_urls: dict[int, str] = field(default_factory=dict)
     opendata: dict[str, bytes] = field(default_factory=dict)
     opendata_faults: dict[int, str] = field(default_factory=dict)
+    captive_every: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -178,7 +180,38 @@ class FakeINat:
             ],
             "user": {"id": 700 + obs.id % 13, "login": f"observer{obs.id % 13}"},
             "observed_on": f"2024-{1 + obs.id % 12:02d}-{1 + obs.id % 28:02d}",
+            **self.place_json(obs),
         }
+
+    def place(self, obs: FakeObservation) -> tuple[float, float]:
+        """The true (latitude, longitude) of an observation: around its taxon's range."""
+        lat0, lon0, _ = self.species.habitat(obs.taxon_index)
+        return round(lat0 + (obs.id % 17) / 4, 5), round(lon0 - (obs.id % 11) / 3, 5)
+
+    def place_json(self, obs: FakeObservation) -> dict:
+        """Where and how an observation is placed, as varied as the real API: geojson and
+        location, location only, no place at all, obscured (geoprivacy), a point in the
+        wrong order or out of range, accuracy missing or not a number; captive ones."""
+        lat, lon = self.place(obs)
+        kind = obs.id % 6
+        found: dict = {
+            "captive": bool(self.captive_every and obs.id % self.captive_every == 0),
+            "obscured": False,
+            "geoprivacy": None,
+            "taxon_geoprivacy": None,
+            "positional_accuracy": [12, None, 250, "about 5 m", 3, -4][obs.id % 6],
+            "location": f"{lat},{lon}",
+            "geojson": {"type": "Point", "coordinates": [lon, lat]},
+        }
+        if kind == 1:  # an older record: location only
+            del found["geojson"]
+        elif kind == 2:  # no place recorded
+            found |= {"location": None, "geojson": None}
+        elif kind == 3:  # obscured by the observer's geoprivacy
+            found |= {"obscured": True, "geoprivacy": "obscured"}
+        elif kind == 4:  # garbage: not a coordinate pair, latitude out of range
+            found |= {"location": "north,east", "geojson": {"coordinates": ["x", 95.0]}}
+        return found
 
     def search(self, query: dict[str, str]) -> dict:
         """``GET /v1/observations``: taxon, quality grade, photo license, id_above paging."""
