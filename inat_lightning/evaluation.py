@@ -18,7 +18,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.audit import choose_audit
-from inat_lightning.analysis.coverage import RankAnswer, at_threshold, risk_coverage
+from inat_lightning.analysis.coverage import (
+    THRESHOLDS,
+    RankAnswer,
+    at_threshold,
+    risk_coverage,
+)
 from inat_lightning.analysis.data_bias import dataset_report
 from inat_lightning.analysis.figures import (
     reliability_figure,
@@ -190,8 +195,9 @@ def write_test_predictions(
     log_vision: np.ndarray,
     log_final: np.ndarray,
 ) -> Path:
-    """``test_predictions.csv``: each readable test photo's true class, the vision model's top-1
-    answer and calibrated probability, and (with a place prior) the answer fused with it."""
+    """``test_predictions.csv``: each readable test photo's true class, top-1 answer and
+    calibrated probability as ``predict.py`` gives them (fused with the place prior when the
+    checkpoint has one), and then the vision model's own answer."""
     fused = log_final is not log_vision
     rows = []
     for r, y, v, f in zip(records, labels.tolist(), log_vision, log_final):
@@ -199,13 +205,13 @@ def write_test_predictions(
             "photo_id": r.photo_id,
             "path": r.path,
             "true": names[int(y)],
-            "prediction": names[int(v.argmax())],
-            "probability": round(float(np.exp(v.max())), 6),
+            "prediction": names[int(f.argmax())],
+            "probability": round(float(np.exp(f.max())), 6),
         }
         if fused:
             row |= {
-                "fused_prediction": names[int(f.argmax())],
-                "fused_probability": round(float(np.exp(f.max())), 6),
+                "vision_prediction": names[int(v.argmax())],
+                "vision_probability": round(float(np.exp(v.max())), 6),
             }
         rows.append(row)
     tables.write_csv(out / "test_predictions.csv", rows)
@@ -241,7 +247,8 @@ def coverage(
     if not len(labels):
         return None
     coarse = RankAnswer(model.class_names, model.hparams.get("lineages"), threshold)
-    curves = risk_coverage(np.exp(log_final), labels, coarse)
+    grid = sorted({*THRESHOLDS, threshold})
+    curves = risk_coverage(np.exp(log_final), labels, coarse, grid)
     save(risk_coverage_figure(curves, threshold), out / "risk_coverage.png")
     return {
         "threshold": threshold,

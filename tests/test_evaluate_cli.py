@@ -32,9 +32,23 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_e
     assert (used["image_size"], used["eval_crop_ratio"]) == (32, 0.75)
     tested = list(csv.DictReader((out / "test_predictions.csv").open()))
     assert len(tested) == Confusion.from_record(summary["test_confusion"]).total
-    assert sum(r["true"] == r["prediction"] for r in tested) / len(tested) == pytest.approx(
-        summary["metrics"]["test/acc"], abs=1e-6
+    # the vision model's answers are the test loop's; the final ones are fused with the place
+    # prior (the synthetic species have ranges and seasons), as predict.py answers
+    vision = sum(r["true"] == r["vision_prediction"] for r in tested) / len(tested)
+    fused = sum(r["true"] == r["prediction"] for r in tested) / len(tested)
+    assert vision == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    prior = summary["place_prior"]
+    assert prior["top1_vision"] == pytest.approx(vision) and prior["top1_fused"] == pytest.approx(
+        fused
     )
+    assert prior["gain"] == pytest.approx(fused - vision) and prior["with_place_or_date"] > 0
+    assert summary["open_set"]["rule"]["score"] == "max_softmax"
+    assert "auroc" not in summary["open_set"]  # no held-out species in this run
+    points = summary["coverage"]["at_threshold"]
+    assert [p["answers"] for p in points] == ["species", "fallback"]
+    assert all(p["threshold"] == 0.5 for p in points)
+    # the fallback answers at least the photos species-only answers do
+    assert points[1]["coverage"] >= points[0]["coverage"]
     card = (out / "MODEL.md").read_text()
     assert "## Bias audit" in card and "## Test results" in card
 
@@ -58,9 +72,14 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_e
         "![accuracy against training images](long_tail.png)",
         "## CAM faithfulness",
         "gradcam/test/",
+        "## Where and when: the place prior",
+        "![accuracy against coverage](risk_coverage.png)",
+        "## Not one of mine",
+        "## Near-duplicate photos",
     ):
         assert piece in report, piece
-    for png in ("confusion_matrix.png", "per_class.png", "long_tail.png", *summary["gradcam"]):
+    pngs = ("confusion_matrix.png", "per_class.png", "long_tail.png", "risk_coverage.png")
+    for png in (*pngs, *summary["gradcam"]):
         assert (out / png).stat().st_size > 1000, png
     # no cue boxes in this data: CAM faithfulness per class instead of the cue audit
     assert summary["audit"]["kind"] == "faithfulness"

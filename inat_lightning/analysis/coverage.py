@@ -17,7 +17,7 @@ import numpy as np
 #: an answer at the finest rank that is sure enough: (rank, name, summed probability)
 Answer = tuple[str, str, float]
 FALLBACK_RANKS = ("genus", "family")
-THRESHOLDS = tuple(round(t, 2) for t in np.linspace(0.0, 0.99, 34))
+THRESHOLDS = tuple(round(float(t), 3) for t in np.linspace(0.0, 0.975, 40))
 
 
 class RankAnswer:

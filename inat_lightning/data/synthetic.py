@@ -149,7 +149,7 @@ class SyntheticSpecies:
     observers: int = 12
     ranges: bool = True
     range_km: float = 650.0
-    season_days: float = 40.0
+    season_days: float = 70.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,12 +208,18 @@ class SyntheticSpecies:
 
     def habitat(self, k: int) -> tuple[float, float, float]:
         """Species ``k``'s range centre (latitude, longitude) and season peak (day of the
-        year). A look-alike twin (catalogue species 1 and 3) lives beside its partner."""
+        year). Every range lies in one region about four spreads wide (species share most of
+        their places: where says a little about what), and a look-alike twin (catalogue
+        species 1 and 3) lives beside its partner, ~1.6 spreads away, its season 60 days
+        later."""
         twin = self.lookalikes and k in (1, 3)
         rng = np.random.default_rng([self.seed, k - 1 if twin else k, 6])
-        lat, lon, peak = rng.uniform(-40, 50), rng.uniform(-150, 150), rng.uniform(1, 366)
-        if twin:  # ~1.6 spreads north-east of the partner, its season 60 days later
-            step = 0.8 * 1.6 * self.range_km / 111.0
+        spread = self.range_km / 111.0  # degrees of latitude
+        lat = 45.0 + rng.uniform(-2, 2) * spread
+        lon = 10.0 + rng.uniform(-2, 2) * spread / math.cos(math.radians(45.0))
+        peak = rng.uniform(1, 366)
+        if twin:
+            step = 0.8 * 1.6 * spread  # north-east: 1.6 spreads in all
             return lat + step, lon + step / math.cos(math.radians(lat)), (peak + 59) % 365 + 1
         return lat, lon, peak
 
