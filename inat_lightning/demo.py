@@ -81,6 +81,33 @@ The evaluation audits with: {" ".join(EVALUATE)}.
 """
 
 
+def data_and_answers(found: dict) -> list[str]:
+    """What the report says of the data and of answers beyond the pixels, a line each: the
+    near-duplicate clusters, the place prior's gain and the fallback's coverage."""
+    lines = []
+    near = found.get("near_duplicates")
+    if near:
+        lines.append(
+            f"Near-duplicates: {near['clusters']} clusters kept whole by the split "
+            f"({near['test_photos_with_a_copy_in_train']} test photos with a copy in train)."
+        )
+    prior = found.get("place_prior")
+    if prior:
+        lines.append(
+            f"Where and when: top-1 {prior['top1_vision']:.3f} from the photo alone, "
+            f"{prior['top1_fused']:.3f} with the place prior ({prior['gain']:+.3f})."
+        )
+    coverage = found.get("coverage")
+    if coverage:
+        species, fallback = coverage["at_threshold"]
+        lines.append(
+            f"Unsure answers: at {coverage['threshold']:g}, species only answers "
+            f"{species['coverage']:.0%} of the photos; falling back to genus or family, "
+            f"{fallback['coverage']:.0%} (risk_coverage.png)."
+        )
+    return [*lines, ""] if lines else []
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     """Train with ``argv`` as overrides, evaluate the best checkpoint; returns the run folder
     (``None`` for ``--help``)."""
@@ -97,7 +124,10 @@ def main(argv: list[str] | None = None) -> Path | None:
     metrics = summary["metrics"]
     results = ", ".join(f"{k} {metrics[k]:.3f}" for k in headline("test") if k in metrics)
     print(f"\ndemo done: {results} (chance {summary['chance_accuracy']:.3f}), in {run}\n")
-    verdicts = audit_findings(json.loads((evaluated / "metrics.json").read_text())["audit"])
+    found = json.loads((evaluated / "metrics.json").read_text())
+    for line in data_and_answers(found):
+        print(line)
+    verdicts = audit_findings(found["audit"])
     if verdicts:
         print("Bias audit (does the model look at the species or at the angler's hand?):")
         print("\n".join(f"  {v}" for v in verdicts) + "\n")

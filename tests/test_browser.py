@@ -66,11 +66,19 @@ def test_browser_scrolls_the_grid_and_downloads_every_tile(tmp_path):
             assert r.observation_id == str(obs.id)
             assert r.taxon_name == fake.taxa[obs.taxon_index]["name"]
             assert "/small.jpg" in r.url and r.width == 48  # medium tile URL mapped to small
+            # what the tile does not say comes from the observation's API record
+            photo = fake.photo_json(int(r.photo_id))
+            assert (r.license, r.attribution) == (photo["license_code"] or "", photo["attribution"])
+            assert r.observed_on == fake.observation_json(obs)["observed_on"]
+            placed = obs.id % 6 not in (2, 4)
+            assert (r.latitude, r.longitude) == (fake.place(obs) if placed else (None, None))
+        details = [p for _, k, p in fake.requests if k == "api" and "?id=" in p]
+        assert 0 < len(details) <= len(fake.taxa) * (len(expected) // 30 + 1)
         # it had to scroll: the page asked for more tiles (id_above > 0) for every taxon
         more = [
             p
             for _, k, p in fake.requests
-            if k == "api" and "id_above=0" not in p and "/observations" in p
+            if k == "api" and "id_above=" in p and "id_above=0" not in p
         ]
         assert len(more) >= 2 * 2
 
@@ -90,7 +98,7 @@ def test_browser_stops_at_the_cap(tmp_path):
         rows = read_manifest(tmp_path / "inat" / "manifest.csv")
         assert Counter(r.taxon_name for r in rows) == {fake.taxa[0]["name"]: 15}
         # it stopped scrolling once it had enough: the last page was never requested
-        pages = [p for _, k, p in fake.requests if k == "api" and "/observations" in p]
+        pages = [p for _, k, p in fake.requests if k == "api" and "taxon_id=" in p]
         assert len(pages) == 2
 
 

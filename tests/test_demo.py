@@ -63,3 +63,10 @@ def test_demo_ends_with_report_gallery_and_tensorboard_that_exist(tmp_path):
         assert line.startswith(f"{row['class']}: {row['verdict']} (")
         assert f"{row['acc_drop']:+.2f}" in line and f"{row['energy_lift']:.1f}x" in line
     assert "## Findings" in report.read_text()
+    # the data and the answers beyond the pixels, without extra flags: said and in the report
+    text = report.read_text()
+    for section in ("## Near-duplicate photos", "## Where and when", "## Saying less when unsure"):
+        assert section in text, section
+    assert (report.parent / "risk_coverage.png").stat().st_size > 1000
+    prior = evaluated["place_prior"]
+    assert f"({prior['gain']:+.3f})" in res.stdout and "Near-duplicates:" in res.stdout

@@ -104,8 +104,10 @@ OUTPUT = re.compile(r"`([\w./<>-]+\.(?:md|csv|png|json|yaml|pt2))`")
 def test_every_file_the_readme_names_for_evaluate_is_written(short_evaluation):
     _, out = short_evaluation
     named = set(OUTPUT.findall(section("Analyse")))
-    # written elsewhere (the training run, the data folder) or only for data with cue boxes
+    # written elsewhere (the training run, the data folder), only for data with cue boxes, or
+    # only with held-out species (test_evaluate_cli checks that one)
     elsewhere = {"metrics.json", "splits.csv", "dataset_report.md", "audit_gallery.png", "taxa.csv"}
+    elsewhere |= {"open_set_scores.png"}
     absent = sorted(f for f in named - elsewhere if "<" not in f and not (out / f).is_file())
     assert not absent, absent
     summary = json.loads((out / "metrics.json").read_text())
@@ -133,6 +135,7 @@ def test_every_file_the_readme_names_for_predict_is_written(
     named = set(OUTPUT.findall(section("Predict")))
     # inputs, and what training and evaluate write, named there to say where things come from
     elsewhere = {"docs/benchmarks.md", "manifest.csv", "metrics.json", "reliability.png"}
+    elsewhere |= {"conf/train.yaml"}  # where the prior and the out-of-set rule are set
     absent = sorted(
         f for f in named - elsewhere if not ((out / f).is_file() or (out / "export" / f).is_file())
     )

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from inat_lightning.config import ConfigError
+from inat_lightning.data.manifest import read_manifest, safe_folder_name
 from inat_lightning.evaluation import evaluate
 from inat_lightning.models.confusion import Confusion
-from tests.helpers.cli import compose_config, run_cli
+from tests.helpers.cli import QUICK, compose_config, run_cli, run_dirs
 from tests.helpers.tensorboard import tensorboard_tags
 
 
@@ -109,3 +110,55 @@ def test_a_data_value_that_contradicts_the_checkpoint_spec_is_an_error(short_tra
     with pytest.raises(ConfigError, match=r"^data.image_size=64: contradicts .*image_size=32"):
         evaluate(cfg)
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_held_out_species_measure_the_out_of_set_flag_that_predict_raises(tmp_path):
+    """A species left out of training (``data.held_out_classes``): evaluate.py measures AUROC
+    and the false-accept rate on its photos; predict.py flags the same photos
+    ``not_in_classes`` by the checkpoint's rule, so its flags agree with that rate."""
+    held = "Cochlea spiralis"  # the 5th species of the catalogue without look-alikes
+    res = run_cli(
+        "train.py",
+        *QUICK,
+        "data.synthetic.num_species=5",
+        "data.synthetic.observations_per_species=24",
+        f"data.held_out_classes=[{held}]",
+        tmp_path=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "logs")
+    trained = json.loads((run / "metrics.json").read_text())
+    assert held not in trained["class_names"] and len(trained["class_names"]) == 4
+    best = trained["best_checkpoint"]
+    res = run_cli(
+        "evaluate.py", f"ckpt_path='{best}'", tmp_path=tmp_path / "e", data_dir=tmp_path / "data"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (out,) = run_dirs(tmp_path / "e" / "logs")
+    found = json.loads((out / "metrics.json").read_text())["open_set"]
+    photos = [
+        r
+        for r in read_manifest(tmp_path / "data" / "synthetic" / "manifest.csv")
+        if r.taxon_name == held
+    ]
+    assert found["held_out_photos"] == len(photos) > 0
+    assert set(found["auroc"]) == {"max_softmax", "energy"}
+    assert all(0.0 <= v <= 1.0 for v in found["auroc"].values())
+    report = (out / "report.md").read_text()
+    assert "| score | AUROC |" in report and "![out-of-set scores](open_set_scores.png)" in report
+    assert (out / "open_set_scores.png").stat().st_size > 1000
+
+    res = run_cli(
+        "predict.py",
+        f"ckpt_path='{best}'",
+        f"inputs={tmp_path / 'data' / 'synthetic' / safe_folder_name(held)}",
+        "explain=false",
+        tmp_path=tmp_path / "p",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (pred,) = run_dirs(tmp_path / "p" / "logs")
+    rows = list(csv.DictReader((pred / "predictions.csv").open()))
+    assert len(rows) == len(photos)
+    accepted = sum(r["not_in_classes"] == "False" for r in rows) / len(rows)
+    assert accepted == pytest.approx(found["false_accept_rate"], abs=1e-9)

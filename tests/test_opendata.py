@@ -65,6 +65,10 @@ def test_scrape_from_a_local_export_selects_descendants_and_writes_the_card(tmp_
         assert (r.observer_id, r.observer) == (str(700 + n), f"observer{n}")
         shown = 'Seán O"Brien' if n == 0 else f"Person {n}"  # the quote kept as written
         assert shown in r.attribution
+        # the export's place (some rows have none) and positional accuracy
+        placed = owner.id % 6 != 2
+        assert (r.latitude, r.longitude) == (fake.place(owner) if placed else (None, None))
+        assert r.pos_accuracy == (10.0 if owner.id % 4 else None) and r.captive is None
     moved = [o for o in fake.observations if dump.taxon_of_obs[o.id] == SUBSPECIES]
     assert moved and all(p in got for o in moved for p in o.photo_ids if p in expected)
     inactive = [o for o in fake.observations if dump.taxon_of_obs[o.id] == INACTIVE_CHILD]

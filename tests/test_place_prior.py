@@ -18,6 +18,7 @@ from inat_lightning.data.manifest import Record, read_manifest, write_manifest
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.models.open_set import OpenSetRule, open_set_score
 from inat_lightning.models.prior import PlacePrior, PriorFit, fused_log_probabilities
+from inat_lightning.prediction import answer, photo_places
 from inat_lightning.scrape.inat_api import observation_place
 
 # ---------------------------------------------------------------------- places and seasons
@@ -247,3 +248,38 @@ def test_the_fallback_answers_more_photos_right_at_the_same_threshold():
     assert (fallback["coverage"], fallback["accuracy"]) == (1.0, 0.75)
     assert curves["species"][0] == {"threshold": 0.0, "coverage": 1.0, "accuracy": 0.5}
     assert coarse(probs[1]) == ("genus", "A", pytest.approx(0.9))
+
+
+def test_a_photo_takes_its_place_from_the_csv_then_the_manifest_then_its_exif(tmp_path):
+    gps = _jpeg_with_gps((10.0, 30.0, 0.0), "N", (20.0, 0.0, 0.0), "W", "2024:01:10 12:00:00")
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / name).write_bytes(gps)
+    located = {"latitude": 1.0, "longitude": 2.0, "observed_on": "2024-01-05"}
+    records = [
+        Record("a", "a", "", "", "a.jpg", **located),  # the CSV wins over the manifest
+        Record("b", "b", "", "", "b.jpg", **located),  # the manifest wins over EXIF
+        Record("c", "c", "", "", "c.jpg"),  # EXIF only
+        Record("d", "d", "", "", "d.jpg"),
+    ]
+    given = {"a.jpg": Place(5.0, 6.0, None)}
+    places, sources = photo_places(tmp_path, records, given, exif=True)
+    assert sources == ["csv", "manifest", "exif", "exif"]
+    assert places[0] == Place(5.0, 6.0, None) and places[1] == Place(1.0, 2.0, 5)
+    assert places[2] == Place(10.5, -20.0, 10)
+    places, sources = photo_places(tmp_path, records, None, exif=False)
+    assert sources == ["manifest", "manifest", None, None] and places[3] == Place()
+
+
+def test_the_prior_term_moves_a_streamed_answer_and_flags_follow_the_vision_logits():
+    from inat_lightning.analysis.infer import Batch
+
+    logits = np.array([[2.0, 2.0, -5.0], [0.1, 0.0, 0.0]], dtype=np.float32)
+    batch = Batch(index=np.array([0, 1]), logits=logits, labels=np.array([-1, -1]))
+    names = ["A a", "A b", "C c"]
+    rule = OpenSetRule("max_softmax", 0.45, 0.95)
+    toward_b = np.log(np.array([[0.2, 0.8, 1.0], [1.0, 1.0, 1.0]]))
+    got = answer([batch], ["o1", "o2"], names, 1.0, 2, None, lambda idx: toward_b[idx], rule)
+    assert got.photos[0][0][0] == "A b"  # a tie in the pixels, decided by where and when
+    assert got.out_of_set == [False, True]  # [0]: max softmax ~0.5 (vision alone); [1]: ~0.35
+    plain = answer([batch], ["o1", "o2"], names, 1.0, 2)
+    assert plain.out_of_set == [None, None]

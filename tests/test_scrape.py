@@ -88,6 +88,15 @@ def test_api_scrape_writes_imagefolder_and_manifest(tmp_path):
             user = fake.observation_json(owner)["user"]  # the observer, for group_by=observer
             assert (r.observer_id, r.observer) == (str(user["id"]), user["login"])
             assert r.observed_on == fake.observation_json(owner)["observed_on"]
+            # the place, as varied as the API gives it: missing, obscured, garbage
+            sent = fake.place_json(owner)
+            lat, lon = fake.place(owner)
+            placed = owner.id % 6 not in (2, 4)  # 2: no place; 4: not a coordinate pair
+            assert (r.latitude, r.longitude) == ((lat, lon) if placed else (None, None))
+            assert r.coords_obscured is (sent["obscured"] if placed else None)
+            accuracy = sent["positional_accuracy"]
+            expected_accuracy = accuracy if isinstance(accuracy, int) and accuracy >= 0 else None
+            assert r.pos_accuracy == expected_accuracy and r.captive is False
         # each taxon's lineage once in taxa.csv, from /v1/taxa/<id>
         taxa = read_taxa(tmp_path / "inat" / "taxa.csv")
         assert set(taxa) == {str(t["id"]) for t in fake.taxa}
@@ -112,6 +121,20 @@ def test_api_scrape_writes_imagefolder_and_manifest(tmp_path):
         assert len([p for _, k, p in fake.requests if k == "api" and "/taxa/" in p]) == len(
             fake.taxa
         )
+
+
+def test_captive_organisms_are_left_out_unless_asked_for(tmp_path):
+    with FakeINat(num_taxa=2, observations_per_taxon=9, captive_every=4) as fake:
+        expected = fake.expected_photos(CC)
+        captive = {p for p in expected if fake.photo_owner[p].id % 4 == 0}
+        assert captive and captive != set(expected)
+        scrape(scrape_cfg(tmp_path / "wild", fake))
+        rows = read_manifest(tmp_path / "wild" / "inat" / "manifest.csv")
+        assert {int(r.photo_id) for r in rows} == set(expected) - captive
+        scrape(scrape_cfg(tmp_path / "all", fake, "scrape.captive=true"))
+        rows = read_manifest(tmp_path / "all" / "inat" / "manifest.csv")
+        assert {int(r.photo_id) for r in rows} == set(expected)
+        assert {int(r.photo_id) for r in rows if r.captive} == captive
 
 
 def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):

@@ -118,9 +118,10 @@ def card_text(records: Sequence[Record], query: Mapping[str, Any], top: int = 10
     else:
         lines += ["No observer recorded (this backend does not see them).", ""]
     lines += [
-        "## Observation dates",
+        "## Where and when",
         "",
         f"From {dates[0]} to {dates[-1]}." if dates else "No observation date recorded.",
+        _places(records),
         "",
         "## Classes and quality grades",
         "",
@@ -135,6 +136,19 @@ def card_text(records: Sequence[Record], query: Mapping[str, Any], top: int = 10
         "",
     ]
     return "\n".join(lines)
+
+
+def _places(records: list[Record]) -> str:
+    """How many photos say where they were taken (what the place prior learns from)."""
+    located = [r for r in records if r.latitude is not None and r.longitude is not None]
+    obscured = sum(bool(r.coords_obscured) for r in located)
+    captive = sum(bool(r.captive) for r in records)
+    return (
+        f"{len(located)} of {len(records)} photos have coordinates ({obscured} obscured by "
+        "iNaturalist: marked, not trusted by the place prior)"
+        + (f"; {captive} are of captive or cultivated organisms" if captive else "")
+        + "."
+    )
 
 
 def _near_duplicates(records: Sequence[Record]) -> list[str]:

@@ -17,9 +17,10 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from inat_lightning.data.manifest import DEFAULT_MAX_PIXELS
+
 log = logging.getLogger(__name__)
 TENSOR_DECODED = (".jpg", ".jpeg", ".png")
-DEFAULT_MAX_PIXELS = 40_000_000  # iNaturalist originals are at most 2048 px on a side
 
 
 def resolve_inside(root: Path, relative: str) -> Path:

@@ -55,6 +55,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.csv"
+#: photos whose header announces more pixels are skipped, not decoded (decompression bombs);
+#: iNaturalist originals are at most 2048 px on a side
+DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 

@@ -23,6 +23,26 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     ]
 
 
+def _extras(checkpoint: dict[str, Any]) -> list[str]:
+    """What the checkpoint carries beyond the network: the place prior, the out-of-set rule."""
+    lines = []
+    prior = checkpoint.get("prior")
+    if isinstance(prior, dict):
+        lines.append(
+            f"- a place prior p(species | place, season) fitted on {prior.get('photos', '?')} "
+            "training photos' coordinates and dates, fused with the photo's answer when "
+            "`predict.py` knows where and when (`places=`, the manifest, EXIF)"
+        )
+    rule = checkpoint.get("open_set")
+    if isinstance(rule, dict):
+        lines.append(
+            f"- photos whose {rule.get('score')} is below {rule.get('threshold', 0):.4f} are "
+            f"flagged `not_in_classes` (the threshold keeps {rule.get('accept', 0):.0%} of the "
+            "known species' validation photos)"
+        )
+    return lines
+
+
 def card_text(
     checkpoint: dict[str, Any], name: str, audit_findings: Sequence[str] | None = None
 ) -> str:
@@ -64,6 +84,7 @@ def card_text(
         ),
         f"- softmax temperature {float(checkpoint.get('temperature', 1.0)):.3f} "
         "(fitted on the validation split; 1 = not calibrated)",
+        *_extras(checkpoint),
         "",
         "## Classes and their training images",
         "",

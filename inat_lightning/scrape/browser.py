@@ -74,7 +74,8 @@ def observation_id_from_href(href: str) -> str | None:
 
 class BrowserLister:
     """Lists a taxon's photos by scrolling the grid in headless Chromium
-    (``scrape/backend=browser``).
+    (``scrape/backend=browser``). A tile gives only the photo and its observation: the scrape
+    asks the API for the rest (:attr:`tiles_only`).
 
     Args:
         page_url: grid URL template; ``{base}``, ``{taxon_id}``, ``{quality_grade}`` and
@@ -97,6 +98,9 @@ class BrowserLister:
             Chromium refuses to start with it).
         extra_flags: more Chromium command-line flags.
     """
+
+    #: tiles carry no licence, date or place: the scrape fills them in from the API
+    tiles_only = True
 
     def __init__(
         self,

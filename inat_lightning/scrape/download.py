@@ -31,8 +31,8 @@ from typing import NamedTuple
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS
 from inat_lightning.data.manifest import (
+    DEFAULT_MAX_PIXELS,
     MANIFEST_NAME,
     Record,
     header_of,

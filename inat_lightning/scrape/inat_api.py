@@ -309,6 +309,15 @@ class INatAPI:
         self.client = client
         self.base_url = base_url.rstrip("/")
 
+    def observations_by_id(self, ids: Sequence[str]) -> list[object]:
+        """The records of the observations ``ids`` (digits; up to 200 per request)."""
+        found: list[object] = []
+        for start in range(0, len(ids), 200):
+            part = ",".join(ids[start : start + 200])
+            answer = self._get("observations", {"id": part, "per_page": 200}, listed=True)
+            found += answer.get("results") or []
+        return found
+
     def _get(self, path: str, params: dict | None = None, listed: bool = False) -> dict:
         """A JSON object from the API (with ``listed``: its ``results`` a list); anything else
         (a maintenance page with 200, a page of the wrong shape) is retried, then an

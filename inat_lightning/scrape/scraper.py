@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import sys
@@ -14,13 +15,21 @@ from omegaconf import DictConfig
 
 from inat_lightning.config import ConfigError, build_with, check_targets
 from inat_lightning.data.card import CREDITS_NAME, write_card
-from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
+from inat_lightning.data.manifest import MANIFEST_NAME, is_photo_id, read_manifest
 from inat_lightning.data.taxonomy import TAXA_NAME, read_taxa, write_taxa
 from inat_lightning.progress import progress
 from inat_lightning.scrape.budget import SharedByteBudget, SharedRateLimiter
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, FolderLocked, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
-from inat_lightning.scrape.inat_api import SIZES, INatAPI, PhotoLister, Taxon, TaxonSource
+from inat_lightning.scrape.inat_api import (
+    SIZES,
+    INatAPI,
+    PhotoItem,
+    PhotoLister,
+    Taxon,
+    TaxonSource,
+    parse_observation,
+)
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
@@ -222,6 +231,41 @@ def resolve_all(source: TaxonSource, names: list[str]) -> dict[str, Taxon | Exce
     return out
 
 
+def with_details(
+    items: Iterable[Any], api: INatAPI, taxon: Taxon, size: str, chunk: int = 30
+) -> Iterator[Any]:
+    """Grid tiles carry only a photo and its observation: each tile's photo gets its
+    observation's record from the API (licence, attribution, observer, date, place, captive),
+    ``chunk`` observations per request, in listing order. A tile whose record does not come
+    (an API fault, a record the API does not have) keeps what the tile said."""
+    buffer: list[Any] = []
+    for item in items:
+        buffer.append(item)
+        if len({getattr(i, "observation_id", None) for i in buffer}) >= chunk:
+            yield from _detailed(buffer, api, taxon, size)
+            buffer = []
+    yield from _detailed(buffer, api, taxon, size)
+
+
+def _detailed(buffer: list[Any], api: INatAPI, taxon: Taxon, size: str) -> Iterator[Any]:
+    tiles = [i for i in buffer if isinstance(i, PhotoItem)]
+    ids = sorted({i.observation_id for i in tiles if is_photo_id(i.observation_id)})
+    found: dict[str, PhotoItem] = {}
+    if ids:
+        try:
+            records = api.observations_by_id(ids)
+        except HttpError as e:
+            log.warning("%s: no details for %d observations: %s", taxon.name, len(ids), e)
+            records = []
+        for obs in records:
+            for photo in parse_observation(obs, taxon, size):
+                found[photo.photo_id] = photo
+    for item in buffer:
+        detail = found.get(item.photo_id) if isinstance(item, PhotoItem) else None
+        keep = detail is not None and detail.observation_id == item.observation_id
+        yield dataclasses.replace(detail, url=item.url) if keep else item
+
+
 def wild_only(items: Iterable[Any], taxon: str) -> Iterator[Any]:
     """The listed items without captive or cultivated organisms (a zoo, a garden: where they
     live says nothing of the species' range), as iNaturalist's own training sets do; how many
@@ -280,6 +324,9 @@ def _scrape_taxa(
                 log.info("%s: already has %s images", taxon.name, settings.max_per_taxon)
                 continue
             items = lister.iter_photos(taxon, *wanted)
+            if getattr(lister, "tiles_only", False):
+                chunk = min(30, settings.max_per_taxon or 30)  # never list past the cap
+                items = with_details(items, api, taxon, settings.size, chunk)
             if not settings.get("captive", False):
                 items = wild_only(items, taxon.name)
             try:

@@ -214,7 +214,13 @@ class FakeINat:
         return found
 
     def search(self, query: dict[str, str]) -> dict:
-        """``GET /v1/observations``: taxon, quality grade, photo license, id_above paging."""
+        """``GET /v1/observations``: taxon, quality grade, photo license, id_above paging; or
+        ``id=1,2,3``: those observations (an id the world lacks is left out)."""
+        if query.get("id"):
+            wanted = {int(i) for i in query["id"].split(",") if i.isdigit()}
+            hits = [o for o in self.observations if o.id in wanted]
+            results = [self.observation_json(o) for o in hits]
+            return {"total_results": len(hits), "page": 1, "per_page": 200, "results": results}
         taxon_id = int(query.get("taxon_id", "0"))
         per_page = min(int(query.get("per_page", "30")), 200)
         id_above = int(query.get("id_above", "0"))
