@@ -165,6 +165,27 @@ class PriorFit:
             net = _mlp(num_classes, self.hidden)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         net.train()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # matrices this small: threads cost more than they give (7x)
+        try:
+            loss = self._steps(net, opt, x, y, g)
+        finally:
+            torch.set_num_threads(threads)
+        smoothed = (counts + 1) / (counts.sum() + num_classes)  # a class never seen: not -inf
+        log_freq = torch.tensor(np.log(smoothed), dtype=torch.float32)
+        log.info("place prior fitted on %d photos (final batch loss %.3f)", len(y), loss)
+        return PlacePrior(net, log_freq, len(y))
+
+    def _steps(
+        self,
+        net: nn.Sequential,
+        opt: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        g: torch.Generator,
+    ) -> float:
+        """The minibatch steps; returns the last batch's loss."""
+        loss = torch.zeros(())
         for _ in range(self.steps):
             pick = torch.randint(len(y), (min(self.batch_size, len(y)),), generator=g)
             xb = x[pick].clone()
@@ -175,10 +196,7 @@ class PriorFit:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        smoothed = (counts + 1) / (counts.sum() + num_classes)  # a class never seen: not -inf
-        log_freq = torch.tensor(np.log(smoothed), dtype=torch.float32)
-        log.info("place prior fitted on %d photos (final batch loss %.3f)", len(y), loss.item())
-        return PlacePrior(net, log_freq, len(y))
+        return float(loss.item())
 
 
 def fused_log_probabilities(
