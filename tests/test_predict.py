@@ -187,6 +187,9 @@ def test_an_empty_folder_is_a_config_error_before_any_work(short_training, tmp_p
         ("device=tpu", "device"),
         ("+preprocess.size=3", "preprocess.size"),
         ("preprocess.image_size=4", "preprocess.image_size"),
+        ("prior_weight=-1", "prior_weight"),
+        ("prior_weight=abc", "prior_weight"),
+        ("places=/nonexistent/places.csv", "places"),
     ],
 )
 def test_every_setting_is_checked_before_a_photo_is_read(short_training, tmp_path, override, key):

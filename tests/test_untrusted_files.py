@@ -94,6 +94,24 @@ def test_a_checkpoint_with_a_bad_input_spec_is_a_config_error(tmp_path, spec):
         load_classifier(tmp_path / "bad.ckpt")
 
 
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ({"prior": {"version": 1, "hidden": 4, "state": {}, "log_freq": [0.0, 0.0, 0.0]}}, "prior"),
+        ({"prior": {"version": 2}}, "prior"),
+        ({"prior": "os.system('x')"}, "prior"),
+        ({"open_set": {"score": "eval", "threshold": 0.5, "accept": 0.95}}, "open_set"),
+        ({"open_set": {"score": "energy", "threshold": float("nan"), "accept": 0.95}}, "open_set"),
+        ({"open_set": {"score": "energy", "threshold": 0.1, "accept": 0.9, "x": 1}}, "open_set"),
+    ],
+)
+def test_a_checkpoint_with_a_bad_prior_or_open_set_rule_is_a_config_error(tmp_path, extra, key):
+    good = torch.load(small_checkpoint(tmp_path / "good.ckpt"), weights_only=True)
+    torch.save({**good, **extra}, tmp_path / "bad.ckpt")
+    with pytest.raises(ConfigError, match=rf"^ckpt_path=.*bad\.ckpt.*{key}"):
+        load_classifier(tmp_path / "bad.ckpt")
+
+
 def test_a_checkpoint_loads_without_the_weights_it_was_started_from(tmp_path):
     start = tmp_path / "start.pth"
     torch.save(resnet(18, 3).state_dict(), start)
