@@ -7,6 +7,9 @@ task has are checked by that task, before its work (e.g. ``prediction.check_sett
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -62,6 +65,28 @@ def check_open_set(settings: dict) -> None:
         raise ConfigError(f"open_set.score={score!r}: must be one of {SCORES}")
     if isinstance(accept, bool) or not isinstance(accept, int | float) or not 0 < accept <= 1:
         raise ConfigError(f"open_set.accept={accept!r}: must be in (0, 1]")
+
+
+def setting(cfg: DictConfig, name: str, kind: type, rule: Callable[[Any], bool], want: str):
+    """``cfg[name]`` as ``kind`` obeying ``rule``, else a config error naming the key (the
+    settings of evaluate and predict, checked before any work)."""
+    value = cfg.get(name)
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        converted = kind(value)
+        if kind is int and converted != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: must be {want}") from None
+    if not rule(converted):
+        raise ConfigError(f"{name}={value!r}: must be {want}")
+    return converted
+
+
+def non_negative(value: float) -> bool:
+    """A finite number >= 0 (a fusion weight)."""
+    return 0 <= value < math.inf
 
 
 def require_checkpoint(cfg: DictConfig) -> None:

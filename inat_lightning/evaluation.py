@@ -40,7 +40,7 @@ from inat_lightning.analysis.tiles import side_by_side
 from inat_lightning.callbacks.outputs import CollectTestLogits
 from inat_lightning.callbacks.saved import SavesFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
-from inat_lightning.checks import require_checkpoint
+from inat_lightning.checks import non_negative, require_checkpoint, setting
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.geo import Place
@@ -51,7 +51,6 @@ from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
 from inat_lightning.models.open_set import open_set_score
-from inat_lightning.models.prior import check_weight
 from inat_lightning.models.spec import InputSpec, pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes
 
@@ -218,8 +217,12 @@ def write_test_predictions(
     return out / "test_predictions.csv"
 
 
-def test_answers(
-    cfg: DictConfig, model: Classifier, datamodule: ImageFolderDataModule, collected: Any, out: Path
+def final_answers(
+    weight: float,
+    model: Classifier,
+    datamodule: ImageFolderDataModule,
+    collected: Any,
+    out: Path,
 ) -> tuple[dict[str, Any] | None, np.ndarray, np.ndarray]:
     """The test photos' calibrated log-probabilities, fused with the place prior when the
     checkpoint has one (``prior_weight`` > 0), written to ``test_predictions.csv``; returns the
@@ -228,7 +231,6 @@ def test_answers(
     labels = labels.numpy()
     records = [datamodule.records["test"][i] for i in collected.indices().tolist()]
     log_vision = torch.log_softmax(logits.float() / model.temperature, 1).numpy()
-    weight = float(cfg.get("prior_weight", 1.0))
     gain, log_final = None, log_vision
     if model.prior is not None and weight > 0 and len(labels):
         places = [Place.of(r) for r in records]
@@ -370,16 +372,12 @@ def near_duplicates(datamodule: Any, out: Path) -> dict[str, Any] | None:
 
 def check_settings(cfg: DictConfig) -> dict[str, float]:
     """``prior_weight`` and ``uncertain_below``, checked before any work."""
-    try:
-        weight = check_weight(cfg.get("prior_weight", 1.0))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    threshold = cfg.get("uncertain_below", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ConfigError(f"uncertain_below={threshold!r}: must be in [0, 1]")
-    if not 0 <= threshold <= 1:
-        raise ConfigError(f"uncertain_below={threshold!r}: must be in [0, 1]")
-    return {"prior_weight": weight, "uncertain_below": float(threshold)}
+    return {
+        "prior_weight": setting(cfg, "prior_weight", float, non_negative, "a number >= 0"),
+        "uncertain_below": setting(
+            cfg, "uncertain_below", float, lambda v: 0 <= v <= 1, "in [0, 1]"
+        ),
+    }
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -402,7 +400,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics, confusion = run_test(trainer, model, datamodule)
     names = model.class_names
     found = write_tables(out, confusion, model, datamodule, cfg.top_pairs)
-    gain, log_final, labels = test_answers(cfg, model, datamodule, logits, out)
+    weight = settings["prior_weight"]
+    gain, log_final, labels = final_answers(weight, model, datamodule, logits, out)
     device = trainer.strategy.root_device
     calibrated = calibration(model, *logits.result(), out)
     figures, galleries = pictures(callbacks, out)

@@ -44,7 +44,7 @@ from inat_lightning.analysis.results import (
     write_json,
 )
 from inat_lightning.analysis.tiles import cam_tile
-from inat_lightning.checks import require_checkpoint
+from inat_lightning.checks import non_negative, require_checkpoint, setting
 from inat_lightning.config import ConfigError
 from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.geo import Place, exif_place, read_places
@@ -240,38 +240,22 @@ def explain(
     return found
 
 
-def _number(cfg: DictConfig, name: str, kind: type, rule: Callable[[Any], bool], want: str):
-    """``cfg[name]`` as ``kind`` obeying ``rule``, else a config error naming the key."""
-    value = cfg.get(name)
-    try:
-        if isinstance(value, bool) or value is None:
-            raise ValueError
-        converted = kind(value)
-        if kind is int and converted != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r}: must be {want}") from None
-    if not rule(converted):
-        raise ConfigError(f"{name}={value!r}: must be {want}")
-    return converted
-
-
 def check_settings(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
     """Every setting of ``predict.py`` checked before a photo is read: a bad one is one line
     naming its key. Returns them converted."""
     settings = {
-        "top_k": _number(cfg, "top_k", int, lambda v: v >= 1, "an integer >= 1"),
-        "uncertain_below": _number(
+        "top_k": setting(cfg, "top_k", int, lambda v: v >= 1, "an integer >= 1"),
+        "uncertain_below": setting(
             cfg, "uncertain_below", float, lambda v: 0 <= v <= 1, "in [0, 1]"
         ),
-        "explain_max": _number(cfg, "explain_max", int, lambda v: v >= 0, "an integer >= 0"),
-        "cue_warning_share": _number(
+        "explain_max": setting(cfg, "explain_max", int, lambda v: v >= 0, "an integer >= 0"),
+        "cue_warning_share": setting(
             cfg, "cue_warning_share", float, lambda v: 0 < v <= 1, "in (0, 1]"
         ),
-        "batch_size": _number(cfg, "batch_size", int, lambda v: v >= 1, "an integer >= 1"),
-        "num_workers": _number(cfg, "num_workers", int, lambda v: v >= 0, "an integer >= 0"),
-        "max_pixels": _number(cfg, "max_pixels", int, lambda v: v >= 1, "an integer >= 1"),
-        "prior_weight": _number(cfg, "prior_weight", float, lambda v: v >= 0, "a number >= 0"),
+        "batch_size": setting(cfg, "batch_size", int, lambda v: v >= 1, "an integer >= 1"),
+        "num_workers": setting(cfg, "num_workers", int, lambda v: v >= 0, "an integer >= 0"),
+        "max_pixels": setting(cfg, "max_pixels", int, lambda v: v >= 1, "an integer >= 1"),
+        "prior_weight": setting(cfg, "prior_weight", float, non_negative, "a number >= 0"),
     }
     if cfg.get("places"):
         try:
@@ -336,11 +320,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         cfg.get("progress", True),
     )
     coarse = RankAnswer(names, model.hparams.get("lineages"), settings["uncertain_below"])
-    places, sources = photo_places(root, records, settings.get("places"), cfg.get("exif", True))
-    terms = None
-    if model.prior is not None and settings["prior_weight"] > 0:
+    terms, sources = None, []
+    if model.prior is not None and settings["prior_weight"] > 0:  # else no photo's place is read
+        places, sources = photo_places(root, records, settings.get("places"), cfg.exif)
         prior, weight = model.prior, settings["prior_weight"]
-        terms = lambda index: prior.log_ratio([places[i] for i in index], weight)  # noqa: E731
+
+        def terms(index: np.ndarray) -> np.ndarray:
+            return prior.log_ratio([places[i] for i in index], weight)
+
     answers = answer(
         stream, groups, names, temperature, settings["top_k"], coarse, terms, model.open_set
     )
@@ -388,10 +375,11 @@ def photo_places(
     places, sources = [], []
     for r in records:
         found, source = Place(), None
+        listed = Place.of(r)
         if given and (r.path in given or r.photo_id in given):
             found, source = given.get(r.path) or given[r.photo_id], "csv"
-        elif Place.of(r).known:
-            found, source = Place.of(r), "manifest"
+        elif listed.known:
+            found, source = listed, "manifest"
         elif exif:
             found = exif_place(root / r.path)
             source = "exif" if found.known else None

@@ -217,13 +217,8 @@ def fit_prior(trainer: L.Trainer, datamodule: Any, best: str, settings: PriorFit
     """Fit the place prior on the training split's places and dates and store it in the best
     checkpoint (rank 0; the others wait). Nothing is stored when the data has too few."""
     if trainer.is_global_zero:
-        records = datamodule.records["train"]
-        index = {n: i for i, n in enumerate(datamodule.class_names)}
-        prior = settings.fit(
-            [Place.of(r) for r in records],
-            [index[r.taxon_name] for r in records],
-            datamodule.num_classes,
-        )
+        places = [Place.of(r) for r in datamodule.records["train"]]  # the dataset's order
+        prior = settings.fit(places, datamodule.datasets["train"].labels, datamodule.num_classes)
         if prior is not None:
             update_checkpoint(best, prior=prior.to_dict())
     trainer.strategy.barrier("prior fitted")

@@ -133,17 +133,15 @@ def _parse(column: str, value: str, where: str) -> object:
     try:
         if column in _INT_COLUMNS:
             return int(value) if value else None
-        if column in _FLOAT_COLUMNS:
-            number = float(value) if value else None
-            low, high = _FLOAT_COLUMNS[column]
-            if number is not None and not low <= number <= high:  # NaN fails too
-                raise ValueError(f"{where}, column {column}: {value!r} is not in [{low}, {high}]")
-            return number
-    except ValueError as e:
-        if "is not in" in str(e):
-            raise
+        number = float(value) if column in _FLOAT_COLUMNS and value else None
+    except ValueError:
         kind = "an integer" if column in _INT_COLUMNS else "a number"
         raise ValueError(f"{where}, column {column}: {value!r} is not {kind}") from None
+    if column in _FLOAT_COLUMNS:
+        low, high = _FLOAT_COLUMNS[column]
+        if number is not None and not low <= number <= high:  # NaN fails too
+            raise ValueError(f"{where}, column {column}: {value!r} is not in [{low}, {high}]")
+        return number
     if column in _BOOL_COLUMNS:
         if value.strip().lower() not in _BOOLS:
             raise ValueError(f"{where}, column {column}: {value!r} is not true or false")

@@ -16,7 +16,6 @@ where ``p(y)`` is the training frequency both models already learned (divided ou
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,12 +212,3 @@ def fused_log_probabilities(
 def _logsumexp(a: np.ndarray) -> np.ndarray:
     top = a.max(1, keepdims=True)
     return top + np.log(np.exp(a - top).sum(1, keepdims=True))
-
-
-def check_weight(weight: object, key: str = "prior_weight") -> float:
-    """A fusion weight: a finite number >= 0; else a ``ValueError`` naming the key."""
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
-        raise ValueError(f"{key}={weight!r}: must be a number >= 0")
-    if weight < 0:
-        raise ValueError(f"{key}={weight!r}: must be a number >= 0")
-    return float(weight)
