@@ -1,10 +1,13 @@
-"""The README's commands work as written: each command of its ```bash blocks runs from a fresh
-shell (no venv on PATH) after the README's own activation line, so the README cannot drift from
-the CLI. Placeholders (``<run>``, ``ckpt_path=...``, ``/path/to/root``) become real folders and
-files; training commands get a tiny model and ``fast_dev_run`` appended. Commands that need
-the internet, a GPU or a cluster are composed only (``--cfg job``: every group, key and value
-must exist); ``make`` targets are dry-run (``make -n``), ``make help`` runs; a sweep over more
-than two folds runs its first and last."""
+"""The README's commands work as written, so the README cannot drift from the CLI. Each command
+of its ```bash blocks runs as a new shell (no venv on PATH) runs it after the README's own
+activation line: the setup training in such a shell; every other ``python`` command with that
+shell's environment, in a process of its own that starts with the stack imported
+(``tests/helpers/warm.py``: 4-5 s less each); other commands in a new shell. Placeholders
+(``<run>``, ``ckpt_path=...``, ``/path/to/root``) become real folders and files; training
+commands get a tiny model and ``fast_dev_run`` appended. Commands that need the internet, a GPU
+or a cluster are composed only (``--cfg job``: every group, key and value must exist); ``make``
+targets are dry-run (``make -n``), ``make help`` runs; a sweep over more than two folds runs its
+first and last."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from torchvision.models import detection
 from inat_lightning.data.manifest import scan_image_folder, write_manifest
 from inat_lightning.models.backbones import resnet
 from inat_lightning.runs.overrides import parse
+from tests.helpers import warm
 from tests.helpers.cli import REPO, SMALL
 from tests.helpers.data import make_image_folder
 
@@ -52,7 +56,14 @@ def fresh_env(root: Path) -> dict[str, str]:
     venv_bin = str(REPO / ".venv" / "bin")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    return {**env, "PATH": path, "INAT_LIGHTNING_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    # two commands run at a time, a thread each: torch's spinning threads would contend
+    return {
+        **env,
+        "PATH": path,
+        "INAT_LIGHTNING_ROOT": str(root),
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def shell(command: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -66,6 +77,21 @@ def shell(command: str, env: dict[str, str], timeout: float = 600) -> subprocess
         text=True,
         timeout=timeout,
     )
+
+
+def activated(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a new shell after the README's activation line."""
+    res = shell("env -0", env)
+    assert res.returncode == 0, res.stderr
+    return dict(kv.split("=", 1) for kv in res.stdout.split("\0") if "=" in kv)
+
+
+def execute(command: str, env: dict[str, str], python_env: dict[str, str]):
+    """``python ...`` in a warm process with ``python_env``; anything else in a new shell."""
+    words = shlex.split(command)
+    if words[0] == "python":
+        return warm.run(words[1:], cwd=REPO, env=python_env, timeout=600)
+    return shell(command, env)
 
 
 def first_of_sweeps(args: list[str]) -> list[str]:
@@ -143,7 +169,7 @@ def world(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, str]]:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text())
-    photos = make_image_folder(root / "photos", {n: 12 for n in summary["class_names"]}, 32)
+    photos = make_image_folder(root / "photos", {n: 6 for n in summary["class_names"]}, 32)
     records = scan_image_folder(photos)  # a manifest, as scrape.py leaves one
     for r in records:
         r.width = r.height = 32
@@ -184,16 +210,18 @@ def test_every_readme_command_runs_from_a_fresh_shell(world):
     commands = readme_commands()
     assert ACTIVATE in commands, "the README must say how to activate the venv"
     commands = [c for c in commands if c != ACTIVATE]
+    venv = activated(env)
+    assert venv["VIRTUAL_ENV"] == str(REPO / ".venv")
     # those that read what others write (a sweep folder) run last
     later = [c for c in commands if "<time>" in c or "/searches/" in c]
     first = [plan(c, subs) for c in commands if c not in later]
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda p: (p, shell(p[1], env)), first))
+        results = list(pool.map(lambda p: (p, execute(p[1], env, venv)), first))
     assert not failures(results), failures(results)
     sweeps = sorted((root / "logs" / "train" / "multiruns").iterdir())
     for command in later:
         how_cmd = plan(command.replace("<time>", sweeps[0].name), subs)
-        results.append((how_cmd, shell(how_cmd[1], env)))
+        results.append((how_cmd, execute(how_cmd[1], env, venv)))
     assert not failures(results), failures(results)
     hows = {how for (how, _), _ in results}
     assert {"run", "compose", "dry-run", "exists"} <= hows

@@ -1,11 +1,9 @@
 """Resume: ``resume=<run dir>`` continues a killed run in place, exactly."""
 
 import json
+import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import yaml
 
 from inat_lightning.config import ConfigError
 from inat_lightning.runs.resume import resume_argv, resume_checkpoint
+from tests.helpers import warm
 from tests.helpers.cli import REPO, SMALL, compose_config, run_dirs
 
 
@@ -75,16 +74,16 @@ def last_epoch(run) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
 
 
-def start_train(log: Path, *args: str) -> subprocess.Popen:
-    """train.py in the background, its output to ``log`` (a pipe could fill up and block)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(REPO / "train.py"), *args]
-    with log.open("w") as out:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+def start_train(log: Path, *args: str) -> multiprocessing.Process:
+    """train.py in a process of its own, in the background, its output to ``log``; one torch
+    thread (three run at once on two cores)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return warm.start([REPO / "train.py", *args], cwd=REPO, env=env, out=log)
 
 
-def finish(proc: subprocess.Popen, log: Path) -> None:
-    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+def finish(proc: multiprocessing.Process, log: Path) -> None:
+    proc.join(timeout=600)
+    assert proc.exitcode == 0, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
@@ -106,11 +105,11 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, 
         deadline = time.monotonic() + 300
         # kill in epoch 1 (the second), a few of its 12 batches in: whatever the machine's speed
         while "epoch 2/2 train: 3/12" not in (tmp_path / "killed.log").read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, "epoch 1 never started"
+            assert proc.is_alive() and time.monotonic() < deadline, "epoch 1 never started"
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.kill()  # SIGKILL
+        proc.join()
     (run,) = run_dirs(killed_logs)
     assert not (run / "metrics.json").exists()
     assert last_epoch(run) == 0, "killed too late: epoch 1 had finished"

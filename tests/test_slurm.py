@@ -17,6 +17,7 @@ import pytest
 
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.runs.overrides import quote
+from tests.helpers import warm
 from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
 
 DUMMY = REPO / "tests" / "helpers" / "dummy_task.py"
@@ -188,18 +189,17 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_re
         "~callbacks.gradcam",
         "~callbacks.metric_figures",
     ]
-    straight = subprocess.Popen(  # the reference, at the same time, on the same data folder
+    straight_log = tmp_path / "straight.log"
+    straight = warm.start(  # the reference, at the same time, on the same data folder
         [
-            sys.executable,
-            str(REPO / "train.py"),
+            REPO / "train.py",
             *training,
             f"paths.log_dir={tmp_path / 'straight'}",
             f"paths.data_dir={tmp_path / 'data'}",
         ],
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        env=dict(os.environ),
+        out=straight_log,
     )
     res = run_cli(
         "train.py",
@@ -214,8 +214,8 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_re
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    _, err = straight.communicate(timeout=600)
-    assert straight.returncode == 0, err[-3000:]
+    straight.join(timeout=600)
+    assert straight.exitcode == 0, straight_log.read_text()[-3000:]
     (run,) = run_dirs(tmp_path / "logs")
     logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob(".submitit/*/*.err"))
     assert "this job is timed-out" in logs  # submitit's words on Slurm's signal

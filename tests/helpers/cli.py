@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+
+from tests.helpers import warm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,18 +44,17 @@ def run_dirs(log_dir: Path) -> list[Path]:
 def run_cli(
     script: str, *overrides: str, tmp_path: Path, data_dir: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run an entry point for real, with logs (and data, unless ``data_dir``) under ``tmp_path``."""
+    """Run an entry point for real, in a process of its own (a warm fork: ``warm.py``), with
+    logs (and data, unless ``data_dir``) under ``tmp_path``."""
     flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: before the overrides
-    cmd = [
-        sys.executable,
-        str(REPO / script),
+    args = [
         *flags,
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.data_dir={data_dir or tmp_path / 'data'}",
         *(o for o in overrides if not o.startswith("-")),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    return warm.run([REPO / script, *args], cwd=REPO, env=env, timeout=timeout)
 
 
 def compose_config(
