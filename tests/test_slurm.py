@@ -81,6 +81,8 @@ def test_a_three_job_sweep_from_a_fresh_clone_finishes_on_slurm(tmp_path):
     assert sorted(r["model.optimizer.lr"] for r in rows) == ["0.01", "0.03", "0.1"]
     assert len(run_dirs(tmp_path / "logs")) == 3
     assert list((tmp_path / "logs").rglob(".submitit/*/*.out"))  # they ran as Slurm jobs
+    for run in run_dirs(tmp_path / "logs"):  # as many torch threads as the job's CPUs
+        assert "fit: 1 process(es) x 1 torch thread(s)" in (run / "train.log").read_text()
 
 
 def test_a_job_with_a_bad_config_fails_promptly_with_its_reason(tmp_path):
@@ -198,7 +200,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_re
             f"paths.data_dir={tmp_path / 'data'}",
         ],
         cwd=REPO,
-        env=dict(os.environ),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # as the job's one CPU gives it
         out=straight_log,
     )
     res = run_cli(

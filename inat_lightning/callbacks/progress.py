@@ -121,6 +121,11 @@ class EpochLog(L.Callback):
         self._eval_images = 0
         self._eval_start = 0.0
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # what the speeds below depend on
+            threads = torch.get_num_threads()
+            log.info("fit: %d process(es) x %d torch thread(s)", trainer.world_size, threads)
+
     # ------------------------------------------------------------------ training batches
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
