@@ -121,3 +121,16 @@ def test_slurm_launcher_config_follows_the_trainer(tmp_path):
     assert launcher["_target_"] == "hydra_plugins.inat_lightning_launcher.WatchedSlurmLauncher"
     assert launcher["tasks_per_node"] == 4 and launcher["gpus_per_node"] == 4
     assert launcher["nodes"] == 2 and launcher["partition"] == "gpu"
+
+
+def test_how_often_a_sweep_reads_slurm_states_is_a_checked_setting(monkeypatch):
+    from inat_lightning.runs.slurm import POLL_ENV, poll_seconds
+
+    monkeypatch.delenv(POLL_ENV, raising=False)
+    assert poll_seconds() == 60  # submitit's own
+    monkeypatch.setenv(POLL_ENV, "5")
+    assert poll_seconds() == 5
+    for bad in ("0", "-3", "2.5", "soon"):
+        monkeypatch.setenv(POLL_ENV, bad)
+        with pytest.raises(ValueError, match=rf"^{POLL_ENV}='{bad}': must be a whole number"):
+            poll_seconds()

@@ -17,6 +17,7 @@ import pytest
 
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.runs.overrides import quote
+from inat_lightning.runs.slurm import POLL_ENV
 from tests.helpers import warm
 from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
 
@@ -56,6 +57,13 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(bool(problem := cluster_problem()), reason=str(problem)),
 ]
+
+
+@pytest.fixture(autouse=True)
+def poll_often(monkeypatch):
+    """The sweeps read their jobs' states every 3 s at most (60 by default): a job's end is seen
+    within seconds, as a user watching a few short jobs would set it."""
+    monkeypatch.setenv(POLL_ENV, "3")
 
 
 def summary_rows(logs: Path) -> list[dict]:

@@ -7,10 +7,15 @@ fails, the state stays ``UNKNOWN``, and a job that died without writing its resu
 out of memory, a node lost) is waited for forever. Here, when ``sacct`` cannot answer, the
 states come from ``squeue`` (the controller itself): a job it no longer lists has ended, and
 submitit then reports it with its log instead of waiting.
+
+How often the states are read: at 2, 4, 8, 16... s after the last submission, then at most every
+``INAT_LIGHTNING_SLURM_POLL_S`` seconds (environment; default 60, submitit's own). One ``sacct``
+call reads every job of the sweep.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -19,6 +24,21 @@ from typing import Any
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from submitit.core import logger
 from submitit.slurm import slurm
+
+#: the longest wait between two reads of the jobs' states, unless the environment says otherwise
+POLL_S = 60
+POLL_ENV = "INAT_LIGHTNING_SLURM_POLL_S"
+
+
+def poll_seconds() -> int:
+    """``INAT_LIGHTNING_SLURM_POLL_S`` (a whole number of seconds >= 1), else :data:`POLL_S`."""
+    text = os.environ.get(POLL_ENV, "").strip()
+    if not text:
+        return POLL_S
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{POLL_ENV}={text!r}: must be a whole number of seconds >= 1")
+    return int(text)
+
 
 #: the state given to a job ``squeue`` no longer lists: ended, however (its result file, or
 #: its absence, tells the rest)
@@ -70,5 +90,5 @@ class WatchedSlurmLauncher(SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         if not isinstance(slurm.SlurmJob.watcher, SqueueFallbackWatcher):  # shared by all jobs
-            slurm.SlurmJob.watcher = SqueueFallbackWatcher(delay_s=60)
+            slurm.SlurmJob.watcher = SqueueFallbackWatcher(delay_s=poll_seconds())
         return super().launch(job_overrides, initial_job_idx)
