@@ -82,7 +82,8 @@ LogFile=/var/log/slurm/slurmdbd.log
 EOF
 $SUDO chown slurm:slurm /etc/slurm/slurmdbd.conf
 $SUDO chmod 0600 /etc/slurm/slurmdbd.conf
-# cred_expire: a requeued job waits this long before it starts again (default 120 s)
+# cred_expire: a requeued job waits this long before it starts again (default 120 s);
+# sched_interval, bf_interval: pending jobs are looked at every 5 s (default 60 and 30 s)
 $SUDO tee /etc/slurm/slurm.conf.new >/dev/null <<EOF
 ClusterName=inatlocal
 SlurmctldHost=$HOST
@@ -95,6 +96,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=5,bf_interval=5
 ReturnToService=2
 StateSaveLocation=/var/lib/slurm/slurmctld
 SlurmdSpoolDir=/var/lib/slurm/slurmd
