@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning.config import ConfigError, build, call_partial, check_args, check_targets
 from inat_lightning.models.classifier import check_classifier_args
-from inat_lightning.models.metrics import SCALARS, STAGES, is_optimizable
+from inat_lightning.models.metric_names import SCALARS, STAGES, is_optimizable
 from inat_lightning.models.open_set import SCORES
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from inat_lightning.analysis.report import audit_findings
-from inat_lightning.models.metrics import headline
+from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.overrides import quote
 
 REPO = Path(__file__).resolve().parents[1]

@@ -49,7 +49,8 @@ from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.confusion import Confusion
-from inat_lightning.models.metrics import TAXONOMY_SCALARS, key, scalar_metrics
+from inat_lightning.models.metric_names import TAXONOMY_SCALARS, key
+from inat_lightning.models.metrics import scalar_metrics
 from inat_lightning.models.open_set import open_set_score
 from inat_lightning.models.spec import InputSpec, pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes

@@ -25,7 +25,8 @@ from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import load_classifier, update_checkpoint
 from inat_lightning.models.classifier import checked_temperature
 from inat_lightning.models.confusion import Confusion
-from inat_lightning.models.metrics import headline, key, scalar_metrics
+from inat_lightning.models.metric_names import headline, key
+from inat_lightning.models.metrics import scalar_metrics
 from inat_lightning.models.open_set import OpenSetRule
 from inat_lightning.models.prior import PriorFit
 from inat_lightning.models.spec import pin_input_spec

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from inat_lightning.config import ConfigError
@@ -505,3 +506,18 @@ def test_two_scrape_processes_share_one_polite_budget(tmp_path):
     assert (len(photos) - 1) / (photos[-1] - photos[0]) <= 8 * 1.05
     assert max_per_second(photos) <= 8 + 2
     assert max_per_second(api) <= 4 + 2
+
+
+def test_a_scrape_and_the_demo_start_without_importing_torch(tmp_path):
+    """What a scrape run imports (its task, the Hydra callbacks its config names) and the demo's
+    own process: no torch, whose import costs seconds a scrape does not need."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("scrape", return_hydra_config=True)
+    targets = [c["_target_"] for c in cfg.hydra.callbacks.values()]
+    modules = ["inat_lightning.scrape.scraper", "inat_lightning.demo"]
+    modules += [t.rsplit(".", 1)[0] for t in targets]
+    code = f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+    code += "print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(targets) >= 1 and res.stdout.strip() == "[]", (modules, res.stdout)

@@ -7,7 +7,7 @@ from typing import Any
 
 from inat_lightning.analysis.data_bias import REPORT_CLASSES, flagged, report_markdown
 from inat_lightning.analysis.tables import to_markdown
-from inat_lightning.models.metrics import SCALARS, key
+from inat_lightning.models.metric_names import SCALARS, key
 
 FIGURE_CAPTIONS = {
     "confusion_matrix": "confusion matrix",

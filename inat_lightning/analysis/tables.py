@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inat_lightning.analysis.results import to_record
 from inat_lightning.data.taxonomy import Taxonomy
-from inat_lightning.models.confusion import Confusion
+
+if TYPE_CHECKING:  # tables are also written where torch is not imported (the demo, the scrape)
+    from inat_lightning.models.confusion import Confusion
 
 
 def per_class_table(

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
 from inat_lightning.callbacks.checkpoints import best_checkpointing
-from inat_lightning.models.metrics import key
+from inat_lightning.models.metric_names import key
 from inat_lightning.progress import LineProgress, duration, is_terminal
 
 log = logging.getLogger(__name__)

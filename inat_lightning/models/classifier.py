@@ -16,7 +16,8 @@ from torch import nn
 from inat_lightning.data.taxonomy import Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
 from inat_lightning.models.confusion import Confusion, ConfusionPairs, rank_scalars
-from inat_lightning.models.metrics import MONITOR, STAGES, build_metrics, key
+from inat_lightning.models.metric_names import MONITOR, STAGES, key
+from inat_lightning.models.metrics import build_metrics
 from inat_lightning.models.open_set import OpenSetRule
 from inat_lightning.models.prior import PlacePrior
 from inat_lightning.models.spec import InputSpec

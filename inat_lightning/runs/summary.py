@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from inat_lightning.models.metrics import headline
+from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.names import round_sample
 from inat_lightning.runs.overrides import key_of, parse, value_text
 from inat_lightning.runs.resume import BOOKKEEPING_KEYS

@@ -1,0 +1,43 @@
+"""The metric names, in one place: what the classifier logs (``<stage>/<metric>``), what the
+sweep summary, the report, the HPARAMS tab and the logs show, and what a sweeper may optimise.
+Names only (no torch): the sweep summary, which Hydra runs after every command, the scrape
+included, and the demo's own process import them in a blink."""
+
+from __future__ import annotations
+
+STAGES = ("train", "val", "test")
+#: every scalar the classifier logs per stage (``topK`` only with at least K classes; top-3 is
+#: what iNaturalist's own vision training reports beside top-1 and top-10)
+SCALARS = (
+    "loss",
+    "acc",
+    "acc_macro",
+    "top3",
+    "top5",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+)
+#: logged when the dataset has a taxonomy (``taxa.csv``): accuracy one and two ranks up, and
+#: the share of mistakes that stay within the genus
+TAXONOMY_SCALARS = ("acc_genus", "acc_family", "within_genus_share")
+#: the few that sum a run up: sweep summary, HPARAMS tab, the last log lines
+HEADLINE = ("acc", "acc_macro", "f1_macro")
+#: what checkpointing, the LR scheduler and early stopping watch by default
+MONITOR = "val/f1_macro"
+
+
+def key(stage: str, metric: str) -> str:
+    """``val``, ``f1_macro`` → ``val/f1_macro``: the name logged to Lightning and TensorBoard."""
+    return f"{stage}/{metric}"
+
+
+def headline(*stages: str) -> tuple[str, ...]:
+    """The :data:`HEADLINE` metrics of ``stages``, e.g. ``headline("val", "test")``."""
+    return tuple(key(s, m) for s in stages for m in HEADLINE)
+
+
+def is_optimizable(name: str) -> bool:
+    """A name a sweeper may optimise: ``<stage>/<scalar>`` or ``best/<stage>/<scalar>``."""
+    stage, _, metric = name.removeprefix("best/").partition("/")
+    return stage in STAGES and metric in (*SCALARS, *TAXONOMY_SCALARS)
