@@ -56,14 +56,7 @@ def fresh_env(root: Path) -> dict[str, str]:
     venv_bin = str(REPO / ".venv" / "bin")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    # two commands run at a time, a thread each: torch's spinning threads would contend
-    return {
-        **env,
-        "PATH": path,
-        "INAT_LIGHTNING_ROOT": str(root),
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    return {**env, "PATH": path, "INAT_LIGHTNING_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
 
 
 def shell(command: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -80,10 +73,12 @@ def shell(command: str, env: dict[str, str], timeout: float = 600) -> subprocess
 
 
 def activated(env: dict[str, str]) -> dict[str, str]:
-    """The environment of a new shell after the README's activation line."""
+    """The environment of a new shell after the README's activation line, plus one torch thread
+    per process: the commands run two at a time, and torch's spinning threads would contend."""
     res = shell("env -0", env)
     assert res.returncode == 0, res.stderr
-    return dict(kv.split("=", 1) for kv in res.stdout.split("\0") if "=" in kv)
+    found = dict(kv.split("=", 1) for kv in res.stdout.split("\0") if "=" in kv)
+    return {**found, "OMP_NUM_THREADS": "1"}
 
 
 def execute(command: str, env: dict[str, str], python_env: dict[str, str]):
