@@ -21,8 +21,6 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import torch
-
 # what the forkserver imports before its first fork: the entry points' own modules
 PRELOAD = [
     "tests.helpers.warm",
@@ -44,6 +42,8 @@ def _become(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str |
     os.environ.clear()
     os.environ.update(env)
     if env.get("OMP_NUM_THREADS", "").isdigit():  # read by a fresh interpreter's torch at import
+        import torch  # preloaded: the forkserver imported it
+
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     code: int | str | None = 0
     try:
