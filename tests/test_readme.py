@@ -1,7 +1,7 @@
 """The README's commands work as written, so the README cannot drift from the CLI. Each command
-of its ```bash blocks runs as a new shell (no venv on PATH) runs it after the README's own
-activation line: the setup training in such a shell; every other ``python`` command with that
-shell's environment, in a process of its own that starts with the stack imported
+of its ```bash blocks runs as in a new shell (no venv on PATH) after the README's own activation
+line: the setup training in such a shell; every other ``python`` command with that shell's
+environment, in a process of its own that starts with the stack imported
 (``tests/helpers/warm.py``: 4-5 s less each); other commands in a new shell. Placeholders
 (``<run>``, ``ckpt_path=...``, ``/path/to/root``) become real folders and files; training
 commands get a tiny model and ``fast_dev_run`` appended. Commands that need the internet, a GPU
