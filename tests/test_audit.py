@@ -88,8 +88,12 @@ def test_findings_name_each_judged_class_with_its_verdict_and_numbers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_audit_flags_the_biased_model_only(tmp_path, seed):
+def test_audit_flags_the_biased_model_only(tmp_path):
+    """The margins, measured over seeds 0-5 (6 epochs, both scores): the biased model's accuracy
+    drop 0.91-1.00 (asserted >= 0.15), energy lift 4.0-6.8 (>= 1.5), the hand's flip rate
+    0.95-1.00 (> 0.5); the clean model's drop -0.02-0.04 (< 0.15), flip rate <= 0.03 (< 0.5),
+    lift 0.4-2.3, below the biased one's on every seed. One seed runs here."""
+    seed = 0
     audits = {}
     for name, data in (("biased", "data=synthetic_biased"), ("clean", "data=synthetic")):
         out = tmp_path / name

@@ -124,13 +124,19 @@ def test_slurm_launcher_config_follows_the_trainer(tmp_path):
 
 
 def test_how_often_a_sweep_reads_slurm_states_is_a_checked_setting(monkeypatch):
-    from inat_lightning.runs.slurm import POLL_ENV, poll_seconds
+    from inat_lightning.runs import slurm
 
-    monkeypatch.delenv(POLL_ENV, raising=False)
-    assert poll_seconds() == 60  # submitit's own
-    monkeypatch.setenv(POLL_ENV, "5")
-    assert poll_seconds() == 5
-    for bad in ("0", "-3", "2.5", "soon"):
-        monkeypatch.setenv(POLL_ENV, bad)
-        with pytest.raises(ValueError, match=rf"^{POLL_ENV}='{bad}': must be a whole number"):
-            poll_seconds()
+    for name, read, default, low in (
+        (slurm.POLL_ENV, slurm.poll_seconds, 60, "0"),  # submitit's own default
+        (slurm.RESULT_WAIT_ENV, slurm.result_wait_seconds, 15, "-1"),  # 0: no wait
+    ):
+        monkeypatch.delenv(name, raising=False)
+        assert read() == default
+        monkeypatch.setenv(name, "5")
+        assert read() == 5
+        for bad in (low, "2.5", "soon"):
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(ValueError, match=rf"^{name}='{bad}': must be a whole number"):
+                read()
+    monkeypatch.setenv(slurm.RESULT_WAIT_ENV, "0")
+    assert slurm.result_wait_seconds() == 0

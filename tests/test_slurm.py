@@ -17,7 +17,7 @@ import pytest
 
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.runs.overrides import quote
-from inat_lightning.runs.slurm import POLL_ENV
+from inat_lightning.runs.slurm import POLL_ENV, RESULT_WAIT_ENV
 from tests.helpers import warm
 from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
 
@@ -32,11 +32,10 @@ ON_THIS_NODE = [
     "hydra.launcher.gpus_per_node=0",
     "hydra.launcher.timeout_min=10",
 ]
-# the requeue test: a 2-minute limit, signalled 70 s before it; Slurm's timer ticks every 30 s
-# and sends the signal up to a tick early, so it comes 20-50 s into the job (the first checkpoint
-# is saved ~10 s in). Each of 20 epochs of the first start sleeps 3 s: the training outlasts the
-# signal and has saved checkpoints by then; requeued, it runs unslowed.
-LIMIT_MIN, SIGNAL_BEFORE_LIMIT_S, EPOCHS, PAUSE_S = 2, 70, 20, 3
+# the requeue test: the limit Slurm is told to signal the job before (70 s before its 10 minutes);
+# the test sends that signal itself once the job has saved a checkpoint. Each of the first
+# start's epochs sleeps 3 s, so it is still training then; requeued, it runs unslowed.
+SIGNAL_BEFORE_LIMIT_S, EPOCHS, PAUSE_S = 70, 8, 3
 
 
 def cluster_problem() -> str | None:
@@ -63,8 +62,10 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def poll_often(monkeypatch):
     """The sweeps read their jobs' states every 3 s at most (60 by default): a job's end is seen
-    within seconds, as a user watching a few short jobs would set it."""
+    within seconds, as a user watching a few short jobs would set it. The jobs write their results
+    on this machine's own disk, which shows a file at once: no wait for a late result file."""
     monkeypatch.setenv(POLL_ENV, "3")
+    monkeypatch.setenv(RESULT_WAIT_ENV, "0")
 
 
 def summary_rows(logs: Path) -> list[dict]:
@@ -185,11 +186,16 @@ def test_a_ddp_job_over_two_slurm_tasks_counts_every_test_image_once(tmp_path):
     assert single["test_confusion"] == trained["test_confusion"]
 
 
-def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_result(tmp_path):
-    """A job whose training outlasts its time limit: Slurm signals it before the limit, the
-    launcher requeues it (``max_num_timeout``), the job starts again in its folder and continues
-    from its last checkpoint; its ``metrics.json`` equals an uninterrupted local run's. The
-    first start's epochs are made long in wall time by a sleeping callback, not by work."""
+def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_result(
+    tmp_path,
+):
+    """A job whose training outlasts its time limit: Slurm is told to signal it (``USR2``,
+    ``signal_delay_s`` before the limit), the launcher requeues it (``max_num_timeout``), the job
+    starts again in its folder and continues from its last checkpoint; its ``metrics.json``
+    equals an uninterrupted local run's. The test sends the job Slurm's signal itself
+    (``scancel --signal``), right after the job's first checkpoint: Slurm's own timer ticks
+    every 30 s, so the moment it picks would be up to 30 s of waiting, early or late. The first
+    start's epochs are made long in wall time by a sleeping callback, not by work."""
     training = [
         *SMALL,
         f"trainer.max_epochs={EPOCHS}",
@@ -200,7 +206,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_re
         "~callbacks.gradcam",
         "~callbacks.metric_figures",
     ]
-    straight_log = tmp_path / "straight.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the job's one CPU gives it
     straight = warm.start(  # the reference, at the same time, on the same data folder
         [
             REPO / "train.py",
@@ -209,27 +215,43 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_re
             f"paths.data_dir={tmp_path / 'data'}",
         ],
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # as the job's one CPU gives it
-        out=straight_log,
+        env=env,
+        out=tmp_path / "straight.log",
     )
-    res = run_cli(
-        "train.py",
-        "-m",
-        *(o for o in ON_THIS_NODE if "timeout_min" not in o),
-        f"hydra.launcher.timeout_min={LIMIT_MIN}",
-        f"hydra.launcher.signal_delay_s={SIGNAL_BEFORE_LIMIT_S}",
-        *training,
-        "+callbacks.pause._target_=tests.helpers.pause.Pause",
-        f"+callbacks.pause.seconds={PAUSE_S}",
-        tmp_path=tmp_path,
-        timeout=600,
+    logs = tmp_path / "logs"
+    sweep = warm.start(
+        [
+            REPO / "train.py",
+            "-m",
+            *ON_THIS_NODE,
+            f"hydra.launcher.signal_delay_s={SIGNAL_BEFORE_LIMIT_S}",
+            *training,
+            "+callbacks.pause._target_=tests.helpers.pause.Pause",
+            f"+callbacks.pause.seconds={PAUSE_S}",
+            f"paths.log_dir={logs}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        out=tmp_path / "sweep.out",
+        err=tmp_path / "sweep.err",
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    deadline = time.monotonic() + 300
+    while not list(logs.rglob("checkpoints/last.ckpt")):
+        stderr = (tmp_path / "sweep.err").read_text()
+        assert sweep.is_alive() and time.monotonic() < deadline, stderr[-3000:]
+        time.sleep(0.2)
+    (submission,) = logs.rglob(".submitit/*/*_submission.sh")
+    assert f"--signal=USR2@{SIGNAL_BEFORE_LIMIT_S}" in submission.read_text()  # what Slurm sends
+    job_id = submission.parent.name
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    sweep.join(timeout=600)
+    assert sweep.exitcode == 0, (tmp_path / "sweep.err").read_text()[-3000:]
     straight.join(timeout=600)
-    assert straight.exitcode == 0, straight_log.read_text()[-3000:]
-    (run,) = run_dirs(tmp_path / "logs")
-    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob(".submitit/*/*.err"))
-    assert "this job is timed-out" in logs  # submitit's words on Slurm's signal
+    assert straight.exitcode == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    (run,) = run_dirs(logs)
+    said = "".join(p.read_text() for p in logs.rglob(".submitit/*/*.err"))
+    assert "this job is timed-out" in said  # submitit's words on Slurm's signal
     assert "Slurm restart 1: continuing from" in (run / "train.log").read_text()
     want = json.loads((run_dirs(tmp_path / "straight")[0] / "metrics.json").read_text())
     got = json.loads((run / "metrics.json").read_text())

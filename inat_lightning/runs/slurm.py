@@ -10,7 +10,9 @@ submitit then reports it with its log instead of waiting.
 
 How often the states are read: at 2, 4, 8, 16... s after the last submission, then at most every
 ``INAT_LIGHTNING_SLURM_POLL_S`` seconds (environment; default 60, submitit's own). One ``sacct``
-call reads every job of the sweep.
+call reads every job of the sweep. A job that ended without its result file is waited for
+``INAT_LIGHTNING_SLURM_RESULT_WAIT_S`` seconds more (default 15, submitit's own: a shared
+filesystem may show the file late) before it is reported.
 """
 
 from __future__ import annotations
@@ -28,16 +30,30 @@ from submitit.slurm import slurm
 #: the longest wait between two reads of the jobs' states, unless the environment says otherwise
 POLL_S = 60
 POLL_ENV = "INAT_LIGHTNING_SLURM_POLL_S"
+#: how long an ended job's missing result file is waited for, unless the environment says otherwise
+RESULT_WAIT_S = 15
+RESULT_WAIT_ENV = "INAT_LIGHTNING_SLURM_RESULT_WAIT_S"
+
+
+def env_seconds(name: str, default: int, minimum: int) -> int:
+    """The environment variable ``name`` as a whole number of seconds >= ``minimum``, else
+    ``default``; anything else is an error naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < minimum:
+        raise ValueError(f"{name}={text!r}: must be a whole number of seconds >= {minimum}")
+    return int(text)
 
 
 def poll_seconds() -> int:
-    """``INAT_LIGHTNING_SLURM_POLL_S`` (a whole number of seconds >= 1), else :data:`POLL_S`."""
-    text = os.environ.get(POLL_ENV, "").strip()
-    if not text:
-        return POLL_S
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{POLL_ENV}={text!r}: must be a whole number of seconds >= 1")
-    return int(text)
+    """``INAT_LIGHTNING_SLURM_POLL_S`` (>= 1), else :data:`POLL_S`."""
+    return env_seconds(POLL_ENV, POLL_S, 1)
+
+
+def result_wait_seconds() -> int:
+    """``INAT_LIGHTNING_SLURM_RESULT_WAIT_S`` (>= 0), else :data:`RESULT_WAIT_S`."""
+    return env_seconds(RESULT_WAIT_ENV, RESULT_WAIT_S, 0)
 
 
 #: the state given to a job ``squeue`` no longer lists: ended, however (its result file, or
@@ -91,4 +107,5 @@ class WatchedSlurmLauncher(SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         if not isinstance(slurm.SlurmJob.watcher, SqueueFallbackWatcher):  # shared by all jobs
             slurm.SlurmJob.watcher = SqueueFallbackWatcher(delay_s=poll_seconds())
+        slurm.SlurmJob._results_timeout_s = result_wait_seconds()  # submitit's class setting
         return super().launch(job_overrides, initial_job_idx)

@@ -41,6 +41,10 @@ def _become(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str |
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    # a forkserver's child inherits "forkserver" as its start method, and its DataLoader workers
+    # would then start from a new, cold forkserver (2-3 s each time): back to the platform's
+    # default, as in a fresh interpreter
+    multiprocessing.set_start_method(None, force=True)
     if env.get("OMP_NUM_THREADS", "").isdigit():  # read by a fresh interpreter's torch at import
         import torch  # preloaded: the forkserver imported it
 
