@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
+# pytest-xdist workers for `make test` (each gets cores/JOBS torch threads: tests/conftest.py)
+JOBS   ?= 2
 RUN    ?= logs
 
 .PHONY: help demo test test-fast lint format browser slurm venv tensorboard bench bench-demo clean
@@ -37,13 +39,13 @@ slurm:  ## bring up a single-node Slurm cluster with accounting (Debian's packag
 demo: venv  ## train ResNet18 on the embedded biased dataset, evaluate it, print the audit and where to look (ARGS=overrides)
 	$(BIN)/python -m inat_lightning.demo $(ARGS)
 
-test: venv browser slurm  ## lint, then the whole test suite (what CI runs; ARGS=pytest options)
+test: venv browser slurm  ## lint, then the whole test suite (what CI runs; ARGS=pytest options, JOBS=workers)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal $(ARGS)
 
 test-fast: venv browser  ## the edit-test loop: every test but the slow ones (training, CLI)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not slow" $(ARGS)
 
 lint: venv  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -1,16 +1,37 @@
 """Shared fixtures: tiny generated datasets and one short real training run. Helpers live in
-``tests/helpers/``."""
+``tests/helpers/``. ``make test`` runs the suite in pytest-xdist workers (``-n 2``): each gets
+its share of the cores for torch, and the slow tests go first."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from inat_lightning.data.synthetic import SyntheticSpecies
 from tests.helpers.cli import SMALL, run_cli, run_dirs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, this worker's torch and every process it starts (``OMP_NUM_THREADS``)
+    use ``cores // workers`` threads: two workers whose torch each spun a thread per core would
+    contend for the cores (measured: several times slower), and one thread per process computes
+    small models on a core as fast. A value set by the user is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+        if "torch" in sys.modules:  # imported already: it read the variable at import
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (each file keeps its order): the workers then end together, not
+    one of them on a minute-long test started last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

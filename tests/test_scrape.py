@@ -230,11 +230,11 @@ def test_byte_budget_pauses_until_the_window_frees(tmp_path, shared):
     budget.wait()  # empty: no wait
     budget.add(600)
     t0 = time.monotonic()
-    budget.wait()  # 600 < 1000: no wait
-    assert time.monotonic() - t0 < 0.05
+    budget.wait()  # 600 < 1000: no wait (the bound leaves room for a busy machine)
+    assert time.monotonic() - t0 < 0.2
     other.add(600)  # 1200 >= 1000: wait until the first body leaves the 0.4 s window
     budget.wait()
-    assert 0.3 < time.monotonic() - t0 < 1.0
+    assert 0.3 < time.monotonic() - t0 < 3.0  # not the hour's window
 
 
 def test_per_taxon_cap_and_size_variant(tmp_path):

@@ -73,9 +73,10 @@ def summary_rows(logs: Path) -> list[dict]:
     return list(csv.DictReader(summary.open()))
 
 
-def test_a_three_job_sweep_from_a_fresh_clone_finishes_on_slurm(tmp_path):
+def test_a_three_job_sweep_from_a_fresh_clone_finishes_on_slurm(tmp_path, monkeypatch):
     """Three jobs start together on a data folder that does not exist yet: one generates the
     embedded data set, the others wait for it; all three train and the summary lists them."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # as a user's shell: torch would use all
     res = run_cli(
         "train.py",
         "-m",
