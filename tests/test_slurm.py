@@ -18,8 +18,7 @@ import pytest
 from inat_lightning.models.confusion import Confusion
 from inat_lightning.runs.overrides import quote
 from inat_lightning.runs.slurm import POLL_ENV, RESULT_WAIT_ENV
-from tests.helpers import warm
-from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs
+from tests.helpers.cli import QUICK, REPO, SMALL, run_cli, run_dirs, start_cli
 
 DUMMY = REPO / "tests" / "helpers" / "dummy_task.py"
 
@@ -207,49 +206,37 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_to_the_un
         "~callbacks.gradcam",
         "~callbacks.metric_figures",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the job's one CPU gives it
-    straight = warm.start(  # the reference, at the same time, on the same data folder
-        [
-            REPO / "train.py",
-            *training,
-            f"paths.log_dir={tmp_path / 'straight'}",
-            f"paths.data_dir={tmp_path / 'data'}",
-        ],
-        cwd=REPO,
-        env=env,
-        out=tmp_path / "straight.log",
+    straight = start_cli(  # the reference, at the same time, on the same data folder
+        "train.py",
+        *training,
+        tmp_path=tmp_path / "straight",
+        data_dir=tmp_path / "data",
+        env={"OMP_NUM_THREADS": "1"},  # as the job's one CPU gives it
+    )
+    sweep = start_cli(
+        "train.py",
+        "-m",
+        *ON_THIS_NODE,
+        f"hydra.launcher.signal_delay_s={SIGNAL_BEFORE_LIMIT_S}",
+        *training,
+        "+callbacks.pause._target_=tests.helpers.pause.Pause",
+        f"+callbacks.pause.seconds={PAUSE_S}",
+        tmp_path=tmp_path,
     )
     logs = tmp_path / "logs"
-    sweep = warm.start(
-        [
-            REPO / "train.py",
-            "-m",
-            *ON_THIS_NODE,
-            f"hydra.launcher.signal_delay_s={SIGNAL_BEFORE_LIMIT_S}",
-            *training,
-            "+callbacks.pause._target_=tests.helpers.pause.Pause",
-            f"+callbacks.pause.seconds={PAUSE_S}",
-            f"paths.log_dir={logs}",
-            f"paths.data_dir={tmp_path / 'data'}",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        out=tmp_path / "sweep.out",
-        err=tmp_path / "sweep.err",
-    )
     deadline = time.monotonic() + 300
     while not list(logs.rglob("checkpoints/last.ckpt")):
-        stderr = (tmp_path / "sweep.err").read_text()
-        assert sweep.is_alive() and time.monotonic() < deadline, stderr[-3000:]
+        alive = sweep.is_alive() and time.monotonic() < deadline
+        assert alive, (tmp_path / "err.log").read_text()[-3000:]  # read only on failure
         time.sleep(0.2)
     (submission,) = logs.rglob(".submitit/*/*_submission.sh")
     assert f"--signal=USR2@{SIGNAL_BEFORE_LIMIT_S}" in submission.read_text()  # what Slurm sends
     job_id = submission.parent.name
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
     sweep.join(timeout=600)
-    assert sweep.exitcode == 0, (tmp_path / "sweep.err").read_text()[-3000:]
+    assert sweep.exitcode == 0, (tmp_path / "err.log").read_text()[-3000:]
     straight.join(timeout=600)
-    assert straight.exitcode == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    assert straight.exitcode == 0, (tmp_path / "straight" / "err.log").read_text()[-3000:]
     (run,) = run_dirs(logs)
     said = "".join(p.read_text() for p in logs.rglob(".submitit/*/*.err"))
     assert "this job is timed-out" in said  # submitit's words on Slurm's signal

@@ -3,6 +3,7 @@ composed in-process; the one list of overrides that makes a run tiny."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 from pathlib import Path
@@ -41,20 +42,45 @@ def run_dirs(log_dir: Path) -> list[Path]:
     return sorted(p.parent for p in log_dir.rglob(".hydra"))
 
 
-def run_cli(
-    script: str, *overrides: str, tmp_path: Path, data_dir: Path | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    """Run an entry point for real, in a process of its own (a warm fork: ``warm.py``), with
-    logs (and data, unless ``data_dir``) under ``tmp_path``."""
-    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: before the overrides
-    args = [
+def cli_argv(
+    script: str, overrides: tuple[str, ...], tmp_path: Path, data_dir: Path | None
+) -> list[Path | str]:
+    """``[script, flags..., paths..., overrides...]``: logs (and data, unless ``data_dir``) under
+    ``tmp_path``; flags such as ``-m`` before the overrides."""
+    flags = [o for o in overrides if o.startswith("-")]
+    return [
+        REPO / script,
         *flags,
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.data_dir={data_dir or tmp_path / 'data'}",
         *(o for o in overrides if not o.startswith("-")),
     ]
+
+
+def run_cli(
+    script: str, *overrides: str, tmp_path: Path, data_dir: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run an entry point for real, in a process of its own (a warm fork: ``warm.py``), with
+    logs (and data, unless ``data_dir``) under ``tmp_path``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return warm.run([REPO / script, *args], cwd=REPO, env=env, timeout=timeout)
+    argv = cli_argv(script, overrides, tmp_path, data_dir)
+    return warm.run(argv, cwd=REPO, env=env, timeout=timeout)
+
+
+def start_cli(
+    script: str,
+    *overrides: str,
+    tmp_path: Path,
+    data_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> multiprocessing.Process:
+    """:func:`run_cli` in the background: stdout to ``tmp_path/out.log``, stderr to
+    ``tmp_path/err.log``; ``env`` adds to this process's environment."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    argv = cli_argv(script, overrides, tmp_path, data_dir)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    return warm.start(argv, cwd=REPO, env=env, out=out, err=err)
 
 
 def compose_config(
