@@ -13,7 +13,7 @@ from inat_lightning.data.manifest import read_manifest
 from inat_lightning.scrape.scraper import scrape
 from tests.fakeinat.server import FakeINat
 from tests.helpers.scrape import CC, scrape_cfg
-from tests.test_scrape import assert_tree_is_exactly, max_per_second
+from tests.test_scrape import assert_rate_held, assert_tree_is_exactly
 
 # then it works: transport and status faults, and bodies that are not the photo (a maintenance
 # page, a label that is not an image's, a cut image) which pass on the next try
@@ -69,8 +69,8 @@ def test_a_scrape_on_a_hostile_network_completes_and_a_rerun_gets_the_transient(
         assert "HTTP 404" in reasons["404"]
         assert all(rows[str(p)]["kind"] == "permanent" for p in bad)
         # a foreign host is never contacted; the rate limits hold, retries included
-        assert max_per_second(fake.request_times("photo")) <= 20 + 1
-        assert max_per_second(fake.request_times("api")) <= 10 + 1
+        assert_rate_held(fake.request_times("photo"), 20)
+        assert_rate_held(fake.request_times("api"), 10)
 
         before = len(fake.request_times("photo"))
         again = scrape(scrape_cfg(tmp_path, fake, *settings))

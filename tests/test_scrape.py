@@ -39,6 +39,20 @@ def max_per_second(times: list[float]) -> int:
     return max(sum(t0 <= t < t0 + 1.0 for t in times) for t0 in times)
 
 
+#: how late a request may reach the fake server after the rate limiter let it go: the server's
+#: threads wait for the GIL behind the scrape's, and the suite's two workers share the cores
+JITTER_S = 0.25
+
+
+def assert_rate_held(times: list[float], rate: float) -> None:
+    """Seen from the server, at most ``rate`` requests per second, on average and in every
+    1-second window (+1 for the window's two ends), each request allowed :data:`JITTER_S` late:
+    requests the limiter spaced evenly can arrive bunched, not more of them."""
+    times = sorted(times)
+    assert len(times) - 1 <= rate * (times[-1] - times[0] + JITTER_S), (len(times), rate)
+    assert max_per_second(times) <= rate * (1 + JITTER_S) + 1, (max_per_second(times), rate)
+
+
 # the scrape's own files at the top of its folder; everything else must be a manifest row
 BOOKKEEPING = {
     "manifest.csv",
@@ -139,7 +153,7 @@ def test_captive_organisms_are_left_out_unless_asked_for(tmp_path):
 
 
 def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
-    probe = FakeINat(num_taxa=2, observations_per_taxon=10)
+    probe = FakeINat(num_taxa=2, observations_per_taxon=30)
     ids = sorted(probe.expected_photos(CC))
     faults = {
         ids[0]: ["500", "500"],
@@ -151,7 +165,7 @@ def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
         ids[6]: ["500"] * 4,  # more than this run's 4 attempts: a re-run gets it
     }
     with FakeINat(
-        num_taxa=2, observations_per_taxon=10, faults=faults, api_429_every=3, retry_after=0.5
+        num_taxa=2, observations_per_taxon=30, faults=faults, api_429_every=3, retry_after=0.5
     ) as fake:
         summary = scrape(
             scrape_cfg(
@@ -175,10 +189,9 @@ def test_faults_are_retried_or_recorded_and_rate_limits_hold(tmp_path):
         kinds = [rows[i]["kind"] for i in ids[3:7]]
         assert kinds == ["permanent", "transient", "permanent", "transient"]
 
-        # the global rate limits are never exceeded, seen from the server: no 1-second window
-        # holds more than `rate` requests (+1 for the window's two ends)
-        assert max_per_second(fake.request_times("api")) <= 8 + 1
-        assert max_per_second(fake.request_times("photo")) <= 15 + 1
+        # the global rate limits are never exceeded, seen from the server
+        assert_rate_held(fake.request_times("api"), 8)
+        assert_rate_held(fake.request_times("photo"), 15)
         # Retry-After is honoured: the retry of the 429'd photo came >= 0.5 s later
         t429 = [t for t, k, p in fake.requests if k == "photo" and f"/photos/{ids[1]}/" in p]
         assert len(t429) == 2 and t429[1] - t429[0] >= 0.5
@@ -500,12 +513,9 @@ def test_two_scrape_processes_share_one_polite_budget(tmp_path):
         photos = fake.request_times("photo")
         api = fake.request_times("api")
     assert len(photos) >= 40  # both processes fetched, at the same time
-    # one budget for the fleet, not 2 x 8: on average, and in every 1-second window (+2 for
-    # the window's ends and a process descheduled between its slot and its send)
-    photos = sorted(photos)
-    assert (len(photos) - 1) / (photos[-1] - photos[0]) <= 8 * 1.05
-    assert max_per_second(photos) <= 8 + 2
-    assert max_per_second(api) <= 4 + 2
+    # one budget for the fleet, not 2 x 8
+    assert_rate_held(photos, 8)
+    assert_rate_held(api, 4)
 
 
 def test_a_scrape_and_the_demo_start_without_importing_torch(tmp_path):
