@@ -146,7 +146,7 @@ def plan(command: str, subs: dict[str, str]) -> tuple[str, str]:
 
 def failures(results: list) -> str:
     return "\n\n".join(
-        f"{how}: {cmd}\n{res.stderr[-1500:] or res.stdout[-1500:]}"
+        f"{how} (exit {res.returncode}): {cmd}\n{res.stderr[-1500:] or res.stdout[-1500:]}"
         for (how, cmd), res in results
         if res.returncode != 0
     )
