@@ -1,6 +1,7 @@
 """Scale-out on Lightning's own engine: DDP on CPU, the GPU trainer switches, SLURM config."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.confusion import Confusion
+from tests.helpers import warm
 from tests.helpers.cli import REPO, SMALL, compose_config, run_cli, run_dirs
 
 
@@ -121,6 +123,13 @@ def test_slurm_launcher_config_follows_the_trainer(tmp_path):
     assert launcher["_target_"] == "hydra_plugins.inat_lightning_launcher.WatchedSlurmLauncher"
     assert launcher["tasks_per_node"] == 4 and launcher["gpus_per_node"] == 4
     assert launcher["nodes"] == 2 and launcher["partition"] == "gpu"
+    assert launcher["name"] == "inat-train"  # in squeue, not "cli"
+    for cpu in (["trainer.accelerator=cpu"], ["trainer=cpu"]):  # a CPU partition: no GPU asked
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(
+                "train", overrides=["hydra/launcher=slurm", *cpu], return_hydra_config=True
+            )
+        assert OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["gpus_per_node"] == 0
 
 
 def test_how_often_a_sweep_reads_slurm_states_is_a_checked_setting(monkeypatch):
@@ -140,3 +149,20 @@ def test_how_often_a_sweep_reads_slurm_states_is_a_checked_setting(monkeypatch):
                 read()
     monkeypatch.setenv(slurm.RESULT_WAIT_ENV, "0")
     assert slurm.result_wait_seconds() == 0
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_in_a_job_only_the_main_process_acts_on_the_time_limit_signal(tmp_path, quiet):
+    """Slurm signals every process of a job, DataLoader workers included (two: the default).
+    Without the guard a worker runs the job's handler (submitit's checkpoint-and-requeue) itself:
+    the probe shows it does here, so the guarded run proves the guard, not a quiet platform."""
+    marker = tmp_path / "handled.txt"
+    argv = ["-m", "tests.helpers.signal_probe", *(["--quiet"] if quiet else []), str(marker)]
+    res = warm.run(argv, cwd=REPO, env=dict(os.environ), timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    said = json.loads(res.stdout.strip().splitlines()[-1])
+    assert said["items"] == list(range(8))  # no worker died: every item was read
+    pids = [int(p) for p in marker.read_text().split()]
+    workers = [p for p in pids if p != said["main"]]
+    assert pids.count(said["main"]) == 1  # the job's own process still handles its signal
+    assert len(workers) == (0 if quiet else 8)

@@ -73,7 +73,3 @@ def _rounded(override: str) -> str:
     """``a.lr=0.010142997784304343`` → ``a.lr=0.01014`` (see :func:`round_sample`)."""
     head, eq, value = override.partition("=")
     return head + eq + round_sample(value)
-
-
-def register() -> None:
-    OmegaConf.register_new_resolver("inat.run_name", run_name, replace=True)

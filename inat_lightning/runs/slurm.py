@@ -1,5 +1,12 @@
-"""The Slurm launcher of sweeps: Hydra's submitit launcher, with job states that do not depend
-on Slurm's accounting database.
+"""The Slurm launcher of sweeps: Hydra's submitit launcher, with each job's fate reported and
+job states that do not depend on Slurm's accounting database.
+
+What a user sees: each job's Slurm id and log path as it is submitted; when the jobs end, one
+line per failed job (its number, Slurm id, overrides, Slurm state and its one-line reason or
+its log); ``slurm_jobs.csv`` in the sweep folder (what ``summary.md`` reads for each job's
+state). A job whose task failed exits non-zero, so Slurm records it ``FAILED``, not
+``COMPLETED``. Inside the job, forked children (DataLoader workers) ignore the time-limit
+signal: only the job's main process checkpoints and requeues (:mod:`.job_signals`).
 
 submitit learns that a job ended from ``sacct``. On a cluster without accounting
 (``AccountingStorageType=accounting_storage/none``, common on small lab clusters) ``sacct``
@@ -17,15 +24,29 @@ filesystem may show the file late) before it is reported.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import DictConfig, OmegaConf
 from submitit.core import logger
+from submitit.core.core import Job
 from submitit.slurm import slurm
+
+from inat_lightning.runs.job_signals import quiet_forked_children
+from inat_lightning.runs.overrides import key_of, parse
+from inat_lightning.runs.slurm_jobs import DONE, JobFailed, JobOutcome, one_line, write_outcomes
+from inat_lightning.runs.summary import write_summary
+
+log = logging.getLogger(__name__)
 
 #: the longest wait between two reads of the jobs' states, unless the environment says otherwise
 POLL_S = 60
@@ -100,12 +121,131 @@ class SqueueFallbackWatcher(slurm.SlurmInfoWatcher):
         }
 
 
+#: Slurm states of a job not yet ended (a failed task's process may still be exiting)
+ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "UNKNOWN")
+#: how long a failed job's final state is waited for once its result is written
+FINAL_STATE_WAIT_S = 60
+
+
 class WatchedSlurmLauncher(SlurmLauncher):
     """Hydra's ``submitit_slurm`` launcher whose jobs are watched by
-    :class:`SqueueFallbackWatcher` (``conf/hydra/launcher/slurm.yaml`` selects it)."""
+    :class:`SqueueFallbackWatcher` and reported one line each (``conf/hydra/launcher/slurm.yaml``
+    selects it)."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """The job itself (on the cluster): the task; a failed one raises :class:`JobFailed`, so
+        the job exits non-zero and Slurm says ``FAILED``."""
+        quiet_forked_children()  # DataLoader workers leave the time-limit signal to this process
+        ret = super().__call__(*args, **kwargs)
+        if ret.status == JobStatus.FAILED:
+            raise JobFailed(one_line(ret._return_value))
+        return ret
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
         if not isinstance(slurm.SlurmJob.watcher, SqueueFallbackWatcher):  # shared by all jobs
             slurm.SlurmJob.watcher = SqueueFallbackWatcher(delay_s=poll_seconds())
         slurm.SlurmJob._results_timeout_s = result_wait_seconds()  # submitit's class setting
-        return super().launch(job_overrides, initial_job_idx)
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        jobs = self._submit(job_overrides, numbers, sweep_dir)
+        for number, overrides, job in zip(numbers, job_overrides, jobs):
+            said = " ".join(filter_overrides(overrides))
+            log.info("#%d Slurm job %s [%s], log: %s", number, job.job_id, said, job.paths.stderr)
+        named = [_own(ov, self.config) for ov in job_overrides]
+        ended = [_ended(j, n, o) for j, n, o in zip(jobs, numbers, named)]
+        write_outcomes(sweep_dir, ended)
+        write_summary(sweep_dir, self.config.get("optimized_metric"))
+        failed = [o for o in ended if not o.ok]
+        for o in failed:
+            log.error(o.line())
+        said = JobFailed(
+            f"{len(failed)} of {len(ended)} Slurm jobs failed: one line each above; "
+            f"every job's state in {sweep_dir / 'summary.md'}"
+        )
+        return [
+            job.results()[0]
+            if o.ok
+            else JobReturn(overrides=list(ov), status=JobStatus.FAILED, _return_value=said)
+            for job, o, ov in zip(jobs, ended, job_overrides)
+        ]
+
+    def _submit(
+        self, job_overrides: Sequence[Sequence[str]], numbers: range, sweep_dir: Path
+    ) -> list[Job]:
+        """One Slurm job (an array task) per override list, as Hydra's submitit launcher
+        submits them (its executor settings, its callable: this launcher)."""
+        import submitit
+
+        init_keys = {"submitit_folder", "max_num_timeout"}
+        executor = submitit.AutoExecutor(
+            cluster=self._EXECUTOR,
+            folder=self.params["submitit_folder"],
+            slurm_max_num_timeout=self.params["max_num_timeout"],
+        )
+        base = set(OmegaConf.structured(BaseQueueConf).keys())  # the rest are slurm_<key>
+        executor.update_parameters(
+            **{
+                k if k in base else f"{self._EXECUTOR}_{k}": v
+                for k, v in self.params.items()
+                if k not in init_keys
+            }
+        )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        state = Singleton.get_state()
+        n = len(numbers)
+        return executor.map_array(
+            self,
+            [list(o) for o in job_overrides],
+            ["hydra.sweep.dir"] * n,
+            list(numbers),
+            [f"job_id_for_{i}" for i in numbers],
+            [state] * n,
+        )
+
+
+def _own(overrides: Sequence[str], config: DictConfig) -> list[str]:
+    """The overrides that tell a job from its sweep's others: the swept or searched keys'
+    (all of them when there are none)."""
+    task = parse(config.hydra.overrides.task)
+    given = {key_of(o) for o in task}
+    swept = {key_of(o) for o in task if o.is_sweep_override()}
+    swept |= set((config.hydra.sweeper.get("params") or {}).keys())
+    own = [o for o in overrides if (k := key_of(parse([o])[0])) in swept or k not in given]
+    return own or list(overrides)
+
+
+def _ended(job: Job, number: int, overrides: Sequence[str]) -> JobOutcome:
+    """Wait for ``job``: what became of it (named by ``overrides``, those it was given alone)."""
+    said, log_path = list(filter_overrides(overrides)), str(job.paths.stderr)
+    error = job.exception()  # waits for the job's end; None when its task returned
+    if error is None:
+        return JobOutcome(number, job.job_id, DONE, said, "", log_path)
+    return JobOutcome(number, job.job_id, final_state(job), said, _reason(error), log_path)
+
+
+def final_state(job: Job, wait_s: float = FINAL_STATE_WAIT_S) -> str:
+    """The job's Slurm state once it has left the queue (``FAILED``, ``CANCELLED``,
+    ``TIMEOUT``, ``OUT_OF_MEMORY``...), read again until then, for ``wait_s`` at most."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        said = job.watcher.get_state(job.job_id, mode="force") or "UNKNOWN"
+        state = said.split(" by ")[0]  # "CANCELLED by 1000": who cancelled is in sacct
+        if state not in ACTIVE or time.monotonic() > deadline:
+            return state
+        time.sleep(1)
+
+
+def _reason(error: Exception) -> str:
+    """The task's one-line error from submitit's report of a failed job; else what submitit
+    says first (a job that ended without a result: its state tells why)."""
+    marker = f"{JobFailed.__module__}.{JobFailed.__name__}: "
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line.removeprefix(marker) for line in lines if line.startswith(marker)]
+    if said:
+        return said[-1]
+    if "has not produced any output" in str(error):
+        return "no result"
+    return lines[0] if lines else type(error).__name__

@@ -29,6 +29,7 @@ from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.names import round_sample
 from inat_lightning.runs.overrides import key_of, parse, value_text
 from inat_lightning.runs.resume import BOOKKEEPING_KEYS
+from inat_lightning.runs.slurm_jobs import JobOutcome, read_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     ``done``, ``failed or running``, or what the Optuna sweeper recorded (``pruned``,
     ``failed``)."""
     rows = []
+    slurm = {o.job: o for o in read_outcomes(sweep_dir)}  # a Slurm sweep's job states
     job_dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
     for job_dir in sorted(job_dirs, key=lambda p: (_job_number(p), p.name)):
         summary_file = job_dir / "metrics.json"
@@ -75,8 +77,29 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         if best.get("monitor"):
             row[f"best/{best['monitor']}"] = float(best.get("score", math.nan))
         row["run_dir"] = job_dir.name
+        _add_slurm_state(row, slurm.pop(row["job"], None))
         rows.append(row)
-    return rows
+    for outcome in slurm.values():  # ended before Hydra made its folder (cancelled, no room...)
+        row = {
+            "job": outcome.job,
+            "status": "failed or running",
+            "overrides": {key_of(o): value_text(o) for o in parse(outcome.overrides)},
+            **{k: math.nan for k in METRICS},
+            "run_dir": "",
+        }
+        _add_slurm_state(row, outcome)
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["job"])
+
+
+def _add_slurm_state(row: dict[str, Any], outcome: JobOutcome | None) -> None:
+    """A Slurm job's id and final state in ``row["slurm"]``; a failed job's status is its state
+    (``failed: CANCELLED``)."""
+    if outcome is None:
+        return
+    row["slurm"] = f"{outcome.slurm_id} {outcome.state}"
+    if not outcome.ok:
+        row["status"] = f"failed: {outcome.state}"
 
 
 def _table(rows: list[dict[str, Any]], short: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -85,16 +108,18 @@ def _table(rows: list[dict[str, Any]], short: bool = False) -> tuple[list[str], 
     keys = sorted({k for r in rows for k in r["overrides"]})
     known = [r for r in rows if r["overrides"]] or rows  # a sweep's jobs all have overrides
     varying = [k for k in keys if len({r["overrides"].get(k) for r in known}) > 1] or keys
-    metric_cols = [c for c in rows[0] if c not in ("job", "status", "overrides", "run_dir")]
+    named = ("job", "status", "overrides", "run_dir", "slurm")
+    metric_cols = [c for c in rows[0] if c not in named]
     for r in rows[1:]:
         metric_cols += [c for c in r if c.startswith("best/") and c not in metric_cols]
-    header = ["job", *varying, *metric_cols, "status", "run_dir"]
+    slurm = ["slurm"] if any("slurm" in r for r in rows) else []
+    header = ["job", *varying, *metric_cols, "status", *slurm, "run_dir"]
     body = []
     for r in rows:
         values = [r["overrides"].get(k, "") for k in varying]
         cells = [str(r["job"]), *(map(round_sample, values) if short else values)]
         cells += [_fmt(r.get(c, math.nan)) for c in metric_cols]
-        body.append([*cells, r["status"], r["run_dir"]])
+        body.append([*cells, r["status"], *(r.get(c, "") for c in slurm), r["run_dir"]])
     return header, body
 
 

@@ -37,6 +37,12 @@ QUICK = [
 ]
 
 
+def default_workers(overrides: list[str]) -> list[str]:
+    """``overrides`` without ``data.num_workers``: the run loads with the default loader workers
+    (processes of their own), as a user's does. The scale-out tests (DDP, Slurm) run so."""
+    return [o for o in overrides if not o.startswith("data.num_workers=")]
+
+
 def run_dirs(log_dir: Path) -> list[Path]:
     """Run folders (those holding a .hydra folder) under a log dir."""
     return sorted(p.parent for p in log_dir.rglob(".hydra"))

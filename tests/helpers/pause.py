@@ -12,11 +12,18 @@ from lightning.pytorch import Callback
 
 class Pause(Callback):
     """Sleeps ``seconds`` at the end of every training epoch (after its checkpoint is saved),
+    or with ``every="batch"`` after every training batch (its loader workers alive meanwhile),
     unless Slurm has started the job again (``SLURM_RESTART_COUNT`` > 0)."""
 
-    def __init__(self, seconds: float = 1.0) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: float = 1.0, every: str = "epoch") -> None:
+        self.seconds, self.every = seconds, every
+
+    def _pause(self, now: str) -> None:
+        if now == self.every and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
+            time.sleep(self.seconds)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
-            time.sleep(self.seconds)
+        self._pause("epoch")
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self._pause("batch")

@@ -1,0 +1,46 @@
+"""A Slurm job's time-limit signal is its main process's business, not its children's.
+
+Slurm delivers a job's signals (``--signal=USR2@<s>`` before the time limit) to every process
+of the job step, the DataLoader workers included; a forked worker carries the main process's
+Python handlers, so each worker would run submitit's "timed out: checkpoint and requeue"
+handler itself: several requeue attempts, a clash over the checkpoint file (``A temporary saved
+file already exists``), then a worker exiting under the trainer and a job nobody requeues.
+
+:func:`quiet_forked_children` makes every process forked from the job's process ignore those
+signals (``SIGTERM`` is left alone: PyTorch's workers handle it themselves). The main process
+keeps its handlers, checkpoints and requeues once; its exit ends the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+#: the signals that ask a job to save itself: submitit's time-limit signal (USR2) and
+#: Lightning's auto-requeue signal (USR1)
+REQUEUE_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
+
+_registered = False
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A Python handler that does nothing (an ``exec`` resets it to the default, where
+    ``SIG_IGN`` would be inherited by the program run)."""
+
+
+def _in_child() -> None:
+    for signum in REQUEUE_SIGNALS:
+        try:
+            signal.signal(signum, _ignore)
+        except ValueError:  # forked from a thread that is not the main one: nothing to guard
+            return
+
+
+def quiet_forked_children() -> None:
+    """From now on, every process forked from this one ignores :data:`REQUEUE_SIGNALS`
+    (registered once per process)."""
+    global _registered
+    if not _registered:
+        os.register_at_fork(after_in_child=_in_child)
+        _registered = True
