@@ -7,6 +7,7 @@ installs into ``.venv/bin``. The task is imported only when it runs, so ``--help
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,34 @@ from inat_lightning.config import run_cli
 from inat_lightning.runs.resume import resume_argv
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+#: the folder ``paths.root_dir`` (data/, logs/) defaults to: ``conf/paths/default.yaml``
+ROOT_ENV = "INAT_LIGHTNING_ROOT"
+
+
+def clone_root(script: str) -> Path | None:
+    """The clone a script belongs to (``<clone>/train.py`` beside ``conf/`` and
+    ``pyproject.toml``), else ``None`` (an installed command such as ``inat-train``)."""
+    path = Path(script).resolve()
+    home = path.parent
+    if path.suffix == ".py" and (home / "conf").is_dir() and (home / "pyproject.toml").is_file():
+        return home
+    return None
+
+
+def anchor_root(script: str) -> None:
+    """``python <clone>/train.py`` keeps its data and runs in the clone from whatever folder it
+    is started (a Slurm submission from a home folder reuses the clone's data instead of
+    generating it again beside the user), as lightning-hydra-template's scripts do; an
+    installed command works in the current folder. ``$INAT_LIGHTNING_ROOT`` or
+    ``paths.root_dir=...`` choose another place."""
+    home = clone_root(script)
+    if home is not None:
+        os.environ.setdefault(ROOT_ENV, str(home))
 
 
 def _entry(config_name: str, task: str) -> Callable[[], Any]:
     """A Hydra main for ``conf/<config_name>.yaml`` running ``task`` (``module:function``)."""
+    anchor_root(sys.argv[0])
     if not CONF.is_dir():
         sys.exit(
             f"inat-lightning: no conf/ folder at {CONF}; install the clone with pip install -e"

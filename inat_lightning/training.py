@@ -102,6 +102,9 @@ def train(cfg: DictConfig) -> float | None:
         "near_duplicates": datamodule.near_duplicate_summary(),
         "chance_accuracy": 1.0 / datamodule.num_classes,
         "tags": list(cfg.get("tags") or []),
+        # float sums depend on how the work was split: a resumed run equals an uninterrupted
+        # one's metrics only with as many processes and torch threads
+        "compute": {"processes": trainer.world_size, "torch_threads": torch.get_num_threads()},
     }
     if calibration is not None:
         summary["calibration"] = calibration

@@ -1,14 +1,18 @@
 """Bad config values fail before any work, with a message naming the key."""
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from inat_lightning.checks import check_train_config
+from inat_lightning.cli import clone_root
 from inat_lightning.config import ConfigError
 from inat_lightning.training import train
-from tests.helpers.cli import compose_config, run_cli
+from tests.helpers import warm
+from tests.helpers.cli import REPO, compose_config, run_cli
 
 
 def compose_train(tmp_path: Path, *overrides: str):
@@ -93,3 +97,23 @@ def test_unknown_keys_anywhere_are_refused_before_any_work(tmp_path, override, m
 def test_presets_keep_keys_strict(tmp_path, preset):
     with pytest.raises(ConfigError, match=r"^trainer\.max_epoch: unknown key"):
         check_train_config(compose_train(tmp_path, preset, "+trainer.max_epoch=3"))
+
+
+@pytest.mark.parametrize("root", [None, "elsewhere"])
+def test_a_clone_script_started_from_another_folder_keeps_data_and_runs_in_the_clone(
+    tmp_path, root
+):
+    """``python <clone>/train.py`` from a home folder (a Slurm submission, say) reads the
+    clone's data/ and writes its logs/ there, not beside the user; ``$INAT_LIGHTNING_ROOT``
+    still chooses."""
+    env = {k: v for k, v in os.environ.items() if k != "INAT_LIGHTNING_ROOT"}
+    if root:
+        env["INAT_LIGHTNING_ROOT"] = str(tmp_path / root)
+    argv = [str(REPO / "train.py"), "--cfg", "job", "--resolve", "-p", "paths"]
+    res = warm.run(argv, cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    paths = yaml.safe_load(res.stdout.split("\n", 1)[1])  # after "# @package paths"
+    home = tmp_path / root if root else REPO
+    assert (paths["root_dir"], paths["data_dir"]) == (str(home), f"{home}/data")
+    assert paths["log_dir"] == f"{home}/logs"
+    assert clone_root(str(tmp_path / "train.py")) is None  # not a clone's: the current folder

@@ -118,6 +118,7 @@ def test_failed_jobs_are_reported_one_line_each_and_failed_in_slurm(tmp_path):
         *ON_THIS_NODE,
         *JOB_QUICK,
         "model.optimizer.lr=0.1,-5,-7",
+        "callbacks.resume_point.keep_after_fit=false",  # a sweep's retention setting
         tmp_path=tmp_path,
         timeout=600,
     )
@@ -134,7 +135,34 @@ def test_failed_jobs_are_reported_one_line_each_and_failed_in_slurm(tmp_path):
         assert sacct_state(slurm_id) == "FAILED"  # not COMPLETED
         assert rows[lr]["status"] == "failed: FAILED"
     assert rows["0.1"]["status"] == "done" and rows["0.1"]["slurm"].endswith(" COMPLETED")
+    done = tmp_path / "logs" / "train" / "multiruns"
+    (ckpt,) = [p.name for p in done.glob(f"*/{rows['0.1']['run_dir']}/checkpoints/*.ckpt")]
+    assert ckpt.startswith("epoch") and ckpt.endswith(".ckpt")  # the best one, not last.ckpt
     assert "failed: FAILED" in (tmp_path / "logs").rglob("summary.md").__next__().read_text()
+
+
+def test_a_request_sbatch_refuses_is_one_line_naming_what_was_asked(tmp_path):
+    """The default trainer (``accelerator=auto``) asks for one GPU per device; this cluster has
+    none, so sbatch refuses: one line with sbatch's words, the request and what to change."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(DUMMY),
+            "-m",
+            *(o for o in ON_THIS_NODE if "gpus_per_node" not in o),
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("sbatch refused the jobs: ")]
+    assert "Invalid generic resource (gres) specification" in line
+    assert "trainer.accelerator=cpu" in line and "hydra.launcher.gpus_per_node=1" in line
 
 
 def test_a_job_cancelled_by_hand_is_reported_cancelled(tmp_path):
@@ -298,6 +326,7 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_resumes_to_the_un
     assert got["metrics"] == want["metrics"]
     assert got["best"] == want["best"]
     assert got["test_confusion"] == want["test_confusion"]
+    assert got["compute"] == want["compute"] == {"processes": 1, "torch_threads": 1}
 
 
 def test_without_accounting_a_job_that_dies_silently_is_reported_not_waited_for(tmp_path):

@@ -13,7 +13,8 @@ from tests.helpers.tensorboard import tensorboard_tags
 
 
 @pytest.mark.slow
-def test_fast_dev_run(tmp_path, shared_data_dir):
+def test_fast_dev_run(tmp_path, shared_data_dir, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # recorded in metrics.json: a known value
     res = run_cli(
         "train.py", *SMALL, "debug=fast_dev_run", tmp_path=tmp_path, data_dir=shared_data_dir
     )
@@ -24,6 +25,8 @@ def test_fast_dev_run(tmp_path, shared_data_dir):
     assert (run / "splits.csv").is_file()
     assert len(summary["class_names"]) == 4
     assert summary["tags"] == ["dev"]  # the config's tags, kept with the run
+    # what its float sums depended on
+    assert summary["compute"] == {"processes": 1, "torch_threads": 1}
 
 
 @pytest.mark.slow

@@ -29,10 +29,15 @@ class ResumePoint(Checkpoint):
     Args:
         dirpath: the run's checkpoint folder.
         filename: ``last.ckpt``: what ``resume=<run dir>`` and a requeued Slurm job read.
+        keep_after_fit: ``False`` deletes it once the fit has finished (a sweep of many runs
+            then keeps only their best checkpoints; a finished run cannot be continued).
     """
 
-    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
+    def __init__(
+        self, dirpath: str | Path, filename: str = "last.ckpt", keep_after_fit: bool = True
+    ) -> None:
         self.path = Path(dirpath) / filename
+        self.keep_after_fit = keep_after_fit
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
@@ -44,3 +49,8 @@ class ResumePoint(Checkpoint):
         if trainer.is_global_zero:
             os.replace(part, self.path)
         trainer.strategy.barrier("resume point saved")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Called only when the fit ran to its end (not on an interruption)."""
+        if not self.keep_after_fit and trainer.is_global_zero:
+            self.path.unlink(missing_ok=True)

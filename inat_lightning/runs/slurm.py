@@ -39,6 +39,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, OmegaConf
 from submitit.core import logger
 from submitit.core.core import Job
+from submitit.core.utils import FailedJobError
 from submitit.slurm import slurm
 
 from inat_lightning.runs.job_signals import quiet_forked_children
@@ -121,6 +122,8 @@ class SqueueFallbackWatcher(slurm.SlurmInfoWatcher):
         }
 
 
+#: the launcher settings a refused submission is reported with
+REQUEST_KEYS = ("partition", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb")
 #: Slurm states of a job not yet ended (a failed task's process may still be exiting)
 ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "UNKNOWN")
 #: how long a failed job's final state is waited for once its result is written
@@ -150,7 +153,10 @@ class WatchedSlurmLauncher(SlurmLauncher):
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
-        jobs = self._submit(job_overrides, numbers, sweep_dir)
+        try:
+            jobs = self._submit(job_overrides, numbers, sweep_dir)
+        except FailedJobError as e:  # sbatch said no: nothing was submitted
+            raise JobFailed(self._refusal(str(e))) from None
         for number, overrides, job in zip(numbers, job_overrides, jobs):
             said = " ".join(filter_overrides(overrides))
             log.info("#%d Slurm job %s [%s], log: %s", number, job.job_id, said, job.paths.stderr)
@@ -171,6 +177,16 @@ class WatchedSlurmLauncher(SlurmLauncher):
             else JobReturn(overrides=list(ov), status=JobStatus.FAILED, _return_value=said)
             for job, o, ov in zip(jobs, ended, job_overrides)
         ]
+
+    def _refusal(self, said: str) -> str:
+        """One line for a refused submission: sbatch's own words and the request it refused."""
+        lines = [x.removeprefix("sbatch: error: ") for x in said.splitlines() if x.strip()]
+        asked = {k: self.params.get(k) for k in REQUEST_KEYS if self.params.get(k) is not None}
+        request = " ".join(f"hydra.launcher.{k}={v}" for k, v in asked.items())
+        hint = ""
+        if "gres" in said.lower() and self.params.get("gpus_per_node"):
+            hint = " (a CPU partition: trainer.accelerator=cpu asks for no GPU)"
+        return f"sbatch refused the jobs: {lines[-1] if lines else said}{hint}; asked: {request}"
 
     def _submit(
         self, job_overrides: Sequence[Sequence[str]], numbers: range, sweep_dir: Path
