@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -230,6 +231,49 @@ def test_an_optuna_search_runs_as_slurm_jobs_on_a_database_server(tmp_path):
     assert len(complete) == 4
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
     assert list((tmp_path / "logs").rglob(".submitit/*/*.out"))  # they ran as Slurm jobs
+
+
+def test_a_search_whose_shell_died_keeps_its_finished_trials(tmp_path):
+    """SIGHUP to a Slurm search's own process (a dropped SSH login) while its two trials run as
+    jobs: the jobs go on, keep their trials alive and tell the study their values themselves;
+    the same command run again at once finds both trials running, then done, and runs nothing
+    again. Heartbeats every 2 s, stale after 6 s: without the jobs' own, the rerun would fail
+    the trials and run their parameters again while the jobs still run."""
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("pymysql")
+    url = "mysql+pymysql://inat:inat@127.0.0.1/inat_optuna"
+    study = f"hup_{uuid.uuid4().hex[:12]}"
+    command = [
+        sys.executable,
+        str(DUMMY),
+        "hparams_search=optuna_sgd",
+        *ON_THIS_NODE,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweeper.storage={url}",
+        f"hydra.sweeper.study_name={study}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.heartbeat_interval=2",
+        "hydra.sweeper.grace_period=6",
+    ]
+    env = {**os.environ, "DUMMY_TASK_SECONDS": "15"}
+    with (tmp_path / "first.err").open("w") as err:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=err, stderr=err)
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "logs").rglob("searches/*/*/.hydra"))) < 2:  # both started
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        first.send_signal(signal.SIGHUP)
+        assert first.wait(timeout=30) != 0
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    found = optuna.load_study(study_name=study, storage=url)
+    assert [t.state.name for t in found.trials] == ["COMPLETE", "COMPLETE"]
+    tasks = [p for p in (tmp_path / "logs").rglob(".submitit/*_*") if p.is_dir()]
+    assert len(tasks) == 2  # the two array tasks of the first run; none run again
+    for job_dir in (tmp_path / "logs").rglob("searches/*/*/.hydra"):  # the jobs' own records
+        assert json.loads((job_dir.parent / "trial.json").read_text())["state"] == "complete"
 
 
 def test_a_ddp_job_over_two_slurm_tasks_counts_every_test_image_once(tmp_path):

@@ -24,11 +24,6 @@ def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     storage_of(study).record_heartbeat(trial_id(trial))
 
 
-def stored_user_attrs(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
-    """A trial's user attributes as stored now (a job in another process may have set some)."""
-    return storage_of(study).get_trial(trial_id(trial)).user_attrs
-
-
 def job_outcome(ret: JobReturn) -> tuple[Any, BaseException | None]:
     """``(value, None)`` for a completed job, ``(None, error)`` for a failed one (Hydra's
     ``return_value`` re-raises the error; the attribute holds it)."""

@@ -28,6 +28,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -66,7 +67,6 @@ from inat_lightning.runs.optuna_adapter import (
     job_outcome,
     record_heartbeat,
     storage_of,
-    stored_user_attrs,
     trial_id,
 )
 
@@ -158,6 +158,56 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def settle(
+    study: optuna.Study, trial: optuna.Trial, ret: JobReturn
+) -> tuple[TrialState, float | None]:
+    """A trial's final state and value: as already told (its job tells the study itself), else
+    decided from the job's return and told now: complete with its value, pruned (its callback
+    said so), or failed (an exception, or no finite value)."""
+    stored = storage_of(study).get_trial(trial_id(trial))
+    if stored.state.is_finished():
+        return stored.state, stored.value
+    value, error = job_outcome(ret)
+    if error is not None:
+        log.error("trial %d failed: %s", trial.number, error)
+        state = TrialState.FAIL
+    elif stored.user_attrs.get("pruned_at_epoch") is not None:
+        state = TrialState.PRUNED
+    elif value is None or not math.isfinite(float(value)):
+        log.warning("trial %d returned no value: failed", trial.number)
+        state = TrialState.FAIL
+    else:
+        state = TrialState.COMPLETE
+    try:
+        if state == TrialState.COMPLETE:
+            study.tell(trial, float(value))
+        else:
+            study.tell(trial, state=state)
+    except (RuntimeError, ValueError):  # told meanwhile (its job, or a stale-trial check)
+        stored = storage_of(study).get_trial(trial_id(trial))
+        return stored.state, stored.value
+    return state, float(value) if state == TrialState.COMPLETE else None
+
+
+def write_trial_record(job_dir: Path, study: optuna.Study, trial: optuna.Trial) -> None:
+    """``<job_dir>/trial.json``: the trial as the study holds it (number, state, value,
+    parameters, study; the epoch a pruned trial stopped at), for the sweep summary."""
+    stored = storage_of(study).get_trial(trial_id(trial))
+    record = {
+        "number": stored.number,
+        "state": stored.state.name.lower(),
+        "value": stored.value,
+        "params": stored.params,
+        "study": study.study_name,
+    }
+    if stored.state == TrialState.PRUNED:
+        record["pruned_at_epoch"] = stored.user_attrs.get("pruned_at_epoch")
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / f".trial.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(job_dir / "trial.json")
 
 
 class OptunaSweeper(Sweeper):
@@ -345,6 +395,7 @@ class OptunaSweeper(Sweeper):
                     override_text(f"+hydra.job.env_set.{trial_env.STORAGE}", self.storage_url),
                     override_text(f"+hydra.job.env_set.{trial_env.STUDY}", study.study_name),
                     f"+hydra.job.env_set.{trial_env.TRIAL}={trial_id(trial)}",
+                    f"+hydra.job.env_set.{trial_env.HEARTBEAT}={self.heartbeat_interval or 0}",
                 ]
             jobs.append(overrides)
         numbers = [t.number for t in batch]
@@ -358,36 +409,12 @@ class OptunaSweeper(Sweeper):
             self._tell(study, trial, ret)
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
-        """Record a job's outcome: complete with its value, pruned (its callback said so), or
-        failed (an exception, or no value)."""
-        attrs = stored_user_attrs(study, trial)  # as the job left them
-        value, error = job_outcome(ret)
-        if error is not None:
-            log.error("trial %d failed: %r", trial.number, error)
-            state = TrialState.FAIL
-        elif attrs.get("pruned_at_epoch") is not None:
-            state = TrialState.PRUNED
-        elif value is None or not math.isfinite(float(value)):
-            log.warning("trial %d returned no %s value: failed", trial.number, self.direction)
-            state = TrialState.FAIL
-        else:
-            state = TrialState.COMPLETE
-        if state == TrialState.COMPLETE:
-            study.tell(trial, float(value))
-        else:
-            study.tell(trial, state=state)
-        record = {
-            "number": trial.number,
-            "state": state.name.lower(),
-            "value": float(value) if value is not None else None,
-            "params": trial.params,
-            "study": study.study_name,
-            **({"pruned_at_epoch": attrs["pruned_at_epoch"]} if state == TrialState.PRUNED else {}),
-        }
+        """Record a job's outcome in the study (unless its job already did: see
+        :mod:`.trial_report`) and in its folder's ``trial.json``."""
+        state, value = settle(study, trial, ret)
         if ret.hydra_cfg is not None:
-            job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            (job_dir / "trial.json").write_text(json.dumps(record, indent=2))
-        log.info("trial %d: %s %s", trial.number, record["state"], record["value"])
+            write_trial_record(Path(ret.hydra_cfg.hydra.runtime.output_dir), study, trial)
+        log.info("trial %d: %s %s", trial.number, state.name.lower(), value)
 
     def _write_results(self, study: optuna.Study) -> None:
         """``optimization_results.yaml``: the study's best trial and its trial counts."""
