@@ -137,3 +137,27 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, 
     # continued in place: one TensorBoard run, one run folder
     assert len(list((run / "tensorboard").iterdir())) == 1
     assert len(run_dirs(killed_logs)) == 1
+
+
+def test_a_multirun_resume_names_each_unfinished_job_of_a_sweep(tmp_path):
+    """``-m resume=<sweep dir>`` becomes one job per unfinished job folder (names with ``=`` and
+    ``,`` quoted for Hydra); a job folder resumes alone; a finished sweep or a folder that is
+    neither is one line naming the key."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("{}\n")
+    jobs = [sweep / f"{i}_seed={i},x=1" for i in range(3)]  # named by their overrides
+    for i, job in enumerate(jobs):
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={i}"]))
+    (jobs[1] / "metrics.json").write_text("{}")
+    argv = resume_argv(["train.py", "-m", "hydra/launcher=slurm", f"resume={sweep}"])
+    assert argv[:3] == ["train.py", "-m", "hydra/launcher=slurm"]
+    assert argv[3] == f"resume='{jobs[0]}','{jobs[2]}'"  # the finished job 1 is not rerun
+    assert resume_argv(["train.py", "-m", f"resume={jobs[1]}"])[-1] == f"resume='{jobs[1]}'"
+    (jobs[0] / "metrics.json").write_text("{}")
+    (jobs[2] / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"^resume=.*: all 3 jobs of this sweep have finished"):
+        resume_argv(["train.py", "-m", f"resume={sweep}"])
+    with pytest.raises(ConfigError, match=r"^resume=.*: not a run folder .* nor a sweep folder"):
+        resume_argv(["train.py", "-m", f"resume={tmp_path}"])

@@ -166,36 +166,55 @@ def test_a_request_sbatch_refuses_is_one_line_naming_what_was_asked(tmp_path):
     assert "trainer.accelerator=cpu" in line and "hydra.launcher.gpus_per_node=1" in line
 
 
-def test_a_job_cancelled_by_hand_is_reported_cancelled(tmp_path):
-    """``scancel`` while the job's loader workers are running: the sweep reports the job
-    CANCELLED (what Slurm says), not the workers' deaths."""
+def test_a_job_cancelled_by_hand_is_reported_cancelled_and_the_sweep_resumes_on_slurm(tmp_path):
+    """``scancel`` while a job's loader workers run, after its first checkpoint: the sweep
+    reports the job CANCELLED (what Slurm says), not the workers' deaths. Then ``-m
+    resume=<sweep dir>`` (after a maintenance window) continues every unfinished job as a Slurm
+    job, in its own folder (named with ``=`` and ``,``), from its last checkpoint."""
+    two_epochs = [o for o in JOB_QUICK if not o.startswith("trainer.max_epochs=")]
+    two_epochs.append("trainer.max_epochs=2")
+    pause = ["+callbacks.pause._target_=tests.helpers.pause.Pause", "+callbacks.pause.every=batch"]
     sweep = start_cli(
         "train.py",
         "-m",
         *ON_THIS_NODE,
-        *JOB_QUICK,
-        "+callbacks.pause._target_=tests.helpers.pause.Pause",
+        *two_epochs,
+        *pause,
         "+callbacks.pause.seconds=2",
-        "+callbacks.pause.every=batch",
         tmp_path=tmp_path,
     )
     logs = tmp_path / "logs"
     deadline = time.monotonic() + 300
-    while not any("fit: " in p.read_text() for p in logs.rglob("train.log")):  # training
+    while not list(logs.rglob("checkpoints/last.ckpt")):  # epoch 1 running, its workers alive
         assert sweep.is_alive() and time.monotonic() < deadline, (tmp_path / "err.log").read_text()
         time.sleep(0.5)
     (submission,) = logs.rglob(".submitit/*/*_submission.sh")
-    job_id = f"{submission.parent.name}"
-    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    subprocess.run(["scancel", submission.parent.name], check=True, timeout=30)
     sweep.join(timeout=300)
     err = (tmp_path / "err.log").read_text()
     assert sweep.exitcode not in (0, None), err[-3000:]
-    (line,) = [
-        x for x in err.splitlines() if x.startswith("job 0 (Slurm ") or " job 0 (Slurm " in x
-    ]
+    (line,) = [x for x in err.splitlines() if "job 0 (Slurm " in x]
     assert "CANCELLED) [" in line and "DataLoader" not in line
     (row,) = summary_rows(logs)
     assert row["status"] == "failed: CANCELLED"
+
+    (sweep_dir,) = [p.parent for p in logs.rglob("multirun.yaml")]
+    res = run_cli(
+        "train.py",
+        "-m",
+        *ON_THIS_NODE,
+        f"resume={sweep_dir}",
+        *pause,
+        "+callbacks.pause.seconds=0",  # this command's own settings win over the folder's
+        tmp_path=tmp_path,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (job,) = run_dirs(sweep_dir)  # continued in its own folder: no second one
+    assert "resuming from" in (job / "train.log").read_text()
+    assert json.loads((job / "metrics.json").read_text())["metrics"]
+    (row,) = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert row["status"] == "done" and row["slurm"].endswith(" COMPLETED")
 
 
 def test_an_optuna_search_runs_as_slurm_jobs_on_a_database_server(tmp_path):

@@ -26,6 +26,8 @@ from inat_lightning.config import ConfigError
 from inat_lightning.runs.overrides import key_of, parse, quote, value_text
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: where a run folder keeps the overrides it was started with
+SAVED = Path(".hydra") / "overrides.yaml"
 #: the project's config folder: the only place a saved group choice may point into
 CONF = Path(__file__).resolve().parents[2] / "conf"
 NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -46,14 +48,14 @@ def slurm_restarts() -> int:
 def resume_argv(argv: list[str]) -> list[str]:
     """``argv`` with ``resume=<run dir>`` expanded: the run's saved overrides first, then the
     other arguments of this command (they win), then ``hydra.run.dir``, ``resume=true`` and
-    the run's TensorBoard run name.
-    Any other ``argv`` (no resume, a multirun, overrides Hydra cannot parse) is returned
-    unchanged; a missing run dir is left to :func:`resume_checkpoint`, which names the key.
+    the run's TensorBoard run name. In a multirun (``-m``), ``resume=<sweep dir>`` (or a job's
+    folder) becomes ``resume=<job dir>,<job dir>,...``: one job per unfinished job of the sweep,
+    which the Slurm launcher expands in turn (:func:`resumed_job`).
+    Any other ``argv`` (no resume, overrides Hydra cannot parse) is returned unchanged; a
+    missing run dir is left to :func:`resume_checkpoint`, which names the key.
     Saved overrides that choose code (``_target_``, Hydra callbacks or launchers) are a
     :class:`ConfigError`: a run folder may come from someone else."""
     args = argv[1:]
-    if "-m" in args or "--multirun" in args:
-        return argv
     # run folders of sweep jobs are named by their overrides ("0_a=1,b=2"), which Hydra's grammar
     # cannot read unquoted: these two keys take the rest of the argument as a path, as typed
     paths = {a.split("=", 1)[0]: _path_value(a) for a in args if _is_path_arg(a)}
@@ -64,35 +66,90 @@ def resume_argv(argv: list[str]) -> list[str]:
     resume = paths.get("resume")
     if resume in (None, False, ""):
         return argv
+    if "-m" in args or "--multirun" in args:
+        if resume is True or "," in str(resume) and not Path(str(resume)).is_dir():
+            return argv  # already a list of job folders (or Hydra's sweep of its own)
+        jobs = jobs_to_resume(Path(str(resume)))
+        kept = [a for a in args if not a.startswith("resume=")]
+        return [argv[0], *kept, "resume=" + ",".join(quote(j) for j in jobs)]
     run_dir = Path(str(paths.get("hydra.run.dir", "")) if resume is True else str(resume))
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
+    if not (run_dir / SAVED).is_file():
         return argv
     mine = [o.input_line for o in given]
     mine += [a for a in args if "=" not in a or a.startswith("-")]  # flags, as given
     taken = {key_of(o) for o in given}
+    tail = [f"hydra.run.dir={quote(run_dir)}", "resume=true", *_run_name(run_dir, taken)]
+    return [argv[0], *saved_overrides(run_dir, taken), *mine, *tail]
+
+
+def saved_overrides(run_dir: Path, taken: set[str]) -> list[str]:
+    """The overrides ``run_dir`` was started with, but the keys in ``taken`` (this command's:
+    they win) and the bookkeeping of an earlier resume; checked (see :func:`resume_argv`): what
+    this command sets itself is the user's choice, not the folder's."""
     dropped = taken | BOOKKEEPING_KEYS | {"ckpt_path"}
-    original = parse(yaml.safe_load(saved.read_text()) or [])
+    saved = parse(yaml.safe_load((run_dir / SAVED).read_text()) or [])
+    original = [o for o in saved if key_of(o) not in dropped]
     unsafe = [o.input_line for o in original if _builds_code(o.input_line, key_of(o))]
     if unsafe:
         raise ConfigError(
-            f"resume={run_dir}: its .hydra/overrides.yaml sets {unsafe[0]!r}; a run folder may "
+            f"resume={run_dir}: its {SAVED} sets {unsafe[0]!r}; a run folder may "
             "choose settings, not which code to build (_target_, hydra callbacks or launchers)"
         )
     foreign = [o.input_line for o in original if not _known_choice(o)]
     if foreign:
         raise ConfigError(
-            f"resume={run_dir}: its .hydra/overrides.yaml sets {foreign[0]!r}; a run folder may "
+            f"resume={run_dir}: its {SAVED} sets {foreign[0]!r}; a run folder may "
             f"choose only the config groups and options of the project's conf/ ({CONF})"
         )
-    kept = [o.input_line for o in original if key_of(o) not in dropped]
-    tail = [f"hydra.run.dir={quote(run_dir)}", "resume=true"]
-    # keep the TensorBoard run, whatever order a sweep gave its name
+    return [o.input_line for o in original]
+
+
+def _run_name(run_dir: Path, taken: set[str]) -> list[str]:
+    """``run_name=<its TensorBoard run>``: a resumed run keeps its curves, whatever order a sweep
+    gave its name."""
     tensorboard = run_dir / "tensorboard"
     runs = [p.name for p in tensorboard.iterdir() if p.is_dir()] if tensorboard.is_dir() else []
-    if len(runs) == 1 and "run_name" not in taken:
-        tail.append(f"run_name={quote(runs[0])}")
-    return [argv[0], *kept, *mine, *tail]
+    return [f"run_name={quote(runs[0])}"] if len(runs) == 1 and "run_name" not in taken else []
+
+
+def jobs_to_resume(folder: Path) -> list[Path]:
+    """The job folders a multirun ``resume=<folder>`` continues: the folder itself when it is a
+    run (``.hydra/overrides.yaml``), else every job of that sweep without its ``metrics.json``
+    (unfinished: stopped, killed, cancelled). Anything else is a :class:`ConfigError`."""
+    if (folder / SAVED).is_file():
+        return [folder.resolve()]
+    if not (folder / "multirun.yaml").is_file():
+        raise ConfigError(
+            f"resume={folder}: not a run folder (no {SAVED}) nor a sweep folder (no multirun.yaml)"
+        )
+    jobs = sorted(p.parent.parent.resolve() for p in folder.glob(f"*/{SAVED}"))
+    unfinished = [j for j in jobs if not (j / "metrics.json").is_file()]
+    if not unfinished:
+        raise ConfigError(f"resume={folder}: all {len(jobs)} jobs of this sweep have finished")
+    return unfinished
+
+
+def resumed_job(overrides: list[str]) -> tuple[list[str], Path] | None:
+    """A multirun job given ``resume=<job dir>``: the overrides that continue that job in its
+    own folder (its saved overrides, then the others of this job, then its sweep folder and
+    name), and the job folder; ``None`` for a job that resumes nothing."""
+    found = [o for o in overrides if o.startswith("resume=")]
+    resume = _path_value(found[-1]) if found else None
+    if resume in (None, False, True, ""):
+        return None
+    run_dir = Path(str(resume))
+    if not (run_dir / SAVED).is_file():
+        raise ConfigError(f"resume={run_dir}: not a run folder (expected {run_dir / SAVED})")
+    others = [o for o in overrides if not o.startswith("resume=")]
+    taken = {key_of(o) for o in parse(others)}
+    tail = [
+        f"hydra.sweep.dir={quote(run_dir.parent)}",
+        f"hydra.sweep.subdir={quote(run_dir.name)}",
+        # stopped before its first checkpoint: it starts again, in its folder
+        *(["resume=true"] if (run_dir / LAST_CHECKPOINT).is_file() else []),
+        *_run_name(run_dir, taken),
+    ]
+    return [*saved_overrides(run_dir, taken), *others, *tail], run_dir
 
 
 def _known_choice(override: Override) -> bool:

@@ -29,6 +29,7 @@ import os
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,12 @@ from submitit.core.core import Job
 from submitit.core.utils import FailedJobError
 from submitit.slurm import slurm
 
+from inat_lightning.config import ConfigError
 from inat_lightning.runs.job_signals import quiet_forked_children
 from inat_lightning.runs.overrides import key_of, parse
+from inat_lightning.runs.resume import resumed_job
 from inat_lightning.runs.slurm_jobs import DONE, JobFailed, JobOutcome, one_line, write_outcomes
-from inat_lightning.runs.summary import write_summary
+from inat_lightning.runs.summary import job_number, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,17 @@ ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED
 FINAL_STATE_WAIT_S = 60
 
 
+@dataclass
+class Planned:
+    """One job to submit: its ``overrides``, the sweep folder and number it is recorded under,
+    and the overrides that ``name`` it in reports."""
+
+    overrides: list[str]
+    sweep_dir: Path
+    number: int
+    name: list[str]
+
+
 class WatchedSlurmLauncher(SlurmLauncher):
     """Hydra's ``submitit_slurm`` launcher whose jobs are watched by
     :class:`SqueueFallbackWatcher` and reported one line each (``conf/hydra/launcher/slurm.yaml``
@@ -153,30 +167,45 @@ class WatchedSlurmLauncher(SlurmLauncher):
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        planned = [self._plan(list(o), n, sweep_dir) for o, n in zip(job_overrides, numbers)]
         try:
-            jobs = self._submit(job_overrides, numbers, sweep_dir)
+            jobs = self._submit([p.overrides for p in planned], numbers, sweep_dir)
         except FailedJobError as e:  # sbatch said no: nothing was submitted
             raise JobFailed(self._refusal(str(e))) from None
-        for number, overrides, job in zip(numbers, job_overrides, jobs):
-            said = " ".join(filter_overrides(overrides))
-            log.info("#%d Slurm job %s [%s], log: %s", number, job.job_id, said, job.paths.stderr)
-        named = [_own(ov, self.config) for ov in job_overrides]
-        ended = [_ended(j, n, o) for j, n, o in zip(jobs, numbers, named)]
-        write_outcomes(sweep_dir, ended)
-        write_summary(sweep_dir, self.config.get("optimized_metric"))
+        for p, job in zip(planned, jobs):
+            said = " ".join(p.name)
+            log.info("#%d Slurm job %s [%s], log: %s", p.number, job.job_id, said, job.paths.stderr)
+        ended = [_ended(job, p.number, p.name) for p, job in zip(planned, jobs)]
+        for folder in dict.fromkeys(p.sweep_dir for p in planned):  # a resume: each job's own
+            write_outcomes(folder, [o for p, o in zip(planned, ended) if p.sweep_dir == folder])
+            write_summary(folder, self.config.get("optimized_metric"))
         failed = [o for o in ended if not o.ok]
         for o in failed:
             log.error(o.line())
         said = JobFailed(
             f"{len(failed)} of {len(ended)} Slurm jobs failed: one line each above; "
-            f"every job's state in {sweep_dir / 'summary.md'}"
+            f"every job's state in {planned[0].sweep_dir / 'summary.md'}"
         )
         return [
             job.results()[0]
             if o.ok
-            else JobReturn(overrides=list(ov), status=JobStatus.FAILED, _return_value=said)
-            for job, o, ov in zip(jobs, ended, job_overrides)
+            else JobReturn(overrides=p.overrides, status=JobStatus.FAILED, _return_value=said)
+            for job, o, p in zip(jobs, ended, planned)
         ]
+
+    def _plan(self, overrides: list[str], number: int, sweep_dir: Path) -> Planned:
+        """What to submit for one job of the sweep, and where it is recorded; a job given
+        ``resume=<job dir>`` continues that job in its own folder, under its own number."""
+        assert self.config is not None
+        try:
+            resumed = resumed_job(overrides)
+        except ConfigError as e:  # a bad run folder: before anything is submitted
+            raise JobFailed(str(e)) from None
+        if resumed is None:
+            return Planned(overrides, sweep_dir, number, _own(overrides, self.config))
+        continued, job_dir = resumed
+        name = [f"resume={job_dir.name}"]
+        return Planned(continued, job_dir.parent, job_number(job_dir), name)
 
     def _refusal(self, said: str) -> str:
         """One line for a refused submission: sbatch's own words and the request it refused."""

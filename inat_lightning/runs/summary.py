@@ -45,7 +45,8 @@ def _job_overrides(job_dir: Path) -> dict[str, str]:
     return {key_of(o): value_text(o) for o in items if key_of(o) not in BOOKKEEPING_KEYS}
 
 
-def _job_number(job_dir: Path) -> int:
+def job_number(job_dir: Path) -> int:
+    """A sweep job's number, from its folder's name (``3_lr=0.1`` → 3); -1 for another name."""
     head = job_dir.name.split("_", 1)[0]
     return int(head) if head.isdigit() else -1
 
@@ -58,7 +59,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     slurm = {o.job: o for o in read_outcomes(sweep_dir)}  # a Slurm sweep's job states
     job_dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
-    for job_dir in sorted(job_dirs, key=lambda p: (_job_number(p), p.name)):
+    for job_dir in sorted(job_dirs, key=lambda p: (job_number(p), p.name)):
         summary_file = job_dir / "metrics.json"
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         metrics = summary.get("metrics", {})
@@ -69,7 +70,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         if trial.get("state") in ("pruned", "fail"):
             status = "pruned" if trial["state"] == "pruned" else "failed"
         row: dict[str, Any] = {
-            "job": _job_number(job_dir),
+            "job": job_number(job_dir),
             "status": status,
             "overrides": _job_overrides(job_dir),
             **{k: float(metrics.get(k, math.nan)) for k in METRICS},
