@@ -1,3 +1,5 @@
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -7,6 +9,7 @@ from PIL import Image
 
 from inat_lightning.data.manifest import read_manifest
 from inat_lightning.data.synthetic import SyntheticSpecies
+from tests.helpers.cli import SMALL, run_cli
 
 
 def test_generation_is_deterministic_and_complete(tmp_path: Path):
@@ -64,20 +67,48 @@ def test_no_cue_when_disabled():
 
 
 def test_ensure_caches_and_never_overwrites_user_data(tmp_path: Path):
+    """The data set is made once and reused; a folder holding anything else, the same data set
+    made with other settings included (another run may be reading it, and the user's notes may
+    sit beside it), is refused naming what differs, and nothing in it changes."""
     gen = SyntheticSpecies(num_species=2, observations_per_species=3, image_size=24)
     gen.ensure(tmp_path / "syn")
     stamp = (tmp_path / "syn" / "manifest.csv").stat().st_mtime_ns
+    (tmp_path / "syn" / "MY_NOTES.txt").write_text("mine")
     gen.ensure(tmp_path / "syn")
     assert (tmp_path / "syn" / "manifest.csv").stat().st_mtime_ns == stamp  # cached
-    SyntheticSpecies(num_species=3, observations_per_species=3, image_size=24).ensure(
-        tmp_path / "syn"
-    )
-    assert len({r.taxon_name for r in read_manifest(tmp_path / "syn" / "manifest.csv")}) == 3
+    before = sorted(p.name for p in (tmp_path / "syn").rglob("*"))
+    other = SyntheticSpecies(num_species=3, observations_per_species=3, image_size=24, seed=1)
+    with pytest.raises(FileExistsError) as refused:
+        other.ensure(tmp_path / "syn")
+    said = str(refused.value)
+    assert "made with num_species=2, seed=0, not num_species=3, seed=1; nothing was" in said
+    assert f"data.root={tmp_path / 'syn'}_num_species3_seed1" in said
+    assert sorted(p.name for p in (tmp_path / "syn").rglob("*")) == before
+    assert (tmp_path / "syn" / "manifest.csv").stat().st_mtime_ns == stamp
+    (tmp_path / "syn" / "manifest.csv").unlink()  # a damaged copy: not repaired by deleting
+    with pytest.raises(FileExistsError, match="incomplete copy"):
+        gen.ensure(tmp_path / "syn")
+    assert (tmp_path / "syn" / "MY_NOTES.txt").read_text() == "mine"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "precious.jpg").write_bytes(b"x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="not a synthetic dataset"):
         gen.ensure(tmp_path / "mine")
     assert (tmp_path / "mine" / "precious.jpg").exists()
+    (tmp_path / "empty").mkdir()
+    gen.ensure(tmp_path / "empty")  # an empty folder is filled
+    assert gen.is_generated_at(tmp_path / "empty")
+
+
+def test_the_generated_folder_is_readable_by_the_lab(tmp_path: Path):
+    """Made with the umask's mode, as any new folder (0755 under the usual 022), not 0700."""
+    old = os.umask(0o022)
+    try:
+        SyntheticSpecies(num_species=2, observations_per_species=3, image_size=24).ensure(
+            tmp_path / "syn"
+        )
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "syn").stat().st_mode) == 0o755
 
 
 def test_bad_settings_are_named():
@@ -109,3 +140,33 @@ def test_processes_started_at_once_share_one_dataset_and_spare_the_users_tmp(tmp
         p.name for p in root.parent.iterdir() if p.name not in ("synthetic", "synthetic.tmp")
     ]
     assert leftovers == [".synthetic.lock"]  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_a_run_with_other_generator_settings_leaves_the_shared_data_alone(shared_data_dir):
+    """Run B with another seed while run A reads the embedded data (the shared test data here):
+    B stops in one line naming the folder and what differs; A's photos are untouched."""
+    root = shared_data_dir / "synthetic"
+    SyntheticSpecies(**_small_settings()).ensure(root)  # what the suite's runs read
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    res = run_cli(
+        "train.py",
+        *SMALL,
+        "data.synthetic.seed=1",
+        "debug=fast_dev_run",
+        tmp_path=shared_data_dir.parent / "other_seed",
+        data_dir=shared_data_dir,
+    )
+    assert res.returncode != 0
+    line = res.stderr.strip().splitlines()[-1]  # the run's last word
+    assert line.startswith(f"config error: data: {root} holds the synthetic dataset made with")
+    assert "seed=0, not seed=1; nothing was changed" in line and "Traceback" not in res.stderr
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def _small_settings() -> dict:
+    """The generator settings of tests/helpers/cli.py's SMALL runs."""
+    prefix = "data.synthetic."
+    found = dict(o[len(prefix) :].split("=") for o in SMALL if o.startswith(prefix))
+    typed = {k: int(v) if v.isdigit() else v == "true" for k, v in found.items()}
+    return typed

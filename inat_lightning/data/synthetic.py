@@ -29,7 +29,7 @@ import math
 import re
 import shutil
 import sys
-import tempfile
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -323,22 +323,22 @@ class SyntheticSpecies:
 
     # ------------------------------------------------------------------ files
     def generate(self, root: str | Path, progress: bool = True) -> list[Record]:
-        """Write the ImageFolder + manifest under ``root`` (atomically: a temporary folder renamed
-        at the end, so an interrupted generation leaves nothing half-written)."""
+        """Write the ImageFolder + manifest as ``root``, a folder that must not exist yet (or be
+        empty), atomically: a temporary folder renamed at the end, so an interrupted generation
+        leaves nothing half-written. Its mode is a new folder's (the umask's): a lab shares it."""
         root = Path(root)
         root.parent.mkdir(parents=True, exist_ok=True)
         # a folder of this process's own, beside the root (one file system: an atomic rename);
         # never a fixed name another process or the user may hold
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".part", dir=root.parent))
+        # never a fixed name another process or the user may hold; made as any new folder is
+        # (the umask's mode, where mkdtemp's 0700 would lock the rest of a lab out)
+        tmp = root.parent / f".{root.name}.{uuid.uuid4().hex}.part"
+        tmp.mkdir()
         try:
             records = self._write(tmp, progress)
-            if root.exists():  # an older synthetic dataset (ensure checked): moved aside first
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent)
-                )
-                root.rename(old / "data")
-                shutil.rmtree(old)
-            tmp.rename(root)
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()  # an empty folder (made by hand, or by a tool): ours to fill
+            tmp.rename(root)  # fails, rather than replace, if root has appeared meanwhile
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # only ours; gone already when renamed
         return records
@@ -396,8 +396,10 @@ class SyntheticSpecies:
         return json.loads(spec.read_text()) == json.loads(json.dumps(asdict(self)))
 
     def ensure(self, root: str | Path, progress: bool = True) -> None:
-        """Generate into ``root`` unless it already holds this dataset. Refuses to overwrite a
-        folder that is not a synthetic dataset, so a wrong path can never delete user data."""
+        """Generate into ``root`` unless it already holds this dataset. Never deletes: a folder
+        holding anything else (a user's files, or this data set made with other settings, which
+        another run may be reading) is refused, naming what differs; other settings live at
+        another ``data.root``."""
         root = Path(root)
         if self.is_generated_at(root):
             return
@@ -411,13 +413,42 @@ class SyntheticSpecies:
         try:
             if self.is_generated_at(root):  # made by the process we waited for
                 return
-            if root.exists() and any(root.iterdir()) and not (root / SPEC_NAME).is_file():
-                raise FileExistsError(
-                    f"{root} exists and is not a synthetic dataset; refusing to overwrite"
-                )
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                raise FileExistsError(self._refusal(root))
             self.generate(root, progress=progress)
         finally:
             lock.release()
+
+    def _refusal(self, root: Path) -> str:
+        """Why ``root`` is not generated into: whose it is, and what to do instead."""
+        made = SyntheticSpecies.settings_at(root)
+        if made is None:
+            return f"{root} exists and is not a synthetic dataset; refusing to overwrite it"
+        mine = asdict(self)
+        diff = {k: mine[k] for k in mine if made.get(k) != mine[k]}
+        if not diff:
+            return (
+                f"{root} holds an incomplete copy of this synthetic dataset (no {MANIFEST_NAME}); "
+                "nothing was changed: delete it yourself to generate it again"
+            )
+        there = ", ".join(f"{k}={made.get(k)}" for k in diff)
+        here = ", ".join(f"{k}={v}" for k, v in diff.items())
+        other = root.with_name(root.name + "_" + "_".join(f"{k}{v}" for k, v in diff.items()))
+        return (
+            f"{root} holds the synthetic dataset made with {there}, not {here}; nothing was "
+            f"changed (another run may be using it): give these settings their own folder, "
+            f"e.g. data.root={other}"
+        )
+
+    @staticmethod
+    def settings_at(root: str | Path) -> dict | None:
+        """The generator settings a dataset folder was made with (``synthetic.json``), or
+        ``None`` when it holds none (or an unreadable one)."""
+        try:
+            found = json.loads((Path(root) / SPEC_NAME).read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
 
 # ---------------------------------------------------------------------- drawing helpers
