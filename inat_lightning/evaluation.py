@@ -75,11 +75,26 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     with open_dict(data):
         if splits.is_file():
             data.split.file = str(splits)
-        data.splits_out = str(Path(cfg.paths.output_dir) / "splits.csv")
+        _write_only_here(data, cfg)
         for name, value in changed.items():
             OmegaConf.update(data, name, value, merge=False)
     log.info("restored data config and split of %s (changed: %s)", run_dir, changed or "nothing")
     return data
+
+
+def _write_only_here(data: DictConfig, cfg: DictConfig) -> None:
+    """A run folder may say what data to read, not where this command writes: its split goes to
+    this run's folder, photo hashes to this command's cache, and the embedded data set, when the
+    run's folder for it is not on this machine, is made under this command's
+    ``paths.data_dir`` (it is the same data wherever it is drawn)."""
+    data.splits_out = str(Path(cfg.paths.output_dir) / "splits.csv")
+    data.hash_cache = OmegaConf.select(cfg, "data.hash_cache", default=None)
+    root = OmegaConf.select(data, "root", default=None)
+    if data.get("synthetic") is not None and root and not Path(str(root)).is_dir():
+        data.root = str(Path(cfg.paths.data_dir) / Path(str(root)).name)
+        log.info(
+            "the run's data folder %s is not here: the embedded data set is in %s", root, data.root
+        )
 
 
 def data_config(cfg: DictConfig, ckpt: Path, spec: InputSpec) -> DictConfig:

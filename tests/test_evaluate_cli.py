@@ -2,6 +2,8 @@
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +12,7 @@ from inat_lightning.config import ConfigError
 from inat_lightning.data.manifest import read_manifest, safe_folder_name
 from inat_lightning.evaluation import evaluate
 from inat_lightning.models.confusion import Confusion
+from inat_lightning.runs.overrides import quote
 from tests.helpers.cli import QUICK, compose_config, run_cli, run_dirs
 from tests.helpers.tensorboard import tensorboard_tags
 
@@ -162,3 +165,36 @@ def test_held_out_species_measure_the_out_of_set_flag_that_predict_raises(tmp_pa
     assert len(rows) == len(photos)
     accepted = sum(r["not_in_classes"] == "False" for r in rows) / len(rows)
     assert accepted == pytest.approx(found["false_accept_rate"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_copied_run_folder_cannot_choose_where_evaluate_writes(
+    short_training, shared_data_dir, tmp_path
+):
+    """A run folder from another machine names its data folder there (an absolute
+    ``paths.data_dir``): evaluate reads the same embedded data from this command's data folder
+    and creates nothing at the run's path; its test split and metrics are the run's."""
+    run, _ = short_training
+    copy = tmp_path / "shared_run"
+    shutil.copytree(run, copy)
+    foreign = tmp_path / "their_machine" / "data"
+    saved = copy / ".hydra" / "config.yaml"
+    config = yaml.safe_load(saved.read_text())
+    config["paths"]["data_dir"] = str(foreign)
+    config["data"]["hash_cache"] = str(foreign / "phash-cache")
+    saved.write_text(yaml.safe_dump(config))
+    trained = json.loads((run / "metrics.json").read_text())
+    best = copy / "checkpoints" / Path(trained["best_checkpoint"]).name
+    res = run_cli(
+        "evaluate.py",
+        f"ckpt_path={quote(best)}",
+        "callbacks=none",
+        tmp_path=tmp_path,
+        data_dir=shared_data_dir,  # this command's: the embedded data set is there
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (tmp_path / "their_machine").exists()  # nothing made where the folder said
+    (out,) = run_dirs(tmp_path / "logs")
+    found = json.loads((out / "metrics.json").read_text())
+    assert found["test_confusion"] == trained["test_confusion"]
