@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis.infer import Predictions, batches
 from inat_lightning.analysis.results import write_json
-from inat_lightning.callbacks.checkpoints import best_checkpointing
+from inat_lightning.callbacks.checkpoints import best_checkpointing, last_metrics
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.data.geo import Place
@@ -72,7 +72,7 @@ def train(cfg: DictConfig) -> float | None:
         if ckpt:
             log.info("resuming from %s", ckpt)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    train_metrics = scalar_metrics(trainer.callback_metrics)
+    train_metrics = last_metrics(trainer)  # restored when a resumed fit had no epoch left
 
     test_metrics: dict[str, float] = {}
     checkpointing = best_checkpointing(trainer)

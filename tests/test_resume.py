@@ -15,6 +15,7 @@ from inat_lightning.config import ConfigError
 from inat_lightning.runs.resume import resume_argv, resume_checkpoint
 from tests.helpers import warm
 from tests.helpers.cli import REPO, SMALL, compose_config, run_dirs
+from tests.test_untrusted_files import small_checkpoint
 
 
 def saved_run(tmp_path, overrides):
@@ -59,7 +60,7 @@ def test_a_requeued_slurm_job_continues_from_its_folders_last_checkpoint(tmp_pat
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert resume_checkpoint(cfg) is None  # requeued before its first checkpoint: from scratch
     last.parent.mkdir(parents=True)
-    torch.save({"state_dict": {}, "hyper_parameters": {}}, last)
+    small_checkpoint(last)  # a genuine one: a file of other contents is refused when read
     assert resume_checkpoint(cfg) == str(last)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the first start: a leftover is not resumed
     assert resume_checkpoint(cfg) is None
@@ -137,6 +138,14 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, 
     # continued in place: one TensorBoard run, one run folder
     assert len(list((run / "tensorboard").iterdir())) == 1
     assert len(run_dirs(killed_logs)) == 1
+
+    # killed after its last epoch, before it wrote its results: a resume trains nothing more
+    # and reports the last epoch's metrics as the run had (a search reads its value there)
+    (straight,) = run_dirs(tmp_path / "straight")
+    (straight / "metrics.json").unlink()
+    finish(start_train(tmp_path / "again.log", f"resume={straight}"), tmp_path / "again.log")
+    again = json.loads((straight / "metrics.json").read_text())
+    assert again["metrics"] == want["metrics"] and again["best"] == want["best"]
 
 
 def test_a_multirun_resume_names_each_unfinished_job_of_a_sweep(tmp_path):

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+
+from inat_lightning.models.metrics import scalar_metrics
+
+
+def last_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The metrics of the trainer's last epoch: logged by this fit, else (a fit resumed after its
+    last epoch, which ran none) as its :class:`ResumePoint` saved them."""
+    logged = scalar_metrics(trainer.callback_metrics)
+    saved = next((c.metrics for c in trainer.callbacks if isinstance(c, ResumePoint)), {})
+    return logged or dict(saved)
 
 
 def best_checkpointing(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -38,10 +49,26 @@ class ResumePoint(Checkpoint):
     ) -> None:
         self.path = Path(dirpath) / filename
         self.keep_after_fit = keep_after_fit
+        #: the last epoch's logged metrics: saved in ``last.ckpt``, and restored from it, so a
+        #: run resumed after its last epoch (killed before it wrote its results) reports them
+        self.metrics: dict[str, float] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Only names and numbers are kept from the file (a checkpoint may come from anyone)."""
+        found = state_dict.get("metrics") if isinstance(state_dict, dict) else None
+        self.metrics = {
+            k: float(v)
+            for k, v in (found.items() if isinstance(found, dict) else ())
+            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        }
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
+        self.metrics = scalar_metrics(trainer.callback_metrics)  # saved with it: state_dict
         part = self.path.with_name(self.path.name + ".part")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from inat_lightning.atomic import replacing
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.spec import InputSpec
 
@@ -32,7 +33,8 @@ def export_model(model: Classifier, out_dir: str | Path, spec: InputSpec) -> tup
     example = torch.randn(2, 3, spec.image_size, spec.image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, out / PROGRAM_NAME)
+    with replacing(out / PROGRAM_NAME) as part:  # a kill mid-save leaves no corrupt model.pt2
+        torch.export.save(program, part)
     meta: dict[str, Any] = {
         "format": "torch.export (torch.export.load(path).module()(x) -> logits)",
         "class_names": model.class_names,
@@ -49,7 +51,8 @@ def export_model(model: Classifier, out_dir: str | Path, spec: InputSpec) -> tup
         "output": "logits; probabilities = softmax(logits / temperature)",
         "torch": torch.__version__,
     }
-    (out / META_NAME).write_text(json.dumps(meta, indent=2))
+    with replacing(out / META_NAME) as part:
+        part.write_text(json.dumps(meta, indent=2))
     return out / PROGRAM_NAME, out / META_NAME
 
 
