@@ -6,9 +6,10 @@ task has are checked by that task, before its work (e.g. ``prediction.check_sett
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as L
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from inat_lightning.config import ConfigError, build, call_partial, check_args, check_targets
 from inat_lightning.models.classifier import check_classifier_args
 from inat_lightning.models.metric_names import SCALARS, STAGES, is_optimizable
-from inat_lightning.models.open_set import SCORES
+from inat_lightning.models.open_set import check_rule_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,11 @@ def check_train_config(cfg: DictConfig) -> None:
             "model.weights_path: required for fine-tuning (callbacks.backbone_finetuning), "
             "e.g. model.weights_path=weights/resnet101.pth"
         )
-    if cfg.get("prior") is not None:
-        build(cfg.prior, "prior")  # PriorFit checks its own values
+    prior = cfg.get("prior")
+    if prior is not None:
+        if not isinstance(prior, DictConfig):
+            raise ConfigError(f"prior={prior!r}: must be the fit's settings (prior.*) or null")
+        build(prior, "prior")  # PriorFit checks its own values (every prior.* key)
     check_open_set(cfg.get("open_set") or {})
     # the optimizer and scheduler check their own arguments, on a dummy parameter
     dummy = [torch.zeros(1, requires_grad=True)]
@@ -58,13 +62,16 @@ def check_train_config(cfg: DictConfig) -> None:
         call_partial(model.scheduler, "model.scheduler", optimizer)
 
 
-def check_open_set(settings: dict) -> None:
-    """``open_set.score`` and ``open_set.accept`` (the rule fitted after training)."""
-    score, accept = settings.get("score", "max_softmax"), settings.get("accept", 0.95)
-    if score not in SCORES:
-        raise ConfigError(f"open_set.score={score!r}: must be one of {SCORES}")
-    if isinstance(accept, bool) or not isinstance(accept, int | float) or not 0 < accept <= 1:
-        raise ConfigError(f"open_set.accept={accept!r}: must be in (0, 1]")
+def check_open_set(settings: Any) -> None:
+    """``open_set.*`` (the rule fitted after training, its arguments): known keys only, each
+    value by the rule's own check (an unknown key would break the fit after training)."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"open_set={settings!r}: must be a mapping (score, accept)")
+    known = inspect.signature(check_rule_settings).parameters
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"open_set.{unknown[0]}: unknown key; accepted: {', '.join(known)}")
+    check_args(check_rule_settings, settings, "open_set")
 
 
 def setting(cfg: DictConfig, name: str, kind: type, rule: Callable[[Any], bool], want: str):

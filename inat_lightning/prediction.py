@@ -47,7 +47,7 @@ from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.checks import non_negative, require_checkpoint, setting
 from inat_lightning.config import ConfigError
 from inat_lightning.data.dataset import ImageDataset
-from inat_lightning.data.geo import Place, exif_place, read_places
+from inat_lightning.data.geo import Place, PlacesCsv, exif_place, read_places
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.transforms import denormalize
@@ -261,7 +261,7 @@ def check_settings(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
         try:
             settings["places"] = read_places(cfg.places)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"places={cfg.places!r}: {e}") from None
+            raise places_error(cfg, e) from None
     if cfg.explain_style not in STYLES:
         raise ConfigError(f"explain_style={cfg.explain_style!r}: must be one of {STYLES}")
     for name, check in (
@@ -299,6 +299,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(str(e)) from e
     if others:
         log.info("%d files that are not images were left out", others)
+    given = csv_places(cfg, settings.get("places"), root, records)
     out = Path(cfg.paths.output_dir)
     names = model.class_names
     index = {n: i for i, n in enumerate(names)}
@@ -322,11 +323,15 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     coarse = RankAnswer(names, model.hparams.get("lineages"), settings["uncertain_below"])
     terms, sources = None, []
     if model.prior is not None and settings["prior_weight"] > 0:  # else no photo's place is read
-        places, sources = photo_places(root, records, settings.get("places"), cfg.exif)
+        places, sources = photo_places(root, records, given, cfg.exif)
         prior, weight = model.prior, settings["prior_weight"]
 
         def terms(index: np.ndarray) -> np.ndarray:
             return prior.log_ratio([places[i] for i in index], weight)
+
+    elif given is not None:
+        why = "prior_weight=0" if model.prior is not None else "the checkpoint has no place prior"
+        log.warning("places=%r: not used (%s)", cfg.places, why)
 
     answers = answer(
         stream, groups, names, temperature, settings["top_k"], coarse, terms, model.open_set
@@ -366,18 +371,37 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def places_error(cfg: DictConfig, e: Exception) -> ConfigError:
+    """A ``places`` CSV that cannot be used: one line naming the key, the file and the row."""
+    return ConfigError(f"places={cfg.places!r}: {e}")
+
+
+def csv_places(
+    cfg: DictConfig, table: PlacesCsv | None, root: Path, records: list[Record]
+) -> list[Place | None] | None:
+    """Each photo's place from the ``places`` CSV (``None``: no CSV; an item ``None``: no row
+    names the photo), the rows that match no photo named in the log; two rows naming one photo
+    with different places are a config error naming both."""
+    if table is None:
+        return None
+    try:
+        return table.match(root, records)
+    except ValueError as e:
+        raise places_error(cfg, e) from None
+
+
 def photo_places(
-    root: Path, records: list[Record], given: dict[str, Place] | None, exif: bool
+    root: Path, records: list[Record], given: Sequence[Place | None] | None, exif: bool
 ) -> tuple[list[Place], list[str | None]]:
-    """Each photo's place and season and where it came from: the user's ``places`` CSV (by
-    path, then photo id), else the manifest, else the photo's EXIF GPS and date (``exif``);
-    ``None`` where none says anything."""
+    """Each photo's place and season and where it came from: the user's ``places`` CSV
+    (``given``, a place or ``None`` per record: :func:`csv_places`), else the manifest, else
+    the photo's EXIF GPS and date (``exif``); ``None`` where none says anything."""
     places, sources = [], []
-    for r in records:
+    for i, r in enumerate(records):
         found, source = Place(), None
         listed = Place.of(r)
-        if given and (r.path in given or r.photo_id in given):
-            found, source = given.get(r.path) or given[r.photo_id], "csv"
+        if given is not None and given[i] is not None:
+            found, source = given[i], "csv"
         elif listed.known:
             found, source = listed, "manifest"
         elif exif:

@@ -219,10 +219,16 @@ def calibrate(
 
 def fit_prior(trainer: L.Trainer, datamodule: Any, best: str, settings: PriorFit) -> None:
     """Fit the place prior on the training split's places and dates and store it in the best
-    checkpoint (rank 0; the others wait). Nothing is stored when the data has too few."""
+    checkpoint (rank 0; the others wait). Nothing is stored when the data has too few, or when
+    the fit fails or diverges: the trained model is kept, without a prior."""
     if trainer.is_global_zero:
         places = [Place.of(r) for r in datamodule.records["train"]]  # the dataset's order
-        prior = settings.fit(places, datamodule.datasets["train"].labels, datamodule.num_classes)
+        labels, k = datamodule.datasets["train"].labels, datamodule.num_classes
+        try:
+            prior = settings.fit(places, labels, k)
+        except (RuntimeError, ValueError) as e:  # e.g. out of memory
+            log.warning("no place prior stored: its fit failed: %s", e)
+            prior = None
         if prior is not None:
             update_checkpoint(best, prior=prior.to_dict())
     trainer.strategy.barrier("prior fitted")

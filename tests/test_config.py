@@ -93,6 +93,37 @@ def test_unknown_keys_anywhere_are_refused_before_any_work(tmp_path, override, m
     assert not (tmp_path / "data").exists() and not (tmp_path / "out" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("prior.seed=abc", "prior.seed='abc': must be an integer"),
+        ("prior.batch_size=1.5", "prior.batch_size=1.5: must be an integer"),
+        ("prior.lr=inf", "prior.lr=inf: must be a finite number > 0"),
+        ("prior.lr=0", "prior.lr=0: must be a finite number > 0"),
+        ("prior.weight_decay=-1", "prior.weight_decay=-1: must be a finite number >= 0"),
+        ("prior.steps=0", "prior.steps=0: must be an integer >= 1"),
+        ("prior.hidden=5000", "prior.hidden=5000: must be an integer in [1, 4096]"),
+        ("prior.hide_place=1.5", "prior.hide_place=1.5: must be in [0, 1)"),
+        ("prior.hide_date=abc", "prior.hide_date='abc': must be a number"),
+        ("prior.min_photos=0", "prior.min_photos=0: must be an integer >= 1"),
+        ("prior.enabled=maybe", "prior.enabled='maybe': must be true or false"),
+        ("prior.seed=null", "prior.seed=None: must be set (not null)"),
+        ("prior=5", "prior=5: must be the fit's settings"),
+        ("open_set.score=eval", "open_set.score='eval': must be one of"),
+        ("open_set.accept=abc", "open_set.accept='abc': must be a number"),
+        ("open_set.accept=0", "open_set.accept=0: must be in (0, 1]"),
+        ("+open_set.sore=energy", "open_set.sore: unknown key; accepted: score, accept"),
+        ("open_set=5", "open_set=5: must be a mapping"),
+    ],
+)
+def test_every_prior_and_open_set_setting_is_checked_before_any_work(tmp_path, override, message):
+    """The settings used only after training (the place prior's fit, the out-of-set rule): a bad
+    one is one line naming its key before any work, never a traceback after the training."""
+    with pytest.raises(ConfigError) as e:
+        check_train_config(compose_train(tmp_path, override))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("preset", ["experiment=finetune", "hparams_search=optuna_sgd"])
 def test_presets_keep_keys_strict(tmp_path, preset):
     with pytest.raises(ConfigError, match=r"^trainer\.max_epoch: unknown key"):

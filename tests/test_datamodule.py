@@ -73,6 +73,13 @@ def test_too_small_class_is_named_or_dropped(tmp_path: Path, caplog):
     assert d.class_names == ["Big one", "Other"] and "Tiny species" in caplog.text
 
 
+@pytest.mark.parametrize("held", [["a", "b", "c"], ["b", "c"]], ids=["every class", "all but one"])
+def test_holding_out_too_many_classes_is_named(tmp_path: Path, held):
+    root = make_image_folder(tmp_path / "ds", {"a": 5, "b": 5, "c": 5})
+    with pytest.raises(ValueError, match=rf"^held_out_classes: holds out {len(held)} of the 3 "):
+        dm(root, held_out_classes=held).setup()
+
+
 def test_missing_root_and_empty_dataset(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="root="):
         dm(tmp_path / "nowhere")

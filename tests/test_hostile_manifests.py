@@ -4,16 +4,25 @@ encoding or setting is one line naming the file, row and column, or the key."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from inat_lightning.config import ConfigError
 from inat_lightning.data.datamodule import ImageFolderDataModule
-from inat_lightning.data.manifest import Record, load_records, read_manifest, write_manifest
+from inat_lightning.data.geo import read_places
+from inat_lightning.data.manifest import (
+    Record,
+    date_or_empty,
+    load_records,
+    read_manifest,
+    write_manifest,
+)
 from inat_lightning.evaluation import evaluate
 from tests.helpers.cli import compose_config, run_cli
 from tests.helpers.data import make_image_folder
@@ -116,6 +125,43 @@ def test_a_bad_cell_names_the_file_row_and_column(tmp_path):
         ValueError, match=r"manifest\.csv: row 2, column width: 'abc' is not an integer"
     ):
         read_manifest(tmp_path / "manifest.csv")
+
+
+def in_days(days: int) -> str:
+    return str(dt.date.today() + dt.timedelta(days=days))
+
+
+BAD_DATES = ["2024-13-45", "yesterday", "2024-02-30", "2024-06-01 garbage", "2999-01-01"]
+
+
+def date_in(kind: str, folder: Path, date: str) -> Callable[[], object]:
+    """A manifest, or a places CSV, whose one row has ``observed_on=date``, and its reader."""
+    if kind == "manifest":
+        write_manifest(
+            folder / "manifest.csv", [Record("1", "1", "a", "a", "a/0.jpg", observed_on=date)]
+        )
+        return lambda: read_manifest(folder / "manifest.csv")
+    (folder / "places.csv").write_text(f"photo_id,observed_on\n1,{date}\n")
+    return lambda: read_places(folder / "places.csv")
+
+
+@pytest.mark.parametrize("date", [*BAD_DATES, in_days(2)])
+@pytest.mark.parametrize("kind", ["manifest", "places"])
+def test_a_bad_or_future_date_is_refused_alike_by_the_manifest_and_a_places_csv(
+    tmp_path, kind, date
+):
+    """One date rule: a date that is malformed, impossible or after tomorrow (a day of slack for
+    time zones) names the file, row and column, wherever it is read."""
+    with pytest.raises(
+        ValueError, match=rf"row 2, column observed_on: '{date}' is (not a date|in the f)"
+    ):
+        date_in(kind, tmp_path, date)()
+
+
+@pytest.mark.parametrize("kind", ["manifest", "places"])
+def test_a_date_up_to_tomorrow_is_read_and_a_scraped_bad_one_is_left_empty(tmp_path, kind):
+    date_in(kind, tmp_path, in_days(1))()  # today somewhere east
+    assert [date_or_empty(d) for d in (*BAD_DATES, "2024-06-01")] == [""] * 5 + ["2024-06-01"]
 
 
 def test_a_manifest_that_is_not_utf8_names_the_file(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from inat_lightning.analysis.audit import AuditConfig, FaithfulnessAudit
+from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.manifest import MANIFEST_NAME, Record, load_records, write_manifest
 from inat_lightning.scrape.download import Downloader
@@ -53,6 +54,27 @@ def test_symlinks_out_of_the_root_and_pixel_bombs_are_skipped_not_read(tmp_path,
     assert (
         "leaves the dataset root" in caplog.text and "exceeds data.max_pixels=10000" in caplog.text
     )
+
+
+@pytest.mark.parametrize("listed", ["by a folder scan", "by a manifest"])
+def test_a_class_folder_symlinked_to_another_disk_is_refused_as_such(tmp_path, listed):
+    """Not "not readable images": a symlink out of the root, named with where it leads. Class
+    folders are no exception to the root (a shared dataset can hold a folder symlink as easily
+    as a file one): the folder is refused before any image is read."""
+    root = make_image_folder(tmp_path / "root", {"a": 6, "b": 6}, 16)
+    make_image_folder(tmp_path / "other_disk", {"c": 6}, 16)
+    os.symlink(tmp_path / "other_disk" / "c", root / "c")
+    if listed == "by a manifest":
+        rows = [Record(f"{c}{i}", f"{c}{i}", c, c, f"{c}/{i}.jpg") for c in "abc" for i in range(6)]
+        write_manifest(root / MANIFEST_NAME, rows)
+        error = (
+            r"6 are symlinks out of the dataset root, never read \(first: c/\d\.jpg -> \S*other_d"
+        )
+    else:
+        error = r"root/c: a class folder symlinked to \S*other_disk/c, outside the dataset root"
+    with pytest.raises(ValueError, match=error) as refused:
+        ImageFolderDataModule(root, image_size=16, num_workers=0).setup()
+    assert "not readable images" not in str(refused.value)
 
 
 def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):

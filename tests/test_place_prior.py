@@ -4,7 +4,11 @@ coarser rank (risk-coverage): each mechanism on inputs made for it."""
 from __future__ import annotations
 
 import io
+import logging
 import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,10 +20,13 @@ from inat_lightning.analysis.open_set import auroc, open_set_report
 from inat_lightning.data.geo import Place, day_of_year, encode, exif_place, read_places
 from inat_lightning.data.manifest import Record, read_manifest, write_manifest
 from inat_lightning.data.synthetic import SyntheticSpecies
+from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.open_set import OpenSetRule, open_set_score
 from inat_lightning.models.prior import PlacePrior, PriorFit, fused_log_probabilities
 from inat_lightning.prediction import answer, photo_places
 from inat_lightning.scrape.inat_api import observation_place
+from inat_lightning.training import fit_prior
+from tests.test_untrusted_files import small_checkpoint
 
 # ---------------------------------------------------------------------- places and seasons
 
@@ -36,7 +43,8 @@ def test_a_place_drops_obscured_coordinates_but_keeps_the_date():
 @pytest.mark.parametrize(
     "text, day",
     [("2024-12-31", 366), ("2023-12-31", 365), ("2024-03-01T10:00:00+02:00", 61),
-     ("2024:03:01 10:00:00", 61), ("2024-02-30", None), ("soon", None), ("", None)],
+     ("2024:03:01 10:00:00", 61), ("2024-02-30", None), ("soon", None), ("", None),
+     ("2999-01-01", None), ("2024-03-01garbage", None)],
 )  # fmt: skip
 def test_day_of_year_reads_iso_and_exif_dates_and_nothing_else(text, day):
     assert day_of_year(text) == day
@@ -75,17 +83,88 @@ def test_exif_gps_and_date_are_read_and_garbage_is_no_place(tmp_path):
     assert exif_place(tmp_path / "junk.jpg") == Place()
 
 
-def test_a_places_csv_names_the_row_and_column_of_a_bad_cell(tmp_path):
-    good = tmp_path / "places.csv"
-    good.write_text("path,latitude,longitude,observed_on\na.jpg,45.5,6.1,2024-06-01\nb.jpg,,,\n")
-    assert read_places(good) == {"a.jpg": Place(45.5, 6.1, 153), "b.jpg": Place()}
-    bad = tmp_path / "bad.csv"
-    bad.write_text("photo_id,latitude,longitude\n1,45,6\n2,91,6\n")
-    with pytest.raises(ValueError, match=r"bad.csv: row 3, column latitude: '91'"):
-        read_places(bad)
-    bad.write_text("photo_id,latitude,observed_on\n1,45,yesterday\n")
-    with pytest.raises(ValueError, match=r"row 2, column observed_on: 'yesterday' is not a date"):
-        read_places(bad)
+def placed_photos(tmp_path: Path) -> tuple[Path, list[Record]]:
+    """A resolved inputs root and its two photos' records, as ``collect_inputs`` gives them."""
+    root = (tmp_path / "photos").resolve()
+    return root, [Record(p, p, "", "", p) for p in ("a/0.jpg", "a/1.jpg")]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["path,latitude,longitude,observed_on", "path,lat,lng,observed_on", "Path,Lat,Lon,Observed_on",
+     "path,lat,long,observed_on", "path,decimalLatitude,decimalLongitude,eventDate"],
+)  # fmt: skip
+@pytest.mark.parametrize("spelling", ["relative", "dotted", "absolute"])
+def test_a_places_csv_takes_common_column_names_and_any_spelling_of_a_path(
+    tmp_path, caplog, header, spelling
+):
+    root, records = placed_photos(tmp_path)
+    named = {"relative": "a/0.jpg", "dotted": "./a//0.jpg", "absolute": str(root / "a" / "0.jpg")}
+    places = tmp_path / "places.csv"
+    places.write_text(f"{header}\n{named[spelling]},45.5,6.1,2024-06-01\na/1.jpg,,,\n")
+    with caplog.at_level("INFO"):
+        found = read_places(places).match(root, records)
+    assert found == [Place(45.5, 6.1, 153), Place()]
+    assert "places: 2 of 2 rows matched a photo" in caplog.text and "WARNING" not in caplog.text
+
+
+def test_places_csv_rows_that_match_no_photo_are_counted_and_named(tmp_path, caplog):
+    root, records = placed_photos(tmp_path)
+    places = tmp_path / "places.csv"
+    others = "".join(f"/elsewhere/{i}.jpg,1,2\n" for i in range(12))
+    places.write_text(f"path,lat,lng\na/1.jpg,1,2\n{others}")
+    with caplog.at_level("INFO"):
+        found = read_places(places).match(root, records)
+    assert found == [None, Place(1.0, 2.0, None)]
+    count = "places: 1 of 13 rows matched a photo (the inputs name their photos by path, like"
+    assert f"{count} 'a/0.jpg')" in caplog.text
+    assert "row 3 (path '/elsewhere/0.jpg') matches no photo" in caplog.text
+    assert "row 12 (path" in caplog.text and "row 13 (path" not in caplog.text
+    assert "2 more rows match no photo" in caplog.text
+
+
+BAD_PLACES = {
+    "latitude column alone": (
+        "path,lat\na/0.jpg,1\n",
+        r"a latitude column \('lat'\) but no longitude",
+    ),
+    "longitude column alone": ("path,lng\na/0.jpg,1\n", r"a longitude column \('lng'\) but no lat"),
+    "two latitude columns": ("path,lat,latitude,lng\n", r"columns 'latitude' and 'lat' both name"),
+    "no place column": (
+        "path,notes\na/0.jpg,x\n",
+        r"no place or date column: .*\(found 'path', 'n",
+    ),
+    "no path column": ("file,lat,lng\na/0.jpg,1,2\n", r"needs a path or photo_id column"),
+    "latitude alone": (
+        "path,lat,lng\na/0.jpg,45,\n",
+        r"row 2, column lng: empty, but the latitude",
+    ),
+    "longitude alone": (
+        "path,lat,lng\na/0.jpg,,6\n",
+        r"row 2, column lat: empty, but the longitude",
+    ),
+    "latitude 91": ("photo_id,lat,lng\n1,45,6\n2,91,6\n", r"row 3, column lat: '91' is not in"),
+    "latitude as text": ("path,lat,lng\na/0.jpg,north,6\n", r"row 2, column lat: 'north' is not a"),
+    "date as text": ("path,observed_on\na/0.jpg,yesterday\n", r"row 2, column observed_on: 'yeste"),
+    "twice, other places": (
+        "path,lat,lng\na/0.jpg,1,2\n./a/0.jpg,1,3\n",
+        r"rows 2 and 3 name 'a/0",
+    ),
+    "twice, absolute": (
+        "path,lat,lng\na/0.jpg,1,2\n{root}/a/0.jpg,1,3\n",
+        r"rows 2 and 3 name 'a/",
+    ),
+}
+
+
+@pytest.mark.parametrize("text, error", BAD_PLACES.values(), ids=BAD_PLACES)
+def test_a_bad_places_csv_is_one_line_naming_the_file_and_row(tmp_path, text, error):
+    """A bad header, cell or pair of rows: nothing dropped, nothing taken at random."""
+    root, records = placed_photos(tmp_path)
+    places = tmp_path / "places.csv"
+    places.write_text(text.format(root=root))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(places))}: .*{error}"):
+        read_places(places).match(root, records)
 
 
 def test_the_manifest_keeps_place_columns_and_refuses_a_latitude_out_of_range(tmp_path):
@@ -189,6 +268,38 @@ def test_no_prior_without_places_and_bad_settings_name_their_key():
         PriorFit(hide_place=1.0)
 
 
+def _out_of_memory(*args) -> None:
+    raise RuntimeError("CUDA out of memory")
+
+
+@pytest.mark.parametrize("fails", [None, "diverges", "raises"])
+def test_a_prior_fit_that_fails_leaves_the_best_checkpoint_loadable_without_one(
+    tmp_path, monkeypatch, caplog, fails
+):
+    """The prior is fitted after training, into the best checkpoint: a fit that diverges (a
+    huge but finite ``prior.lr``) or raises stores no prior, with a warning; the trained model
+    still loads (predict would refuse a NaN prior and the model would be lost)."""
+    best = small_checkpoint(tmp_path / "best.ckpt")
+    if fails == "raises":
+        monkeypatch.setattr(PriorFit, "_steps", _out_of_memory)
+    settings = PriorFit(steps=5, min_photos=1, lr=1e30 if fails == "diverges" else 0.01)
+    located = [{"latitude": float(i), "longitude": float(2 * i)} for i in range(30)]
+    datamodule = SimpleNamespace(
+        records={
+            "train": [Record(str(i), str(i), "", "x", "x.jpg", **w) for i, w in enumerate(located)]
+        },
+        datasets={"train": SimpleNamespace(labels=[i % 3 for i in range(30)])},
+        num_classes=3,
+    )
+    trainer = SimpleNamespace(is_global_zero=True, strategy=SimpleNamespace(barrier=lambda _: None))
+    with caplog.at_level(logging.WARNING):
+        fit_prior(trainer, datamodule, str(best), settings)
+    assert ("prior" in torch.load(best, weights_only=True)) is (fails is None)
+    assert (load_classifier(best).prior is None) is (fails is not None)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no place prior" in m for m in warned) is (fails is not None), warned
+
+
 # ---------------------------------------------------------------------- out of set
 
 
@@ -261,7 +372,7 @@ def test_a_photo_takes_its_place_from_the_csv_then_the_manifest_then_its_exif(tm
         Record("c", "c", "", "", "c.jpg"),  # EXIF only
         Record("d", "d", "", "", "d.jpg"),
     ]
-    given = {"a.jpg": Place(5.0, 6.0, None)}
+    given = [Place(5.0, 6.0, None), None, None, None]  # from the CSV: csv_places
     places, sources = photo_places(tmp_path, records, given, exif=True)
     assert sources == ["csv", "manifest", "exif", "exif"]
     assert places[0] == Place(5.0, 6.0, None) and places[1] == Place(1.0, 2.0, 5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -25,6 +27,7 @@ from inat_lightning.models.checkpoint import load_classifier, write_temperature
 from inat_lightning.prediction import fuse, predict
 from tests.helpers.cli import compose_config, run_cli, run_dirs
 from tests.helpers.data import make_image_folder
+from tests.test_untrusted_files import small_checkpoint
 
 
 def run_data(run: Path) -> dict:
@@ -96,6 +99,72 @@ def test_no_input_is_a_clear_error(tmp_path, what):
     }[what]
     with pytest.raises(ValueError, match=r"^inputs="):
         collect_inputs(str(path))
+
+
+UNREADABLE_MANIFESTS = {
+    "another tool's": b"name,size\nx.jpg,3\n",
+    "a row leaving its root": b"photo_id,observation_id,taxon_name,path\n1,1,a,../x.jpg\n",
+    "naming missing files": b"photo_id,observation_id,taxon_name,path\n1,1,a,a/gone.jpg\n",
+    "not UTF-8": b"photo_id,observation_id,taxon_name,path\n1,1,\xff\xfe,a/0.jpg\n",
+}
+
+
+@pytest.mark.parametrize("manifest", UNREADABLE_MANIFESTS.values(), ids=UNREADABLE_MANIFESTS)
+def test_a_manifest_above_the_photos_that_cannot_be_used_is_passed_over_with_a_warning(
+    tmp_path, caplog, manifest
+):
+    """A ``manifest.csv`` in a folder above the photos (another tool's, a broken one) only
+    adds observations and truth: it never stops the photos from being predicted."""
+    (tmp_path / "manifest.csv").write_bytes(manifest)
+    folder = tmp_path / "today"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "new.jpg")
+    for inputs in (folder / "new.jpg", folder / "*.jpg"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            root, records, _ = collect_inputs(str(inputs))
+        assert root == folder.resolve() and [r.path for r in records] == ["new.jpg"]
+        assert str(tmp_path / "manifest.csv") in caplog.text
+
+
+def test_a_sub_folder_symlinked_out_of_the_inputs_is_named_not_read(tmp_path, caplog):
+    make_image_folder(tmp_path / "photos", {"here": 1})
+    make_image_folder(tmp_path / "other_disk", {"there": 2})
+    os.symlink(tmp_path / "other_disk" / "there", tmp_path / "photos" / "there")
+    with caplog.at_level("WARNING"):
+        _, records, _ = collect_inputs(str(tmp_path / "photos"))
+    assert [r.path for r in records] == ["here/0.jpg"]
+    assert re.search(
+        r"photos/there: symlinked to \S*other_disk/there, out of the inputs", caplog.text
+    )
+
+
+def test_predict_counts_the_places_rows_it_matched_and_refuses_two_places_for_a_photo(
+    tmp_path, caplog
+):
+    ckpt = small_checkpoint(tmp_path / "model.ckpt")  # no place prior: the CSV is still checked
+    photos = make_image_folder(tmp_path / "photos", {"a": 2}, 32)
+    places = tmp_path / "places.csv"
+    rows = f"path,lat,lng\n{(photos / 'a' / '0.jpg').resolve()},45,6\na/1.jpg,46,7\ngone.jpg,1,2\n"
+    places.write_text(rows)
+    cfg = compose_config(
+        "predict",
+        tmp_path,
+        f"ckpt_path={ckpt}",
+        f"inputs={photos}",
+        f"places={places}",
+        "explain=false",
+        "num_workers=0",
+        "progress=false",
+    )
+    with caplog.at_level("INFO"):
+        predict(cfg)
+    assert "places: 2 of 3 rows matched a photo" in caplog.text
+    assert "row 4 (path 'gone.jpg') matches no photo of the inputs" in caplog.text
+    assert "not used (the checkpoint has no place prior)" in caplog.text
+    places.write_text(f"{rows}./a/1.jpg,47,7\n")
+    with pytest.raises(ConfigError, match=r"^places=.*rows 3 and 5 name 'a/1\.jpg', with other"):
+        predict(cfg)
 
 
 # ---------------------------------------------------------------------- fusion, geometry

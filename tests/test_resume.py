@@ -170,3 +170,6 @@ def test_a_multirun_resume_names_each_unfinished_job_of_a_sweep(tmp_path):
         resume_argv(["train.py", "-m", f"resume={sweep}"])
     with pytest.raises(ConfigError, match=r"^resume=.*: not a run folder .* nor a sweep folder"):
         resume_argv(["train.py", "-m", f"resume={tmp_path}"])
+    # a job folder that is not there: quoted, so that Hydra reads it and the run names the key
+    gone = f"{sweep}/9_seed=9,x=1"
+    assert resume_argv(["train.py", f"resume={gone}"]) == ["train.py", f"resume='{gone}'"]

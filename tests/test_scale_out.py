@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import time
 
 import pytest
 import torch
@@ -166,3 +168,25 @@ def test_in_a_job_only_the_main_process_acts_on_the_time_limit_signal(tmp_path, 
     workers = [p for p in pids if p != said["main"]]
     assert pids.count(said["main"]) == 1  # the job's own process still handles its signal
     assert len(workers) == (0 if quiet else 8)
+
+
+def test_a_job_ended_for_its_requeue_is_told_from_one_that_failed(monkeypatch):
+    """Requeuing stops the job's step (SIGTERM to all: the loader workers die, and the trainer
+    may report them before the process has exited): the job's requeue handler leaves a mark, so
+    the launcher does not report the job failed."""
+    from inat_lightning.runs import job_signals
+
+    def submitit_requeues(signum, frame):  # what submitit does once it has requeued the job
+        raise SystemExit(-1)
+
+    monkeypatch.setattr(job_signals, "_requeued", False)
+    previous = signal.signal(signal.SIGUSR2, submitit_requeues)
+    try:
+        job_signals.note_requeue()
+        assert not job_signals.requeued()
+        with pytest.raises(SystemExit):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(5)  # the handler runs at the next bytecode; never reached
+        assert job_signals.requeued()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

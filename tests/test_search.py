@@ -96,11 +96,10 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(
         while time.monotonic() < deadline:
             time.sleep(0.5)
             db = tmp_path / "logs" / "train" / "searches" / STUDY / "optuna.db"
-            try:
-                found = states(load(tmp_path)) if db.is_file() else {}
-            except KeyError:  # the database file is there, the study not yet
-                found = {}
+            # read only once a trial's job has started: the search made its database and study
+            # by then (opening a database another process is still creating races it)
             jobs = list(db.parent.glob("*/.hydra"))  # the third trial's job has started
+            found = states(load(tmp_path)) if jobs else {}
             if found.get("COMPLETE", 0) >= 2 and found.get("RUNNING", 0) >= 1 and len(jobs) >= 3:
                 break
             assert first.poll() is None, "the search ended before it could be killed"

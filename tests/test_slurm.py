@@ -40,6 +40,15 @@ ON_THIS_NODE = [
 SIGNAL_BEFORE_LIMIT_S, EPOCHS, PAUSE_S = 70, 8, 3
 
 
+def dummy(tmp_path: Path, *overrides: str, node: tuple[str, ...] = tuple(ON_THIS_NODE)) -> list:
+    """The dummy task's command line on this node (``node``: the launcher settings), logs and
+    data under ``tmp_path``; flags such as ``-m`` among ``overrides`` come first."""
+    flags = [o for o in overrides if o.startswith("-")]
+    paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
+    rest = [o for o in overrides if not o.startswith("-")]
+    return [sys.executable, str(DUMMY), *flags, *node, *paths, *rest]
+
+
 def cluster_problem() -> str | None:
     """Why the tests cannot use a cluster, or ``None`` when ``sinfo`` shows an idle node."""
     try:
@@ -146,14 +155,7 @@ def test_a_request_sbatch_refuses_is_one_line_naming_what_was_asked(tmp_path):
     """The default trainer (``accelerator=auto``) asks for one GPU per device; this cluster has
     none, so sbatch refuses: one line with sbatch's words, the request and what to change."""
     res = subprocess.run(
-        [
-            sys.executable,
-            str(DUMMY),
-            "-m",
-            *(o for o in ON_THIS_NODE if "gpus_per_node" not in o),
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.data_dir={tmp_path / 'data'}",
-        ],
+        dummy(tmp_path, "-m", node=tuple(o for o in ON_THIS_NODE if "gpus_per_node" not in o)),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -227,18 +229,14 @@ def test_an_optuna_search_runs_as_slurm_jobs_on_a_database_server(tmp_path):
     url = "mysql+pymysql://inat:inat@127.0.0.1/inat_optuna"
     study = f"slurm_{uuid.uuid4().hex[:12]}"  # the server outlives the test: a new study
     res = subprocess.run(
-        [
-            sys.executable,
-            str(DUMMY),
+        dummy(
+            tmp_path,
             "hparams_search=optuna_sgd",
-            *ON_THIS_NODE,
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.data_dir={tmp_path / 'data'}",
             f"hydra.sweeper.storage={url}",
             f"hydra.sweeper.study_name={study}",
             "hydra.sweeper.n_trials=4",
             "hydra.sweeper.n_jobs=2",
-        ],
+        ),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -262,20 +260,16 @@ def test_a_search_whose_shell_died_keeps_its_finished_trials(tmp_path):
     pytest.importorskip("pymysql")
     url = "mysql+pymysql://inat:inat@127.0.0.1/inat_optuna"
     study = f"hup_{uuid.uuid4().hex[:12]}"
-    command = [
-        sys.executable,
-        str(DUMMY),
+    command = dummy(
+        tmp_path,
         "hparams_search=optuna_sgd",
-        *ON_THIS_NODE,
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.sweeper.storage={url}",
         f"hydra.sweeper.study_name={study}",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.heartbeat_interval=2",
         "hydra.sweeper.grace_period=6",
-    ]
+    )
     env = {**os.environ, "DUMMY_TASK_SECONDS": "15"}
     with (tmp_path / "first.err").open("w") as err:
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=err, stderr=err)
@@ -409,15 +403,7 @@ def test_without_accounting_a_job_that_dies_silently_is_reported_not_waited_for(
     }
     t0 = time.monotonic()
     res = subprocess.run(
-        [
-            sys.executable,
-            str(DUMMY),
-            "-m",
-            *ON_THIS_NODE,
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.data_dir={tmp_path / 'data'}",
-            "model.optimizer.lr=0.1",
-        ],
+        dummy(tmp_path, "-m", "model.optimizer.lr=0.1"),
         cwd=REPO,
         env=env,
         capture_output=True,

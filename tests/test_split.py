@@ -1,6 +1,8 @@
 import csv
 import random
+import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,59 @@ def test_previous_split_file_pins_images(tmp_path: Path):
     # another seed would move things, but the file pins every listed image
     spec = SplitSpec(ratios=RATIOS, seed=99, file=str(tmp_path / "splits.csv"))
     assert spec.assign(recs) == splits
+
+
+def edited_splits(
+    path: Path, recs: list[Record], splits: list[str], edit: Callable[[str], str]
+) -> None:
+    """``splits.csv`` for ``recs`` as a spreadsheet may save it: ``edit`` rewrites its text."""
+    write_splits(path, recs, splits)
+    path.write_bytes(edit(path.read_text()).encode("utf-8"))
+
+
+SPREADSHEET_EDITS = {
+    "Test": lambda t: t.replace(",test,", ",Test,"),
+    "TEST": lambda t: t.replace(",test,", ",TEST,"),
+    " test ": lambda t: t.replace(",test,", ", test ,"),
+    "byte-order mark": lambda t: "\ufeff" + t,
+    "Path,Split header": lambda t: t.replace("path,", "Path,", 1).replace(",split,", ",Split,", 1),
+}
+
+
+@pytest.mark.parametrize("edit", SPREADSHEET_EDITS.values(), ids=SPREADSHEET_EDITS)
+def test_a_split_file_saved_by_a_spreadsheet_still_pins_every_image(tmp_path: Path, edit):
+    """``Test`` is ``test``: the test split is never silently empty."""
+    recs = records({"a": 40, "b": 40})
+    splits = split_records(recs, RATIOS, 0)
+    edited_splits(tmp_path / "splits.csv", recs, splits, edit)
+    pinned = SplitSpec(ratios=RATIOS, seed=99, file=str(tmp_path / "splits.csv")).assign(recs)
+    assert pinned == splits and "test" in pinned
+
+
+def first_row_again_in_another_split(text: str) -> str:
+    path, obs, name, split, moved = text.splitlines()[1].split(",")
+    return text + ",".join([path, obs, name, "val" if split != "val" else "test", moved]) + "\n"
+
+
+BAD_SPLIT_FILES = {
+    "no split column": (lambda t: t.replace(",split,", ",fold,", 1), r"no 'split' column"),
+    "no path column": (lambda t: t.replace("path,", "image,", 1), r"no 'path' column"),
+    "unknown split": (lambda t: t.replace(",test,", ",tset,", 1), r"row \d+, column split: 'tset'"),
+    "empty split": (lambda t: t.replace(",test,", ",,", 1), r"row \d+, column split: '' is not"),
+    "empty path": (lambda t: t.replace("\na/0-0.jpg,", "\n,", 1), r"row 2, column path: empty"),
+    "one path in two splits": (
+        first_row_again_in_another_split,
+        r"row 82, column split: 'a/0-0\.jpg' is \w+ here, \w+ at row 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit, error", BAD_SPLIT_FILES.values(), ids=BAD_SPLIT_FILES)
+def test_a_bad_split_file_is_one_line_naming_the_file_and_row(tmp_path: Path, edit, error):
+    recs = records({"a": 20, "b": 20})
+    edited_splits(tmp_path / "splits.csv", recs, split_records(recs, RATIOS, 0), edit)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}/splits\.csv: {error}"):
+        SplitSpec(file=str(tmp_path / "splits.csv")).assign(recs)
 
 
 @pytest.mark.parametrize("ratios", [(0.5, 0.6, 0.1), (0.7, 0.3), (-0.1, 0.6, 0.5), (0.0, 0.5, 0.5)])

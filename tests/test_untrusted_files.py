@@ -10,10 +10,13 @@ import torch
 import yaml
 
 from inat_lightning.config import ConfigError
+from inat_lightning.data.geo import Place
 from inat_lightning.evaluation import evaluate
 from inat_lightning.models.backbones import resnet
 from inat_lightning.models.checkpoint import load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
+from inat_lightning.models.open_set import OpenSetRule
+from inat_lightning.models.prior import PriorFit
 from inat_lightning.runs.resume import resume_argv
 from tests.helpers.cli import compose_config
 
@@ -110,6 +113,74 @@ def test_a_checkpoint_with_a_bad_prior_or_open_set_rule_is_a_config_error(tmp_pa
     torch.save({**good, **extra}, tmp_path / "bad.ckpt")
     with pytest.raises(ConfigError, match=rf"^ckpt_path=.*bad\.ckpt.*{key}"):
         load_classifier(tmp_path / "bad.ckpt")
+
+
+@pytest.fixture(scope="module")
+def genuine(tmp_path_factory) -> Path:
+    """A small checkpoint with everything training stores: lineages, a data fingerprint, a
+    temperature, a fitted place prior, an out-of-set rule and test results."""
+    path = tmp_path_factory.mktemp("genuine") / "genuine.ckpt"
+    lineages = {"a": {"genus": "A", "family": "F"}, "b": {"genus": "B", "family": "F"}}
+    fingerprint = {"images": 30, "train_images": {"a": 10}, "licences": {"cc-by": 30}}
+    small_checkpoint(path, lineages=lineages, data_fingerprint=fingerprint)
+    places = [Place(float(i % 60), float(i % 90), 1 + i % 365) for i in range(30)]
+    prior = PriorFit(steps=10, min_photos=1).fit(places, [i % 3 for i in range(30)], 3)
+    checkpoint = torch.load(path, weights_only=True) | {
+        "temperature": 1.5,
+        "prior": prior.to_dict(),
+        "open_set": OpenSetRule("max_softmax", 0.5, 0.95).to_dict(),
+        "results": {"metrics": {"test/acc": 0.5}, "calibration": None, "overrides": ["seed=1"]},
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_a_genuine_checkpoint_with_everything_training_stores_loads(genuine):
+    model = load_classifier(genuine)
+    assert model.temperature == 1.5 and model.open_set == OpenSetRule("max_softmax", 0.5, 0.95)
+    assert model.prior is not None and model.taxonomy is not None
+
+
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        (("prior", "state", "4.weight"), torch.full((3, 64), 3e38), r"prior: .* beyond ±10000"),
+        (("prior", "log_freq"), torch.full((3,), 5.0), r"prior: .*log-frequencies above 0"),
+        (("prior", "evil"), 1, r"prior: place prior keys \['evil'\] unknown"),
+        (("prior", "state", 5), torch.zeros(1), r"prior: place prior state: 5 is not a tensor"),
+        (("prior", "photos"), -1, r"prior: place prior photos=-1"),
+        (("temperature",), 1e-30, r"temperature=1e-30: must be a number in \[0\.05, 20\.0\]"),
+        (("temperature",), 1e3, r"temperature=1000\.0: must be"),
+        (("open_set", "threshold"), 5.0, r"open_set: .*threshold=5\.0: must be finite, in \[0"),
+        (("hyper_parameters", "class_names"), ["a", "a", "c"], r"class_names: 'a' appears twice"),
+        (("hyper_parameters", "class_names"), ["a", "", "c"], r"class_names: must be a list"),
+        (("hyper_parameters", "class_names"), ["a", "b"], r"class_names: 2 names for 3 classes"),
+        (("hyper_parameters", "lineages", "zz"), {"genus": "Z"}, r"lineages: 'zz' is not one of"),
+        (("hyper_parameters", "lineages", "a"), {"tribe": "A"}, r"lineages: 'a': must map ranks"),
+        (("hyper_parameters", 7), 1, r"hyper_parameters: not a mapping of names"),
+        (("state_dict", 5), torch.zeros(1), r"state_dict: 5 is not a tensor under a text name"),
+        (("state_dict", "net.fc.weight"), torch.zeros(4, 512), r"state_dict: net\.fc\.weight"),
+        (("scheduler_stepped_epoch",), "abc", r"scheduler_stepped_epoch='abc'"),
+        (("results", "metrics", "test/acc"), "high", r"results\.metrics: must map names to"),
+        (("hyper_parameters", "data_fingerprint", "licences"), ["cc-by"], r"data_fingerprint\."),
+    ],
+)
+def test_a_tampered_checkpoint_is_refused_in_one_line_before_any_photo(
+    genuine, tmp_path, where, value, message
+):
+    """Item by item, a value this project stores edited in a genuine checkpoint: refused when
+    the file is read (resume, ``ckpt_path``) or loaded (evaluate, predict), naming the part."""
+    checkpoint = torch.load(genuine, weights_only=True)
+    *parents, last = where
+    node = checkpoint
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    torch.save(checkpoint, tmp_path / "bad.ckpt")
+    for read in (read_checkpoint, load_classifier):
+        with pytest.raises(ConfigError, match=rf"^ckpt_path=.*bad\.ckpt': {message}") as e:
+            read(tmp_path / "bad.ckpt")
+        assert "\n" not in str(e.value)
 
 
 def test_a_checkpoint_loads_without_the_weights_it_was_started_from(tmp_path):

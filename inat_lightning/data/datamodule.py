@@ -206,7 +206,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _hold_out(self, records: list[Record]) -> list[Record]:
         """The records of the trained classes; those of ``held_out_classes`` are kept aside in
-        ``records["held_out"]``. A name that is no class of the data is an error."""
+        ``records["held_out"]``. A name that is no class of the data is an error, and so is
+        holding out so many that fewer than 2 classes are left to train on."""
         if not self.held_out_classes:
             return records
         names = {r.taxon_name for r in records}
@@ -214,6 +215,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"held_out_classes: {unknown[0]!r} is not a class of {self.root}")
         held = set(self.held_out_classes)
+        if len(names - held) < 2:
+            raise ValueError(
+                f"held_out_classes: holds out {len(held)} of the {len(names)} classes of "
+                f"{self.root}, leaving {len(names - held)} to train on; at least 2 are needed"
+            )
         self.records["held_out"] = [r for r in records if r.taxon_name in held]
         return [r for r in records if r.taxon_name not in held]
 

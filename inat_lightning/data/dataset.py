@@ -23,12 +23,21 @@ log = logging.getLogger(__name__)
 TENSOR_DECODED = (".jpg", ".jpeg", ".png")
 
 
+class OutsideRoot(ValueError):
+    """A path that leads out of the dataset root (a symlink out of it): never read. ``target``:
+    where it leads."""
+
+    target: Path
+
+
 def resolve_inside(root: Path, relative: str) -> Path:
-    """``root / relative`` with symlinks followed; ``ValueError`` when it leaves ``root``
+    """``root / relative`` with symlinks followed; :class:`OutsideRoot` when it leaves ``root``
     (itself already resolved: callers resolve it once, not per image)."""
     path = (root / relative).resolve()
     if not path.is_relative_to(root):
-        raise ValueError(f"path {relative!r} leaves the dataset root {str(root)!r}")
+        error = OutsideRoot(f"path {relative!r} leaves the dataset root {str(root)!r} to {path}")
+        error.target = path
+        raise error
     return path
 
 
@@ -61,24 +70,34 @@ def check_readable(
     seed: int = 0,
 ) -> None:
     """Open the headers of up to ``sample`` of ``paths`` (a fixed random sample: a bounded cost
-    at any size) before any work; when more than ``max_share`` of them are not images a
-    ``ValueError`` says how many and shows the first few. A cut or damaged body is found only
-    when decoded (skipped then, counted in ``<stage>/skipped_images``)."""
+    at any size) before any work; when more than ``max_share`` of them cannot be used a
+    ``ValueError`` says how many and why (not images, or symlinks out of the root: never
+    read) and shows the first few. A cut or damaged body is found only when decoded (skipped
+    then, counted in ``<stage>/skipped_images``)."""
     if not paths:
         return
     rng = random.Random(seed)
     chosen = paths if len(paths) <= sample else rng.sample(list(paths), sample)
     real_root = Path(root).resolve()
-    bad = []
+    bad: dict[str, list[str]] = {
+        "are not readable images": [],
+        "are symlinks out of the dataset root, never read": [],
+    }
     for rel in chosen:
         try:
             open_checked(real_root, rel, max_pixels)
+        except OutsideRoot as e:
+            bad["are symlinks out of the dataset root, never read"].append(f"{rel} -> {e.target}")
         except Exception:  # noqa: BLE001 - any failure to open is an unreadable image
-            bad.append(rel)
-    if len(bad) > max_share * len(chosen):
+            bad["are not readable images"].append(rel)
+    count = sum(len(v) for v in bad.values())
+    if count > max_share * len(chosen):
+        why = "; ".join(
+            f"{len(v)} {reason} (first: {', '.join(v[:5])})" for reason, v in bad.items() if v
+        )
         raise ValueError(
-            f"{len(bad)} of {len(chosen)} images checked (a sample of {len(paths)}) are not "
-            f"readable images, more than max_missing={max_share:g}; first: {', '.join(bad[:5])}"
+            f"{count} of {len(chosen)} images checked (a sample of {len(paths)}) cannot be used, "
+            f"more than max_missing={max_share:g}: {why}"
         )
 
 

@@ -3,7 +3,8 @@ glob pattern or a ``manifest.csv``.
 
 Observations (the photos fused into one answer) come from the manifest's ``observation_id``
 whenever the photos belong to a scraped tree (a ``manifest.csv`` in their folder or above it,
-whether given as the folder, the manifest, a glob or one file); elsewhere, in a folder, each
+whether given as the folder, the manifest, a glob or one file; a manifest above the photos that
+cannot be read, another tool's, is passed over with a warning); elsewhere, in a folder, each
 sub-folder is one observation and each image directly in the folder is its own. A manifest's
 ``taxon_name`` is kept as the true label (accuracy can then be reported); files found otherwise
 have none.
@@ -12,11 +13,19 @@ have none.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
 
-from inat_lightning.data.manifest import IMAGE_EXTENSIONS, MANIFEST_NAME, Record, load_records
+from inat_lightning.data.manifest import (
+    IMAGE_EXTENSIONS,
+    MANIFEST_NAME,
+    Record,
+    link_out_of,
+    load_records,
+)
 
+log = logging.getLogger(__name__)
 GLOB_CHARS = "*?["
 
 
@@ -33,10 +42,15 @@ def _observation_of(root: Path, path: Path) -> str:
 
 def _images_below(root: Path) -> tuple[list[Path], int]:
     """Image files under ``root`` (hidden ones skipped), sorted, and how many other files were
-    passed over."""
+    passed over. A folder symlinked out of ``root`` is not entered (its photos would not be
+    read), with a warning naming it."""
     images, others = [], 0
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for sub in (Path(folder) / d for d in dirs):
+            target = link_out_of(root, sub)
+            if target is not None:
+                log.warning("%s: symlinked to %s, out of the inputs: not read", sub, target)
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -50,16 +64,33 @@ def _images_below(root: Path) -> tuple[list[Path], int]:
 def _from_manifest_above(folder: Path, images: list[Path]) -> tuple[Path, list[Record]] | None:
     """``(root, records)`` when ``folder`` or a folder above it holds a manifest listing the
     ``images`` (resolved paths): their manifest rows (observation, truth), and plain records
-    for images it does not list; ``None`` when no manifest is found."""
-    for root in (folder, *folder.parents):
-        if (root / MANIFEST_NAME).is_file():
-            break
-    else:
+    for images it does not list; ``None`` when no manifest is found, or the one found cannot be
+    read (another tool's ``manifest.csv``, a broken one: a warning, not an error, since it only
+    adds observations and truth to photos that were named without it)."""
+    root = _manifest_above(folder)
+    if root is None:
         return None
-    rows = {(root / r.path).resolve(): r for r in load_records(root)}
+    try:  # any number of its rows may name files gone since: only the images' rows matter
+        listed = load_records(root, max_missing=1.0)
+    except (OSError, ValueError) as e:
+        log.warning("not using the manifest above the inputs: %s", e)
+        return None
+    rows = {(root / r.path).resolve(): r for r in listed}
     if not any(p in rows for p in images):
         return None
     return root, [rows.get(p) or _record(root, p, _observation_of(root, p)) for p in images]
+
+
+def _manifest_above(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and the folders above it that holds a manifest (one that
+    cannot be looked into is passed over)."""
+    for root in (folder, *folder.parents):
+        try:
+            if (root / MANIFEST_NAME).is_file():
+                return root
+        except OSError:
+            continue
+    return None
 
 
 def collect_inputs(inputs: str) -> tuple[Path, list[Record], int]:

@@ -19,7 +19,8 @@ quality_grade     iNaturalist quality grade (``research``, ``needs_id``…); emp
 cue_x0 … cue_y1   optional bounding box (pixels) of a spurious cue object; empty when absent
 observer_id       the observer's user id; ``data.split.group_by=observer`` groups by it
 observer          the observer's login name; empty when unknown
-observed_on       date of the observation (``YYYY-MM-DD``); empty when unknown
+observed_on       date of the observation (``YYYY-MM-DD``); empty when unknown (a date that is
+                  malformed or after tomorrow is refused: :func:`parse_date`)
 cue_label         what the cue box holds (``person``, ``hand``…); ``+``-joined when merged
 cue_source        where the box comes from: ``csv:<file>``, ``coco:<file>``, a detector's name
 cue_score         the detector's score (empty for imported and generated boxes)
@@ -44,6 +45,7 @@ records, each image being its own observation. Each taxon's lineage is stored on
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import logging
 import math
@@ -148,7 +150,50 @@ def _parse(column: str, value: str, where: str) -> object:
         return _BOOLS[value.strip().lower()]
     if column == "phash" and value and not _PHASH.fullmatch(value):
         raise ValueError(f"{where}, column phash: {value!r} is not 16 hex digits")
+    if column == "observed_on":
+        checked_date(value, where, column)
     return value
+
+
+def parse_date(text: str) -> dt.date | None:
+    """The date a cell gives: ``YYYY-MM-DD`` (iNaturalist's ``observed_on``), optionally
+    followed by a time (``T…`` or a space), or EXIF's ``YYYY:MM:DD``; ``None`` when empty.
+    Anything else is a ``ValueError`` saying why, and so is a date after tomorrow (no photo is
+    taken in the future; a day's slack for time zones). The one date rule of the manifest, a
+    places CSV, the scrape and EXIF."""
+    text = text.strip()
+    if not text:
+        return None
+    head, rest = text[:10].replace(":", "-"), text[10:]
+    try:
+        if len(head) != 10 or rest[:1] not in ("", "T", " "):
+            raise ValueError
+        date = dt.datetime.fromisoformat(head + rest).date()  # a time, if any, must be one
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    latest = dt.date.today() + dt.timedelta(days=1)
+    if date > latest:
+        raise ValueError(f"{text!r} is in the future (after {latest})")
+    return date
+
+
+def checked_date(text: str, where: str, column: str) -> dt.date | None:
+    """:func:`parse_date`, a bad date being a ``ValueError`` naming ``where`` (file and row) and
+    the column."""
+    try:
+        return parse_date(text)
+    except ValueError as e:
+        raise ValueError(f"{where}, column {column}: {e}") from None
+
+
+def date_or_empty(text: str) -> str:
+    """``text`` when it is a date (:func:`parse_date`), else empty: an untrusted source's (the
+    API's) bad date is no date, never an error, and never a manifest cell that is refused."""
+    try:
+        parse_date(text)
+    except ValueError:
+        return ""
+    return text
 
 
 def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Record]:
@@ -227,13 +272,33 @@ def safe_folder_name(name: str) -> str:
     return cleaned[:120] or "unnamed"
 
 
+def link_out_of(root: Path, path: Path) -> Path | None:
+    """Where ``path`` leads when it is a symlink out of ``root`` (resolved), else ``None``."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    return None if target.is_relative_to(root) else target
+
+
 def scan_image_folder(root: str | Path) -> list[Record]:
     """Records for a plain ``root/<class>/<image>`` tree: the class is the folder name and every
-    image is its own observation. Hidden files and non-image files are ignored."""
+    image is its own observation. Hidden files and non-image files are ignored. A class folder
+    that is a symlink out of the root (to another disk) is a ``ValueError`` naming it and its
+    target: images are read only inside the root, and a shared dataset can plant a folder
+    symlink as easily as a file one."""
     root = Path(root)
     records: list[Record] = []
     with os.scandir(root) as classes:
         class_dirs = sorted(e.name for e in classes if e.is_dir() and not e.name.startswith("."))
+    real_root = root.resolve()
+    for name in class_dirs:
+        target = link_out_of(real_root, root / name)
+        if target is not None:
+            raise ValueError(
+                f"{root / name}: a class folder symlinked to {target}, outside the dataset root: "
+                "refused (images are read only inside the root: move, copy or bind-mount the "
+                "folder into it)"
+            )
     for taxon_index, name in enumerate(class_dirs):
         with os.scandir(root / name) as files:
             images = sorted(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from pathlib import Path
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, clusters
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
@@ -220,9 +222,43 @@ def write_splits(
 
 
 def read_splits(path: str | Path) -> dict[str, str]:
-    """Read a ``splits.csv``: image path → split."""
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        return {row["path"]: row["split"] for row in csv.DictReader(f)}
+    """Read a ``splits.csv`` (saved by a spreadsheet too: a byte-order mark, ``Test`` or
+    ``TEST`` for ``test``): image path → split. A missing ``path`` or ``split`` column, an empty
+    path, a split that is none of :data:`SPLITS`, or one path in two splits is a ``ValueError``
+    naming the file (row and column): an image the file meant to pin never lands in no split."""
+    path = Path(path)
+    found: dict[str, tuple[int, str]] = {}
+    try:  # utf-8-sig: a byte-order mark is not part of the first column's name
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            reader.fieldnames = [(c or "").strip().lower() for c in reader.fieldnames or []]
+            for column in ("path", "split"):
+                if column not in reader.fieldnames:
+                    raise ValueError(f"{path}: no {column!r} column (a splits.csv has path, split)")
+            for row in reader:
+                where = f"{path}: row {reader.line_num}"
+                image, split = _split_row(row, where)
+                line, before = found.setdefault(image, (reader.line_num, split))
+                if before != split:
+                    raise ValueError(
+                        f"{where}, column split: {image!r} is {split} here, {before} at row {line}"
+                    )
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a readable CSV: {e}") from None
+    return {image: split for image, (_, split) in found.items()}
+
+
+def _split_row(row: dict, where: str) -> tuple[str, str]:
+    """A ``splits.csv`` row's image path (spelt as the manifest's paths are) and split (any
+    case); a ``ValueError`` naming ``where`` and the column when either is not one."""
+    image, split = (row.get("path") or "").strip(), (row.get("split") or "").strip()
+    if not image:
+        raise ValueError(f"{where}, column path: empty")
+    if split.lower() not in SPLITS:
+        raise ValueError(f"{where}, column split: {split!r} is not one of {', '.join(SPLITS)}")
+    return Path(image).as_posix(), split.lower()
 
 
 @dataclass
@@ -295,6 +331,9 @@ class SplitSpec:
     def assign(self, records: Sequence[Record], near: Sequence[int] | None = None) -> list[str]:
         """The split of each record, in order (``near``: from :meth:`near`)."""
         previous = read_splits(self.file) if self.file else None
+        if previous is not None:
+            listed = sum(r.path in previous for r in records)
+            log.info("split.file: %d of %d images listed in %s", listed, len(records), self.file)
         return split_records(
             records, self.ratios, self.seed, previous, self.group_by, self.folds, self.fold, near
         )

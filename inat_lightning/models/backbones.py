@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,18 @@ def load_tensors(path: str | Path, key: str, mmap: bool = False) -> Any:
         ) from e
 
 
+def checked_state_dict(found: object, where: str) -> dict[str, torch.Tensor]:
+    """A state dict read from a file that may come from anyone: tensors under text names (an
+    ``int`` key breaks ``load_state_dict`` with a traceback); else a ``ValueError`` naming
+    ``where``."""
+    if not isinstance(found, Mapping):
+        raise ValueError(f"{where}: not a state dict (names to tensors)")
+    for name, value in found.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"{where}: {name!r:.80} is not a tensor under a text name")
+    return dict(found)
+
+
 def load_matching(net: nn.Module, path: str | Path) -> list[str]:
     """Load the tensors of ``path`` whose names and shapes match ``net``; return the names skipped.
 
@@ -79,8 +92,7 @@ def load_matching(net: nn.Module, path: str | Path) -> list[str]:
     check_resnet_args(weights_path=path)
     state = load_tensors(path, "weights_path")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise ValueError(f"weights_path={str(path)!r}: not a state dict")
+    state = checked_state_dict(state, f"weights_path={str(path)!r}")
     state = {k.removeprefix("net."): v for k, v in state.items()}
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

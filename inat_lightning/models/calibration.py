@@ -11,10 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
+#: the temperatures a fit gives (it clamps to them): what a checkpoint may hold. Outside,
+#: ``softmax(logits / T)`` is all but one-hot (``T`` near 0) or all but flat.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
     """The temperature minimising the negative log-likelihood of ``labels`` under
-    ``softmax(logits / T)``; optimised on ``log T`` with L-BFGS, clamped to [0.05, 20]."""
+    ``softmax(logits / T)``; optimised on ``log T`` with L-BFGS, clamped to
+    :data:`TEMPERATURE_RANGE`."""
+    low, high = TEMPERATURE_RANGE
     logits, labels = logits.detach().float().cpu().clone(), labels.detach().long().cpu().clone()
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -31,12 +37,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
             optimizer.step(closure)
         except RuntimeError:  # an overflow in the line search: extreme logits
             return (
-                20.0
-                if float(loss_fn(logits, labels)) > float(loss_fn(logits / 20, labels))
+                high
+                if float(loss_fn(logits, labels)) > float(loss_fn(logits / high, labels))
                 else 1.0
             )
     t = float(log_t.detach().exp())
-    return min(max(t, 0.05), 20.0) if math.isfinite(t) else 1.0
+    return min(max(t, low), high) if math.isfinite(t) else 1.0
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:

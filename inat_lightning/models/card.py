@@ -6,7 +6,7 @@ the analysis when there are some."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,46 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
         "|" + "---|" * len(header),
         *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
     ]
+
+
+def check_card_inputs(fingerprint: object, results: object) -> None:
+    """A checkpoint's data fingerprint and results hold what :func:`card_text` formats (the
+    file may come from anyone: a text where a number belongs would break the card after the
+    work, at the end of ``evaluate.py``); a ``ValueError`` naming the part."""
+    data, found = _mapping(fingerprint, "data_fingerprint"), _mapping(results, "results")
+    for part in ("split", "train_images"):
+        _mapping(data.get(part), f"data_fingerprint.{part}")
+    _numbers(data.get("licences"), "data_fingerprint.licences")
+    _numbers(found.get("metrics"), "results.metrics")
+    calibration = _mapping(found.get("calibration"), "results.calibration")
+    needed = ("val_ece_before", "val_ece_after", "temperature") if calibration else ()
+    _numbers(calibration, "results.calibration", needed)
+    overrides = found.get("overrides")
+    if overrides is not None and (
+        not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides)
+    ):
+        raise ValueError("results.overrides: must be a list of texts")
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    """``value``, ``{}`` when absent; a ``ValueError`` naming ``where`` unless a mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: must be a mapping")
+    return value
+
+
+def _numbers(value: object, where: str, needed: Sequence[str] = ()) -> None:
+    """``value`` (absent, or a mapping of texts to numbers holding ``needed``)."""
+    found = _mapping(value, where)
+    ok = all(k in found for k in needed) and all(
+        isinstance(k, str) and not isinstance(v, bool) and isinstance(v, int | float)
+        for k, v in found.items()
+    )
+    if not ok:
+        with_keys = f" (with {', '.join(needed)})" if needed else ""
+        raise ValueError(f"{where}: must map names to numbers{with_keys}")
 
 
 def _extras(checkpoint: dict[str, Any]) -> list[str]:

@@ -11,14 +11,26 @@ from typing import Any
 import torch
 
 from inat_lightning.config import ConfigError
-from inat_lightning.models.backbones import load_tensors
-from inat_lightning.models.classifier import Classifier, checked_temperature
+from inat_lightning.models.backbones import checked_state_dict, load_tensors
+from inat_lightning.models.card import check_card_inputs
+from inat_lightning.models.classifier import (
+    Classifier,
+    check_classes,
+    checked_temperature,
+    stored_extras,
+)
 from inat_lightning.models.spec import InputSpec, resolve_spec
+
+#: the classification head's weight in a classifier's state dict: one row per class
+HEAD = "net.fc.weight"
+#: what a check of a checkpoint's values may raise for a file that does not hold what it must
+UNFIT = (TypeError, ValueError, RuntimeError)
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """A Lightning checkpoint of this project as a dict; a missing, truncated, foreign or
-    code-carrying file is a :class:`ConfigError` naming ``key``."""
+    """A Lightning checkpoint of this project as a dict, every value this project stores in it
+    checked (:func:`check_stored`) before any photo is read; a missing, truncated, foreign,
+    code-carrying or tampered file is a :class:`ConfigError` naming ``key``, in one line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}={str(path)!r}: no such checkpoint")
@@ -30,7 +42,32 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         checkpoint
     ):
         raise ConfigError(f"{key}={str(path)!r}: not a checkpoint of this project's classifier")
+    try:
+        check_stored(checkpoint)
+    except UNFIT as e:
+        raise ConfigError(f"{key}={str(path)!r}: {one_line(e)}") from e
     return checkpoint
+
+
+def check_stored(checkpoint: Mapping[str, Any]) -> None:
+    """Every value this project stores in a checkpoint, in range and consistent with the others
+    (the file may come from anyone): tensors under text names, the classes (as many as the
+    head's outputs, names and lineages), the input spec, the temperature, place prior,
+    out-of-set rule and what the model card formats; a ``ValueError`` naming the part."""
+    state = checked_state_dict(checkpoint["state_dict"], "state_dict")
+    hp = checkpoint["hyper_parameters"]
+    if not isinstance(hp, Mapping) or not all(isinstance(k, str) for k in hp):
+        raise ValueError("hyper_parameters: not a mapping of names to values")
+    k = hp.get("num_classes")
+    check_classes(k, hp.get("class_names"), hp.get("lineages"))
+    head = state.get(HEAD)
+    if head is None or head.ndim != 2 or head.shape[0] != k:
+        shape = None if head is None else tuple(head.shape)
+        raise ValueError(f"state_dict: {HEAD} has shape {shape}, not one row per class ({k})")
+    if hp.get("input_spec") is not None:
+        InputSpec.from_dict(hp["input_spec"], "input_spec")
+    stored_extras(checkpoint, k)
+    check_card_inputs(hp.get("data_fingerprint"), checkpoint.get("results"))
 
 
 def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:
@@ -43,11 +80,16 @@ def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:
         model = Classifier(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)  # temperature, place prior, out-of-set rule
-    except (TypeError, ValueError, RuntimeError) as e:
+    except UNFIT as e:
         raise ConfigError(
-            f"{key}={str(path)!r}: does not fit this project's classifier: {e}"
+            f"{key}={str(path)!r}: does not fit this project's classifier: {one_line(e)}"
         ) from e
     return model
+
+
+def one_line(error: Exception) -> str:
+    """An error's message on one line (``load_state_dict`` lists its mismatches on several)."""
+    return " ".join(str(error).split())
 
 
 def checked_spec(model: Classifier, preprocess: Mapping[str, Any]) -> InputSpec:

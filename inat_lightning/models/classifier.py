@@ -6,6 +6,7 @@ stage as ``<stage>/<metric>``."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,8 +14,9 @@ import lightning.pytorch as L
 import torch
 from torch import nn
 
-from inat_lightning.data.taxonomy import Lineage, Taxonomy
+from inat_lightning.data.taxonomy import RANKS, Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
+from inat_lightning.models.calibration import TEMPERATURE_RANGE
 from inat_lightning.models.confusion import Confusion, ConfusionPairs, rank_scalars
 from inat_lightning.models.metric_names import MONITOR, STAGES, key
 from inat_lightning.models.metrics import build_metrics
@@ -40,12 +42,45 @@ def check_classifier_args(
 
 
 def checked_temperature(value: Any) -> float:
-    """A checkpoint's temperature: a positive finite number (the file may come from anyone)."""
+    """A checkpoint's temperature: a number in :data:`TEMPERATURE_RANGE`, what calibration fits
+    (the file may come from anyone: 1e-30 would make every probability 1)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if not isinstance(value, (int, float)) or not 0 < float(value) < math.inf:
-        raise ValueError(f"temperature={value!r}: must be a positive number")
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"temperature={value!r:.80}: must be a number in [{low}, {high}]")
     return float(value)
+
+
+def check_classes(num_classes: Any, class_names: Any, lineages: Any) -> None:
+    """The classes of a classifier (its arguments, or a checkpoint's that may come from anyone):
+    ``num_classes`` an integer >= 1; the names, when given, one unique non-empty text per
+    output; the lineages, when given, of those classes, each mapping ranks to names. A
+    ``ValueError`` naming the value."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r:.80}: must be an integer >= 1")
+    if class_names is not None:
+        if not isinstance(class_names, list) or not all(
+            isinstance(c, str) and c for c in class_names
+        ):
+            raise ValueError("class_names: must be a list of non-empty texts")
+        if len(class_names) != num_classes:
+            raise ValueError(f"class_names: {len(class_names)} names for {num_classes} classes")
+        if len(set(class_names)) != num_classes:
+            twice = next(c for c, n in Counter(class_names).items() if n > 1)
+            raise ValueError(f"class_names: {twice!r:.80} appears twice")
+    if lineages is None:
+        return
+    known = set(class_names or (str(i) for i in range(num_classes)))
+    if not isinstance(lineages, Mapping):
+        raise ValueError("lineages: must map class names to lineages")
+    for name, lineage in lineages.items():
+        if name not in known:
+            raise ValueError(f"lineages: {name!r:.80} is not one of the class names")
+        if not isinstance(lineage, Mapping) or not all(
+            r in RANKS and isinstance(v, str) for r, v in lineage.items()
+        ):
+            raise ValueError(f"lineages: {name!r:.80}: must map ranks {RANKS} to names")
 
 
 def plain(value: Any) -> Any:
@@ -115,6 +150,7 @@ class Classifier(L.LightningModule):
         # loads with torch.load(weights_only=True)
         class_names = [str(c) for c in class_names] if class_names is not None else None
         lineages = {str(c): dict(lin) for c, lin in lineages.items()} if lineages else None
+        check_classes(num_classes, class_names, lineages)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "class_weights"])
         self.optimizer, self.scheduler = optimizer, scheduler
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
@@ -247,15 +283,9 @@ class Classifier(L.LightningModule):
         checkpoint["scheduler_stepped_epoch"] = self._stepped_epoch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """What training added beside the weights (each checked: the file may come from
-        anyone)."""
-        self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
-        found = checkpoint.get("prior")
-        k = self.hparams["num_classes"]
-        self.prior = None if found is None else PlacePrior.from_dict(found, k, "prior")
-        found = checkpoint.get("open_set")
-        self.open_set = None if found is None else OpenSetRule.from_dict(found, "open_set")
-        self._stepped_epoch = int(checkpoint.get("scheduler_stepped_epoch", -1))
+        """What training added beside the weights, checked (:func:`stored_extras`)."""
+        found = stored_extras(checkpoint, self.hparams["num_classes"])
+        self.temperature, self.prior, self.open_set, self._stepped_epoch = found
 
     # ------------------------------------------------------------------ optimisation
     def on_train_epoch_end(self) -> None:
@@ -294,3 +324,21 @@ class Classifier(L.LightningModule):
                 "frequency": 1,
             },
         }
+
+
+def stored_extras(
+    checkpoint: Mapping[str, Any], num_classes: int
+) -> tuple[float, PlacePrior | None, OpenSetRule | None, int]:
+    """What training adds to a checkpoint beside the weights — temperature, place prior,
+    out-of-set rule, the last epoch its scheduler stepped — each checked (the file may come
+    from anyone); a ``ValueError`` naming the part."""
+    prior, rule = checkpoint.get("prior"), checkpoint.get("open_set")
+    epoch = checkpoint.get("scheduler_stepped_epoch", -1)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < -1:
+        raise ValueError(f"scheduler_stepped_epoch={epoch!r:.80}: must be an integer >= -1")
+    return (
+        checked_temperature(checkpoint.get("temperature", 1.0)),
+        None if prior is None else PlacePrior.from_dict(prior, num_classes, "prior"),
+        None if rule is None else OpenSetRule.from_dict(rule, "open_set"),
+        epoch,
+    )

@@ -19,13 +19,26 @@ from typing import Any
 import numpy as np
 import torch
 
-SCORES = ("max_softmax", "energy")
+from inat_lightning.validation import require, require_numbers
+
+#: each score's possible values: a threshold outside flags every photo or none
+SCORE_RANGES = {"max_softmax": (0.0, 1.0), "energy": (-math.inf, math.inf)}
+SCORES = tuple(SCORE_RANGES)
+
+
+def check_rule_settings(score: str = "max_softmax", accept: float = 0.95) -> None:
+    """The rules of a rule's settings (``open_set.*`` of ``train.py``), also run on the config
+    before any work and on a checkpoint's rule when it is read."""
+    require_numbers({"accept": accept}, (), ("accept",))
+    require(
+        {"score": (score in SCORES, f"one of {SCORES}"), "accept": (0 < accept <= 1, "in (0, 1]")},
+        {"score": score, "accept": accept},
+    )
 
 
 def open_set_score(logits: np.ndarray, temperature: float, kind: str) -> np.ndarray:
     """``(N,)`` how in-set each row of logits looks (higher: more like a known species)."""
-    if kind not in SCORES:
-        raise ValueError(f"score={kind!r}: must be one of {SCORES}")
+    check_rule_settings(kind)
     z = torch.from_numpy(np.asarray(logits, dtype=np.float32)) / temperature
     if kind == "energy":
         return (temperature * torch.logsumexp(z, 1)).numpy()
@@ -54,8 +67,7 @@ class OpenSetRule:
         accept: float = 0.95,
     ) -> OpenSetRule:
         """The rule accepting ``accept`` of ``logits`` (known species' validation photos)."""
-        if not 0 < accept <= 1:
-            raise ValueError(f"accept={accept!r}: must be in (0, 1]")
+        check_rule_settings(score, accept)
         found = open_set_score(logits, temperature, score)
         return cls(score, float(np.quantile(found, 1 - accept)), float(accept))
 
@@ -64,17 +76,18 @@ class OpenSetRule:
 
     @classmethod
     def from_dict(cls, found: object, where: str) -> OpenSetRule:
-        """A rule read from a checkpoint that may come from anyone (values checked)."""
+        """A rule read from a checkpoint that may come from anyone: its settings' rules, and a
+        finite threshold within its score's range (:data:`SCORE_RANGES`)."""
         if not isinstance(found, Mapping) or set(found) != {"score", "threshold", "accept"}:
-            raise ValueError(f"{where}: not an out-of-set rule: {found!r}")
+            raise ValueError(f"{where}: not an out-of-set rule: {found!r:.200}")
         score, threshold, accept = found["score"], found["threshold"], found["accept"]
-        ok = (
-            score in SCORES
-            and isinstance(threshold, float | int)
-            and math.isfinite(threshold)
-            and isinstance(accept, float | int)
-            and 0 < accept <= 1
-        )
-        if not ok:
-            raise ValueError(f"{where}: not an out-of-set rule: {dict(found)!r}")
+        try:
+            check_rule_settings(score, accept)
+            require_numbers({"threshold": threshold}, (), ("threshold",))
+            low, high = SCORE_RANGES[score]
+            ok = math.isfinite(threshold) and low <= threshold <= high
+            want = f"finite, in [{low}, {high}] (the {score} range)"
+            require({"threshold": (ok, want)}, {"threshold": threshold})
+        except ValueError as e:
+            raise ValueError(f"{where}: not an out-of-set rule: {e}") from None
         return cls(score, float(threshold), float(accept))

@@ -16,6 +16,7 @@ where ``p(y)`` is the training frequency both models already learned (divided ou
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +26,25 @@ import torch
 from torch import nn
 
 from inat_lightning.data.geo import FEATURES, Place, encode
-from inat_lightning.validation import require
+from inat_lightning.models.backbones import checked_state_dict
+from inat_lightning.validation import require, require_numbers
 
 log = logging.getLogger(__name__)
+
+#: the widest hidden layers of a prior (``prior.hidden``, and a checkpoint's)
+MAX_HIDDEN = 4096
+#: the largest magnitude of a stored prior's weights and log-frequencies. The encoded inputs
+#: lie in [-1, 1], so through three layers at most MAX_HIDDEN wide the logits stay below
+#: ~1.4e20 (float32 holds 3.4e38): every log-probability is finite. A fit gets nowhere near:
+#: Adam moves a weight by about ``lr`` per step (the default fit: 800 × 0.01); a weight this
+#: large is a diverged fit or a tampered file.
+MAX_MAGNITUDE = 1e4
+#: what :meth:`PlacePrior.to_dict` writes (a checkpoint's prior holds exactly these)
+PRIOR_KEYS = frozenset({"version", "hidden", "state", "log_freq", "photos"})
+
+
+def _hidden_ok(hidden: object) -> bool:
+    return isinstance(hidden, int) and not isinstance(hidden, bool) and 1 <= hidden <= MAX_HIDDEN
 
 
 def _mlp(num_classes: int, hidden: int) -> nn.Sequential:
@@ -77,25 +94,36 @@ class PlacePrior:
 
     @classmethod
     def from_dict(cls, found: object, num_classes: int, where: str) -> PlacePrior:
-        """A prior read from a checkpoint that may come from anyone: shapes and values
-        checked; a ``ValueError`` naming ``where``."""
+        """A prior read from a checkpoint that may come from anyone: exactly the keys of
+        :meth:`to_dict`, shapes and values checked (finite, within :data:`MAX_MAGNITUDE`); a
+        ``ValueError`` naming ``where``. The same rules keep a diverged fit out of a
+        checkpoint."""
         if not isinstance(found, Mapping) or found.get("version") != 1:
             raise ValueError(f"{where}: the place prior is not a version-1 mapping")
-        hidden = found.get("hidden")
-        log_freq = found.get("log_freq")
-        if not isinstance(hidden, int) or not 1 <= hidden <= 4096:
-            raise ValueError(f"{where}: place prior hidden={hidden!r}")
+        if set(found) != PRIOR_KEYS:
+            keys = sorted(map(str, set(found) ^ PRIOR_KEYS))
+            raise ValueError(f"{where}: place prior keys {keys} unknown or missing")
+        hidden, log_freq, photos = found["hidden"], found["log_freq"], found["photos"]
+        if not _hidden_ok(hidden):
+            raise ValueError(f"{where}: place prior hidden={hidden!r:.80}")
+        if isinstance(photos, bool) or not isinstance(photos, int) or photos < 0:
+            raise ValueError(f"{where}: place prior photos={photos!r:.80}")
         if not isinstance(log_freq, torch.Tensor) or tuple(log_freq.shape) != (num_classes,):
             raise ValueError(f"{where}: place prior frequencies do not fit {num_classes} classes")
         net = _mlp(num_classes, hidden)
         try:
-            net.load_state_dict(dict(found.get("state") or {}))
-        except (RuntimeError, TypeError) as e:
+            net.load_state_dict(checked_state_dict(found["state"], f"{where}: place prior state"))
+        except RuntimeError as e:
             raise ValueError(f"{where}: place prior weights: {e}") from None
         tensors = [log_freq, *net.state_dict().values()]
         if not all(torch.isfinite(t).all() for t in tensors):
             raise ValueError(f"{where}: the place prior holds non-finite values")
-        return cls(net, log_freq.float(), int(found.get("photos") or 0))
+        if any(t.abs().max() > MAX_MAGNITUDE for t in tensors) or log_freq.max() > 0:
+            raise ValueError(
+                f"{where}: the place prior holds values beyond ±{MAX_MAGNITUDE:g} or "
+                "log-frequencies above 0 (a diverged fit, or edited)"
+            )
+        return cls(net, log_freq.float(), photos)
 
 
 @dataclass
@@ -129,19 +157,21 @@ class PriorFit:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require({k: (v is not None, "set (not null)") for k, v in vars(self).items()}, vars(self))
+        ints = ("hidden", "steps", "batch_size", "min_photos", "seed")
+        require_numbers(vars(self), ints, ("lr", "weight_decay", "hide_place", "hide_date"))
         require(
             {
-                "hidden": (
-                    isinstance(self.hidden, int) and 1 <= self.hidden <= 4096,
-                    "an integer in [1, 4096]",
-                ),
-                "steps": (isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
-                "batch_size": (self.batch_size >= 1, ">= 1"),
-                "lr": (self.lr > 0, "> 0"),
-                "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                "enabled": (isinstance(self.enabled, bool), "true or false"),
+                "hidden": (_hidden_ok(self.hidden), f"an integer in [1, {MAX_HIDDEN}]"),
+                "steps": (self.steps >= 1, "an integer >= 1"),
+                "batch_size": (self.batch_size >= 1, "an integer >= 1"),
+                "lr": (0 < self.lr < math.inf, "a finite number > 0"),
+                "weight_decay": (0 <= self.weight_decay < math.inf, "a finite number >= 0"),
                 "hide_place": (0 <= self.hide_place < 1, "in [0, 1)"),
                 "hide_date": (0 <= self.hide_date < 1, "in [0, 1)"),
-                "min_photos": (self.min_photos >= 1, ">= 1"),
+                "min_photos": (self.min_photos >= 1, "an integer >= 1"),
+                "seed": (0 <= self.seed < 2**63, "an integer in [0, 2**63)"),
             },
             vars(self),
         )
@@ -172,8 +202,14 @@ class PriorFit:
             torch.set_num_threads(threads)
         smoothed = (counts + 1) / (counts.sum() + num_classes)  # a class never seen: not -inf
         log_freq = torch.tensor(np.log(smoothed), dtype=torch.float32)
+        prior = PlacePrior(net, log_freq, len(y))
+        try:  # the rules a checkpoint's prior is read with: a diverged fit is never stored
+            PlacePrior.from_dict(prior.to_dict(), num_classes, "prior")
+        except ValueError as e:
+            log.warning("no place prior: the fit diverged (%s); try a lower prior.lr", e)
+            return None
         log.info("place prior fitted on %d photos (final batch loss %.3f)", len(y), loss)
-        return PlacePrior(net, log_freq, len(y))
+        return prior
 
     def _steps(
         self,

@@ -9,19 +9,27 @@ file already exists``), then a worker exiting under the trainer and a job nobody
 :func:`quiet_forked_children` makes every process forked from the job's process ignore those
 signals (``SIGTERM`` is left alone: PyTorch's workers handle it themselves). The main process
 keeps its handlers, checkpoints and requeues once; its exit ends the workers.
+
+Requeuing stops the job's step: Slurm sends every process ``SIGTERM``, so the workers die and the
+trainer may raise "DataLoader worker exited unexpectedly" before the main process has finished
+exiting. :func:`note_requeue` remembers that the job's handler ended the process for a requeue,
+so that such an error is not reported as the job's failure (:func:`requeued`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 #: the signals that ask a job to save itself: submitit's time-limit signal (USR2) and
 #: Lightning's auto-requeue signal (USR1)
 REQUEUE_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
 
 _registered = False
+_requeued = False
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
@@ -44,3 +52,33 @@ def quiet_forked_children() -> None:
     if not _registered:
         os.register_at_fork(after_in_child=_in_child)
         _registered = True
+
+
+class _NotingRequeue:
+    """A job's requeue handler, remembering that it ended the process (``SystemExit``: submitit
+    exits so once it has requeued the job)."""
+
+    def __init__(self, handler: Callable[[int, FrameType | None], Any]) -> None:
+        self.handler = handler
+
+    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+        global _requeued
+        try:
+            return self.handler(signum, frame)
+        except SystemExit:
+            _requeued = True
+            raise
+
+
+def note_requeue() -> None:
+    """Wrap this process's Python handlers of :data:`REQUEUE_SIGNALS` (submitit's, in a job)
+    in :class:`_NotingRequeue`."""
+    for signum in REQUEUE_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler) and not isinstance(handler, _NotingRequeue):
+            signal.signal(signum, _NotingRequeue(handler))
+
+
+def requeued() -> bool:
+    """Whether this process's requeue handler has ended it for a requeue."""
+    return _requeued

@@ -73,8 +73,8 @@ def resume_argv(argv: list[str]) -> list[str]:
         kept = [a for a in args if not a.startswith("resume=")]
         return [argv[0], *kept, "resume=" + ",".join(quote(j) for j in jobs)]
     run_dir = Path(str(paths.get("hydra.run.dir", "")) if resume is True else str(resume))
-    if not (run_dir / SAVED).is_file():
-        return argv
+    if not (run_dir / SAVED).is_file():  # quoted for Hydra: resume_checkpoint names the key
+        return [argv[0], *(_quoted(a) if _is_path_arg(a) else a for a in args)]
     mine = [o.input_line for o in given]
     mine += [a for a in args if "=" not in a or a.startswith("-")]  # flags, as given
     taken = {key_of(o) for o in given}
@@ -180,6 +180,16 @@ def _builds_code(override: str, key: str) -> bool:
 
 def _is_path_arg(arg: str) -> bool:
     return arg.startswith(("resume=", "hydra.run.dir="))
+
+
+def _quoted(arg: str) -> str:
+    """``key=<path>`` with the path quoted when Hydra's grammar cannot read it as typed."""
+    try:
+        parse([arg])
+    except OverrideParseException:
+        key, _, value = arg.partition("=")
+        return f"{key}={quote(value)}"
+    return arg
 
 
 def _path_value(arg: str) -> object:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from submitit.core.utils import FailedJobError
 from submitit.slurm import slurm
 
 from inat_lightning.config import ConfigError
-from inat_lightning.runs.job_signals import quiet_forked_children
+from inat_lightning.runs.job_signals import note_requeue, quiet_forked_children, requeued
 from inat_lightning.runs.overrides import key_of, parse
 from inat_lightning.runs.resume import resumed_job
 from inat_lightning.runs.slurm_jobs import DONE, JobFailed, JobOutcome, one_line, write_outcomes
@@ -153,7 +154,10 @@ class WatchedSlurmLauncher(SlurmLauncher):
         """The job itself (on the cluster): the task; a failed one raises :class:`JobFailed`, so
         the job exits non-zero and Slurm says ``FAILED``."""
         quiet_forked_children()  # DataLoader workers leave the time-limit signal to this process
+        note_requeue()
         ret = super().__call__(*args, **kwargs)
+        if ret.status == JobStatus.FAILED and requeued():  # Slurm stopped it to requeue it
+            sys.exit(-1)  # as submitit exits then: no result, the job starts again
         if ret.status == JobStatus.FAILED:
             raise JobFailed(one_line(ret._return_value))
         return ret

@@ -35,6 +35,7 @@ from inat_lightning.data.manifest import (
     DEFAULT_MAX_PIXELS,
     MANIFEST_NAME,
     Record,
+    date_or_empty,
     header_of,
     is_photo_id,
     read_manifest,
@@ -431,7 +432,7 @@ class Downloader:
                 quality_grade=item.quality_grade,
                 observer_id=item.observer_id,
                 observer=item.observer,
-                observed_on=item.observed_on,
+                observed_on=date_or_empty(item.observed_on),  # the API's: untrusted
                 phash=phash,
                 latitude=item.latitude,
                 longitude=item.longitude,
