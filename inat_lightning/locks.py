@@ -17,12 +17,17 @@ class Locked(RuntimeError):
 def hold(lock_path: Path, what: str) -> FileLock:
     """Take ``lock_path`` for the rest of this process's life (keep the returned lock
     referenced), or raise :class:`Locked`: ``<what> is in use by another process (pid N)``."""
-    lock = FileLock(lock_path)
     holder = lock_path.with_name(lock_path.name + ".pid")
+    if lock_path.is_symlink():  # planted in a shared folder: never opened (truncated) through
+        lock_path.unlink()
+    lock = FileLock(lock_path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        pid = holder.read_text().strip() if holder.is_file() else ""
+        pid = holder.read_text().strip() if holder.is_file() and not holder.is_symlink() else ""
         raise Locked(f"{what} is in use by another process (pid {pid or '?'})") from None
-    holder.write_text(str(os.getpid()))
+    holder.unlink(missing_ok=True)  # ours now; a symlink there is replaced, not followed
+    fd = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
     return lock

@@ -16,7 +16,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from inat_lightning.analysis.infer import Predictions, batches
 from inat_lightning.analysis.results import write_json
-from inat_lightning.callbacks.checkpoints import best_checkpointing, last_metrics
+from inat_lightning.callbacks.checkpoints import (
+    best_checkpointing,
+    drop_resume_points,
+    last_metrics,
+)
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.data.geo import Place
@@ -130,6 +134,7 @@ def train(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir) / "metrics.json"
     write_json(out, summary)
     log.info("metrics written to %s", out)
+    drop_resume_points(trainer)
     for name in headline("test"):
         if name in metrics:
             log.info("%s = %.4f (chance %.4f)", name, metrics[name], summary["chance_accuracy"])

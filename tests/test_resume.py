@@ -163,13 +163,16 @@ def test_a_multirun_resume_names_each_unfinished_job_of_a_sweep(tmp_path):
     argv = resume_argv(["train.py", "-m", "hydra/launcher=slurm", f"resume={sweep}"])
     assert argv[:3] == ["train.py", "-m", "hydra/launcher=slurm"]
     assert argv[3] == f"resume='{jobs[0]}','{jobs[2]}'"  # the finished job 1 is not rerun
-    assert resume_argv(["train.py", "-m", f"resume={jobs[1]}"])[-1] == f"resume='{jobs[1]}'"
+    slurm = ["train.py", "-m", "hydra/launcher=slurm"]
+    assert resume_argv([*slurm, f"resume={jobs[1]}"])[-1] == f"resume='{jobs[1]}'"
     (jobs[0] / "metrics.json").write_text("{}")
     (jobs[2] / "metrics.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"^resume=.*: all 3 jobs of this sweep have finished"):
-        resume_argv(["train.py", "-m", f"resume={sweep}"])
+        resume_argv([*slurm, f"resume={sweep}"])
     with pytest.raises(ConfigError, match=r"^resume=.*: not a run folder .* nor a sweep folder"):
-        resume_argv(["train.py", "-m", f"resume={tmp_path}"])
+        resume_argv([*slurm, f"resume={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^resume=.*: add hydra/launcher=slurm"):
+        resume_argv(["train.py", "-m", f"resume={sweep}"])  # the default launcher: refused
     # a job folder that is not there: quoted, so that Hydra reads it and the run names the key
     gone = f"{sweep}/9_seed=9,x=1"
     assert resume_argv(["train.py", f"resume={gone}"]) == ["train.py", f"resume='{gone}'"]

@@ -22,7 +22,7 @@ def test_a_run_folder_in_use_is_refused_before_anything_is_written(tmp_path, scr
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
     said = f"hydra.run.dir={folder} is in use by another process (pid {os.getpid()})"
-    assert last == f"config error: {said}: give this run another hydra.run.dir"
+    assert last == f"config error: {said}: give this run another folder"
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME, f"{LOCK_NAME}.pid"]
     lock.release()  # that run has ended: the folder is free again
     res = run_cli(script, *args, tmp_path=tmp_path, timeout=120)

@@ -1,9 +1,10 @@
 """Scale-out on Lightning's own engine: DDP on CPU, the GPU trainer switches, SLURM config."""
 
+import contextlib
 import json
 import os
-import signal
-import time
+import pickle
+import subprocess
 
 import pytest
 import torch
@@ -170,23 +171,52 @@ def test_in_a_job_only_the_main_process_acts_on_the_time_limit_signal(tmp_path, 
     assert len(workers) == (0 if quiet else 8)
 
 
-def test_a_job_ended_for_its_requeue_is_told_from_one_that_failed(monkeypatch):
+@pytest.mark.parametrize(
+    "scontrol, marked",
+    [
+        (None, True),  # requeued
+        (RuntimeError("DataLoader worker (pid 7) exited unexpectedly"), True),  # Slurm's SIGTERM
+        (subprocess.CalledProcessError(1, "scontrol"), False),  # not requeued: the job is over
+    ],
+)
+def test_a_job_stopped_for_its_requeue_is_told_from_one_that_failed(monkeypatch, scontrol, marked):
     """Requeuing stops the job's step (SIGTERM to all: the loader workers die, and the trainer
-    may report them before the process has exited): the job's requeue handler leaves a mark, so
-    the launcher does not report the job failed."""
+    may say so while ``scontrol requeue`` still runs): the job marks that it asked for its
+    requeue, so the launcher does not report it failed; a requeue that failed is no mark."""
+    pytest.importorskip("submitit")
+    from submitit.slurm import slurm
+
     from inat_lightning.runs import job_signals
 
-    def submitit_requeues(signum, frame):  # what submitit does once it has requeued the job
-        raise SystemExit(-1)
+    def check_call(*args, **kwargs):
+        if scontrol is not None:
+            raise scontrol
 
     monkeypatch.setattr(job_signals, "_requeued", False)
-    previous = signal.signal(signal.SIGUSR2, submitit_requeues)
-    try:
-        job_signals.note_requeue()
-        assert not job_signals.requeued()
-        with pytest.raises(SystemExit):
-            os.kill(os.getpid(), signal.SIGUSR2)
-            time.sleep(5)  # the handler runs at the next bytecode; never reached
-        assert job_signals.requeued()
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+    monkeypatch.setattr(slurm.SlurmJobEnvironment, "_requeue", slurm.SlurmJobEnvironment._requeue)
+    monkeypatch.setattr(slurm.subprocess, "check_call", check_call)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    job_signals.note_requeue()
+    assert not job_signals.requeued()
+    with contextlib.suppress(RuntimeError, subprocess.CalledProcessError):  # as it came
+        slurm.SlurmJobEnvironment()._requeue(2)
+    assert job_signals.requeued() is marked
+
+
+def test_a_slurm_jobs_callbacks_can_be_pickled_while_they_hold_their_folder(tmp_path):
+    """A job requeues itself by pickling its launcher, Hydra's callbacks included: a callback
+    holding the run folder's lock must still pickle (without its lock)."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from inat_lightning.runs.run_lock import RunFolderLock
+    from inat_lightning.runs.trial_report import TrialReport
+
+    job = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": ""}}})
+    job.hydra.runtime.output_dir = str(tmp_path / "0_job")
+    lock = RunFolderLock()
+    lock.on_job_start(job)
+    assert lock._lock is not None and lock._lock.is_locked
+    again = pickle.loads(pickle.dumps([lock, TrialReport()]))
+    assert again[0]._lock is None
+    lock.on_job_end(job)

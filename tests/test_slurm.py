@@ -287,6 +287,11 @@ def test_a_search_whose_shell_died_keeps_its_finished_trials(tmp_path):
     assert len(tasks) == 2  # the two array tasks of the first run; none run again
     for job_dir in (tmp_path / "logs").rglob("searches/*/*/.hydra"):  # the jobs' own records
         assert json.loads((job_dir.parent / "trial.json").read_text())["state"] == "complete"
+    # the storage's password is in no line printed nor any table of the shared sweep folder
+    (sweep,) = (tmp_path / "logs" / "train" / "searches").iterdir()
+    tables = [p for p in sweep.iterdir() if p.suffix in (".csv", ".md", ".yaml")]
+    said = again.stderr + (tmp_path / "first.err").read_text()
+    assert "inat:inat@" not in said + "".join(t.read_text() for t in tables)
 
 
 def test_a_ddp_job_over_two_slurm_tasks_counts_every_test_image_once(tmp_path):

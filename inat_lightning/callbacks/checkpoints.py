@@ -40,8 +40,9 @@ class ResumePoint(Checkpoint):
     Args:
         dirpath: the run's checkpoint folder.
         filename: ``last.ckpt``: what ``resume=<run dir>`` and a requeued Slurm job read.
-        keep_after_fit: ``False`` deletes it once the fit has finished (a sweep of many runs
-            then keeps only their best checkpoints; a finished run cannot be continued).
+        keep_after_fit: ``False`` deletes it once the run has written its results
+            (:func:`drop_resume_points`): a sweep of many runs then keeps only their best
+            checkpoints; a finished run cannot be continued.
     """
 
     def __init__(
@@ -77,7 +78,10 @@ class ResumePoint(Checkpoint):
             os.replace(part, self.path)
         trainer.strategy.barrier("resume point saved")
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Called only when the fit ran to its end (not on an interruption)."""
-        if not self.keep_after_fit and trainer.is_global_zero:
-            self.path.unlink(missing_ok=True)
+
+def drop_resume_points(trainer: L.Trainer) -> None:
+    """Once a run has written its results: delete the ``last.ckpt`` of a :class:`ResumePoint`
+    told not to keep it (until then a requeued or resumed run still continues from it)."""
+    for c in trainer.callbacks:
+        if isinstance(c, ResumePoint) and not c.keep_after_fit and trainer.is_global_zero:
+            c.path.unlink(missing_ok=True)

@@ -414,41 +414,42 @@ class SyntheticSpecies:
             if self.is_generated_at(root):  # made by the process we waited for
                 return
             if root.exists() and (not root.is_dir() or any(root.iterdir())):
-                raise FileExistsError(self._refusal(root))
+                raise FileExistsError(refusal(self, root))
             self.generate(root, progress=progress)
         finally:
             lock.release()
 
-    def _refusal(self, root: Path) -> str:
-        """Why ``root`` is not generated into: whose it is, and what to do instead."""
-        made = SyntheticSpecies.settings_at(root)
-        if made is None:
-            return f"{root} exists and is not a synthetic dataset; refusing to overwrite it"
-        mine = asdict(self)
-        diff = {k: mine[k] for k in mine if made.get(k) != mine[k]}
-        if not diff:
-            return (
-                f"{root} holds an incomplete copy of this synthetic dataset (no {MANIFEST_NAME}); "
-                "nothing was changed: delete it yourself to generate it again"
-            )
-        there = ", ".join(f"{k}={made.get(k)}" for k in diff)
-        here = ", ".join(f"{k}={v}" for k, v in diff.items())
-        other = root.with_name(root.name + "_" + "_".join(f"{k}{v}" for k, v in diff.items()))
-        return (
-            f"{root} holds the synthetic dataset made with {there}, not {here}; nothing was "
-            f"changed (another run may be using it): give these settings their own folder, "
-            f"e.g. data.root={other}"
-        )
 
-    @staticmethod
-    def settings_at(root: str | Path) -> dict | None:
-        """The generator settings a dataset folder was made with (``synthetic.json``), or
-        ``None`` when it holds none (or an unreadable one)."""
-        try:
-            found = json.loads((Path(root) / SPEC_NAME).read_text())
-        except (OSError, ValueError):
-            return None
-        return found if isinstance(found, dict) else None
+def refusal(generator: SyntheticSpecies, root: Path) -> str:
+    """Why ``root`` is not generated into: whose it is, and what to do instead."""
+    made = settings_at(root)
+    if made is None:
+        return f"{root} exists and is not a synthetic dataset; refusing to overwrite it"
+    mine = asdict(generator)
+    diff = {k: mine[k] for k in mine if made.get(k) != mine[k]}
+    if not diff:
+        return (
+            f"{root} holds an incomplete copy of this synthetic dataset (no {MANIFEST_NAME}); "
+            "nothing was changed: delete it yourself to generate it again"
+        )
+    there = ", ".join(f"{k}={made.get(k)}" for k in diff)
+    here = ", ".join(f"{k}={v}" for k, v in diff.items())
+    other = root.with_name(root.name + "_" + "_".join(f"{k}{v}" for k, v in diff.items()))
+    return (
+        f"{root} holds the synthetic dataset made with {there}, not {here}; nothing was "
+        f"changed (another run may be using it): give these settings their own folder, "
+        f"e.g. data.root={other}"
+    )
+
+
+def settings_at(root: str | Path) -> dict | None:
+    """The generator settings a dataset folder was made with (``synthetic.json``), or ``None``
+    when it holds none (or an unreadable one)."""
+    try:
+        found = json.loads((Path(root) / SPEC_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 # ---------------------------------------------------------------------- drawing helpers

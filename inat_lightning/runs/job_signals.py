@@ -12,17 +12,16 @@ keeps its handlers, checkpoints and requeues once; its exit ends the workers.
 
 Requeuing stops the job's step: Slurm sends every process ``SIGTERM``, so the workers die and the
 trainer may raise "DataLoader worker exited unexpectedly" before the main process has finished
-exiting. :func:`note_requeue` remembers that the job's handler ended the process for a requeue,
-so that such an error is not reported as the job's failure (:func:`requeued`).
+exiting. :func:`note_requeue` marks the moment the job asks Slurm for its requeue, so that such
+an error is not reported as the job's failure (:func:`requeued`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import subprocess
 from types import FrameType
-from typing import Any
 
 #: the signals that ask a job to save itself: submitit's time-limit signal (USR2) and
 #: Lightning's auto-requeue signal (USR1)
@@ -54,31 +53,30 @@ def quiet_forked_children() -> None:
         _registered = True
 
 
-class _NotingRequeue:
-    """A job's requeue handler, remembering that it ended the process (``SystemExit``: submitit
-    exits so once it has requeued the job)."""
+def note_requeue() -> None:
+    """From now on, :func:`requeued` tells whether this job has asked Slurm to requeue it:
+    submitit's requeue (its job environment's ``_requeue``, behind this one name) sets the mark
+    before it calls ``scontrol requeue`` (Slurm's SIGTERM may interrupt it once done) and clears
+    it if the command failed."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
 
-    def __init__(self, handler: Callable[[int, FrameType | None], Any]) -> None:
-        self.handler = handler
+    original = SlurmJobEnvironment._requeue
+    if getattr(original, "noted", False):
+        return
 
-    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+    def _requeue(self: SlurmJobEnvironment, countdown: int) -> None:
         global _requeued
+        _requeued = True
         try:
-            return self.handler(signum, frame)
-        except SystemExit:
-            _requeued = True
+            original(self, countdown)
+        except (OSError, subprocess.SubprocessError):  # not requeued: the job is over
+            _requeued = False
             raise
 
-
-def note_requeue() -> None:
-    """Wrap this process's Python handlers of :data:`REQUEUE_SIGNALS` (submitit's, in a job)
-    in :class:`_NotingRequeue`."""
-    for signum in REQUEUE_SIGNALS:
-        handler = signal.getsignal(signum)
-        if callable(handler) and not isinstance(handler, _NotingRequeue):
-            signal.signal(signum, _NotingRequeue(handler))
+    _requeue.noted = True  # type: ignore[attr-defined]
+    SlurmJobEnvironment._requeue = _requeue  # type: ignore[method-assign]
 
 
 def requeued() -> bool:
-    """Whether this process's requeue handler has ended it for a requeue."""
+    """Whether this job has asked Slurm to requeue it (:func:`note_requeue`)."""
     return _requeued

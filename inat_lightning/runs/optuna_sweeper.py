@@ -28,7 +28,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import threading
 import time
 import warnings
@@ -62,6 +61,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from inat_lightning.atomic import replacing
 from inat_lightning.runs import trial_env
 from inat_lightning.runs.optuna_adapter import (
     job_outcome,
@@ -160,6 +160,18 @@ class Heartbeat:
             self._thread.join()
 
 
+def shown_url(url: str | None) -> str | None:
+    """A storage URL fit to print and keep in a shared folder: its password hidden."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: shown as nothing
+        return "<unreadable storage URL>"
+
+
 def settle(
     study: optuna.Study, trial: optuna.Trial, ret: JobReturn
 ) -> tuple[TrialState, float | None]:
@@ -205,9 +217,8 @@ def write_trial_record(job_dir: Path, study: optuna.Study, trial: optuna.Trial) 
     if stored.state == TrialState.PRUNED:
         record["pruned_at_epoch"] = stored.user_attrs.get("pruned_at_epoch")
     job_dir.mkdir(parents=True, exist_ok=True)
-    tmp = job_dir / f".trial.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(job_dir / "trial.json")
+    with replacing(job_dir / "trial.json") as part:
+        part.write_text(json.dumps(record, indent=2))
 
 
 class OptunaSweeper(Sweeper):
@@ -344,7 +355,7 @@ class OptunaSweeper(Sweeper):
             "Optuna %s study %r in %s: %d trials, space %s",
             optuna.__version__,
             self.study_name,
-            self.storage_url or "memory",
+            shown_url(self.storage_url) or "memory",
             self.n_trials,
             {k: repr(v) for k, v in space.items()},
         )
@@ -424,7 +435,7 @@ class OptunaSweeper(Sweeper):
             "name": "optuna",
             "optuna_version": optuna.__version__,
             "study_name": study.study_name,
-            "storage": self.storage_url,
+            "storage": shown_url(self.storage_url),
             "direction": self.direction,
             "trials": counts,
         }

@@ -69,6 +69,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     if "-m" in args or "--multirun" in args:
         if resume is True or "," in str(resume) and not Path(str(resume)).is_dir():
             return argv  # already a list of job folders (or Hydra's sweep of its own)
+        if "hydra/launcher=slurm" not in args:  # the default launcher cannot place a job
+            raise ConfigError(
+                f"resume={resume} in a multirun continues its jobs as Slurm jobs: add "
+                "hydra/launcher=slurm (on this machine, one run at a time: resume=<job dir>)"
+            )
         jobs = jobs_to_resume(Path(str(resume)))
         kept = [a for a in args if not a.startswith("resume=")]
         return [argv[0], *kept, "resume=" + ",".join(quote(j) for j in jobs)]

@@ -46,7 +46,7 @@ from submitit.slurm import slurm
 
 from inat_lightning.config import ConfigError
 from inat_lightning.runs.job_signals import note_requeue, quiet_forked_children, requeued
-from inat_lightning.runs.overrides import key_of, parse
+from inat_lightning.runs.overrides import key_of, parse, quote
 from inat_lightning.runs.resume import resumed_job
 from inat_lightning.runs.slurm_jobs import DONE, JobFailed, JobOutcome, one_line, write_outcomes
 from inat_lightning.runs.summary import job_number, write_summary
@@ -177,7 +177,7 @@ class WatchedSlurmLauncher(SlurmLauncher):
         except FailedJobError as e:  # sbatch said no: nothing was submitted
             raise JobFailed(self._refusal(str(e))) from None
         for p, job in zip(planned, jobs):
-            said = " ".join(p.name)
+            said = " ".join(shown_overrides(p.name))
             log.info("#%d Slurm job %s [%s], log: %s", p.number, job.job_id, said, job.paths.stderr)
         ended = [_ended(job, p.number, p.name) for p, job in zip(planned, jobs)]
         for folder in dict.fromkeys(p.sweep_dir for p in planned):  # a resume: each job's own
@@ -208,7 +208,9 @@ class WatchedSlurmLauncher(SlurmLauncher):
         if resumed is None:
             return Planned(overrides, sweep_dir, number, _own(overrides, self.config))
         continued, job_dir = resumed
-        name = [f"resume={job_dir.name}"]
+        name = [f"resume={quote(job_dir.name)}"]
+        if not (job_dir.parent / "multirun.yaml").is_file():  # a single run's folder, not a job
+            return Planned(continued, sweep_dir, number, name)
         return Planned(continued, job_dir.parent, job_number(job_dir), name)
 
     def _refusal(self, said: str) -> str:
@@ -243,6 +245,8 @@ class WatchedSlurmLauncher(SlurmLauncher):
             }
         )
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:  # a lab's shared folder: as Hydra's launcher does
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         state = Singleton.get_state()
         n = len(numbers)
         return executor.map_array(
@@ -262,8 +266,15 @@ def _own(overrides: Sequence[str], config: DictConfig) -> list[str]:
     given = {key_of(o) for o in task}
     swept = {key_of(o) for o in task if o.is_sweep_override()}
     swept |= set((config.hydra.sweeper.get("params") or {}).keys())
-    own = [o for o in overrides if (k := key_of(parse([o])[0])) in swept or k not in given]
-    return own or list(overrides)
+    shown = shown_overrides(overrides)
+    own = [o for o in shown if (k := key_of(parse([o])[0])) in swept or k not in given]
+    return own or shown
+
+
+def shown_overrides(overrides: Sequence[str]) -> list[str]:
+    """A job's overrides fit to print and keep in a shared folder: not Hydra's own (the
+    sweeper's ``+hydra.job.env_set.*`` carry a study's storage URL, its password included)."""
+    return [o for o in overrides if not key_of(parse([o])[0]).startswith("hydra")]
 
 
 def _ended(job: Job, number: int, overrides: Sequence[str]) -> JobOutcome:
@@ -284,7 +295,7 @@ def final_state(job: Job, wait_s: float = FINAL_STATE_WAIT_S) -> str:
         state = said.split(" by ")[0]  # "CANCELLED by 1000": who cancelled is in sacct
         if state not in ACTIVE or time.monotonic() > deadline:
             return state
-        time.sleep(1)
+        time.sleep(2)
 
 
 def _reason(error: Exception) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from filelock import FileLock
 from hydra.errors import CompactHydraException
+
+from inat_lightning.atomic import replacing
 
 FILE = "slurm_jobs.csv"
 #: the state of a job whose task returned its result
@@ -60,18 +62,19 @@ def one_line(error: BaseException) -> str:
 
 def write_outcomes(sweep_dir: str | Path, outcomes: list[JobOutcome]) -> Path:
     """Merge ``outcomes`` into ``<sweep_dir>/slurm_jobs.csv`` (a job reported again replaces its
-    row), atomically: a reader never sees half a file."""
+    row), under a lock and atomically: no writer loses another's rows, no reader sees half a
+    file."""
     path = Path(sweep_dir) / FILE
-    rows = {o.job: o for o in read_outcomes(sweep_dir)} | {o.job: o for o in outcomes}
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(JobOutcome)])
-    writer.writeheader()
-    writer.writerows(
-        {**asdict(rows[k]), "overrides": json.dumps(rows[k].overrides)} for k in sorted(rows)
-    )
-    tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(path)
+    with FileLock(path.with_name(f".{FILE}.lock")):  # two searches may share a sweep folder
+        rows = {o.job: o for o in read_outcomes(sweep_dir)} | {o.job: o for o in outcomes}
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(JobOutcome)])
+        writer.writeheader()
+        writer.writerows(
+            {**asdict(rows[k]), "overrides": json.dumps(rows[k].overrides)} for k in sorted(rows)
+        )
+        with replacing(path) as part:
+            part.write_text(buf.getvalue())
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from hydra.core.utils import JobReturn
+from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -81,10 +82,14 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         _add_slurm_state(row, slurm.pop(row["job"], None))
         rows.append(row)
     for outcome in slurm.values():  # ended before Hydra made its folder (cancelled, no room...)
+        try:
+            overrides = {key_of(o): value_text(o) for o in parse(outcome.overrides)}
+        except OverrideParseException:  # an edited record: left out, never an error
+            continue
         row = {
             "job": outcome.job,
             "status": "failed or running",
-            "overrides": {key_of(o): value_text(o) for o in parse(outcome.overrides)},
+            "overrides": overrides,
             **{k: math.nan for k in METRICS},
             "run_dir": "",
         }

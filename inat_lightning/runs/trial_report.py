@@ -22,6 +22,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from inat_lightning.runs import trial_env
+from inat_lightning.runs.job_signals import requeued
+from inat_lightning.runs.run_lock import other_rank
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,13 @@ class TrialReport(Callback):
     def __init__(self) -> None:
         self._heartbeat: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the live heartbeat: a Slurm job pickles its launcher, Hydra's callbacks
+        included, to requeue itself."""
+        return {**self.__dict__, "_heartbeat": None}
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        found = _trial_of(config)
+        found = None if other_rank() else _trial_of(config)  # rank 0 speaks for the trial
         if found is None:
             return
         from inat_lightning.runs.optuna_adapter import storage_of, trial_id
@@ -64,7 +71,8 @@ class TrialReport(Callback):
         if self._heartbeat is not None:
             self._heartbeat.__exit__(None, None, None)
             self._heartbeat = None
-        found = _trial_of(config)
+        # another rank's result is not the trial's; a job stopped for its requeue goes on later
+        found = None if other_rank() or requeued() else _trial_of(config)
         if found is None:
             return
         from inat_lightning.runs.optuna_sweeper import settle, write_trial_record
