@@ -74,7 +74,7 @@ def test_a_jobs_reports_never_show_hydras_own_overrides():
     from inat_lightning.runs.slurm import shown_overrides
 
     given = ["+hydra.job.env_set.INAT_OPTUNA_STORAGE='mysql://u:secret@db/x'", "seed=1"]
-    assert shown_overrides([*given, "hydra/launcher=slurm"]) == ["seed=1"]
+    assert [o.input_line for o in shown_overrides([*given, "hydra/launcher=slurm"])] == ["seed=1"]
 
 
 def test_a_sweep_job_whose_folder_a_live_run_holds_stops_in_one_line(tmp_path, capsys):

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.types import Override
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
@@ -177,7 +178,7 @@ class WatchedSlurmLauncher(SlurmLauncher):
         except FailedJobError as e:  # sbatch said no: nothing was submitted
             raise JobFailed(self._refusal(str(e))) from None
         for p, job in zip(planned, jobs):
-            said = " ".join(shown_overrides(p.name))
+            said = " ".join(p.name)  # already without Hydra's own
             log.info("#%d Slurm job %s [%s], log: %s", p.number, job.job_id, said, job.paths.stderr)
         ended = [_ended(job, p.number, p.name) for p, job in zip(planned, jobs)]
         for folder in dict.fromkeys(p.sweep_dir for p in planned):  # a resume: each job's own
@@ -267,19 +268,19 @@ def _own(overrides: Sequence[str], config: DictConfig) -> list[str]:
     swept = {key_of(o) for o in task if o.is_sweep_override()}
     swept |= set((config.hydra.sweeper.get("params") or {}).keys())
     shown = shown_overrides(overrides)
-    own = [o for o in shown if (k := key_of(parse([o])[0])) in swept or k not in given]
-    return own or shown
+    own = [o.input_line for o in shown if key_of(o) in swept or key_of(o) not in given]
+    return own or [o.input_line for o in shown]
 
 
-def shown_overrides(overrides: Sequence[str]) -> list[str]:
+def shown_overrides(overrides: Sequence[str]) -> list[Override]:
     """A job's overrides fit to print and keep in a shared folder: not Hydra's own (the
     sweeper's ``+hydra.job.env_set.*`` carry a study's storage URL, its password included)."""
-    return [o for o in overrides if not key_of(parse([o])[0]).startswith("hydra")]
+    return [o for o in parse(overrides) if not key_of(o).startswith("hydra")]
 
 
 def _ended(job: Job, number: int, overrides: Sequence[str]) -> JobOutcome:
     """Wait for ``job``: what became of it (named by ``overrides``, those it was given alone)."""
-    said, log_path = list(filter_overrides(overrides)), str(job.paths.stderr)
+    said, log_path = list(overrides), str(job.paths.stderr)
     error = job.exception()  # waits for the job's end; None when its task returned
     if error is None:
         return JobOutcome(number, job.job_id, DONE, said, "", log_path)

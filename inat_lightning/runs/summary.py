@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from inat_lightning.atomic import replacing
 from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.names import round_sample
 from inat_lightning.runs.overrides import key_of, parse, value_text
@@ -242,9 +242,8 @@ def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None) ->
         )
         texts["cv_summary.csv"] = cv.getvalue()
     for name, text in texts.items():
-        tmp = sweep_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        tmp.replace(sweep_dir / name)
+        with replacing(sweep_dir / name) as part:
+            part.write_text(text)
     return sweep_dir / "summary.md"
 
 

@@ -51,11 +51,12 @@ class TrialReport(Callback):
 
     def __init__(self) -> None:
         self._heartbeat: Any = None
+        self._trial: tuple[Any, Any] | None = None  # (study, trial), opened once per job
 
     def __getstate__(self) -> dict[str, Any]:
-        """Without the live heartbeat: a Slurm job pickles its launcher, Hydra's callbacks
-        included, to requeue itself."""
-        return {**self.__dict__, "_heartbeat": None}
+        """Without the live heartbeat and storage: a Slurm job pickles its launcher, Hydra's
+        callbacks included, to requeue itself."""
+        return {**self.__dict__, "_heartbeat": None, "_trial": None}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         found = None if other_rank() else _trial_of(config)  # rank 0 speaks for the trial
@@ -65,19 +66,19 @@ class TrialReport(Callback):
         from inat_lightning.runs.optuna_sweeper import Heartbeat
 
         study, trial, interval = found
+        self._trial = study, trial
         self._heartbeat = Heartbeat(storage_of(study), [trial_id(trial)], interval).__enter__()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self._heartbeat is not None:
             self._heartbeat.__exit__(None, None, None)
             self._heartbeat = None
-        # another rank's result is not the trial's; a job stopped for its requeue goes on later
-        found = None if other_rank() or requeued() else _trial_of(config)
-        if found is None:
+        found, self._trial = self._trial, None
+        if found is None or requeued():  # a job stopped for its requeue goes on later
             return
         from inat_lightning.runs.optuna_sweeper import settle, write_trial_record
 
-        study, trial, _ = found
+        study, trial = found
         state, value = settle(study, trial, job_return)
         write_trial_record(Path(config.hydra.runtime.output_dir), study, trial)
         log.info("trial %d told to its study: %s %s", trial.number, state.name.lower(), value)
