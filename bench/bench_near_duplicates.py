@@ -1,14 +1,21 @@
-"""Near-duplicate grouping at iNaturalist scale: a million perceptual hashes grouped into
-clusters (multi-index hashing, then connected components), against decoding the photos the
-hashes come from, in the same run.
+"""Near-duplicate photos: how well copies are found on real photos, and how fast a million are
+grouped.
 
-The hashes are random 64-bit values with planted near copies (a copy 0-5 bits from its
-original: what re-encoding, resizing and brightening do). The baseline decodes and hashes real
-photos (scikit-image's, 500 px like iNaturalist's "medium") and scales that rate to a million:
-grouping must cost a small share of making the hashes. Goal: grouping a million hashes within a
-minute and 1 GB.
+Quality: 96 px tiles (half-overlapping) of real photos, each with 5 mild copies (JPEG at
+quality 50, two-thirds size, two-thirds and back, 10 % brighter, smaller and brighter), all
+saved as JPEG. Counted for the hash alone and for both signals (hash and low frequencies):
+copies found with their tile, and distinct tiles joined with another distinct tile. Two sets:
+the photos the tests plant copies of (scikit-image's, "rocket" a night sky) and a held-out set
+the signals were not tuned on (scikit-image's and scikit-learn's other photos).
 
-    python -m bench.bench_near_duplicates [--hashes 1000000] [--copies 10000]
+Scale: a million random 64-bit hashes with planted near copies (0-5 bits: what re-encoding,
+resizing and brightening do), a fifth of them smooth photos with low-frequency signals (a
+tenth as many planted smooth copies), half of those in crowds of look-alike skies; against
+decoding and hashing real photos (500 px like iNaturalist's "medium"), the rate scaled to a
+million: grouping must cost a small share of making the signals. Goal: a million grouped within
+a minute and 1 GB.
+
+    python -m bench.bench_near_duplicates [--hashes 1000000] [--copies 10000] [--no-quality]
 """
 
 from __future__ import annotations
@@ -21,7 +28,87 @@ import numpy as np
 from PIL import Image
 
 from bench.common import report
-from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, clusters, photo_hash
+from inat_lightning.data.near_duplicates import (
+    DEFAULT_DISTANCE,
+    LOWFREQ_SIDE,
+    clusters,
+    photo_signature,
+)
+
+TUNED = ("astronaut", "coffee", "chelsea", "coins", "hubble_deep_field", "immunohistochemistry")
+TUNED += ("rocket",)
+HELD_OUT = ("camera", "moon", "horse", "page", "brick", "grass", "gravel", "cat", "china")
+HELD_OUT += ("flower",)
+
+
+def real_photo(name: str) -> Image.Image:
+    """A photo scikit-image (or, for china and flower, scikit-learn) ships."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(f"{name}.jpg"))
+    import skimage.data as sd
+
+    return Image.fromarray(getattr(sd, name)()).convert("RGB")
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    import io
+
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def mild_copies(tile: Image.Image) -> list[Image.Image]:
+    from PIL import ImageEnhance
+
+    smaller = tile.resize((tile.width * 2 // 3, tile.height * 2 // 3))
+    brighter = ImageEnhance.Brightness
+    made = [jpeg(tile, 50), smaller, smaller.resize(tile.size), brighter(tile).enhance(1.1)]
+    return [jpeg(c, 85) for c in [*made, brighter(smaller).enhance(1.1)]]
+
+
+def tile_quality(names: tuple[str, ...], side: int = 96) -> dict[str, object]:
+    """Copies found and distinct tiles joined, by the hash alone and by both signals."""
+    tiles, copies = [], []
+    for name in names:
+        photo = real_photo(name)
+        for y in range(0, photo.height - side + 1, side // 2):
+            for x in range(0, photo.width - side + 1, side // 2):
+                tile = jpeg(photo.crop((x, y, x + side, y + side)), 90)
+                signature = photo_signature(tile.copy())
+                if signature.phash:  # a tile with structure to compare
+                    tiles.append(signature)
+                    copies.append([photo_signature(c) for c in mild_copies(tile)])
+
+    def joined(pairs_of: list, lowfreq: bool) -> int:
+        labels = clusters(
+            [s.phash for s in pairs_of],
+            DEFAULT_DISTANCE,
+            [s.lowfreq for s in pairs_of] if lowfreq else None,
+        )
+        return int(labels[0] == labels[1])
+
+    out: dict[str, object] = {"tiles": len(tiles), "copies": 5 * len(tiles)}
+    flat = sum(not c.phash for made in copies for c in made)
+    out["copies_left_flat"] = flat  # clipped to white or black: nothing left to compare
+    for lowfreq in (False, True):
+        key = "both_signals" if lowfreq else "hash_alone"
+        found = sum(joined([t, c], lowfreq) for t, made in zip(tiles, copies) for c in made)
+        labels = clusters(
+            [t.phash for t in tiles],
+            DEFAULT_DISTANCE,
+            [t.lowfreq for t in tiles] if lowfreq else None,
+        )
+        merged = int((np.bincount(labels)[labels] > 1).sum())
+        out[key] = {
+            "copies_missed": 5 * len(tiles) - found,
+            "copies_missed_with_structure": 5 * len(tiles) - found - flat,
+            "distinct_tiles_joined": merged,
+            "distinct_joined_share": round(merged / len(tiles), 4),
+        }
+    return out
 
 
 def hashes_with_copies(n: int, copies: int, seed: int = 0) -> tuple[list[str], int]:
@@ -34,6 +121,31 @@ def hashes_with_copies(n: int, copies: int, seed: int = 0) -> tuple[list[str], i
         flips = rng.choice(64, int(rng.integers(0, DEFAULT_DISTANCE + 1)), replace=False)
         values[n - 1 - k] = values[k] ^ np.uint64(sum(1 << int(b) for b in flips))
     return [f"{int(v):016x}" for v in values], copies
+
+
+def lowfreq_with_crowds(n: int, copies: int, skip: int, seed: int = 0) -> tuple[list[str], int]:
+    """Low-frequency signals for ``n`` photos: four in five textured (none), the rest smooth;
+    half of those spread, half in 100 crowds of look-alike skies (one direction, slightly
+    perturbed; tones alike); ``copies`` smooth copies of spread ones (their hashes unrelated:
+    the hash of a smooth copy is unstable), none among the first and last ``skip`` photos (the
+    hash copies). Returns (signals, planted)."""
+    rng = np.random.default_rng(seed)
+    size = LOWFREQ_SIDE**2 - 1
+    smooth = rng.random(n) < 0.2
+    directions = rng.integers(-127, 128, (n, size))
+    shapes = rng.integers(-127, 128, (100, size))
+    crowd = smooth & (rng.random(n) < 0.5)
+    directions[crowd] = shapes[rng.integers(0, 100, int(crowd.sum()))]
+    directions[crowd] += rng.integers(-2, 3, (int(crowd.sum()), size))
+    tones = np.stack([rng.integers(150, 250, n), rng.integers(40, 140, n)], 1)
+    tones[crowd] = [200, 80]
+    spread = np.flatnonzero(smooth & ~crowd)
+    spread = spread[(spread >= skip) & (spread < n - skip)][: 2 * copies]
+    original, copy = spread[0::2], spread[1::2]
+    directions[copy] = directions[original] + rng.integers(-1, 2, (len(copy), size))
+    tones[copy] = tones[original]
+    raw = np.concatenate([tones, np.clip(directions, -127, 127) & 0xFF], 1).astype(np.uint8)
+    return [row.tobytes().hex() if s else "" for row, s in zip(raw, smooth)], len(copy)
 
 
 def decode_and_hash_rate(seconds: float = 5.0) -> float:
@@ -52,7 +164,7 @@ def decode_and_hash_rate(seconds: float = 5.0) -> float:
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         with Image.open(io.BytesIO(blobs[done % len(blobs)])) as img:
-            photo_hash(img)
+            photo_signature(img)
         done += 1
     return done / (time.perf_counter() - t0)
 
@@ -61,22 +173,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hashes", type=int, default=1_000_000)
     ap.add_argument("--copies", type=int, default=10_000)
+    ap.add_argument("--no-quality", action="store_true", help="skip the real-tile measurement")
     a = ap.parse_args()
     hashes, planted = hashes_with_copies(a.hashes, a.copies)
+    lowfreq, smooth_planted = lowfreq_with_crowds(a.hashes, a.copies // 10, a.copies)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    labels = clusters(hashes, DEFAULT_DISTANCE)
+    labels = clusters(hashes, DEFAULT_DISTANCE, lowfreq)
     grouping = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     found = int((np.bincount(labels) > 1).sum())
     rate = decode_and_hash_rate()
     hashing = a.hashes / rate
+    quality = (
+        {}
+        if a.no_quality
+        else {"tuned_on": tile_quality(TUNED), "held_out": tile_quality(HELD_OUT)}
+    )
     report(
         "near_duplicates",
         {
+            **quality,
+            "smooth_photos": sum(bool(x) for x in lowfreq),
             "hashes": a.hashes,
             "planted_copies": planted,
+            "planted_smooth_copies": smooth_planted,
             "clusters_found": found,
+            "largest_cluster": int(np.bincount(labels).max()),
             "grouping_s": round(grouping, 1),
             "peak_rss_mb": round(peak_mb),
             "rss_before_grouping_mb": round(rss0 / 1024),

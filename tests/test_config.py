@@ -50,6 +50,7 @@ def test_model_and_run_errors_name_the_key_before_any_work(tmp_path, override, k
         (["data.split.ratios=[0.5,0.6,0.1]"], r"data\.split\.ratios=.*sum to 1"),
         (["data=imagefolder", "data.root=/does/not/exist"], r"data\.root="),
         (["data.batch_size=0"], r"data.*batch_size"),
+        (["data=imagefolder", "data.root=.", "data.split.near_cosine=1.5"], r"near_cosine=1\.5"),
     ],
 )
 def test_data_errors_name_the_key_before_any_work(tmp_path, overrides, message):

@@ -20,6 +20,7 @@ from PIL import Image
 
 from inat_lightning.config import ConfigError
 from inat_lightning.data.manifest import read_manifest, sha256_of, write_manifest
+from inat_lightning.data.near_duplicates import Signature, photo_signature
 from inat_lightning.data.taxonomy import read_taxa
 from inat_lightning.scrape.budget import SharedByteBudget
 from inat_lightning.scrape.download import Downloader
@@ -81,6 +82,7 @@ def assert_tree_is_exactly(root: Path, fake: FakeINat, expected: dict[int, int])
         assert sha256_of(body) == r.sha256
         with Image.open(root / r.path) as img:
             img.load()
+            assert photo_signature(img) == Signature(r.phash, r.lowfreq)  # made at download
         assert r.taxon_name == fake.taxa[expected[int(r.photo_id)]]["name"]
         assert r.path.startswith(r.taxon_name + "/")
     assert not (root / ".partial").exists()

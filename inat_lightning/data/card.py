@@ -155,16 +155,16 @@ def _near_duplicates(records: Sequence[Record]) -> list[str]:
     """How many near-duplicate clusters the photos' perceptual hashes (made at download) form,
     with the largest few: the split keeps each whole."""
     hashed = [r for r in records if r.phash]
-    found = cluster_members(
-        [r.path for r in hashed], clusters([r.phash for r in hashed], DEFAULT_DISTANCE)
-    )
+    labels = clusters([r.phash for r in hashed], DEFAULT_DISTANCE, [r.lowfreq for r in hashed])
+    found = cluster_members([r.path for r in hashed], labels)
     lines = ["## Near-duplicate photos", ""]
     if not found:
         return [*lines, f"None among the {len(hashed)} hashed photos.", ""]
     lines += [
         f"{len(found)} clusters of near-duplicate photos ({sum(len(c) for c in found)} photos: "
         f"re-uploads, re-encoded or resized copies; perceptual hashes at most "
-        f"{DEFAULT_DISTANCE} bits apart). Training keeps each cluster in one split. The largest:",
+        f"{DEFAULT_DISTANCE} bits apart, or smooth photos alike in their low frequencies). "
+        "Training keeps each cluster in one split. The largest:",
         "",
     ]
     return [*lines, *(f"- {', '.join(f'`{p}`' for p in c[:6])}" for c in found[:5]), ""]

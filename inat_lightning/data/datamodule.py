@@ -239,6 +239,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             "photos": sum(len(c) for c in self.near_clusters),
             "test_photos_with_a_copy_in_train": leaks,
             "max_distance": int(self.split.near_distance),
+            "smooth_cosine": self.split.near_cosine,
             "examples": [c[:4] for c in self.near_clusters[:examples]],
         }
 

@@ -25,6 +25,8 @@ cue_label         what the cue box holds (``person``, ``hand``…); ``+``-joined
 cue_source        where the box comes from: ``csv:<file>``, ``coco:<file>``, a detector's name
 cue_score         the detector's score (empty for imported and generated boxes)
 phash             64-bit perceptual hash of the pixels, 16 hex digits (near-duplicate clusters)
+lowfreq           mean, contrast and 15 lowest DCT frequencies of the thumbnail, 34 hex digits
+                  (near-duplicates of smooth photos, whose ``phash`` is unstable)
 latitude          where the observation was made, decimal degrees (WGS84); empty when unknown
 longitude         decimal degrees in [-180, 180]; empty when unknown
 pos_accuracy      positional accuracy, metres (iNaturalist's ``positional_accuracy``)
@@ -90,6 +92,7 @@ class Record:
     cue_source: str = ""
     cue_score: float | None = None
     phash: str = ""  # 64-bit perceptual hash, 16 hex digits (data/near_duplicates.py)
+    lowfreq: str = ""  # low frequencies of the thumbnail, 34 hex digits (same module)
     latitude: float | None = None
     longitude: float | None = None
     pos_accuracy: float | None = None
@@ -111,7 +114,7 @@ class Record:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record) if f.name != "extra")
 _INT_COLUMNS = {"width", "height"}
-_PHASH = re.compile(r"[0-9a-f]{16}")
+_HEX = {"phash": re.compile(r"[0-9a-f]{16}"), "lowfreq": re.compile(r"[0-9a-f]{34}")}
 #: number columns and the closed range a value must fall in
 _FLOAT_COLUMNS = {
     **dict.fromkeys(("cue_x0", "cue_y0", "cue_x1", "cue_y1", "cue_score"), (-math.inf, math.inf)),
@@ -148,8 +151,9 @@ def _parse(column: str, value: str, where: str) -> object:
         if value.strip().lower() not in _BOOLS:
             raise ValueError(f"{where}, column {column}: {value!r} is not true or false")
         return _BOOLS[value.strip().lower()]
-    if column == "phash" and value and not _PHASH.fullmatch(value):
-        raise ValueError(f"{where}, column phash: {value!r} is not 16 hex digits")
+    if column in _HEX and value and not _HEX[column].fullmatch(value):
+        digits = _HEX[column].pattern.split("{")[1].rstrip("}")
+        raise ValueError(f"{where}, column {column}: {value!r} is not {digits} hex digits")
     if column == "observed_on":
         checked_date(value, where, column)
     return value

@@ -3,23 +3,37 @@ brightened, under another file name or on another observation. Split by observat
 copies still land in train and test and inflate the test score; here they are found and kept
 together.
 
-- :func:`photo_hash`: a 64-bit perceptual hash (``imagehash.phash``: the DCT of a 32×32 grey
-  thumbnail) as 16 hex digits, stored in the manifest's ``phash`` column; computed once, at
-  download (from the bytes in hand) or when a folder is indexed.
-- :func:`near_pairs`: every pair within ``max_distance`` bits, sub-quadratically: multi-index
-  hashing (Norouzi et al.) — the 64 bits cut into 3 chunks, at least one of which differs by at
-  most ``max_distance // 3`` bits between any two near hashes; candidates come from sorted
-  chunk tables (each probe a binary search) and are verified on all 64 bits.
-- :func:`clusters`: connected components of the near pairs (a chain of copies is one cluster).
+Two signals, both made once per photo from one 32×32 grey thumbnail (at download, from the
+bytes in hand, or when a folder is indexed) and stored in the manifest:
+
+- ``phash`` (:func:`photo_hash`): a 64-bit perceptual hash (``imagehash.phash``: the signs of the
+  thumbnail's 8×8 lowest DCT frequencies against their median) as 16 hex digits.
+  :func:`near_pairs` finds every pair within ``max_distance`` bits, sub-quadratically:
+  multi-index hashing (Norouzi et al.) — the 64 bits cut into 3 chunks, at least one of which
+  differs by at most ``max_distance // 3`` bits between any two near hashes; candidates come
+  from sorted chunk tables (each probe a binary search) and are verified on all 64 bits.
+- ``lowfreq`` (:func:`photo_lowfreq`): for a smooth photo (sky, water, a plain background) most
+  of those 64 coefficients are close to their median and a copy's hash flips 6-28 of its bits.
+  The second signal keeps what the signs throw away: the thumbnail's mean, its contrast and its
+  15 lowest DCT coefficients, 34 hex digits. :func:`smooth_pairs` finds the smooth photos (a
+  contrast under :data:`SMOOTH_STD`) whose coefficients point the same way (cosine at least
+  :data:`SMOOTH_COSINE`) with a mean and contrast within :data:`SMOOTH_TONE` of each other:
+  candidates from a k-d tree (``scipy.spatial.cKDTree``), each verified.
+
+:func:`clusters` joins both kinds of pair into connected components (a chain of copies is one
+cluster). Measured in ``bench/bench_near_duplicates.py`` (docs/benchmarks.md): on tiles of real
+photos every mild copy found, about 1 % of distinct photos joined — smooth tiles whose brightness
+differs by less than a brightened copy's do look like copies.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import os
+import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -27,6 +41,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from inat_lightning.atomic import replacing
 from inat_lightning.data.manifest import Record
 from inat_lightning.progress import progress
 
@@ -40,33 +55,89 @@ CHUNKS = ((0, 22), (22, 21), (43, 21))  # (shift, width): 64 bits in 3 chunks
 DEFAULT_DISTANCE = 5
 #: the least grey-level standard deviation (of 255) of a photo's 32×32 thumbnail that is hashed
 MIN_STRUCTURE = 2.0
+#: the low-frequency signal: a photo whose thumbnail's standard deviation is under this is
+#: smooth (copies of such photos hashed 6-28 bits apart; textured ones 0-5)
+SMOOTH_STD = 24.0
+#: the least cosine between two smooth photos' 15 lowest DCT coefficients to join them (copies:
+#: 0.995-1.0; JPEG noise on the flattest photos, a contrast of 2-4, lowers it to 0.98)
+SMOOTH_COSINE = 0.995
+#: the largest ratio of two smooth photos' mean grey levels, and of their contrasts, to join
+#: them (a copy brightened by 10 % stays within; tiles of one sky a few % apart do not leave it)
+SMOOTH_TONE = 1.15
+#: the most candidates a smooth photo may have for its low frequencies to count (copies come
+#: in few; a crowd of plain skies alike is not evidence of copying)
+SMOOTH_CROWD = 8
+_BLOCK = 1 << 18  # candidate pairs verified at a time (bounds the memory)
+_CANDIDATES = 32  # nearest candidates per smooth photo on its lowest frequencies
+_LOWEST = [0, 1, 3, 4, 7]  # frequencies (0, 1), (0, 2), (1, 0), (1, 1), (2, 0) of the 15
+LOWFREQ_SIDE = 4  # the 4×4 lowest DCT frequencies, less the mean: 15 coefficients
+_LOWFREQ = re.compile(r"[0-9a-f]{34}")
+_TONE_STEPS = 32  # mean and contrast stored as round(32 * log2(1 + x)): 2 % steps
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A photo's two near-duplicate signals (``""`` each for a photo without structure)."""
+
+    phash: str = ""
+    lowfreq: str = ""
+
+
+def _thumbnail(image: Image.Image) -> np.ndarray | None:
+    """The photo's 32×32 grey thumbnail (``None`` when nearly flat: every flat photo would
+    match every other). An image not yet decoded is decoded at reduced size where the format
+    allows (JPEG's DCT scaling), so this costs a fraction of a full decode."""
+    image.draft("RGB", (128, 128))
+    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    pixels = np.asarray(grey, dtype=np.float64)
+    return pixels if float(pixels.std()) >= MIN_STRUCTURE else None
+
+
+def _phash(pixels: np.ndarray) -> str:
+    import imagehash  # only where hashes are made
+
+    return str(imagehash.phash(Image.fromarray(pixels.astype(np.uint8)), hash_size=8))
+
+
+def _lowfreq(pixels: np.ndarray) -> str:
+    """Mean and contrast (one byte each, log scale) and the 15 lowest DCT coefficients scaled to
+    the largest (one signed byte each), as 34 hex digits; ``""`` when they are all zero."""
+    from scipy.fft import dctn
+
+    side = LOWFREQ_SIDE
+    coefficients = dctn(pixels, norm="ortho")[:side, :side].ravel()[1:]
+    largest = float(np.abs(coefficients).max())
+    if largest < 1e-6:
+        return ""
+    quantised = np.round(coefficients / largest * 127).astype(np.int8)
+    tone = [min(255, round(_TONE_STEPS * math.log2(1 + x))) for x in (pixels.mean(), pixels.std())]
+    return bytes(tone).hex() + quantised.tobytes().hex()
+
+
+def photo_signature(image: Image.Image) -> Signature:
+    """Both near-duplicate signals of a photo, from one thumbnail."""
+    pixels = _thumbnail(image)
+    if pixels is None:
+        return Signature()
+    return Signature(_phash(pixels), _lowfreq(pixels))
 
 
 def photo_hash(image: Image.Image) -> str:
     """The photo's 64-bit perceptual hash, 16 hex digits; ``""`` for a photo without structure
-    to compare (a flat or nearly flat thumbnail: every such photo has the same hash, and they
-    are not copies of each other). An image not yet decoded is decoded at reduced size where
-    the format allows (JPEG's DCT scaling: pHash looks at a 32×32 thumbnail), so hashing costs a
-    fraction of a full decode."""
-    import imagehash  # only where hashes are made
-
-    image.draft("RGB", (128, 128))
-    thumbnail = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-    if float(np.asarray(thumbnail, dtype=np.float32).std()) < MIN_STRUCTURE:
-        return ""
-    return str(imagehash.phash(thumbnail, hash_size=8))
+    to compare (a flat or nearly flat thumbnail)."""
+    return photo_signature(image).phash
 
 
-def hash_file(root: Path, relative: str, max_pixels: int) -> str:
-    """The hash of a photo inside ``root`` (checked as training reads it); ``""`` when it
+def signature_of_file(root: Path, relative: str, max_pixels: int) -> Signature:
+    """The signature of a photo inside ``root`` (checked as training reads it); empty when it
     cannot be read (the dataset reports and skips such photos)."""
     from inat_lightning.data.dataset import open_checked
 
     try:
         with Image.open(open_checked(root, relative, max_pixels)) as image:
-            return photo_hash(image)
+            return photo_signature(image)
     except (OSError, ValueError, Image.DecompressionBombError):
-        return ""
+        return Signature()
 
 
 def fill_hashes(
@@ -76,11 +147,11 @@ def fill_hashes(
     max_pixels: int,
     show_progress: bool = True,
 ) -> int:
-    """Give each record without a ``phash`` its hash: from ``cache`` (a folder: one CSV per
-    dataset root, keyed by path, size and modification time, shared by processes under a lock)
-    or computed and added to it. Returns how many were computed. The dataset's own files are
-    not touched."""
-    todo = [r for r in records if not r.phash]
+    """Give each record without a ``phash`` or a ``lowfreq`` its signals: from ``cache`` (a
+    folder: one CSV per dataset root, keyed by path, size and modification time, shared by
+    processes under a lock) or computed and added to it. A signal the record has is kept.
+    Returns how many photos were read. The dataset's own files are not touched."""
+    todo = [r for r in records if not (r.phash and r.lowfreq)]
     if not todo:
         return 0
     table = (
@@ -89,24 +160,23 @@ def fill_hashes(
         else None
     )
     known = _read_cache(table) if table else {}
-    computed: dict[tuple[str, int, int], str] = {}
+    computed: dict[tuple[str, int, int], Signature] = {}
     for r in progress(todo, desc="perceptual hashes", unit="photo", disable=not show_progress):
         key = _file_key(root, r.path)
         if key is None:
             continue
-        r.phash = known.get(key) or hash_file(root, r.path, max_pixels)
-        if key not in known and r.phash:
-            computed[key] = r.phash
+        found = known.get(key) or signature_of_file(root, r.path, max_pixels)
+        r.phash, r.lowfreq = r.phash or found.phash, r.lowfreq or found.lowfreq
+        if key not in known and found.phash:
+            computed[key] = found
     if table and computed:
         table.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(table) + ".lock"):
             merged = {**_read_cache(table), **computed}
-            part = table.with_name(f"{table.name}.{os.getpid()}.part")
-            with part.open("w", newline="", encoding="utf-8") as f:
+            with replacing(table) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
-                w.writerow(["path", "size", "mtime_ns", "phash"])
-                w.writerows([*key, value] for key, value in merged.items())
-            os.replace(part, table)
+                w.writerow(["path", "size", "mtime_ns", "phash", "lowfreq"])
+                w.writerows([*key, s.phash, s.lowfreq] for key, s in merged.items())
     return len(computed)
 
 
@@ -118,20 +188,29 @@ def _file_key(root: Path, relative: str) -> tuple[str, int, int] | None:
     return relative, st.st_size, st.st_mtime_ns
 
 
-def _read_cache(table: Path) -> dict[tuple[str, int, int], str]:
-    """A cache table as ``{(path, size, mtime_ns): phash}``; a damaged one counts as empty
-    (it is only a cache: the hashes are made again)."""
+def _read_cache(table: Path) -> dict[tuple[str, int, int], Signature]:
+    """A cache table as ``{(path, size, mtime_ns): signature}``; a damaged one counts as empty
+    and a row of an older table (no ``lowfreq``) as missing: it is only a cache, the signals are
+    made again."""
     if not table.is_file():
         return {}
     try:
         with table.open(newline="", encoding="utf-8") as f:
             return {
-                (row["path"], int(row["size"]), int(row["mtime_ns"])): row["phash"]
+                (row["path"], int(row["size"]), int(row["mtime_ns"])): Signature(
+                    row["phash"], row["lowfreq"]
+                )
                 for row in csv.DictReader(f)
-                if _HEX16.fullmatch(row.get("phash") or "")
+                if _HEX16.fullmatch(row.get("phash") or "") and _cached_lowfreq(row.get("lowfreq"))
             }
     except (OSError, ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError):
         return {}
+
+
+def _cached_lowfreq(text: str | None) -> bool:
+    """A cache cell holds a ``lowfreq`` (or none for a photo without one); a table from before
+    the column has ``None`` here."""
+    return text is not None and (text == "" or bool(_LOWFREQ.fullmatch(text)))
 
 
 def parse_hashes(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,27 +263,110 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     return np.unique(np.concatenate(found), axis=0)
 
 
-def clusters(hashes: Sequence[str | None], max_distance: int) -> np.ndarray:
-    """A cluster label per photo: photos linked by a chain of near pairs (exact copies
-    included) share one; a photo with no near copy, or no hash, is its own. A label is the
-    smallest index among its members."""
+def parse_lowfreq(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(tone, direction, valid)``: each photo's log2 mean and contrast ``(N, 2)``, its 15
+    coefficients as a unit vector ``(N, 15)``, and whether it has a well-formed ``lowfreq``."""
+    size = LOWFREQ_SIDE**2 - 1
+    raw = np.zeros((len(texts), 2 + size), dtype=np.uint8)
+    valid = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(texts):
+        if text and _LOWFREQ.fullmatch(text):
+            raw[i] = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+            valid[i] = True
+    tone = np.log2(np.maximum(np.exp2(raw[:, :2] / _TONE_STEPS) - 1, 1e-3))
+    direction = raw[:, 2:].view(np.int8).astype(np.float64)
+    norm = np.linalg.norm(direction, axis=1, keepdims=True)
+    valid &= norm[:, 0] > 0
+    return tone, direction / np.maximum(norm, 1e-12), valid
+
+
+def smooth_pairs(
+    texts: Sequence[str | None],
+    cosine: float = SMOOTH_COSINE,
+    tone: float = SMOOTH_TONE,
+    max_std: float = SMOOTH_STD,
+    crowd: int = SMOOTH_CROWD,
+) -> np.ndarray:
+    """Index pairs ``(i, j)``, ``i < j``, of smooth photos (contrast under ``max_std``) whose
+    low frequencies point the same way (cosine at least ``cosine``) with means and contrasts at
+    most ``tone`` times apart, as an ``(P, 2)`` array.
+
+    Candidates: a k-d tree over the 5 lowest frequencies and the 2 scaled log tones (few
+    dimensions, where a tree prunes well), each photo's :data:`_CANDIDATES` nearest in the max
+    norm within the box that holds every pair within both limits; each candidate then verified
+    on all 15. A photo with more than ``crowd`` verified matches, or whose candidates fill the
+    list (a plain sky among thousands alike), is left to its hash: copies come in few,
+    look-alikes in crowds, and a crowd would be chained into one huge cluster."""
+    levels, direction, valid = parse_lowfreq(texts)
+    pool = np.flatnonzero(valid & (levels[:, 1] < math.log2(max_std)))
+    if len(pool) < 2:
+        return np.zeros((0, 2), np.int64)
+    from scipy.spatial import cKDTree
+
+    radius = math.sqrt(2 * (1 - cosine))  # a unit-vector distance within the cosine
+    step = math.log2(tone)
+    coarse = np.concatenate([direction[pool][:, _LOWEST], levels[pool] * (radius / step)], 1)
+    k = min(_CANDIDATES + 1, len(pool))
+    distances, found = cKDTree(coarse).query(coarse, k, distance_upper_bound=radius, p=np.inf)
+    full = np.isfinite(distances[:, -1]) & (k == _CANDIDATES + 1)  # more may lie beyond
+    rows = np.repeat(np.arange(len(pool)), k).reshape(len(pool), k)
+    keep = np.isfinite(distances) & (found != rows) & ~full[:, None]
+    keep[keep] = ~full[found[keep]]  # a crowded photo's pairs are dropped: not verified
+    i, j = pool[rows[keep]], pool[found[keep]]
+    near = np.concatenate(
+        [
+            _alike(direction, levels, i[s : s + _BLOCK], j[s : s + _BLOCK], cosine, step)
+            for s in range(0, len(i), _BLOCK)
+        ]
+        or [np.zeros(0, bool)]
+    )
+    i, j = i[near], j[near]
+    crowded = np.bincount(i, minlength=len(valid)) > crowd
+    alone = ~crowded[i] & ~crowded[j]
+    pairs = np.sort(np.stack([i[alone], j[alone]], axis=1), axis=1)
+    return np.unique(pairs, axis=0)
+
+
+def _alike(
+    direction: np.ndarray, levels: np.ndarray, i: np.ndarray, j: np.ndarray, cosine, step
+) -> np.ndarray:
+    """Which candidate pairs ``(i[k], j[k])`` are within the cosine and the tone step."""
+    same_way = np.einsum("ij,ij->i", direction[i], direction[j]) >= cosine
+    return same_way & (np.abs(levels[i] - levels[j]) <= step + 1e-9).all(axis=1)
+
+
+def clusters(
+    hashes: Sequence[str | None],
+    max_distance: int,
+    lowfreq: Sequence[str | None] | None = None,
+    cosine: float | None = SMOOTH_COSINE,
+) -> np.ndarray:
+    """A cluster label per photo: photos linked by a chain of near pairs (hashes within
+    ``max_distance`` bits, exact copies, and smooth photos alike in ``lowfreq`` when given,
+    to ``cosine``) share one; a photo with no near copy, or no signal, is its own. A label is
+    the smallest index among its members."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    n = len(hashes)
+    if not n:
+        return np.zeros(0, np.int64)
     values, valid = parse_hashes(hashes)
     index = np.flatnonzero(valid)
-    labels = np.arange(len(hashes))
-    if not len(index):
-        return labels
-    unique, inverse = np.unique(values[index], return_inverse=True)
-    pairs = near_pairs(unique, max_distance)
-    n = len(unique)
+    unique, first, inverse = np.unique(values[index], return_index=True, return_inverse=True)
+    representative = index[first]  # one photo per distinct hash
+    edges = [
+        np.stack([index, representative[inverse]], axis=1),  # exact copies
+        representative[near_pairs(unique, max_distance)],
+    ]
+    if lowfreq is not None and cosine is not None:
+        edges.append(smooth_pairs(lowfreq, cosine))
+    pairs = np.concatenate(edges).reshape(-1, 2)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    smallest = np.full(component.max() + 1, len(hashes))
-    np.minimum.at(smallest, component[inverse], index)
-    labels[index] = smallest[component[inverse]]
-    return labels
+    smallest = np.full(component.max() + 1, n)
+    np.minimum.at(smallest, component, np.arange(n))
+    return smallest[component]
 
 
 def cluster_members(paths: Sequence[str], labels: Sequence[int]) -> list[list[str]]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inat_lightning.data.manifest import Record
-from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, clusters
+from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, SMOOTH_COSINE, clusters
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -275,9 +275,12 @@ class SplitSpec:
             The test split stays fixed (``ratios[2]`` of the groups); ``ratios[1]`` is unused.
         fold: which fold is the validation split, in ``[0, folds)``.
         near_duplicates: keep near-duplicate photos (re-uploads, re-encoded or resized copies:
-            perceptual hashes within ``near_distance`` bits, the manifest's ``phash``) in one
-            split with their groups.
+            perceptual hashes within ``near_distance`` bits, the manifest's ``phash``; smooth
+            photos alike in their low frequencies, its ``lowfreq``) in one split with their
+            groups.
         near_distance: the most bits two hashes of one photo's copies differ by (0-63).
+        near_cosine: the least cosine between two smooth photos' low frequencies to join them
+            (in (0, 1]; ``None``: the hash alone).
     """
 
     ratios: Sequence[float] = (0.7, 0.15, 0.15)
@@ -288,6 +291,7 @@ class SplitSpec:
     fold: int = 0
     near_duplicates: bool = True
     near_distance: int = DEFAULT_DISTANCE
+    near_cosine: float | None = SMOOTH_COSINE
 
     def __post_init__(self) -> None:
         self.ratios = check_ratios(self.ratios)
@@ -301,6 +305,12 @@ class SplitSpec:
             raise ValueError(f"fold={self.fold}: must be in [0, folds={self.folds})")
         if isinstance(self.near_distance, bool) or not 0 <= int(self.near_distance) < 64:
             raise ValueError(f"near_distance={self.near_distance!r}: must be in [0, 64)")
+        if self.near_cosine is not None and not (
+            isinstance(self.near_cosine, (int, float))
+            and not isinstance(self.near_cosine, bool)
+            and 0 < self.near_cosine <= 1
+        ):
+            raise ValueError(f"near_cosine={self.near_cosine!r}: must be in (0, 1] or null")
 
     @property
     def needed(self) -> int:
@@ -313,7 +323,9 @@ class SplitSpec:
         """Each record's near-duplicate cluster (``None`` when turned off)."""
         if not self.near_duplicates:
             return None
-        return clusters([r.phash for r in records], int(self.near_distance)).tolist()
+        lowfreq = None if self.near_cosine is None else [r.lowfreq for r in records]
+        hashes = [r.phash for r in records]
+        return clusters(hashes, int(self.near_distance), lowfreq, self.near_cosine).tolist()
 
     def moved(
         self, records: Sequence[Record], splits: Sequence[str], near: Sequence[int] | None = None

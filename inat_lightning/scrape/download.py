@@ -44,7 +44,7 @@ from inat_lightning.data.manifest import (
     unique_records,
     write_manifest,
 )
-from inat_lightning.data.near_duplicates import photo_hash
+from inat_lightning.data.near_duplicates import photo_signature
 from inat_lightning.progress import progress
 from inat_lightning.scrape.http import HttpClient, HttpError, RetryableError
 from inat_lightning.scrape.inat_api import Malformed, PhotoItem
@@ -410,10 +410,10 @@ class Downloader:
     def _register(
         self, item: PhotoItem, rel: str, body: bytes, sha: str, size, kind: str, nbytes: int = 0
     ) -> Outcome:
-        """The photo's manifest row, with its checksum ``sha`` and its perceptual hash (made
-        from the bytes in hand, so training never decodes the photo for it)."""
+        """The photo's manifest row, with its checksum ``sha`` and its near-duplicate signals
+        (made from the bytes in hand, so training never decodes the photo for it)."""
         with Image.open(io.BytesIO(body)) as img:
-            phash = photo_hash(img)
+            signature = photo_signature(img)
         with self._lock:
             self.sha_to_photo.setdefault(sha, item.photo_id)
         self._append(
@@ -433,7 +433,8 @@ class Downloader:
                 observer_id=item.observer_id,
                 observer=item.observer,
                 observed_on=date_or_empty(item.observed_on),  # the API's: untrusted
-                phash=phash,
+                phash=signature.phash,
+                lowfreq=signature.lowfreq,
                 latitude=item.latitude,
                 longitude=item.longitude,
                 pos_accuracy=item.pos_accuracy,
