@@ -16,9 +16,9 @@ from pathlib import Path
 import requests
 
 from bench.common import report
+from inat_lightning.scrape.backend import PhotoItem, Taxon
 from inat_lightning.scrape.download import Downloader
 from inat_lightning.scrape.http import HttpClient
-from inat_lightning.scrape.inat_api import PhotoItem, Taxon
 from tests.fakeinat.server import FakeINat
 
 

@@ -16,10 +16,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from inat_lightning.config import run_cli
+from inat_lightning.config import CONF, run_cli
+from inat_lightning.runs.resolvers import register as register_resolvers
 from inat_lightning.runs.resume import resume_argv
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+register_resolvers()  # ${inat.run_name:} and the others, in this process and its jobs
+
 #: the folder ``paths.root_dir`` (data/, logs/) defaults to: ``conf/paths/default.yaml``
 ROOT_ENV = "INAT_LIGHTNING_ROOT"
 

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -21,6 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+#: the project's config folder (the tasks' ``config_path``; the only place a group choice saved
+#: in a run folder may point into)
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 class ConfigError(ValueError):

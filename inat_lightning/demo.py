@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from inat_lightning import run_files
 from inat_lightning.analysis.report import audit_findings
 from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.overrides import quote
@@ -51,7 +52,7 @@ def next_steps(run: Path) -> list[tuple[str, Path | str]]:
     evaluated = run / "evaluate"
     galleries = sorted((evaluated / "gradcam" / "test").glob("epoch*"))
     return [
-        ("the report", evaluated / "report.md"),
+        ("the report", evaluated / run_files.REPORT),
         ("the Grad-CAM galleries", galleries[-1] if galleries else evaluated),
         ("TensorBoard", f"make tensorboard RUN={run}   (= .venv/bin/tensorboard --logdir {run})"),
     ]
@@ -117,14 +118,14 @@ def main(argv: list[str] | None = None) -> Path | None:
         return None
     run = run_dir_for(args)
     _run("train.py", *train_args(args), f"hydra.run.dir={quote(run)}")
-    summary = json.loads((run / "metrics.json").read_text())
-    best = summary.get("best_checkpoint") or str(run / "checkpoints" / "last.ckpt")
+    summary = json.loads((run / run_files.METRICS).read_text())
+    best = summary.get("best_checkpoint") or str(run / run_files.LAST_CHECKPOINT)
     evaluated = run / "evaluate"
     _run("evaluate.py", f"ckpt_path={quote(best)}", f"hydra.run.dir={quote(evaluated)}", *EVALUATE)
     metrics = summary["metrics"]
     results = ", ".join(f"{k} {metrics[k]:.3f}" for k in headline("test") if k in metrics)
     print(f"\ndemo done: {results} (chance {summary['chance_accuracy']:.3f}), in {run}\n")
-    found = json.loads((evaluated / "metrics.json").read_text())
+    found = json.loads((evaluated / run_files.METRICS).read_text())
     for line in data_and_answers(found):
         print(line)
     verdicts = audit_findings(found["audit"])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from inat_lightning import run_files
 from inat_lightning.analysis import tables
 from inat_lightning.analysis.audit import choose_audit
 from inat_lightning.analysis.coverage import (
@@ -42,8 +43,8 @@ from inat_lightning.callbacks.saved import SavesFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.checks import non_negative, require_checkpoint, setting
 from inat_lightning.config import ConfigError, build, build_all, check_targets
-from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.geo import Place
+from inat_lightning.data.protocol import ClassifierData, check_data_module
 from inat_lightning.models.calibration import reliability, scores, softmax
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
@@ -65,12 +66,12 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     ``restore_data=false``: the run folder is read only for what only it has (the data and its
     split), never for how inputs are made (the checkpoint says that)."""
     run_dir = ckpt.resolve().parent.parent
-    saved, splits = run_dir / ".hydra" / "config.yaml", run_dir / "splits.csv"
+    saved, splits = run_dir / run_files.SAVED_CONFIG, run_dir / run_files.SPLITS
     if not cfg.get("restore_data", True) or not saved.is_file():
         log.info("using data from this command's config")
         return cfg.data.copy()
     data = _saved_data(saved)
-    _check_restorable(data, saved)
+    _check_restorable(data, saved, _targets(OmegaConf.to_container(cfg.data, resolve=False)))
     changed = command_data_changes(cfg)
     with open_dict(data):
         if splits.is_file():
@@ -87,7 +88,7 @@ def _write_only_here(data: DictConfig, cfg: DictConfig) -> None:
     this run's folder, photo hashes to this command's cache, and the embedded data set, when the
     run's folder for it is not on this machine, is made under this command's
     ``paths.data_dir`` (it is the same data wherever it is drawn)."""
-    data.splits_out = str(Path(cfg.paths.output_dir) / "splits.csv")
+    data.splits_out = str(Path(cfg.paths.output_dir) / run_files.SPLITS)
     data.hash_cache = OmegaConf.select(cfg, "data.hash_cache", default=None)
     root = OmegaConf.select(data, "root", default=None)
     if data.get("synthetic") is not None and root and not Path(str(root)).is_dir():
@@ -126,7 +127,8 @@ def _saved_data(saved: Path) -> DictConfig:
     return data
 
 
-#: what a run folder's saved config may build: a shared run folder must not run other code
+#: what a run folder's saved config may build, besides what this command's own data config
+#: builds (a user's own data module): a shared run folder must not choose which code runs
 RESTORABLE_TARGETS = {
     "inat_lightning.data.datamodule.ImageFolderDataModule",
     "inat_lightning.data.split.SplitSpec",
@@ -144,25 +146,26 @@ def _targets(node: Any) -> set[str]:
     return set()
 
 
-def _check_restorable(data: DictConfig, saved: Path) -> None:
-    """Refuse a saved data config that would build anything but this project's data classes."""
-    foreign = sorted(_targets(OmegaConf.to_container(data, resolve=False)) - RESTORABLE_TARGETS)
+def _check_restorable(data: DictConfig, saved: Path, own: set[str]) -> None:
+    """Refuse a saved data config that would build anything but this project's data classes
+    and those this command's own data config (``own``) builds."""
+    built = _targets(OmegaConf.to_container(data, resolve=False))
+    foreign = sorted(built - RESTORABLE_TARGETS - own)
     if foreign:
         raise ConfigError(
             f"ckpt_path: the run's {saved} would build {', '.join(foreign)}; only this project's "
-            "data classes are built from a run folder (restore_data=false uses this command's data)"
+            "data classes and this command's data._target_ are built from a run folder "
+            "(restore_data=false uses this command's data)"
         )
 
 
-def load_data(
-    cfg: DictConfig, ckpt: Path, model: Classifier, spec: InputSpec
-) -> ImageFolderDataModule:
+def load_data(cfg: DictConfig, ckpt: Path, model: Classifier, spec: InputSpec) -> ClassifierData:
     """The data module, test split set up; its classes must be the checkpoint's. The data
     config used is saved as ``data.yaml`` in the run folder."""
     data = data_config(cfg, ckpt, spec)
     OmegaConf.save(data, Path(cfg.paths.output_dir) / "data.yaml")
-    datamodule = build(data, "data")
     try:
+        datamodule = check_data_module(build(data, "data"))
         datamodule.setup("test")
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"data: {e}") from e
@@ -175,7 +178,7 @@ def load_data(
 
 
 def run_test(
-    trainer: L.Trainer, model: Classifier, datamodule: ImageFolderDataModule
+    trainer: L.Trainer, model: Classifier, datamodule: ClassifierData
 ) -> tuple[dict[str, float], Confusion]:
     """Test metrics and the test confusion counts (the callbacks draw figures and galleries)."""
     trainer.test(model, datamodule=datamodule, weights_only=True)
@@ -186,7 +189,7 @@ def write_tables(
     out: Path,
     confusion: Confusion,
     model: Classifier,
-    datamodule: ImageFolderDataModule,
+    datamodule: ClassifierData,
     top_pairs: int,
 ) -> dict[str, list]:
     """``per_class.csv`` (weakest, rarest species first, with their training images) and
@@ -236,7 +239,7 @@ def write_test_predictions(
 def final_answers(
     weight: float,
     model: Classifier,
-    datamodule: ImageFolderDataModule,
+    datamodule: ClassifierData,
     collected: Any,
     out: Path,
 ) -> tuple[dict[str, Any] | None, np.ndarray, np.ndarray]:
@@ -277,7 +280,7 @@ def coverage(
 
 
 def open_set(
-    model: Classifier, datamodule: ImageFolderDataModule, collected: Any, device: Any, out: Path
+    model: Classifier, datamodule: ClassifierData, collected: Any, device: Any, out: Path
 ) -> dict[str, Any] | None:
     """Out-of-set detection: the test photos against the held-out species' photos
     (``data.held_out_classes``), with ``open_set_scores.png`` when there are both."""
@@ -331,7 +334,7 @@ def calibration(model: Classifier, logits: torch.Tensor, labels: torch.Tensor, o
 def audit(
     cfg: DictConfig,
     model: Classifier,
-    datamodule: ImageFolderDataModule,
+    datamodule: ClassifierData,
     spec: InputSpec,
     device: torch.device,
     out: Path,
@@ -376,7 +379,7 @@ def log_tables(trainer: L.Trainer, found: dict[str, list], audit_rows: list[dict
         w.flush()
 
 
-def near_duplicates(datamodule: Any, out: Path) -> dict[str, Any] | None:
+def near_duplicates(datamodule: ClassifierData, out: Path) -> dict[str, Any] | None:
     """The data's near-duplicate clusters, with a side-by-side picture of the largest few
     (``near_duplicates.png``)."""
     found = datamodule.near_duplicate_summary()
@@ -443,7 +446,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     summary.audit = audit(cfg, model, datamodule, spec, device, out)
     written = to_record(summary)  # what metrics.json, report.md and the card read
-    write_json(out / "metrics.json", written)
+    write_json(out / run_files.METRICS, written)
     report = write_report(out, written)
     write_card(out, read_checkpoint(ckpt), ckpt.name, audit_findings(written["audit"]))
     log_tables(trainer, found, written["audit"]["rows"])

@@ -285,31 +285,15 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     ``predictions.json``. The preprocessing is the checkpoint's own (its input spec): the
     checkpoint needs no run folder."""
     require_checkpoint(cfg)
-    if not cfg.get("inputs"):
-        raise ConfigError(
-            "inputs: required: an image, a folder, a glob ('photos/*.jpg') or a manifest.csv"
-        )
+    require_inputs(cfg)
     ckpt = Path(cfg.ckpt_path)
     model = load_classifier(ckpt)
     spec = checked_spec(model, cfg.get("preprocess") or {})
     settings = check_settings(cfg, model)
-    try:
-        root, records, others = collect_inputs(str(cfg.inputs))
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    if others:
-        log.info("%d files that are not images were left out", others)
+    root, records, others = input_photos(cfg)
     given = csv_places(cfg, settings.get("places"), root, records)
     out = Path(cfg.paths.output_dir)
-    names = model.class_names
-    index = {n: i for i, n in enumerate(names)}
-    dataset = ImageDataset(
-        root,
-        [r.path for r in records],
-        [index.get(r.taxon_name, -1) for r in records],
-        spec.transform(),
-        settings["max_pixels"],
-    )
+    dataset = photo_dataset(root, records, model.class_names, spec, settings["max_pixels"])
     temperature = model.temperature if cfg.calibrated else 1.0
     groups = [r.observation_id for r in records]
     stream = batches(
@@ -320,19 +304,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         settings["num_workers"],
         cfg.get("progress", True),
     )
+    names = model.class_names
     coarse = RankAnswer(names, model.hparams.get("lineages"), settings["uncertain_below"])
-    terms, sources = None, []
-    if model.prior is not None and settings["prior_weight"] > 0:  # else no photo's place is read
-        places, sources = photo_places(root, records, given, cfg.exif)
-        prior, weight = model.prior, settings["prior_weight"]
-
-        def terms(index: np.ndarray) -> np.ndarray:
-            return prior.log_ratio([places[i] for i in index], weight)
-
-    elif given is not None:
-        why = "prior_weight=0" if model.prior is not None else "the checkpoint has no place prior"
-        log.warning("places=%r: not used (%s)", cfg.places, why)
-
+    terms, sources = place_terms(cfg, model, settings, root, records, given)
     answers = answer(
         stream, groups, names, temperature, settings["top_k"], coarse, terms, model.open_set
     )
@@ -341,6 +315,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     observation_rows = _observation_rows(settings, records, answers)
     tables.write_csv(out / "predictions.csv", photo_rows, columns(PhotoPrediction))
     tables.write_csv(out / "observations.csv", observation_rows, columns(ObservationPrediction))
+    used = {"used": terms is not None, "weight": settings["prior_weight"]}
     summary |= {
         "checkpoint": str(ckpt),
         "inputs": str(cfg.inputs),
@@ -349,26 +324,73 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "non_images_left_out": others,
         "observations": len(observation_rows),
         "fusion": "softmax of the mean log-probability of the observation's photos",
-        "place_prior": {
-            "used": terms is not None,
-            "weight": settings["prior_weight"],
-            "photos_with_place_or_date": dict(Counter(s for s in sources if s)),
-        },
+        "place_prior": used | {"photos_with_place_or_date": dict(Counter(filter(None, sources)))},
         "not_in_classes": sum(bool(f) for f in answers.out_of_set),
+        "observation_accuracy": _accuracy(observation_rows),
     }
-    summary["observation_accuracy"] = _accuracy(observation_rows)
     if cfg.export:
         summary["export"] = _export(model, dataset, answers, out, spec, ckpt)
-    write_json(
-        out / "predictions.json",
-        {**summary, "photos": photo_rows, "observation_answers": observation_rows},
-    )
+    rows = {"photos": photo_rows, "observation_answers": observation_rows}
+    write_json(out / "predictions.json", summary | rows)
     print(
         f"predict: {len(records)} photos ({summary['unreadable']} unreadable), "
         f"{len(observation_rows)} observations, {summary['uncertain']} uncertain "
         f"-> {out / 'predictions.csv'}"
     )
     return summary
+
+
+def require_inputs(cfg: DictConfig) -> None:
+    if not cfg.get("inputs"):
+        raise ConfigError(
+            "inputs: required: an image, a folder, a glob ('photos/*.jpg') or a manifest.csv"
+        )
+
+
+def photo_dataset(
+    root: Path, records: list[Record], names: list[str], spec: Any, max_pixels: int
+) -> ImageDataset:
+    """The photos as the checkpoint's input spec makes them; a photo labelled with a class the
+    model does not know gets label -1."""
+    index = {n: i for i, n in enumerate(names)}
+    labels = [index.get(r.taxon_name, -1) for r in records]
+    return ImageDataset(root, [r.path for r in records], labels, spec.transform(), max_pixels)
+
+
+def input_photos(cfg: DictConfig) -> tuple[Path, list[Record], int]:
+    """``cfg.inputs`` as ``(root, records, files that are not images)``; a path that names no
+    photo is a config error."""
+    try:
+        root, records, others = collect_inputs(str(cfg.inputs))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    if others:
+        log.info("%d files that are not images were left out", others)
+    return root, records, others
+
+
+def place_terms(
+    cfg: DictConfig,
+    model: Any,
+    settings: dict[str, Any],
+    root: Path,
+    records: list[Record],
+    given: Any,
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, list[str]]:
+    """The place prior's log-ratio terms for photos by index (``None`` without a prior or at
+    weight 0: then no photo's place is read) and where each photo's place came from."""
+    if model.prior is not None and settings["prior_weight"] > 0:
+        places, sources = photo_places(root, records, given, cfg.exif)
+        prior, weight = model.prior, settings["prior_weight"]
+
+        def terms(index: np.ndarray) -> np.ndarray:
+            return prior.log_ratio([places[i] for i in index], weight)
+
+        return terms, sources
+    if given is not None:
+        why = "prior_weight=0" if model.prior is not None else "the checkpoint has no place prior"
+        log.warning("places=%r: not used (%s)", cfg.places, why)
+    return None, []
 
 
 def places_error(cfg: DictConfig, e: Exception) -> ConfigError:

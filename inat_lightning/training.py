@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from inat_lightning.analysis.infer import Predictions, batches
+from inat_lightning import run_files
 from inat_lightning.analysis.results import write_json
 from inat_lightning.callbacks.checkpoints import (
     best_checkpointing,
@@ -23,18 +22,13 @@ from inat_lightning.callbacks.checkpoints import (
 )
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
-from inat_lightning.data.geo import Place
-from inat_lightning.models.calibration import fit_temperature, scores
-from inat_lightning.models.card import write_card
-from inat_lightning.models.checkpoint import load_classifier, update_checkpoint
-from inat_lightning.models.classifier import checked_temperature
-from inat_lightning.models.confusion import Confusion
+from inat_lightning.data.protocol import ClassifierData, check_data_module
+from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.metric_names import headline, key
 from inat_lightning.models.metrics import scalar_metrics
-from inat_lightning.models.open_set import OpenSetRule
-from inat_lightning.models.prior import PriorFit
 from inat_lightning.models.spec import pin_input_spec
-from inat_lightning.runs.overrides import command_data_changes, task_overrides
+from inat_lightning.post_fit import calibrate, fit_prior, record_results, test_confusion
+from inat_lightning.runs.overrides import command_data_changes
 from inat_lightning.runs.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -46,20 +40,67 @@ def train(cfg: DictConfig) -> float | None:
     ckpt = resume_checkpoint(cfg)  # missing, truncated or foreign: a config error, before work
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    trainer = build_trainer(cfg)
+    datamodule = build_datamodule(cfg, ckpt)
+    model = build_model(cfg, datamodule, ckpt)
+    fitting = cfg.get("train", True)
+    if fitting:
+        if ckpt:
+            log.info("resuming from %s", ckpt)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    train_metrics = last_metrics(trainer)  # restored when a resumed fit had no epoch left
+    checkpointing = best_checkpointing(trainer)
+    best = checkpointing.best_model_path if checkpointing else ""
+    calibration = None
+    if best and fitting and cfg.get("calibrate", True):
+        calibration = calibrate(trainer, datamodule, best, cfg.get("open_set") or {})
+    if best and fitting and cfg.get("prior") is not None:
+        fit_prior(trainer, datamodule, best, build(cfg.prior, "prior"))
+    tested = best or (None if fitting else ckpt)  # with train=false, the given checkpoint
+    test_metrics = run_test(trainer, model, datamodule, tested) if cfg.get("test", True) else {}
+    summary = run_summary(cfg, trainer, datamodule, {**train_metrics, **test_metrics}, best)
+    if calibration is not None:
+        summary["calibration"] = calibration
+    if checkpointing is not None and checkpointing.best_model_score is not None:
+        score = float(checkpointing.best_model_score)
+        summary["best"] = {"monitor": checkpointing.monitor, "score": score}
+    if cfg.get("test", True):
+        device = trainer.strategy.root_device
+        summary["test_confusion"] = test_confusion(model, datamodule, tested, device).record()
+    if not trainer.is_global_zero:
+        return None
+    if best:
+        summary["model_card"] = str(record_results(best, test_metrics, calibration))
+    return write_results(cfg, trainer, summary)
 
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The trainer with the configured callbacks and loggers, checked against the config."""
     callbacks = build_all(cfg.get("callbacks"), "callbacks")
     loggers = build_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     check_trainer(trainer, cfg)
+    return trainer
+
+
+def build_datamodule(cfg: DictConfig, ckpt: str | None) -> ClassifierData:
+    """The data module, set up for fitting (a bad dataset is a ``data:`` config error); testing
+    a given model (``train=false``) uses that model's own preprocessing."""
     data = cfg.data
-    if ckpt and not cfg.get("train", True):  # testing a given model: its own preprocessing
+    if ckpt and not cfg.get("train", True):
         data = tested_data_config(cfg, ckpt)
-    datamodule = build(data, "data")
     try:
+        datamodule = check_data_module(build(data, "data"))
         datamodule.setup("fit")
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise ConfigError(f"data: {e}") from e
-    model = build(
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: ClassifierData, ckpt: str | None) -> Any:
+    """The classifier for the data module's classes, its preprocessing and its fingerprint;
+    continuing from a checkpoint, its weights rather than the starting ones again."""
+    return build(
         cfg.model,
         "model",
         num_classes=datamodule.num_classes,
@@ -68,37 +109,33 @@ def train(cfg: DictConfig) -> float | None:
         class_weights=datamodule.class_weights,
         input_spec=datamodule.input_spec(),
         data_fingerprint=datamodule.fingerprint(),
-        # continuing from a checkpoint: its weights, not the starting ones again
         **({"weights": None, "weights_path": None} if ckpt else {}),
     )
 
-    if cfg.get("train", True):
-        if ckpt:
-            log.info("resuming from %s", ckpt)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    train_metrics = last_metrics(trainer)  # restored when a resumed fit had no epoch left
 
-    test_metrics: dict[str, float] = {}
-    checkpointing = best_checkpointing(trainer)
-    best = checkpointing.best_model_path if checkpointing else ""
-    calibration = None
-    if best and cfg.get("train", True) and cfg.get("calibrate", True):
-        calibration = calibrate(trainer, datamodule, best, cfg.get("open_set") or {})
-    if best and cfg.get("train", True) and cfg.get("prior") is not None:
-        fit_prior(trainer, datamodule, best, build(cfg.prior, "prior"))
-    if cfg.get("test", True):
-        # the best checkpoint of this fit; with train=false, the given checkpoint
-        tested = best or (None if cfg.get("train", True) else ckpt)
-        if not tested:
-            log.warning(
-                "no best checkpoint (fast_dev_run or no checkpointing): testing current weights"
-            )
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
-        tested_metrics = scalar_metrics(trainer.callback_metrics)
-        test_metrics = {k: v for k, v in tested_metrics.items() if k.startswith(key("test", ""))}
+def run_test(
+    trainer: L.Trainer, model: Any, datamodule: ClassifierData, tested: str | None
+) -> dict:
+    """Test ``tested`` (the best checkpoint of this fit, or the given one); its ``test/*``
+    metrics."""
+    if not tested:
+        log.warning(
+            "no best checkpoint (fast_dev_run or no checkpointing): testing current weights"
+        )
+    trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
+    found = scalar_metrics(trainer.callback_metrics)
+    return {k: v for k, v in found.items() if k.startswith(key("test", ""))}
 
-    metrics = {**train_metrics, **test_metrics}
-    summary: dict[str, Any] = {
+
+def run_summary(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    datamodule: ClassifierData,
+    metrics: dict[str, float],
+    best: str,
+) -> dict[str, Any]:
+    """What ``metrics.json`` records of every run."""
+    return {
         "metrics": metrics,
         "best_checkpoint": best or None,
         "class_names": datamodule.class_names,
@@ -110,35 +147,21 @@ def train(cfg: DictConfig) -> float | None:
         # one's metrics only with as many processes and torch threads
         "compute": {"processes": trainer.world_size, "torch_threads": torch.get_num_threads()},
     }
-    if calibration is not None:
-        summary["calibration"] = calibration
-    if checkpointing is not None and checkpointing.best_model_score is not None:
-        summary["best"] = {
-            "monitor": checkpointing.monitor,
-            "score": float(checkpointing.best_model_score),
-        }
-    if cfg.get("test", True):
-        # a collective under DDP: every rank computes, rank 0 writes
-        confusion = model.confusion("test")
-        if spawned(trainer):  # the test ran in worker processes: count it again here
-            confusion = main_process_confusion(
-                model, datamodule, tested, trainer.strategy.root_device
-            )
-        summary["test_confusion"] = confusion.record()
-    if not trainer.is_global_zero:
-        return None
-    if best:
-        summary["model_card"] = str(record_results(best, test_metrics, calibration))
+
+
+def write_results(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any]) -> float | None:
+    """Write ``metrics.json`` (rank 0), log the headline, drop the resume point; return the
+    optimised metric."""
+    metrics = summary["metrics"]
     final = {**metrics, **_best_metric(summary)}
     _log_hparams(trainer, cfg, final)
-    out = Path(cfg.paths.output_dir) / "metrics.json"
+    out = Path(cfg.paths.output_dir) / run_files.METRICS
     write_json(out, summary)
     log.info("metrics written to %s", out)
     drop_resume_points(trainer)
     for name in headline("test"):
         if name in metrics:
             log.info("%s = %.4f (chance %.4f)", name, metrics[name], summary["chance_accuracy"])
-
     return _optimized_value(cfg.get("optimized_metric"), final)
 
 
@@ -156,98 +179,6 @@ def tested_data_config(cfg: DictConfig, ckpt: str) -> DictConfig:
         raise ConfigError(str(e)) from e
     log.info("testing with the checkpoint's input spec: %s", spec.to_dict())
     return data
-
-
-def spawned(trainer: L.Trainer) -> bool:
-    """Whether fit and test ran in spawned worker processes (``trainer=ddp_spawn``): the
-    model of this process then holds the weights, not the metric states."""
-    return getattr(trainer.strategy, "_start_method", "popen") != "popen"
-
-
-def main_process_confusion(
-    model: Any, datamodule: Any, tested: str | None, device: torch.device
-) -> Confusion:
-    """The test confusion counted in this process (each test image once) with the tested
-    checkpoint's weights."""
-    net = load_classifier(tested, "best checkpoint").net if tested else model.net
-    labels, predicted = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for b in batches(
-        net, datamodule.datasets["test"], device, datamodule.batch_size, datamodule.num_workers
-    ):  # streamed: (true, predicted) pairs, never the test set's logits
-        keep = np.isfinite(b.logits).all(1) & (b.labels >= 0)
-        labels.append(b.labels[keep])
-        predicted.append(b.logits[keep].argmax(1))
-    return Confusion.from_pairs(
-        np.concatenate(labels), np.concatenate(predicted), datamodule.num_classes
-    )
-
-
-def calibrate(
-    trainer: L.Trainer, datamodule: Any, best: str, open_set: dict[str, Any]
-) -> dict[str, float] | None:
-    """Fit the softmax temperature of the best checkpoint on the validation split, then the
-    out-of-set rule (``open_set``: its score's threshold), and store both in that file (rank 0;
-    the others wait), so ``predict.py`` and ``evaluate.py`` report calibrated confidence and
-    flag photos of no trained species. Returns the temperature and the validation NLL and ECE
-    before and after (``None`` on other ranks or without validation images)."""
-    found = None
-    if trainer.is_global_zero:
-        model = load_classifier(best, "best checkpoint")
-        device = trainer.strategy.root_device
-        val = datamodule.datasets["val"]
-        found_val = Predictions.gather(
-            batches(model.net, val, device, datamodule.batch_size, datamodule.num_workers),
-            len(val),
-        )
-        logits, labels = found_val.known()  # finite rows only: a diverged model has none
-        if not len(labels):
-            log.warning("not calibrated: no finite validation logits (a diverged model?)")
-        else:
-            t = fit_temperature(logits, labels)
-            rule = OpenSetRule.fit(logits.numpy(), t, **open_set)
-            update_checkpoint(best, temperature=checked_temperature(t), open_set=rule.to_dict())
-            found = {"temperature": t, "open_set_threshold": rule.threshold}
-            for when, temperature in (("before", 1.0), ("after", t)):
-                found |= {
-                    f"val_{k}_{when}": v for k, v in scores(logits, labels, temperature).items()
-                }
-            log.info(
-                "calibrated %s: temperature %.3f, validation ECE %.3f -> %.3f",
-                Path(best).name,
-                t,
-                found["val_ece_before"],
-                found["val_ece_after"],
-            )
-    trainer.strategy.barrier("calibrated")
-    return found
-
-
-def fit_prior(trainer: L.Trainer, datamodule: Any, best: str, settings: PriorFit) -> None:
-    """Fit the place prior on the training split's places and dates and store it in the best
-    checkpoint (rank 0; the others wait). Nothing is stored when the data has too few, or when
-    the fit fails or diverges: the trained model is kept, without a prior."""
-    if trainer.is_global_zero:
-        places = [Place.of(r) for r in datamodule.records["train"]]  # the dataset's order
-        labels, k = datamodule.datasets["train"].labels, datamodule.num_classes
-        try:
-            prior = settings.fit(places, labels, k)
-        except (RuntimeError, ValueError) as e:  # e.g. out of memory
-            log.warning("no place prior stored: its fit failed: %s", e)
-            prior = None
-        if prior is not None:
-            update_checkpoint(best, prior=prior.to_dict())
-    trainer.strategy.barrier("prior fitted")
-
-
-def record_results(
-    best: str, test_metrics: dict[str, float], calibration: dict[str, float] | None
-) -> Path:
-    """Keep the test results and the command that trained it in the best checkpoint (it travels
-    alone) and write its model card beside it; returns the card."""
-    overrides = [str(o.input_line) for o in task_overrides()]
-    results = {"metrics": test_metrics, "calibration": calibration, "overrides": overrides}
-    checkpoint = update_checkpoint(best, results=results)
-    return write_card(Path(best).parent, checkpoint, Path(best).name)
 
 
 def _optimized_value(name: str | None, metrics: dict[str, float]) -> float | None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from inat_lightning.scrape.backend import Taxon
 from inat_lightning.scrape.download import BadBody, decode_check
 from inat_lightning.scrape.http import HttpClient, HttpError
-from inat_lightning.scrape.inat_api import INatAPI, Taxon, parse_observation, pick_taxon
+from inat_lightning.scrape.inat_api import INatAPI, parse_observation, pick_taxon
 from tests.helpers.cli import REPO
 from tests.helpers.local_server import LocalServer
 

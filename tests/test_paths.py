@@ -13,9 +13,10 @@ from inat_lightning.analysis.audit import AuditConfig, FaithfulnessAudit
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.manifest import MANIFEST_NAME, Record, load_records, write_manifest
+from inat_lightning.scrape.backend import PhotoItem, Taxon
 from inat_lightning.scrape.download import Downloader
 from inat_lightning.scrape.http import HttpClient
-from inat_lightning.scrape.inat_api import PhotoItem, Taxon, parse_observation
+from inat_lightning.scrape.inat_api import parse_observation
 from tests.helpers.data import make_image_folder
 
 

@@ -23,9 +23,9 @@ from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.open_set import OpenSetRule, open_set_score
 from inat_lightning.models.prior import PlacePrior, PriorFit, fused_log_probabilities
+from inat_lightning.post_fit import fit_prior
 from inat_lightning.prediction import answer, photo_places
 from inat_lightning.scrape.inat_api import observation_place
-from inat_lightning.training import fit_prior
 from tests.test_untrusted_files import small_checkpoint
 
 # ---------------------------------------------------------------------- places and seasons

@@ -289,6 +289,21 @@ def test_bad_scrape_config_fails_before_any_request(tmp_path, override, message)
         assert fake.requests == []
 
 
+def test_a_backend_of_the_users_own_package_scrapes_and_a_non_lister_is_refused(tmp_path):
+    """docs/extending.md: a PhotoLister subclass that implements only ``iter_photos``, named by
+    ``_target_``, scrapes like the project's own; anything else is refused before a request."""
+    own = "tests.helpers.own_backend"
+    with FakeINat(num_taxa=2, observations_per_taxon=5) as fake:
+        refused = ["~scrape.backend", f"+scrape.backend={{_target_:{own}.NotALister}}"]
+        with pytest.raises(ConfigError, match=r"^scrape\.backend: NotALister is not a PhotoLister"):
+            scrape(scrape_cfg(tmp_path / "refused", fake, *refused))
+        assert fake.requests == []
+        mine = ["~scrape.backend", f"+scrape.backend={{_target_:{own}.FirstPhotos,keep:2}}"]
+        scrape(scrape_cfg(tmp_path, fake, *mine))
+        rows = read_manifest(tmp_path / "inat" / "manifest.csv")
+        assert sorted(Counter(r.taxon_name for r in rows).values()) == [2, 2]
+
+
 def test_unknown_taxon_is_reported_and_others_continue(tmp_path):
     with FakeINat(num_taxa=2, observations_per_taxon=4) as fake:
         cfg = scrape_cfg(tmp_path, fake)

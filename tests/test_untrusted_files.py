@@ -3,6 +3,7 @@ one is refused without running anything, a genuine one still loads."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.open_set import OpenSetRule
 from inat_lightning.models.prior import PriorFit
 from inat_lightning.runs.resume import resume_argv
-from tests.helpers.cli import compose_config
+from tests.helpers.cli import REPO, compose_config
 
 
 class Payload:
@@ -210,6 +211,38 @@ def test_a_run_folder_that_would_build_other_code_is_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"resume=.*_target_"):
         resume_argv(["train.py", f"resume={run}"])
+
+
+def test_a_run_folder_may_build_the_data_module_of_the_users_own_command(tmp_path):
+    """A run folder naming a user's own data module (their package, ``data._target_``) is
+    rebuilt only when this command names that class too: the folder chooses no code."""
+    marker = tmp_path / "built"
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    ckpt = small_checkpoint(run / "checkpoints" / "best.ckpt")
+    own = "tests.helpers.own_data.OwnData"
+    saved = {"_target_": own, "root": str(tmp_path / "nowhere"), "built_marker": str(marker)}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": saved}))
+    with pytest.raises(ConfigError, match=rf"would build {re.escape(own)}"):
+        evaluate(compose_config("evaluate", tmp_path, f"ckpt_path={ckpt}"))
+    assert not marker.exists()
+    with pytest.raises(ConfigError, match=r"^data: ") as e:  # built, then no such folder
+        evaluate(compose_config("evaluate", tmp_path, f"ckpt_path={ckpt}", f"data._target_={own}"))
+    assert marker.exists() and "would build" not in str(e.value)
+
+
+def test_a_data_module_without_the_contract_is_one_line_naming_what_it_lacks():
+    from inat_lightning.data.protocol import check_data_module
+    from tests.helpers.own_data import NotData, OwnData
+
+    with pytest.raises(
+        ValueError,
+        match=r"^data: NotData is not a classifier data module: "
+        r"it lacks class_names, lineages, .*near_duplicate_summary \(see ",
+    ):
+        check_data_module(NotData())
+    assert isinstance(check_data_module(OwnData(REPO / "tests")), OwnData)
 
 
 @pytest.mark.parametrize(

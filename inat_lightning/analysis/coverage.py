@@ -14,9 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from inat_lightning.data.taxonomy import METRIC_RANKS
+
 #: an answer at the finest rank that is sure enough: (rank, name, summed probability)
 Answer = tuple[str, str, float]
-FALLBACK_RANKS = ("genus", "family")
+FALLBACK_RANKS = METRIC_RANKS  # species, else the lowest ranks up
 THRESHOLDS = tuple(round(float(t), 3) for t in np.linspace(0.0, 0.975, 40))
 
 

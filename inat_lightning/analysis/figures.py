@@ -4,6 +4,7 @@ so they work without a display."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -21,6 +22,23 @@ def most_confused_classes(confusion: Confusion, k: int) -> np.ndarray:
     """Indices of the ``k`` classes involved in the most errors (as true or predicted class),
     in their original order: the block of a large confusion matrix worth showing."""
     return np.sort(np.argsort(-confusion.involvement(), kind="stable")[:k])
+
+
+def _write_cells(ax: Any, norm: np.ndarray) -> None:
+    """Each visible share written in its cell (white on dark cells)."""
+    for (i, j), share in np.ndenumerate(norm):
+        if share >= 0.005:
+            colour = "white" if share > 0.5 else "black"
+            ax.text(j, i, f"{share:.2f}", ha="center", va="center", fontsize=7, color=colour)
+
+
+def _frame_genera(ax: Any, taxonomy: Taxonomy, keep: np.ndarray) -> None:
+    """A frame around each genus of more than one drawn class (classes in lineage order)."""
+    for start, end, genus in taxonomy.groups([int(c) for c in keep]):
+        if genus and end - start > 1:
+            corner, side = (start - 0.5, start - 0.5), end - start
+            frame = Rectangle(corner, side, side, fill=False, edgecolor="#c44e52", linewidth=1.5)
+            ax.add_patch(frame)
 
 
 def confusion_matrix_figure(
@@ -56,31 +74,9 @@ def confusion_matrix_figure(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if norm[i, j] >= 0.005:
-                    ax.text(
-                        j,
-                        i,
-                        f"{norm[i, j]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black",
-                    )
+        _write_cells(ax, norm)
     if taxonomy is not None:
-        for start, end, genus in taxonomy.groups([int(c) for c in keep]):
-            if genus and end - start > 1:
-                ax.add_patch(
-                    Rectangle(
-                        (start - 0.5, start - 0.5),
-                        end - start,
-                        end - start,
-                        fill=False,
-                        edgecolor="#c44e52",
-                        linewidth=1.5,
-                    )
-                )
+        _frame_genera(ax, taxonomy, keep)
     subset = "" if n == k else f" — {n} most-confused of {k} classes"
     if taxonomy is not None:
         subset += " — ordered by taxonomy, genera framed"

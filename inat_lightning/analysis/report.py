@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from inat_lightning import run_files
 from inat_lightning.analysis.data_bias import REPORT_CLASSES, flagged, report_markdown
 from inat_lightning.analysis.tables import to_markdown
 from inat_lightning.models.metric_names import SCALARS, key
@@ -218,6 +219,53 @@ def _open_set(found: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _per_class(summary: dict[str, Any]) -> list[str]:
+    rows = summary["per_class"]
+    more = (
+        f" The {REPORT_CLASSES} weakest of {len(rows)}; `per_class.csv` holds every class."
+        if len(rows) > REPORT_CLASSES
+        else ""
+    )
+    return [
+        "## Per class",
+        "",
+        "Weakest first (by F1), then rarest; `recall` is the species' accuracy, `train_images` its "
+        "training photos." + more,
+        "",
+        *_figure("per_class", summary),
+        to_markdown(rows[:REPORT_CLASSES]),
+        "",
+    ]
+
+
+def _audit(audit: dict[str, Any]) -> list[str]:
+    lines = [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
+    if audit.get("gallery"):
+        lines += [
+            "The photos whose prediction depends most on the cue (largest confidence drop when "
+            "it is removed): each row, the photo with the cue outlined and its cue-removed "
+            "version, with the CAM of the predicted class in red.",
+            "",
+            f"![the photos that depend most on the cue]({audit['gallery']})",
+            "",
+        ]
+    if audit.get("skipped_images"):
+        lines += [f"{len(audit['skipped_images'])} unreadable test images were left out.", ""]
+    return lines
+
+
+def _gradcam(galleries: list[str]) -> list[str]:
+    if not galleries:
+        return []
+    return [
+        "## Grad-CAM",
+        "",
+        "Each row: photo, CAM of the predicted class, CAM of the true class (mistakes only).",
+        "",
+        *(f"### {Path(p).stem}\n\n![{Path(p).stem}]({p})\n" for p in galleries),
+    ]
+
+
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
     """Write ``out/report.md`` from an evaluation summary; returns its path."""
     m = summary["metrics"]
@@ -247,46 +295,13 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         *_place_prior(summary.get("place_prior")),
         *_coverage(summary.get("coverage")),
         *_open_set(summary.get("open_set")),
-        "## Per class",
-        "",
-        "Weakest first (by F1), then rarest; `recall` is the species' accuracy, `train_images` its "
-        "training photos."
-        + (
-            f" The {REPORT_CLASSES} weakest of {len(summary['per_class'])}; `per_class.csv` holds "
-            "every class."
-            if len(summary["per_class"]) > REPORT_CLASSES
-            else ""
-        ),
-        "",
-        *_figure("per_class", summary),
-        to_markdown(summary["per_class"][:REPORT_CLASSES]),
-        "",
+        *_per_class(summary),
         *_figure("long_tail", summary, heading="The long tail"),
+        *(report_markdown(summary["dataset"]) if summary.get("dataset") else []),
+        *_near_duplicates(summary.get("near_duplicates")),
+        *_audit(summary["audit"]),
+        *_gradcam(summary["gradcam"]),
     ]
-    if summary.get("dataset"):
-        lines += report_markdown(summary["dataset"])
-    lines += _near_duplicates(summary.get("near_duplicates"))
-    audit = summary["audit"]
-    lines += [f"## {audit['title']}", "", audit["legend"], "", to_markdown(audit["rows"]), ""]
-    if audit.get("gallery"):
-        lines += [
-            "The photos whose prediction depends most on the cue (largest confidence drop when "
-            "it is removed): each row, the photo with the cue outlined and its cue-removed "
-            "version, with the CAM of the predicted class in red.",
-            "",
-            f"![the photos that depend most on the cue]({audit['gallery']})",
-            "",
-        ]
-    if audit.get("skipped_images"):
-        lines += [f"{len(audit['skipped_images'])} unreadable test images were left out.", ""]
-    if summary["gradcam"]:
-        lines += [
-            "## Grad-CAM",
-            "",
-            "Each row: photo, CAM of the predicted class, CAM of the true class (mistakes only).",
-            "",
-        ]
-        lines += [f"### {Path(p).stem}\n\n![{Path(p).stem}]({p})\n" for p in summary["gradcam"]]
-    path = out / "report.md"
+    path = out / run_files.REPORT
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

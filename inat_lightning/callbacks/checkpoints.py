@@ -10,6 +10,7 @@ from typing import Any
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
+from inat_lightning import run_files
 from inat_lightning.models.metrics import scalar_metrics
 
 
@@ -46,7 +47,10 @@ class ResumePoint(Checkpoint):
     """
 
     def __init__(
-        self, dirpath: str | Path, filename: str = "last.ckpt", keep_after_fit: bool = True
+        self,
+        dirpath: str | Path,
+        filename: str = run_files.LAST_CHECKPOINT_NAME,
+        keep_after_fit: bool = True,
     ) -> None:
         self.path = Path(dirpath) / filename
         self.keep_after_fit = keep_after_fit

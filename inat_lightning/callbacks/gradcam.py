@@ -21,6 +21,40 @@ from inat_lightning.data.transforms import box_after_eval, denormalize
 COLUMNS = ("index", "label", "pred", "confidence")
 
 
+def as_tensor(tile: Any) -> torch.Tensor:
+    """A tile (PIL image or array, H × W × 3 bytes) as a C × H × W float tensor in [0, 1]."""
+    # np.array copies: a PIL image's buffer is read-only, which torch warns about
+    return torch.from_numpy(np.array(tile)).permute(2, 0, 1).float() / 255
+
+
+def cue_box_at(trainer: L.Trainer, record: Any, size: int) -> Any:
+    """The record's cue box in the network input's pixels, or ``None``."""
+    if record is None or record.cue_box is None or not (record.width and record.height):
+        return None
+    ratio = getattr(trainer.datamodule, "eval_crop_ratio", 1.0)
+    return box_after_eval(record.cue_box, record.width, record.height, size, ratio)
+
+
+def publish(
+    trainer: L.Trainer, stage: str, groups: dict[str, list[torch.Tensor]], out_dir: Path | None
+) -> list[Path]:
+    """Each group's grid of rows (3 tiles each) to TensorBoard and, with ``out_dir``, to a PNG
+    under ``<out_dir>/<stage>/epochNNN/``; returns the PNGs written."""
+    folder = out_dir / stage / f"epoch{trainer.current_epoch:03d}" if out_dir else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for tag, tiles in groups.items():
+        grid = torch.stack(tiles)
+        for w in tensorboard_writers(trainer):
+            w.add_images(f"{stage}/gradcam/{tag}", grid, trainer.global_step)
+        if folder:
+            path = folder / f"{safe_folder_name(tag)}.png"
+            save_image(grid, path, nrow=3, padding=2, pad_value=1.0)
+            written.append(path)
+    return written
+
+
 class GradCamOverlays(L.Callback):
     """Grad-CAM overlays of a deterministic set of images, at the end of validation (every
     ``every_n_epochs``) and of testing: per class the most confident correct and wrong
@@ -130,20 +164,7 @@ class GradCamOverlays(L.Callback):
     # ------------------------------------------------------------------ the gallery
     def _cam(self, photo: np.ndarray, cam: np.ndarray, lines: list[str], box) -> torch.Tensor:
         """A readable CAM tile: upscaled to ``tile_px``, captioned, the cue box outlined."""
-        return self._tensor(cam_tile(photo, cam, lines, self.style, self.alpha, self.tile_px, box))
-
-    @staticmethod
-    def _tensor(tile) -> torch.Tensor:
-        # np.array copies: a PIL image's buffer is read-only, which torch warns about
-        return torch.from_numpy(np.array(tile)).permute(2, 0, 1).float() / 255
-
-    @staticmethod
-    def _box(trainer: L.Trainer, record: Any, size: int):
-        """The record's cue box in the network input's pixels, or ``None``."""
-        if record is None or record.cue_box is None or not (record.width and record.height):
-            return None
-        ratio = getattr(trainer.datamodule, "eval_crop_ratio", 1.0)
-        return box_after_eval(record.cue_box, record.width, record.height, size, ratio)
+        return as_tensor(cam_tile(photo, cam, lines, self.style, self.alpha, self.tile_px, box))
 
     def explain(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         """Pick images from this epoch's predictions, compute their CAMs and write the rows."""
@@ -177,8 +198,10 @@ class GradCamOverlays(L.Callback):
 
         # the predicted class's CAM for every tile; the true class's only where it is shown
         wrong = [k for k in range(len(loaded)) if labels[k] != preds[k]]
-        true_cams = cams_of(images[wrong], [labels[k] for k in wrong]) if wrong else []
-        cams = [cams_of(images, preds), dict(zip(wrong, true_cams))]
+        true_cams = dict(
+            zip(wrong, cams_of(images[wrong], [labels[k] for k in wrong]) if wrong else [])
+        )
+        predicted_cams = cams_of(images, preds)
         photos = denormalize(images).cpu()
         names = module.class_names
         records = getattr(trainer.datamodule, "records", {}).get(stage, [])
@@ -186,37 +209,30 @@ class GradCamOverlays(L.Callback):
         for k, (p, sample) in enumerate(loaded):
             photo = photos[k].permute(1, 2, 0).numpy()
             record = records[sample["index"]] if sample["index"] < len(records) else None
-            box = self._box(trainer, record, photo.shape[0])
-            truth, guess = names[labels[k]], names[preds[k]]
-            confidence = float(pred["confidence"][p.position])
-            energy = f", {energy_in_box(cams[0][k], box)[0]:.0%} in the cue box" if box else ""
-            tiles = [
-                self._tensor(
-                    caption_tile(
-                        photo,
-                        [f"true: {truth}", f"pred: {guess} {confidence:.0%}"],
-                        self.tile_px,
-                        box,
-                    )
-                ),
-                self._cam(photo, cams[0][k], [f"CAM of {guess}", f"(predicted){energy}"], box),
-            ]
-            if labels[k] != preds[k]:
-                tiles.append(self._cam(photo, cams[1][k], [f"CAM of {truth}", "(true class)"], box))
-            tiles += [torch.ones_like(tiles[0])] * (3 - len(tiles))
-            tag = "top_mistakes" if p.kind == "top_mistake" else truth
+            box = cue_box_at(trainer, record, photo.shape[0])
+            captions = (names[labels[k]], names[preds[k]], float(pred["confidence"][p.position]))
+            tiles = self._row(photo, box, captions, predicted_cams[k], true_cams.get(k))
+            tag = "top_mistakes" if p.kind == "top_mistake" else names[labels[k]]
             groups.setdefault(tag, []).extend(tiles)
-        step = trainer.global_step
-        folder = (
-            self.out_dir / stage / f"epoch{trainer.current_epoch:03d}" if self.out_dir else None
-        )
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
-        for tag, tiles in groups.items():
-            grid = torch.stack(tiles)
-            for w in tensorboard_writers(trainer):
-                w.add_images(f"{stage}/gradcam/{tag}", grid, step)
-            if folder:
-                path = folder / f"{safe_folder_name(tag)}.png"
-                save_image(grid, path, nrow=3, padding=2, pad_value=1.0)
-                self._written.setdefault(stage, []).append(path)
+        self._written.setdefault(stage, []).extend(publish(trainer, stage, groups, self.out_dir))
+
+    def _row(
+        self,
+        photo: np.ndarray,
+        box: Any,
+        captions: tuple[str, str, float],
+        predicted_cam: np.ndarray,
+        true_cam: np.ndarray | None,
+    ) -> list[torch.Tensor]:
+        """One gallery row: the photo, the CAM of the predicted class, the CAM of the true
+        class (a mistake only; else a blank tile)."""
+        truth, guess, confidence = captions
+        energy = f", {energy_in_box(predicted_cam, box)[0]:.0%} in the cue box" if box else ""
+        shown = [f"true: {truth}", f"pred: {guess} {confidence:.0%}"]
+        tiles = [
+            as_tensor(caption_tile(photo, shown, self.tile_px, box)),
+            self._cam(photo, predicted_cam, [f"CAM of {guess}", f"(predicted){energy}"], box),
+        ]
+        if true_cam is not None:
+            tiles.append(self._cam(photo, true_cam, [f"CAM of {truth}", "(true class)"], box))
+        return tiles + [torch.ones_like(tiles[0])] * (3 - len(tiles))

@@ -8,6 +8,7 @@ import os
 
 import lightning.pytorch as L
 
+from inat_lightning.models.metric_names import MONITOR
 from inat_lightning.runs import trial_env
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ class OptunaPruning(L.Callback):
         monitor: the metric reported each epoch (the sweep's ``optimized_metric``).
     """
 
-    def __init__(self, monitor: str = "val/f1_macro") -> None:
+    def __init__(self, monitor: str = MONITOR) -> None:
         self.monitor = monitor
         self.trial = None
         if os.environ.get(trial_env.TRIAL):

@@ -7,6 +7,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -34,6 +35,38 @@ from inat_lightning.validation import require, require_numbers
 
 log = logging.getLogger(__name__)
 BALANCE_MODES = ("none", "sampler", "loss")
+
+
+def check_arguments(given: dict[str, Any]) -> None:
+    """The data module's arguments (its ``__init__``'s locals), each by its rule, before any
+    work: a bad one is an error naming it."""
+    require_numbers(
+        given,
+        ints=("image_size", "batch_size", "num_workers", "min_per_class", "max_pixels"),
+        floats=("eval_crop_ratio", "color_jitter", "max_missing"),
+    )
+    v = given
+    per_class_ok = v["min_per_class"] is None or v["min_per_class"] >= 1
+    synthetic_ok = v["synthetic"] is None or isinstance(v["synthetic"], SyntheticSpecies)
+    require(
+        {
+            "image_size": (v["image_size"] >= 16, ">= 16"),
+            "batch_size": (v["batch_size"] >= 1, ">= 1"),
+            "num_workers": (v["num_workers"] >= 0, ">= 0"),
+            "balance": (v["balance"] in BALANCE_MODES, f"one of {BALANCE_MODES}"),
+            "min_per_class": (per_class_ok, ">= 1 or null"),
+            "eval_crop_ratio": (0 < v["eval_crop_ratio"] <= 1, "in (0, 1]"),
+            "max_pixels": (v["max_pixels"] >= 1, ">= 1"),
+            "max_missing": (0 <= v["max_missing"] <= 1, "in [0, 1]"),
+            "synthetic": (
+                synthetic_ok,
+                "null or a generator node (with _target_, see conf/data/synthetic.yaml)",
+            ),
+        },
+        given,
+    )
+    if isinstance(v["held_out_classes"], str):
+        raise ValueError(f"held_out_classes={v['held_out_classes']!r}: must be a list of names")
 
 
 class ImageFolderDataModule(L.LightningDataModule):
@@ -91,28 +124,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.split = split or SplitSpec()
-        require_numbers(
-            locals(),
-            ints=("image_size", "batch_size", "num_workers", "min_per_class", "max_pixels"),
-            floats=("eval_crop_ratio", "color_jitter", "max_missing"),
-        )
-        require(
-            {
-                "image_size": (image_size >= 16, ">= 16"),
-                "batch_size": (batch_size >= 1, ">= 1"),
-                "num_workers": (num_workers >= 0, ">= 0"),
-                "balance": (balance in BALANCE_MODES, f"one of {BALANCE_MODES}"),
-                "min_per_class": (min_per_class is None or min_per_class >= 1, ">= 1 or null"),
-                "eval_crop_ratio": (0 < eval_crop_ratio <= 1, "in (0, 1]"),
-                "max_pixels": (max_pixels >= 1, ">= 1"),
-                "max_missing": (0 <= max_missing <= 1, "in [0, 1]"),
-                "synthetic": (
-                    synthetic is None or isinstance(synthetic, SyntheticSpecies),
-                    "null or a generator node (with _target_, see conf/data/synthetic.yaml)",
-                ),
-            },
-            locals(),
-        )
+        check_arguments(locals())
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"root={str(root)!r}: a file, not a dataset folder")
@@ -133,8 +145,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.max_pixels = max_pixels
         self.max_missing = max_missing
         self.hash_cache = Path(hash_cache) if hash_cache else None
-        if isinstance(held_out_classes, str):
-            raise ValueError(f"held_out_classes={held_out_classes!r}: must be a list of names")
         self.held_out_classes = [str(c) for c in held_out_classes or ()]
         #: near-duplicate clusters of more than one photo, as lists of record paths (setup)
         self.near_clusters: list[list[str]] = []

@@ -90,10 +90,8 @@ def card_text(
     :func:`~inat_lightning.models.checkpoint.read_checkpoint`), called ``name`` in the usage
     lines."""
     hp = checkpoint["hyper_parameters"]
-    data = hp.get("data_fingerprint") or {}
-    spec = hp.get("input_spec") or {}
     results = checkpoint.get("results") or {}
-    counts = data.get("train_images") or {}
+    counts = (hp.get("data_fingerprint") or {}).get("train_images") or {}
     names = hp.get("class_names") or []
     lines = [
         f"# Model card: {name}",
@@ -111,46 +109,78 @@ def card_text(
         "The checkpoint carries its preprocessing, classes, lineages and temperature: it needs "
         "no run folder.",
         "",
-        "## Input",
-        "",
-        *(
-            [
-                f"- resize the short side to {round(spec['image_size'] / spec['crop_ratio'])} px, "
-                f"centre-crop {spec['image_size']} px, {spec['channels']}, values / 255, "
-                f"normalised with mean {spec['mean']} and std {spec['std']}"
-            ]
-            if spec
-            else ["- not recorded (a checkpoint made before input specs)"]
-        ),
-        f"- softmax temperature {float(checkpoint.get('temperature', 1.0)):.3f} "
-        "(fitted on the validation split; 1 = not calibrated)",
-        *_extras(checkpoint),
-        "",
+        *_input(checkpoint),
         "## Classes and their training images",
         "",
         *_table(["class", "train images"], [(c, counts.get(c, "?")) for c in names]),
         "",
-        "## Data",
+        *_data(hp.get("data_fingerprint") or {}),
+        *_results(results),
+        "",
+        "## Bias audit",
+        "",
+        *(
+            [f"- {f}" for f in audit_findings]
+            if audit_findings
+            else ["Not audited here (or nothing judged): `python evaluate.py ckpt_path=…` runs it."]
+        ),
+        "",
+        "## How it was trained",
         "",
     ]
-    if data:
-        split = data.get("split", {})
-        lines += [
-            f"- {data.get('images', '?')} images under `{data.get('root', '?')}` "
-            f"(records sha256 `{str(data.get('records_sha256', ''))[:16]}…`)",
-            f"- split by {split.get('group_by', '?')}, ratios {split.get('ratios')}, "
-            f"seed {split.get('seed')}"
-            + (f", fold {split['fold']} of {split['folds']}" if split.get("folds") else ""),
-            "- licences: "
-            + ", ".join(
-                f"{code or 'none given'} {n}" for code, n in data.get("licences", {}).items()
-            ),
-            *(f"- **{w}**" for w in licence_warnings(data.get("licences", {}))),
-        ]
-    else:
-        lines.append("- not recorded (a checkpoint made before data fingerprints)")
+    overrides = results.get("overrides")
+    lines += (
+        ["```bash", "python train.py " + " ".join(overrides), "```"]
+        if overrides is not None
+        else ["Not recorded."]
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _input(checkpoint: dict[str, Any]) -> list[str]:
+    """How a photo becomes the network's input, and the softmax temperature."""
+    spec = checkpoint["hyper_parameters"].get("input_spec") or {}
+    made = (
+        f"- resize the short side to {round(spec['image_size'] / spec['crop_ratio'])} px, "
+        f"centre-crop {spec['image_size']} px, {spec['channels']}, values / 255, "
+        f"normalised with mean {spec['mean']} and std {spec['std']}"
+        if spec
+        else "- not recorded (a checkpoint made before input specs)"
+    )
+    return [
+        "## Input",
+        "",
+        made,
+        f"- softmax temperature {float(checkpoint.get('temperature', 1.0)):.3f} "
+        "(fitted on the validation split; 1 = not calibrated)",
+        *_extras(checkpoint),
+        "",
+    ]
+
+
+def _data(data: dict[str, Any]) -> list[str]:
+    """What the model learned from (its data fingerprint)."""
+    if not data:
+        return ["## Data", "", "- not recorded (a checkpoint made before data fingerprints)"]
+    split = data.get("split", {})
+    licences = data.get("licences", {})
+    return [
+        "## Data",
+        "",
+        f"- {data.get('images', '?')} images under `{data.get('root', '?')}` "
+        f"(records sha256 `{str(data.get('records_sha256', ''))[:16]}…`)",
+        f"- split by {split.get('group_by', '?')}, ratios {split.get('ratios')}, "
+        f"seed {split.get('seed')}"
+        + (f", fold {split['fold']} of {split['folds']}" if split.get("folds") else ""),
+        "- licences: " + ", ".join(f"{code or 'none given'} {n}" for code, n in licences.items()),
+        *(f"- **{w}**" for w in licence_warnings(licences)),
+    ]
+
+
+def _results(results: dict[str, Any]) -> list[str]:
+    """The test metrics and the calibration kept with the checkpoint."""
     metrics = results.get("metrics") or {}
-    lines += ["", "## Test results", ""]
+    lines = ["", "## Test results", ""]
     lines += (
         _table(["metric", "value"], [(k, f"{v:.4f}") for k, v in sorted(metrics.items())])
         if metrics
@@ -163,20 +193,7 @@ def card_text(
             f"Calibration (validation): ECE {calibration['val_ece_before']:.3f} → "
             f"{calibration['val_ece_after']:.3f} at temperature {calibration['temperature']:.3f}.",
         ]
-    lines += ["", "## Bias audit", ""]
-    lines += (
-        [f"- {f}" for f in audit_findings]
-        if audit_findings
-        else ["Not audited here (or nothing judged): `python evaluate.py ckpt_path=…` runs it."]
-    )
-    overrides = results.get("overrides")
-    lines += ["", "## How it was trained", ""]
-    lines += (
-        ["```bash", "python train.py " + " ".join(overrides), "```"]
-        if overrides is not None
-        else ["Not recorded."]
-    )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_card(

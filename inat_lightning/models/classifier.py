@@ -93,7 +93,61 @@ def plain(value: Any) -> Any:
     return value
 
 
-class Classifier(L.LightningModule):
+def stage_metrics(num_classes: int) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    """Per stage, the per-photo (true, predicted) pairs (``O(photos)`` state, never a K × K
+    matrix) and the scalar metrics reading them (the stage's macro scores and its confusion
+    counts). Keys get a suffix: a ModuleDict key "train" would shadow ``nn.Module.train()``."""
+    confusions = nn.ModuleDict({f"{s}_": ConfusionPairs(num_classes) for s in STAGES})
+    metrics = {
+        f"{s}_": build_metrics(num_classes, confusions[f"{s}_"], prefix=f"{s}/") for s in STAGES
+    }
+    return confusions, nn.ModuleDict(metrics)
+
+
+class StageConfusions:
+    """A LightningModule's per-stage confusion counts (``self.confusions``, see
+    :func:`stage_metrics`): reset at each epoch's start; at the end of a validation or test
+    epoch, per-class F1 (up to :data:`PER_CLASS_SCALARS` classes) and the rank accuracies
+    (``self.taxonomy``) logged from them."""
+
+    def confusion(self, stage: str) -> Confusion:
+        """The current epoch's confusion counts of ``stage`` (synced across devices: a
+        collective under DDP, every rank calls it)."""
+        return self.confusions[f"{stage}_"].compute()
+
+    def _epoch_start(self, stage: str) -> None:
+        self.confusions[f"{stage}_"].reset()
+
+    def _epoch_end(self, stage: str) -> None:
+        if self.trainer.sanity_checking:
+            return
+        confusion = self.confusion(stage)
+        if len(self.class_names) <= PER_CLASS_SCALARS:  # above: per_class.csv holds every class
+            _, _, f1 = confusion.precision_recall_f1()
+            self.log_dict(
+                {key(stage, f"f1_class/{n}"): float(v) for n, v in zip(self.class_names, f1)}
+            )
+        if self.taxonomy is not None:  # the same synced counts on every rank
+            found = rank_scalars(confusion, self.taxonomy)
+            self.log_dict({key(stage, k): v for k, v in found.items() if not math.isnan(v)})
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch_start("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+
+class Classifier(StageConfusions, L.LightningModule):
     """ResNet species classifier.
 
     Args:
@@ -174,16 +228,7 @@ class Classifier(L.LightningModule):
         # a plain list hides the compiled wrapper from state_dict() and from Module traversal
         self._compiled = [torch.compile(self.net, backend=compile_backend)] if compile else []
         self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
-        # keys get a suffix: a ModuleDict key "train" would shadow nn.Module.train()
-        # per-photo (true, predicted) pairs: O(photos) state, never a K x K matrix; the stage's
-        # macro scores and its confusion counts both read them
-        self.confusions = nn.ModuleDict({f"{s}_": ConfusionPairs(num_classes) for s in STAGES})
-        self.metrics = nn.ModuleDict(
-            {
-                f"{s}_": build_metrics(num_classes, self.confusions[f"{s}_"], prefix=f"{s}/")
-                for s in STAGES
-            }
-        )
+        self.confusions, self.metrics = stage_metrics(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -240,43 +285,6 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict | None:
         return self._step(batch, "test")
-
-    # ------------------------------------------------------------------ epoch ends
-    def confusion(self, stage: str) -> Confusion:
-        """The current epoch's confusion counts of ``stage`` (synced across devices: a
-        collective under DDP, every rank calls it)."""
-        return self.confusions[f"{stage}_"].compute()
-
-    def _epoch_start(self, stage: str) -> None:
-        self.confusions[f"{stage}_"].reset()
-
-    def _epoch_end(self, stage: str) -> None:
-        if self.trainer.sanity_checking:
-            return
-        confusion = self.confusion(stage)
-        if len(self.class_names) <= PER_CLASS_SCALARS:  # above: per_class.csv holds every class
-            _, _, f1 = confusion.precision_recall_f1()
-            self.log_dict(
-                {key(stage, f"f1_class/{n}"): float(v) for n, v in zip(self.class_names, f1)}
-            )
-        if self.taxonomy is not None:  # the same synced counts on every rank
-            found = rank_scalars(confusion, self.taxonomy)
-            self.log_dict({key(stage, k): v for k, v in found.items() if not math.isnan(v)})
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self._epoch_start("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._epoch_start("test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["temperature"] = float(self.temperature)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from inat_lightning.data.taxonomy import Taxonomy
+from inat_lightning.data.taxonomy import METRIC_RANKS, Taxonomy
+from inat_lightning.models.metric_names import WITHIN_SHARE
 
 
 @dataclass  # not frozen: torchmetrics rebuilds a metric's output when it moves it
@@ -132,8 +133,9 @@ def rank_scalars(confusion: Confusion, taxonomy: Taxonomy) -> dict[str, float]:
     the predicted species shares it with the truth) and ``within_genus_share`` (the share of
     mistakes between congeners): ``O(K + cells)``."""
     out = {f"acc_{r}": confusion.share_within(taxonomy.group_ids(r)) for r in taxonomy.ranks}
-    if "genus" in taxonomy.ranks:
-        out["within_genus_share"] = confusion.share_within(taxonomy.group_ids("genus"), True)
+    lowest = METRIC_RANKS[0]
+    if lowest in taxonomy.ranks:
+        out[WITHIN_SHARE] = confusion.share_within(taxonomy.group_ids(lowest), True)
     return out
 
 

@@ -5,6 +5,11 @@ included, and the demo's own process import them in a blink."""
 
 from __future__ import annotations
 
+from inat_lightning.data.taxonomy import METRIC_RANKS
+
+#: the share of mistakes within the lowest metric rank (the genus)
+WITHIN_SHARE = f"within_{METRIC_RANKS[0]}_share"
+
 STAGES = ("train", "val", "test")
 #: every scalar the classifier logs per stage (``topK`` only with at least K classes; top-3 is
 #: what iNaturalist's own vision training reports beside top-1 and top-10)
@@ -20,7 +25,7 @@ SCALARS = (
 )
 #: logged when the dataset has a taxonomy (``taxa.csv``): accuracy one and two ranks up, and
 #: the share of mistakes that stay within the genus
-TAXONOMY_SCALARS = ("acc_genus", "acc_family", "within_genus_share")
+TAXONOMY_SCALARS = (*(f"acc_{r}" for r in METRIC_RANKS), WITHIN_SHARE)
 #: the few that sum a run up: sweep summary, HPARAMS tab, the last log lines
 HEADLINE = ("acc", "acc_macro", "f1_macro")
 #: what checkpointing, the LR scheduler and early stopping watch by default

@@ -61,6 +61,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from inat_lightning import run_files
 from inat_lightning.atomic import replacing
 from inat_lightning.runs import trial_env
 from inat_lightning.runs.optuna_adapter import (
@@ -217,7 +218,7 @@ def write_trial_record(job_dir: Path, study: optuna.Study, trial: optuna.Trial) 
     if stored.state == TrialState.PRUNED:
         record["pruned_at_epoch"] = stored.user_attrs.get("pruned_at_epoch")
     job_dir.mkdir(parents=True, exist_ok=True)
-    with replacing(job_dir / "trial.json") as part:
+    with replacing(job_dir / run_files.TRIAL) as part:
         part.write_text(json.dumps(record, indent=2))
 
 

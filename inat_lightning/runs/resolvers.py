@@ -1,5 +1,6 @@
-"""The project's OmegaConf resolvers (``${inat.<name>:...}`` in ``conf/``), registered when the
-package is imported."""
+"""The project's OmegaConf resolvers (``${inat.<name>:...}`` in ``conf/``), registered by the
+commands (:mod:`inat_lightning.cli`: a Slurm job, which unpickles its task, too) and by the
+``hydra_plugins`` package (whatever composes the config)."""
 
 from __future__ import annotations
 

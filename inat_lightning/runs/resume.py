@@ -22,14 +22,11 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
-from inat_lightning.config import ConfigError
+from inat_lightning import run_files
+from inat_lightning.config import CONF, ConfigError  # CONF: where a saved group may point
 from inat_lightning.runs.overrides import key_of, parse, quote, value_text
 
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-#: where a run folder keeps the overrides it was started with
-SAVED = Path(".hydra") / "overrides.yaml"
-#: the project's config folder: the only place a saved group choice may point into
-CONF = Path(__file__).resolve().parents[2] / "conf"
+SAVED, LAST_CHECKPOINT = run_files.SAVED_OVERRIDES, run_files.LAST_CHECKPOINT
 NAME = re.compile(r"[A-Za-z0-9_]+")
 #: what resume_argv adds to a run's overrides: bookkeeping, not settings (no sweep column)
 BOOKKEEPING_KEYS = {"resume", "run_name"}
@@ -128,7 +125,7 @@ def jobs_to_resume(folder: Path) -> list[Path]:
             f"resume={folder}: not a run folder (no {SAVED}) nor a sweep folder (no multirun.yaml)"
         )
     jobs = sorted(p.parent.parent.resolve() for p in folder.glob(f"*/{SAVED}"))
-    unfinished = [j for j in jobs if not (j / "metrics.json").is_file()]
+    unfinished = [j for j in jobs if not (j / run_files.METRICS).is_file()]
     if not unfinished:
         raise ConfigError(f"resume={folder}: all {len(jobs)} jobs of this sweep have finished")
     return unfinished

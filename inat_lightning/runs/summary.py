@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from inat_lightning import run_files
 from inat_lightning.atomic import replacing
 from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.names import round_sample
@@ -38,7 +39,7 @@ METRICS = headline("val", "test")
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
+    path = job_dir / run_files.SAVED_OVERRIDES
     if not path.is_file():  # killed before Hydra wrote it: listed, with no settings
         return {}
     items = parse(yaml.safe_load(path.read_text()) or [])
@@ -61,11 +62,11 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     slurm = {o.job: o for o in read_outcomes(sweep_dir)}  # a Slurm sweep's job states
     job_dirs = [p.parent for p in Path(sweep_dir).glob("*/.hydra")]
     for job_dir in sorted(job_dirs, key=lambda p: (job_number(p), p.name)):
-        summary_file = job_dir / "metrics.json"
+        summary_file = job_dir / run_files.METRICS
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         metrics = summary.get("metrics", {})
         best = summary.get("best") or {}
-        trial_file = job_dir / "trial.json"  # written by the Optuna sweeper
+        trial_file = job_dir / run_files.TRIAL  # written by the Optuna sweeper
         trial = json.loads(trial_file.read_text()) if trial_file.is_file() else {}
         status = "done" if summary else "failed or running"
         if trial.get("state") in ("pruned", "fail"):

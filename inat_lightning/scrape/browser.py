@@ -25,8 +25,9 @@ import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import urljoin
 
+from inat_lightning.scrape.backend import PhotoItem, PhotoLister, Taxon
 from inat_lightning.scrape.http import HttpError
-from inat_lightning.scrape.inat_api import PhotoItem, Taxon, photo_id_from_url, sized_url
+from inat_lightning.scrape.inat_api import photo_id_from_url, sized_url
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def observation_id_from_href(href: str) -> str | None:
     return m.group(1) if m else None
 
 
-class BrowserLister:
+class BrowserLister(PhotoLister):
     """Lists a taxon's photos by scrolling the grid in headless Chromium
     (``scrape/backend=browser``). A tile gives only the photo and its observation: the scrape
     asks the API for the rest (:attr:`tiles_only`).
@@ -170,10 +171,7 @@ class BrowserLister:
             self._driver.quit()
             self._driver = None
 
-    def __enter__(self) -> BrowserLister:
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _read_tile(self, tile) -> tuple[str | None, str | None]:

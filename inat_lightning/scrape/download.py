@@ -46,8 +46,9 @@ from inat_lightning.data.manifest import (
 )
 from inat_lightning.data.near_duplicates import photo_signature
 from inat_lightning.progress import progress
+from inat_lightning.scrape.backend import PhotoItem
 from inat_lightning.scrape.http import HttpClient, HttpError, RetryableError
-from inat_lightning.scrape.inat_api import Malformed, PhotoItem
+from inat_lightning.scrape.inat_api import Malformed
 
 log = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
@@ -453,103 +454,20 @@ class Downloader:
     ) -> Summary:
         """Download ``items`` (at most ``max_per_taxon`` per taxon, counting earlier runs).
         ``failures.csv`` is rewritten when it ends, however it ends."""
-        summary = Summary()
-        done_on_disk = [r for r in self.records.values() if self._on_disk(r)]
-        have = Counter(r.taxon_name for r in done_on_disk)
-        queued: set[str] = set()
-        taxa_listed: set[str] = set()
-        inflight: dict[Future, PhotoItem] = {}
-        bar = progress(
-            total=total,
-            desc=desc,
-            unit="img",
-            disable=not self.progress,
-            every_s=self.progress_every,
-        )
-
-        def settle(done: set[Future]) -> None:
-            for fut in done:
-                item = inflight.pop(fut)
-                outcome = fut.result()
-                setattr(summary, outcome.kind, getattr(summary, outcome.kind) + 1)
-                summary.bytes += outcome.bytes
-                if outcome.kind in ("downloaded", "skipped"):
-                    summary.per_taxon[item.taxon.name] += 1
-                    with self._lock:
-                        self.failures.pop(item.photo_id, None)
-                else:
-                    have[item.taxon.name] -= 1  # its slot is free again
-                    if outcome.kind == "failed":
-                        summary.failures.append((item.photo_id, item.url, outcome.reason))
-                        self.record_failure(
-                            item.photo_id, item.url, outcome.reason, outcome.transient
-                        )
-                        log.warning("failed %s: %s", item.url, outcome.reason)
-                bar.set_postfix(
-                    listed=summary.listed,
-                    downloaded=summary.downloaded,
-                    failed=summary.failed,
-                    MB=f"{summary.bytes / 1e6:.1f}",
-                )
-                bar.update(1)
-
-        def full() -> bool:
-            """Every listed taxon is full, in-flight downloads included: stop reading the list
-            (no more API pages or grid scrolls), unless a failure frees a slot."""
-            cap = self.max_per_taxon
-            if cap is None or any(have[t] < cap for t in taxa_listed):
-                return False
-            settle(set(wait(inflight).done))
-            return all(have[t] >= cap for t in taxa_listed)
-
+        current = _Run(self, desc, total)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="download") as pool:
                 try:
                     for item in items:
-                        if isinstance(item, Malformed):  # reported, and the listing goes on
-                            summary.malformed += 1
-                            summary.failures.append(("", item.what, item.reason))
-                            self.record_failure("", item.what, item.reason, False, "malformed")
-                            continue
-                        summary.listed += 1
-                        taxa_listed.add(item.taxon.name)
-                        known = self.records.get(item.photo_id)
-                        if known is not None and self._on_disk(known):
-                            summary.skipped += 1
-                            summary.per_taxon[item.taxon.name] += 1
-                            bar.update(1)
-                            continue
-                        if item.photo_id in queued:
-                            continue
-                        if self._failed_for_good(item.photo_id):
-                            summary.known_failures += 1
-                            continue
-                        if (
-                            self.max_per_taxon is not None
-                            and have[item.taxon.name] >= self.max_per_taxon
-                        ):
-                            if full():
-                                break
-                            continue
-                        queued.add(item.photo_id)
-                        have[item.taxon.name] += 1
-                        inflight[pool.submit(self._fetch_contained, item)] = item
-                        if len(inflight) >= 2 * self.workers:  # don't list far ahead
-                            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                            settle(done)
-                        if full():
+                        if not current.take(item, pool):
                             break
-                    while inflight:
-                        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                        settle(done)
+                    current.drain()
                 finally:
-                    for fut in inflight:
-                        fut.cancel()
-                    bar.close()
+                    current.cancel()
         finally:
             shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)  # nothing half-written
             self.write_failures()
-        return summary
+        return current.summary
 
     def taxon_full(self, taxon_name: str) -> bool:
         """True when the taxon already has ``max_per_taxon`` images on disk."""
@@ -557,3 +475,101 @@ class Downloader:
             return False
         on_disk = (r for r in self.records.values() if r.taxon_name == taxon_name)
         return sum(self._on_disk(r) for r in on_disk) >= self.max_per_taxon
+
+
+class _Run:
+    """One :meth:`Downloader.run`: its counts, each taxon's slots (photos on disk or in flight
+    against ``max_per_taxon``), the downloads in flight and the progress bar."""
+
+    def __init__(self, downloader: Downloader, desc: str, total: int | None) -> None:
+        self.d = downloader
+        self.summary = Summary()
+        on_disk = [r for r in downloader.records.values() if downloader._on_disk(r)]
+        self.have = Counter(r.taxon_name for r in on_disk)
+        self.queued: set[str] = set()
+        self.taxa_listed: set[str] = set()
+        self.inflight: dict[Future, PhotoItem] = {}
+        self.bar = progress(
+            total=total,
+            desc=desc,
+            unit="img",
+            disable=not downloader.progress,
+            every_s=downloader.progress_every,
+        )
+
+    def take(self, item: PhotoItem | Malformed, pool: ThreadPoolExecutor) -> bool:
+        """Count, skip or queue one listed item; ``False`` once the list need not be read on
+        (every listed taxon full)."""
+        summary, d = self.summary, self.d
+        if isinstance(item, Malformed):  # reported, and the listing goes on
+            summary.malformed += 1
+            summary.failures.append(("", item.what, item.reason))
+            d.record_failure("", item.what, item.reason, False, "malformed")
+            return True
+        summary.listed += 1
+        self.taxa_listed.add(item.taxon.name)
+        known = d.records.get(item.photo_id)
+        if known is not None and d._on_disk(known):
+            summary.skipped += 1
+            summary.per_taxon[item.taxon.name] += 1
+            self.bar.update(1)
+            return True
+        if item.photo_id in self.queued:
+            return True
+        if d._failed_for_good(item.photo_id):
+            summary.known_failures += 1
+            return True
+        if d.max_per_taxon is not None and self.have[item.taxon.name] >= d.max_per_taxon:
+            return not self.full()
+        self.queued.add(item.photo_id)
+        self.have[item.taxon.name] += 1
+        self.inflight[pool.submit(d._fetch_contained, item)] = item
+        if len(self.inflight) >= 2 * d.workers:  # don't list far ahead
+            done, _ = wait(self.inflight, return_when=FIRST_COMPLETED)
+            self.settle(done)
+        return not self.full()
+
+    def settle(self, done: set[Future]) -> None:
+        """Count finished downloads; a failed or dropped one frees its taxon's slot."""
+        summary, d = self.summary, self.d
+        for fut in done:
+            item = self.inflight.pop(fut)
+            outcome = fut.result()
+            setattr(summary, outcome.kind, getattr(summary, outcome.kind) + 1)
+            summary.bytes += outcome.bytes
+            if outcome.kind in ("downloaded", "skipped"):
+                summary.per_taxon[item.taxon.name] += 1
+                with d._lock:
+                    d.failures.pop(item.photo_id, None)
+            else:
+                self.have[item.taxon.name] -= 1  # its slot is free again
+                if outcome.kind == "failed":
+                    summary.failures.append((item.photo_id, item.url, outcome.reason))
+                    d.record_failure(item.photo_id, item.url, outcome.reason, outcome.transient)
+                    log.warning("failed %s: %s", item.url, outcome.reason)
+            self.bar.set_postfix(
+                listed=summary.listed,
+                downloaded=summary.downloaded,
+                failed=summary.failed,
+                MB=f"{summary.bytes / 1e6:.1f}",
+            )
+            self.bar.update(1)
+
+    def full(self) -> bool:
+        """Every listed taxon is full, in-flight downloads included: stop reading the list
+        (no more API pages or grid scrolls), unless a failure frees a slot."""
+        cap = self.d.max_per_taxon
+        if cap is None or any(self.have[t] < cap for t in self.taxa_listed):
+            return False
+        self.settle(set(wait(self.inflight).done))
+        return all(self.have[t] >= cap for t in self.taxa_listed)
+
+    def drain(self) -> None:
+        while self.inflight:
+            done, _ = wait(self.inflight, return_when=FIRST_COMPLETED)
+            self.settle(done)
+
+    def cancel(self) -> None:
+        for fut in self.inflight:
+            fut.cancel()
+        self.bar.close()

@@ -11,11 +11,11 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import TaxonEntry, entry_from_api
+from inat_lightning.scrape.backend import PhotoItem, PhotoLister, Taxon, TaxonSource
 from inat_lightning.scrape.http import HttpClient, RetryableError
 from inat_lightning.validation import require
 
@@ -32,34 +32,6 @@ DEFAULT_LICENSES = (
     "cc-by-nd",
     "cc-by-nc-nd",
 )
-
-
-@dataclass(frozen=True)
-class Taxon:
-    id: int
-    name: str
-    rank: str = ""
-
-
-@dataclass(frozen=True)
-class PhotoItem:
-    """One photo to download, with everything the manifest records."""
-
-    photo_id: str
-    observation_id: str
-    taxon: Taxon
-    url: str
-    license: str = ""
-    attribution: str = ""
-    quality_grade: str = ""
-    observer_id: str = ""
-    observer: str = ""
-    observed_on: str = ""
-    latitude: float | None = None
-    longitude: float | None = None
-    pos_accuracy: float | None = None
-    coords_obscured: bool | None = None
-    captive: bool | None = None
 
 
 def number_in(value: object, low: float, high: float) -> float | None:
@@ -154,33 +126,6 @@ def photo_problem(photo: object) -> str | None:
         if photo.get(key) is not None and not isinstance(photo[key], str):
             return f"photo {photo['id']}: {key} is not text"
     return None
-
-
-class PhotoLister(Protocol):
-    """A scrape backend (``scrape/backend=…``, a ``_target_`` node): lists a taxon's photos.
-
-    It is a context manager (a browser is closed on exit) and yields :class:`PhotoItem` until
-    its list ends; the caller stops reading once it has enough."""
-
-    def __enter__(self) -> PhotoLister: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def iter_photos(
-        self,
-        taxon: Taxon,
-        size: str = "medium",
-        quality_grade: str | None = None,
-        licenses: Sequence[str] | None = None,
-    ) -> Iterator[PhotoItem]: ...
-
-
-class TaxonSource(Protocol):
-    """Where taxa are resolved and their lineage read: the API, or a backend's own tables."""
-
-    def resolve_taxon(self, name_or_id: str | int) -> Taxon: ...
-
-    def taxon_entry(self, taxon_id: int) -> TaxonEntry: ...
 
 
 def sized_url(url: str, size: str) -> str:
@@ -295,7 +240,7 @@ def pick_taxon(response: dict, query: str) -> Taxon:
     raise LookupError(f"taxon {query!r} not found on iNaturalist; candidates: {names}")
 
 
-class INatAPI:
+class INatAPI(TaxonSource):
     """The few API v1 endpoints a scrape needs.
 
     Args:
@@ -396,7 +341,7 @@ class INatAPI:
             last_id = page_last
 
 
-class ApiLister:
+class ApiLister(PhotoLister):
     """Lists photos through the API (``scrape/backend=api``, the default: faster and kinder to
     the site than the browser).
 
@@ -424,9 +369,3 @@ class ApiLister:
         yield from self.api.iter_photos(
             taxon, size, quality_grade, licenses, self.per_page, self.max_pages
         )
-
-    def __enter__(self) -> ApiLister:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass

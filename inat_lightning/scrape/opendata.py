@@ -38,8 +38,9 @@ from pathlib import Path
 
 from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import RANKS, TaxonEntry
+from inat_lightning.scrape.backend import PhotoItem, PhotoLister, Taxon, TaxonSource
 from inat_lightning.scrape.http import HttpClient
-from inat_lightning.scrape.inat_api import PhotoItem, Taxon, number_in
+from inat_lightning.scrape.inat_api import number_in
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def attribution(observer: str, code: str) -> str:
     return f"(c) {observer}, some rights reserved ({code.upper().replace('CC-', 'CC ', 1)})"
 
 
-class OpenDataLister:
+class OpenDataLister(PhotoLister, TaxonSource):
     """Lists photos from the open-data export (see the module doc).
 
     Args:
@@ -172,11 +173,9 @@ class OpenDataLister:
         self._taxa: dict[str, Taxon] = {}  # requested name or id → taxon
         self._ancestry: dict[int, list[str]] = {}
 
-    def __enter__(self) -> OpenDataLister:
+    def taxa(self) -> TaxonSource:
+        """Its own tables: taxa resolved and their lineage read without the API."""
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
     # ------------------------------------------------------------------ reading tables
     @contextmanager
@@ -206,7 +205,7 @@ class OpenDataLister:
                     yield dict(zip(names, row))
 
     # ------------------------------------------------------------------ taxa
-    def resolve_many(self, queries: Sequence[str]) -> dict[str, Taxon | LookupError]:
+    def resolve_many(self, queries: Sequence[str]) -> dict[str, Taxon | Exception]:
         """Each query (a name or an id) → its taxon, from one pass over ``taxa`` (or, on a
         re-run, from the spool: no table is read again): an id matches exactly; a name matches
         case-insensitively, an active taxon before an inactive one."""
@@ -226,7 +225,7 @@ class OpenDataLister:
                     active = row["active"].lower() == "true"
                     if key not in found or (active and not found[key][0]):
                         found[key] = (active, row)
-        out: dict[str, Taxon | LookupError] = {}
+        out: dict[str, Taxon | Exception] = {}
         for key, query in wanted.items():
             if key not in found:
                 out[query] = LookupError(f"taxon {query!r} not in the open-data taxa table")

@@ -18,18 +18,11 @@ from inat_lightning.data.card import CREDITS_NAME, write_card
 from inat_lightning.data.manifest import MANIFEST_NAME, is_photo_id, read_manifest
 from inat_lightning.data.taxonomy import TAXA_NAME, read_taxa, write_taxa
 from inat_lightning.progress import progress
+from inat_lightning.scrape.backend import PhotoItem, PhotoLister, Taxon, TaxonSource
 from inat_lightning.scrape.budget import SharedByteBudget, SharedRateLimiter
 from inat_lightning.scrape.download import FAILURES_NAME, Downloader, FolderLocked, Summary
 from inat_lightning.scrape.http import ByteBudget, HttpClient, HttpError, RetryPolicy
-from inat_lightning.scrape.inat_api import (
-    SIZES,
-    INatAPI,
-    PhotoItem,
-    PhotoLister,
-    Taxon,
-    TaxonSource,
-    parse_observation,
-)
+from inat_lightning.scrape.inat_api import SIZES, INatAPI, parse_observation
 from inat_lightning.validation import require
 
 log = logging.getLogger(__name__)
@@ -160,8 +153,13 @@ def scrape(cfg: DictConfig) -> Summary:
     api_client, media_client = make_clients(settings)
     api = INatAPI(api_client, settings.api_url)
     run_time = {"api": api, "client": api_client, "out": settings.out}
-    lister: PhotoLister = build_with(settings.backend, "scrape.backend", run_time)
-    if getattr(lister, "media_rate", None):  # a backend with its own photo host and rate
+    lister = build_with(settings.backend, "scrape.backend", run_time)
+    if not isinstance(lister, PhotoLister):
+        raise ConfigError(
+            f"scrape.backend: {type(lister).__name__} is not a PhotoLister (subclass "
+            "inat_lightning.scrape.backend.PhotoLister: see that module)"
+        )
+    if lister.media_rate:  # a backend with its own photo host and rate
         _, media_client = make_clients(settings, lister.media_rate)
     try:
         downloader = Downloader(
@@ -217,18 +215,10 @@ def card_query(settings: DictConfig, names: list[str]) -> dict[str, str]:
 def resolve_all(source: TaxonSource, names: list[str]) -> dict[str, Taxon | Exception]:
     """Each name or id → its taxon, or the error that says why not (one table pass for a
     backend that can resolve many at once)."""
-    if hasattr(source, "resolve_many"):
-        try:
-            return source.resolve_many(names)
-        except UNREADABLE as e:  # its table cannot be read
-            return dict.fromkeys(names, e)
-    out: dict[str, Taxon | Exception] = {}
-    for name in names:
-        try:
-            out[name] = source.resolve_taxon(name)
-        except (LookupError, HttpError) as e:
-            out[name] = e
-    return out
+    try:
+        return source.resolve_many(names)
+    except UNREADABLE as e:  # its table cannot be read
+        return dict.fromkeys(names, e)
 
 
 def with_details(
@@ -292,17 +282,16 @@ def _scrape_taxa(
     downloader: Downloader,
 ) -> Summary:
     total = Summary()
-    source: TaxonSource = lister if hasattr(lister, "resolve_taxon") else api  # type: ignore[assignment]
+    source = lister.taxa() or api
     resolved = resolve_all(source, names)
     taxa = [t for t in resolved.values() if isinstance(t, Taxon)]
     wanted = (settings.size, settings.quality_grade, settings.licenses)
-    if hasattr(lister, "plan"):  # a backend that selects every taxon in one pass
-        try:
-            # every requested taxon, full or not: the same query on every re-run, so the
-            # selection spooled by the first run is reused and no big table is read again
-            lister.plan(taxa, *wanted)
-        except UNREADABLE as e:
-            resolved = {name: e if isinstance(t, Taxon) else t for name, t in resolved.items()}
+    try:
+        # every requested taxon, full or not: the same query on every re-run, so the
+        # selection spooled by the first run is reused and no big table is read again
+        lister.plan(taxa, *wanted)
+    except UNREADABLE as e:
+        resolved = {name: e if isinstance(t, Taxon) else t for name, t in resolved.items()}
     known_lineages = set(read_taxa(Path(settings.out) / TAXA_NAME))
     bar = progress(
         names,
@@ -324,7 +313,7 @@ def _scrape_taxa(
                 log.info("%s: already has %s images", taxon.name, settings.max_per_taxon)
                 continue
             items = lister.iter_photos(taxon, *wanted)
-            if getattr(lister, "tiles_only", False):
+            if lister.tiles_only:
                 chunk = min(30, settings.max_per_taxon or 30)  # never list past the cap
                 items = with_details(items, api, taxon, settings.size, chunk)
             if not settings.get("captive", False):
