@@ -164,8 +164,9 @@ def load_data(cfg: DictConfig, ckpt: Path, model: Classifier, spec: InputSpec) -
     config used is saved as ``data.yaml`` in the run folder."""
     data = data_config(cfg, ckpt, spec)
     OmegaConf.save(data, Path(cfg.paths.output_dir) / "data.yaml")
+    datamodule = build(data, "data")  # a bad value: a config error naming its key
     try:
-        datamodule = check_data_module(build(data, "data"))
+        check_data_module(datamodule)
         datamodule.setup("test")
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"data: {e}") from e

@@ -89,8 +89,9 @@ def build_datamodule(cfg: DictConfig, ckpt: str | None) -> ClassifierData:
     data = cfg.data
     if ckpt and not cfg.get("train", True):
         data = tested_data_config(cfg, ckpt)
+    datamodule = build(data, "data")  # a bad value: a config error naming its key
     try:
-        datamodule = check_data_module(build(data, "data"))
+        check_data_module(datamodule)
         datamodule.setup("fit")
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise ConfigError(f"data: {e}") from e

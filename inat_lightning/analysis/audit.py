@@ -41,7 +41,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
-from inat_lightning.analysis.gradcam import SCORES, compute_cams, energy_in_box, untouched
+from inat_lightning.analysis.gradcam import CAM_SCORES, compute_cams, energy_in_box, untouched
 from inat_lightning.analysis.infer import forward
 from inat_lightning.analysis.results import CueAuditRow, FaithfulnessRow
 from inat_lightning.analysis.tiles import cam_tile
@@ -92,8 +92,8 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.removal not in REMOVALS:
             raise ValueError(f"removal={self.removal!r}: one of {REMOVALS}")
-        if self.score not in SCORES:
-            raise ValueError(f"score={self.score!r}: one of {SCORES}")
+        if self.score not in CAM_SCORES:
+            raise ValueError(f"score={self.score!r}: one of {CAM_SCORES}")
 
 
 def lookalike(removed_preds: np.ndarray, c: int) -> int | None:

@@ -21,7 +21,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWe
 from torch import nn
 
 STYLES = ("red", "colormap")
-SCORES = ("class", "finer")
+CAM_SCORES = ("class", "finer")
 FINER_COMPARISONS = 3  # Finer-CAM's default: the three classes whose logits are closest
 
 
@@ -44,8 +44,8 @@ class FinerTarget:
 def cam_targets(classes: Sequence[int], score: str = "class") -> list:
     """The pytorch-grad-cam targets explaining ``classes[i]``: its class score (``class``), or
     that class against its closest alternatives (``finer``: :class:`FinerTarget`)."""
-    if score not in SCORES:
-        raise ValueError(f"score={score!r}: one of {SCORES}")
+    if score not in CAM_SCORES:
+        raise ValueError(f"score={score!r}: one of {CAM_SCORES}")
     target = ClassifierOutputTarget if score == "class" else FinerTarget
     return [target(int(c)) for c in classes]
 

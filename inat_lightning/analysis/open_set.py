@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from inat_lightning.models.open_set import SCORES, OpenSetRule, open_set_score
+from inat_lightning.models.open_set import OPEN_SET_SCORES, OpenSetRule, open_set_score
 
 
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
@@ -39,7 +39,7 @@ def open_set_report(
     if unknown is not None and len(unknown) and len(known):
         found["auroc"] = {
             s: auroc(open_set_score(known, temperature, s), open_set_score(unknown, temperature, s))
-            for s in SCORES
+            for s in OPEN_SET_SCORES
         }
         if rule is not None:
             found["false_accept_rate"] = float(np.mean(~rule.flags(unknown, temperature)))

@@ -108,8 +108,112 @@ class Sample:
         return f"s{self.species:03d}-o{self.observation:04d}"
 
 
+class SyntheticFolder:
+    """Writing a generator's data set as an ImageFolder with its manifest, taxa and settings,
+    atomically, and never over anything else (a mixin of :class:`SyntheticSpecies`, which
+    draws what is written: ``species``, ``samples``, ``render``, ``where_and_when``,
+    ``taxa``)."""
+
+    def generate(self, root: str | Path, progress: bool = True) -> list[Record]:
+        """Write the ImageFolder + manifest as ``root``, a folder that must not exist yet (or be
+        empty), atomically: a temporary folder renamed at the end, so an interrupted generation
+        leaves nothing half-written. Its mode is a new folder's (the umask's): a lab shares it."""
+        root = Path(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # a folder of this process's own, beside the root (one file system: an atomic rename);
+        # never a fixed name another process or the user may hold
+        # never a fixed name another process or the user may hold; made as any new folder is
+        # (the umask's mode, where mkdtemp's 0700 would lock the rest of a lab out)
+        tmp = root.parent / f".{root.name}.{uuid.uuid4().hex}.part"
+        tmp.mkdir()
+        try:
+            records = self._write(tmp, progress)
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()  # an empty folder (made by hand, or by a tool): ours to fill
+            tmp.rename(root)  # fails, rather than replace, if root has appeared meanwhile
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # only ours; gone already when renamed
+        return records
+
+    def _write(self, tmp: Path, progress: bool) -> list[Record]:
+        """The images, manifest, taxa and spec, into ``tmp``."""
+        species = self.species()
+        records = []
+        samples = self.samples()
+        bar = progress_bar(samples, desc="synthetic species", unit="img", disable=not progress)
+        for s in bar:
+            img, box = self.render(s)
+            folder = safe_folder_name(species[s.species].name)
+            (tmp / folder).mkdir(exist_ok=True)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=90)
+            data = buf.getvalue()
+            rel = f"{folder}/{s.photo_id}.jpg"
+            (tmp / rel).write_bytes(data)
+            x0, y0, x1, y1 = box if box else (None, None, None, None)
+            records.append(
+                Record(
+                    photo_id=s.photo_id,
+                    observation_id=s.observation_id,
+                    taxon_id=str(s.species),
+                    taxon_name=species[s.species].name,
+                    path=rel,
+                    license="cc0",
+                    attribution="inat-lightning synthetic species",
+                    sha256=sha256_of(data),
+                    width=img.width,
+                    height=img.height,
+                    quality_grade="research",
+                    observer_id=f"u{s.observer:03d}",
+                    observer=f"observer{s.observer}",
+                    cue_x0=x0,
+                    cue_y0=y0,
+                    cue_x1=x1,
+                    cue_y1=y1,
+                    cue_label="hand" if box else "",
+                    cue_source="synthetic" if box else "",
+                    **self.where_and_when(s.species, s.observation),
+                )
+            )
+        write_manifest(tmp / MANIFEST_NAME, records)
+        write_taxa(tmp / TAXA_NAME, self.taxa())
+        (tmp / SPEC_NAME).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        return records
+
+    def is_generated_at(self, root: str | Path) -> bool:
+        """True when ``root`` already holds this exact dataset (the cache is valid)."""
+        spec = Path(root) / SPEC_NAME
+        if not spec.is_file() or not (Path(root) / MANIFEST_NAME).is_file():
+            return False
+        return json.loads(spec.read_text()) == json.loads(json.dumps(asdict(self)))
+
+    def ensure(self, root: str | Path, progress: bool = True) -> None:
+        """Generate into ``root`` unless it already holds this dataset. Never deletes: a folder
+        holding anything else (a user's files, or this data set made with other settings, which
+        another run may be reading) is refused, naming what differs; other settings live at
+        another ``data.root``."""
+        root = Path(root)
+        if self.is_generated_at(root):
+            return
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(root.parent / f".{root.name}.lock")
+        try:  # several processes at once (a sweep's jobs, two terminals): one generates
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another process generating {root} ...", file=sys.stderr, flush=True)
+            lock.acquire()
+        try:
+            if self.is_generated_at(root):  # made by the process we waited for
+                return
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                raise FileExistsError(refusal(self, root))
+            self.generate(root, progress=progress)
+        finally:
+            lock.release()
+
+
 @dataclass
-class SyntheticSpecies:
+class SyntheticSpecies(SyntheticFolder):
     """Generator of the synthetic-species ImageFolder (see module docstring).
 
     Args:
@@ -179,16 +283,10 @@ class SyntheticSpecies:
         out = [Species(*row) for row in rows[: self.num_species]]
         rng = np.random.default_rng([self.seed, 7919])
         for k in range(len(out), self.num_species):
-            body, accent = rng.integers(20, 236, size=(2, 3))
-            out.append(
-                Species(
-                    name=f"Species {k:03d}",
-                    shape=SHAPES[int(rng.integers(len(SHAPES)))],
-                    body=tuple(int(v) for v in body),  # type: ignore[arg-type]
-                    accent=tuple(int(v) for v in accent),  # type: ignore[arg-type]
-                    pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
-                )
-            )
+            body, accent = (tuple(int(v) for v in c) for c in rng.integers(20, 236, size=(2, 3)))
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]  # drawn before the pattern
+            pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
+            out.append(Species(f"Species {k:03d}", shape, body, accent, pattern))  # type: ignore[arg-type]
         return out
 
     def observation_count(self, species: int) -> int:
@@ -288,21 +386,13 @@ class SyntheticSpecies:
         draw_cue = sample.has_cue if cue is None else cue
         sp = self.species()[sample.species]
         big = 2 * self.image_size  # drawn at 2× then downsampled: cheap anti-aliasing
-        individual = np.random.default_rng([self.seed, sample.species, sample.observation, 2])
-        view = np.random.default_rng(
-            [self.seed, sample.species, sample.observation, 3, sample.view]
-        )
-        cue_rng = np.random.default_rng(
-            [self.seed, sample.species, sample.observation, 4, sample.view]
-        )
-
-        bg_kind = BACKGROUNDS[
-            int(individual.integers(len(BACKGROUNDS)))
-        ]  # same place for all views
+        key = [self.seed, sample.species, sample.observation]
+        individual = np.random.default_rng([*key, 2])
+        view = np.random.default_rng([*key, 3, sample.view])
+        cue_rng = np.random.default_rng([*key, 4, sample.view])
+        bg_kind = BACKGROUNDS[int(individual.integers(len(BACKGROUNDS)))]  # all views alike
         canvas = _background(bg_kind, view, big)
-        corner = int(
-            cue_rng.integers(4)
-        )  # drawn even without cue: keeps the organism's place fixed
+        corner = int(cue_rng.integers(4))  # drawn even without cue: the organism stays put
         organism = _organism(sp, individual, view, big)
         # keep the organism away from the corner where the cue goes
         cx = big * (0.5 + (0.12 if corner % 2 == 0 else -0.12) + view.uniform(-0.08, 0.08))
@@ -322,102 +412,6 @@ class SyntheticSpecies:
         return img, box
 
     # ------------------------------------------------------------------ files
-    def generate(self, root: str | Path, progress: bool = True) -> list[Record]:
-        """Write the ImageFolder + manifest as ``root``, a folder that must not exist yet (or be
-        empty), atomically: a temporary folder renamed at the end, so an interrupted generation
-        leaves nothing half-written. Its mode is a new folder's (the umask's): a lab shares it."""
-        root = Path(root)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        # a folder of this process's own, beside the root (one file system: an atomic rename);
-        # never a fixed name another process or the user may hold
-        # never a fixed name another process or the user may hold; made as any new folder is
-        # (the umask's mode, where mkdtemp's 0700 would lock the rest of a lab out)
-        tmp = root.parent / f".{root.name}.{uuid.uuid4().hex}.part"
-        tmp.mkdir()
-        try:
-            records = self._write(tmp, progress)
-            if root.is_dir() and not any(root.iterdir()):
-                root.rmdir()  # an empty folder (made by hand, or by a tool): ours to fill
-            tmp.rename(root)  # fails, rather than replace, if root has appeared meanwhile
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # only ours; gone already when renamed
-        return records
-
-    def _write(self, tmp: Path, progress: bool) -> list[Record]:
-        """The images, manifest, taxa and spec, into ``tmp``."""
-        species = self.species()
-        records = []
-        samples = self.samples()
-        bar = progress_bar(samples, desc="synthetic species", unit="img", disable=not progress)
-        for s in bar:
-            img, box = self.render(s)
-            folder = safe_folder_name(species[s.species].name)
-            (tmp / folder).mkdir(exist_ok=True)
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=90)
-            data = buf.getvalue()
-            rel = f"{folder}/{s.photo_id}.jpg"
-            (tmp / rel).write_bytes(data)
-            x0, y0, x1, y1 = box if box else (None, None, None, None)
-            records.append(
-                Record(
-                    photo_id=s.photo_id,
-                    observation_id=s.observation_id,
-                    taxon_id=str(s.species),
-                    taxon_name=species[s.species].name,
-                    path=rel,
-                    license="cc0",
-                    attribution="inat-lightning synthetic species",
-                    sha256=sha256_of(data),
-                    width=img.width,
-                    height=img.height,
-                    quality_grade="research",
-                    observer_id=f"u{s.observer:03d}",
-                    observer=f"observer{s.observer}",
-                    cue_x0=x0,
-                    cue_y0=y0,
-                    cue_x1=x1,
-                    cue_y1=y1,
-                    cue_label="hand" if box else "",
-                    cue_source="synthetic" if box else "",
-                    **self.where_and_when(s.species, s.observation),
-                )
-            )
-        write_manifest(tmp / MANIFEST_NAME, records)
-        write_taxa(tmp / TAXA_NAME, self.taxa())
-        (tmp / SPEC_NAME).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-        return records
-
-    def is_generated_at(self, root: str | Path) -> bool:
-        """True when ``root`` already holds this exact dataset (the cache is valid)."""
-        spec = Path(root) / SPEC_NAME
-        if not spec.is_file() or not (Path(root) / MANIFEST_NAME).is_file():
-            return False
-        return json.loads(spec.read_text()) == json.loads(json.dumps(asdict(self)))
-
-    def ensure(self, root: str | Path, progress: bool = True) -> None:
-        """Generate into ``root`` unless it already holds this dataset. Never deletes: a folder
-        holding anything else (a user's files, or this data set made with other settings, which
-        another run may be reading) is refused, naming what differs; other settings live at
-        another ``data.root``."""
-        root = Path(root)
-        if self.is_generated_at(root):
-            return
-        root.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(root.parent / f".{root.name}.lock")
-        try:  # several processes at once (a sweep's jobs, two terminals): one generates
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"waiting for another process generating {root} ...", file=sys.stderr, flush=True)
-            lock.acquire()
-        try:
-            if self.is_generated_at(root):  # made by the process we waited for
-                return
-            if root.exists() and (not root.is_dir() or any(root.iterdir())):
-                raise FileExistsError(refusal(self, root))
-            self.generate(root, progress=progress)
-        finally:
-            lock.release()
 
 
 def refusal(generator: SyntheticSpecies, root: Path) -> str:

@@ -179,8 +179,8 @@ class PairScore(Metric):
 
     def __init__(self, pairs: ConfusionPairs, score: str, owner: bool = False) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"score={score!r}: one of {sorted(SCORES)}")
+        if score not in PAIR_SCORES:
+            raise ValueError(f"score={score!r}: one of {sorted(PAIR_SCORES)}")
         self._pairs = [pairs]  # a list: the shared pairs are not this metric's child or state
         self.score, self.owner = score, owner
 
@@ -189,7 +189,7 @@ class PairScore(Metric):
             self._pairs[0].update(logits, target)
 
     def compute(self) -> torch.Tensor:
-        return torch.tensor(SCORES[self.score](self._pairs[0].compute()), dtype=torch.float32)
+        return torch.tensor(PAIR_SCORES[self.score](self._pairs[0].compute()), dtype=torch.float32)
 
 
 def _macro(values: np.ndarray, confusion: Confusion, present_only: bool) -> float:
@@ -201,7 +201,7 @@ def _macro(values: np.ndarray, confusion: Confusion, present_only: bool) -> floa
     return float(values.mean()) if len(values) else 0.0
 
 
-SCORES = {
+PAIR_SCORES = {
     "acc_macro": lambda c: _macro(c.precision_recall_f1()[1], c, True),
     "recall_macro": lambda c: _macro(c.precision_recall_f1()[1], c, True),
     "precision_macro": lambda c: _macro(c.precision_recall_f1()[0], c, True),

@@ -23,7 +23,7 @@ from inat_lightning.validation import require, require_numbers
 
 #: each score's possible values: a threshold outside flags every photo or none
 SCORE_RANGES = {"max_softmax": (0.0, 1.0), "energy": (-math.inf, math.inf)}
-SCORES = tuple(SCORE_RANGES)
+OPEN_SET_SCORES = tuple(SCORE_RANGES)
 
 
 def check_rule_settings(score: str = "max_softmax", accept: float = 0.95) -> None:
@@ -31,7 +31,10 @@ def check_rule_settings(score: str = "max_softmax", accept: float = 0.95) -> Non
     before any work and on a checkpoint's rule when it is read."""
     require_numbers({"accept": accept}, (), ("accept",))
     require(
-        {"score": (score in SCORES, f"one of {SCORES}"), "accept": (0 < accept <= 1, "in (0, 1]")},
+        {
+            "score": (score in OPEN_SET_SCORES, f"one of {OPEN_SET_SCORES}"),
+            "accept": (0 < accept <= 1, "in (0, 1]"),
+        },
         {"score": score, "accept": accept},
     )
 

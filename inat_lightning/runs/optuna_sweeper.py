@@ -222,6 +222,53 @@ def write_trial_record(job_dir: Path, study: optuna.Study, trial: optuna.Trial) 
         part.write_text(json.dumps(record, indent=2))
 
 
+def rdb_storage(
+    url: str | None, heartbeat_interval: int | None, grace_period: int | None, max_retry: int
+) -> Any:
+    """The study's database (``None``: in memory: one process, no resume, no pruning from the
+    jobs), with heartbeats and a retry of stale trials."""
+    if not url:
+        return None
+    # renamed in Optuna 4.9: a stale trial's retry callback and the storage's argument
+    retry_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    retry = (retry_class or optuna.storages.RetryFailedTrialCallback)(max_retry=max_retry)
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    hook = (
+        "heartbeat_stale_trial_callback"
+        if "heartbeat_stale_trial_callback" in params
+        else "failed_trial_callback"
+    )
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs(url),
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        **{hook: retry},
+    )
+
+
+def search_space(
+    params: dict[str, str], arguments: list[str]
+) -> tuple[dict[str, BaseDistribution], list[str]]:
+    """The search space (``params``, then sweep overrides of the command line) and the fixed
+    overrides every job gets. A key given a plain value on the command line is not searched."""
+    parser = OverridesParser.create()
+    given = parser.parse_overrides(arguments)
+    fixed_keys = {o.key_or_group for o in given if not o.is_sweep_override()}
+    space: dict[str, BaseDistribution] = {}
+    for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()]):
+        if o.key_or_group not in fixed_keys:
+            found = distribution(o)
+            if found is not None:
+                space[o.key_or_group] = found
+    for o in given:
+        found = distribution(o)
+        if found is not None:
+            space[o.key_or_group] = found
+    fixed = [o.input_line for o in given if not o.is_sweep_override()]
+    return space, fixed
+
+
 class OptunaSweeper(Sweeper):
     """See the module doc. Arguments are the ``hydra.sweeper`` node's keys (``conf/hydra/
     sweeper/inat_optuna.yaml``)."""
@@ -265,26 +312,6 @@ class OptunaSweeper(Sweeper):
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     # ------------------------------------------------------------------ the study
-    def _storage(self) -> Any:
-        if not self.storage_url:
-            return None  # in memory: one process, no resume, no pruning from the jobs
-        # renamed in Optuna 4.9: a stale trial's retry callback and the storage's argument
-        retry_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-        retry = (retry_class or optuna.storages.RetryFailedTrialCallback)(max_retry=self.max_retry)
-        params = inspect.signature(optuna.storages.RDBStorage).parameters
-        hook = (
-            "heartbeat_stale_trial_callback"
-            if "heartbeat_stale_trial_callback" in params
-            else "failed_trial_callback"
-        )
-        return optuna.storages.RDBStorage(
-            self.storage_url,
-            engine_kwargs=engine_kwargs(self.storage_url),
-            heartbeat_interval=self.heartbeat_interval,
-            grace_period=self.grace_period,
-            **{hook: retry},
-        )
-
     def _study(self) -> optuna.Study:
         """Create or load the study; processes starting together take turns (creating a
         SQLite database's tables twice at once fails)."""
@@ -313,7 +340,9 @@ class OptunaSweeper(Sweeper):
     def _open_study(self) -> optuna.Study:
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self._storage(),
+            storage=rdb_storage(
+                self.storage_url, self.heartbeat_interval, self.grace_period, self.max_retry
+            ),
             sampler=built(self.sampler_cfg),
             pruner=built(self.pruner_cfg) or optuna.pruners.NopPruner(),
             direction=self.direction,
@@ -328,30 +357,11 @@ class OptunaSweeper(Sweeper):
                 study.enqueue_trial(dict(params))
         return study
 
-    def _space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
-        """The search space (``params``, then sweep overrides of the command line) and the fixed
-        overrides every job gets. A key given a plain value on the command line is not searched."""
-        parser = OverridesParser.create()
-        given = parser.parse_overrides(arguments)
-        fixed_keys = {o.key_or_group for o in given if not o.is_sweep_override()}
-        space: dict[str, BaseDistribution] = {}
-        for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()]):
-            if o.key_or_group not in fixed_keys:
-                found = distribution(o)
-                if found is not None:
-                    space[o.key_or_group] = found
-        for o in given:
-            found = distribution(o)
-            if found is not None:
-                space[o.key_or_group] = found
-        fixed = [o.input_line for o in given if not o.is_sweep_override()]
-        return space, fixed
-
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None
         study = self._study()
-        space, fixed = self._space(arguments)
+        space, fixed = search_space(self.params, arguments)
         log.info(
             "Optuna %s study %r in %s: %d trials, space %s",
             optuna.__version__,

@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import urljoin
 
 from inat_lightning.scrape.backend import PhotoItem, PhotoLister, Taxon
@@ -71,6 +72,41 @@ def tile_photo_url(style_or_src: str) -> str | None:
 def observation_id_from_href(href: str) -> str | None:
     m = _OBS_ID.search(href or "")
     return m.group(1) if m else None
+
+
+def start_chromium(
+    chromium_path: str, chromedriver_path: str, sandbox: bool | None, extra_flags: Sequence[str]
+) -> Any:
+    """Headless Chromium under Selenium, from these binaries (Selenium Manager never runs);
+    its sandbox off only when asked, or by default when running as root (where Chromium
+    refuses to start with it)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path, key in ((chromium_path, "chromium_path"), (chromedriver_path, "chromedriver_path")):
+        if not shutil.which(path):
+            raise FileNotFoundError(
+                f"scrape.backend.{key}={path!r} not found; install Debian's chromium and "
+                "chromium-driver (make browser) or set the path"
+            )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium_path
+    no_sandbox = sandbox is False or (sandbox is None and os.geteuid() == 0)
+    for flag in (*HEADLESS_FLAGS, *(["--no-sandbox"] if no_sandbox else []), *extra_flags):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=chromedriver_path), options=opts)
+
+
+def read_tile(driver: Any, image_selector: str, tile: Any) -> tuple[str | None, str | None]:
+    """A grid tile's photo URL (its ``<img>``, else its background image; made absolute) and
+    its observation's id."""
+    from selenium.webdriver.common.by import By
+
+    imgs = tile.find_elements(By.CSS_SELECTOR, image_selector) if image_selector else []
+    raw = imgs[0].get_attribute("src") if imgs else tile.value_of_css_property("background-image")
+    url = tile_photo_url(raw)
+    url = urljoin(driver.current_url, url) if url else None  # relative URLs too
+    return url, observation_id_from_href(tile.get_attribute("href") or "")
 
 
 class BrowserLister(PhotoLister):
@@ -138,32 +174,12 @@ class BrowserLister(PhotoLister):
         self.extra_flags = list(extra_flags)
         self._driver = None
 
-    def _start(self):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        for path, key in (
-            (self.chromium_path, "chromium_path"),
-            (self.chromedriver_path, "chromedriver_path"),
-        ):
-            if not shutil.which(path):
-                raise FileNotFoundError(
-                    f"scrape.backend.{key}={path!r} not found; install Debian's chromium and "
-                    "chromium-driver (make browser) or set the path"
-                )
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = self.chromium_path
-        no_sandbox = self.sandbox is False or (self.sandbox is None and os.geteuid() == 0)
-        for flag in (*HEADLESS_FLAGS, *(["--no-sandbox"] if no_sandbox else []), *self.extra_flags):
-            opts.add_argument(flag)
-        return webdriver.Chrome(
-            service=Service(executable_path=self.chromedriver_path), options=opts
-        )
-
     @property
     def driver(self):
         if self._driver is None:
-            self._driver = self._start()
+            self._driver = start_chromium(
+                self.chromium_path, self.chromedriver_path, self.sandbox, self.extra_flags
+            )
         return self._driver
 
     def close(self) -> None:
@@ -173,19 +189,6 @@ class BrowserLister(PhotoLister):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _read_tile(self, tile) -> tuple[str | None, str | None]:
-        from selenium.webdriver.common.by import By
-
-        imgs = (
-            tile.find_elements(By.CSS_SELECTOR, self.image_selector) if self.image_selector else []
-        )
-        raw = (
-            imgs[0].get_attribute("src") if imgs else tile.value_of_css_property("background-image")
-        )
-        url = tile_photo_url(raw)
-        url = urljoin(self.driver.current_url, url) if url else None  # relative URLs too
-        return url, observation_id_from_href(tile.get_attribute("href") or "")
 
     # ------------------------------------------------------------------ the page
     def _count(self) -> int:
@@ -285,7 +288,7 @@ class BrowserLister(PhotoLister):
             ended = self._ended()  # before reading: every tile there at the end gets read
             tiles = self.driver.find_elements(By.CSS_SELECTOR, self.tile_selector)
             for tile in tiles[read:]:
-                url, obs_id = self._read_tile(tile)
+                url, obs_id = read_tile(self.driver, self.image_selector, tile)
                 photo_id = photo_id_from_url(url or "")
                 if not url or not photo_id or not obs_id or photo_id in seen:
                     continue

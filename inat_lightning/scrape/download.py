@@ -31,6 +31,7 @@ from typing import NamedTuple
 from filelock import FileLock, Timeout
 from PIL import Image
 
+from inat_lightning.atomic import replacing
 from inat_lightning.data.manifest import (
     DEFAULT_MAX_PIXELS,
     MANIFEST_NAME,
@@ -186,6 +187,132 @@ class Summary:
         self.failures += other.failures
 
 
+def lock_folder(root: Path) -> FileLock:
+    """An exclusive lock on ``<root>/.scrape.lock`` for this process's lifetime (portable:
+    ``filelock``; the OS releases it if the process dies, so a killed scrape leaves no stale
+    lock). The holder's pid is written beside it, for the message another scrape gets."""
+    lock = FileLock(root / LOCK_NAME)
+    holder = root / f"{LOCK_NAME}.pid"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        pid = holder.read_text().strip() if holder.is_file() else "?"
+        raise FolderLocked(f"another scrape (pid {pid or '?'}) is writing into {root}") from None
+    holder.write_text(str(os.getpid()))
+    return lock
+
+
+def _csv_text(rows: list) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+class FailureLog:
+    """``failures.csv``: the photos (and taxa's listings) that failed and are not resolved yet,
+    keyed by photo id (or URL); shared by the download threads."""
+
+    def __init__(self, path: Path, retry_failed: bool = False) -> None:
+        self.path, self.retry_failed = path, retry_failed
+        self._lock = threading.Lock()
+        self.failures: dict[str, Failure] = {}
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    values = {k: row.get(k) or "" for k in Failure._fields}
+                    kind = values["kind"] or "transient"  # files from before the column
+                    failure = Failure(**{**values, "kind": kind})
+                    self.failures[failure_key(failure)] = failure
+
+    def record(
+        self, photo_id: str, url: str, reason: str, transient: bool, kind: str | None = None
+    ) -> None:
+        """Remember a failure (a photo, or a taxon's listing when ``photo_id`` is empty)."""
+        kind = kind or ("transient" if transient else "permanent")
+        failure = Failure(photo_id, url, reason, kind)
+        with self._lock:
+            self.failures[failure_key(failure)] = failure
+
+    def resolved(self, photo_id: str) -> None:
+        with self._lock:
+            self.failures.pop(photo_id, None)
+
+    def failed_for_good(self, photo_id: str) -> bool:
+        """A permanent failure of an earlier run, not to be tried again (``retry_failed``)."""
+        failure = self.failures.get(photo_id)
+        return failure is not None and failure.kind == "permanent" and not self.retry_failed
+
+    def write(self) -> None:
+        """Rewrite the file (atomically) with every failure not yet resolved."""
+        with self._lock, replacing(self.path) as tmp:
+            rows = [Failure._fields, *self.failures.values()]
+            tmp.write_text(_csv_text(rows), encoding="utf-8")
+
+
+def reconcile(root: Path, prune_missing: bool) -> tuple[list[Record], set[str], list[str]]:
+    """Pick up after an interrupted run: clear ``.partial/``, drop a line torn by a crash and
+    superseded rows; keep everything else, rows with a missing file included (reported; dropped
+    with ``prune_missing``, ``manifest.csv.bak`` first). Returns the rows kept, the photo ids
+    whose file is missing, and the manifest's header."""
+    shutil.rmtree(root / PARTIAL_DIR, ignore_errors=True)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        write_manifest(path, [])
+        return [], set(), header_of([])
+    rows = read_manifest(path, skip_incomplete=True)  # a crash may tear a line
+    kept = unique_records(rows, str(path))
+    missing = {r.photo_id for r in kept if not (root / r.path).is_file()}
+    if missing and prune_missing:
+        backup = path.with_name(MANIFEST_NAME + ".bak")
+        shutil.copy2(path, backup)
+        kept = [r for r in kept if r.photo_id not in missing]
+        log.warning(
+            "dropped %d row(s) whose file is missing; the old manifest: %s", len(missing), backup
+        )
+        missing = set()
+    elif missing:
+        log.warning(
+            "%d manifest row(s) point to missing files (a drive not mounted?); kept, and "
+            "fetched again if listed (scrape.prune_missing=true drops them)",
+            len(missing),
+        )
+    if len(kept) != len(rows):
+        write_manifest(path, kept)
+    return kept, missing, header_of(kept)
+
+
+def record_of(item: PhotoItem, rel: str, body: bytes, sha: str, size: tuple[int, int]) -> Record:
+    """A downloaded photo's manifest row: what its listing said, its checksum ``sha``, its size
+    and its near-duplicate signals (made from the bytes in hand, so training never decodes the
+    photo for them)."""
+    with Image.open(io.BytesIO(body)) as img:
+        signature = photo_signature(img)
+    return Record(
+        photo_id=item.photo_id,
+        observation_id=item.observation_id,
+        taxon_id=str(item.taxon.id),
+        taxon_name=item.taxon.name,
+        path=rel,
+        license=item.license,
+        attribution=item.attribution,
+        url=item.url,
+        sha256=sha,
+        width=size[0],
+        height=size[1],
+        quality_grade=item.quality_grade,
+        observer_id=item.observer_id,
+        observer=item.observer,
+        observed_on=date_or_empty(item.observed_on),  # the API's: untrusted
+        phash=signature.phash,
+        lowfreq=signature.lowfreq,
+        latitude=item.latitude,
+        longitude=item.longitude,
+        pos_accuracy=item.pos_accuracy,
+        coords_obscured=item.coords_obscured,
+        captive=item.captive,
+    )
+
+
 class Downloader:
     """Download photo items into an ImageFolder tree with a manifest (see the module doc).
 
@@ -230,30 +357,13 @@ class Downloader:
         self.records: dict[str, Record] = {}
         self.missing: set[str] = set()  # photo ids whose row is kept but whose file is not there
         self.sha_to_photo: dict[str, str] = {}
-        self.failures: dict[str, Failure] = {}  # key: photo id, or the url
         self._header: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self._acquire_lock()
+        self._lock_file = lock_folder(self.root)
+        self.failures = FailureLog(self.root / FAILURES_NAME, retry_failed)
         self._reconcile()
-        self._read_failures()
 
     # ------------------------------------------------------------------ the folder
-    def _acquire_lock(self) -> FileLock:
-        """An exclusive lock on ``<root>/.scrape.lock`` for this process's lifetime (portable:
-        ``filelock``; the OS releases it if the process dies, so a killed scrape leaves no stale
-        lock). The holder's pid is written beside it, for the message another scrape gets."""
-        lock = FileLock(self.root / LOCK_NAME)
-        holder = self.root / f"{LOCK_NAME}.pid"
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            pid = holder.read_text().strip() if holder.is_file() else "?"
-            raise FolderLocked(
-                f"another scrape (pid {pid or '?'}) is writing into {self.root}"
-            ) from None
-        holder.write_text(str(os.getpid()))
-        return lock
-
     def close(self) -> None:
         """Release the folder's lock."""
         if self._lock_file and self._lock_file.is_locked:
@@ -274,40 +384,12 @@ class Downloader:
         return record.photo_id not in self.missing
 
     def _reconcile(self) -> None:
-        """Pick up after an interrupted run: clear ``.partial/``, drop a line torn by a crash and
-        superseded rows; keep everything else, rows with a missing file included (reported)."""
-        shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)
-        if not self.manifest_path.is_file():
-            write_manifest(self.manifest_path, [])
-            self._header = header_of([])
-            return
-        rows = read_manifest(self.manifest_path, skip_incomplete=True)  # a crash may tear a line
-        kept = unique_records(rows, str(self.manifest_path))
-        missing = [r for r in kept if not (self.root / r.path).is_file()]
-        self.missing = {r.photo_id for r in missing}
-        if missing and self.prune_missing:
-            backup = self.manifest_path.with_name(MANIFEST_NAME + ".bak")
-            shutil.copy2(self.manifest_path, backup)
-            kept = [r for r in kept if self._on_disk(r)]
-            self.missing = set()
-            log.warning(
-                "dropped %d row(s) whose file is missing; the old manifest: %s",
-                len(missing),
-                backup,
-            )
-        elif missing:
-            log.warning(
-                "%d manifest row(s) point to missing files (a drive not mounted?); kept, and "
-                "fetched again if listed (scrape.prune_missing=true drops them)",
-                len(missing),
-            )
+        """Pick up after an interrupted run (see :func:`reconcile`)."""
+        kept, self.missing, self._header = reconcile(self.root, self.prune_missing)
         for r in kept:
             self.records[r.photo_id] = r
             if self._on_disk(r):
                 self.sha_to_photo.setdefault(r.sha256, r.photo_id)
-        self._header = header_of(kept)
-        if len(kept) != len(rows):
-            write_manifest(self.manifest_path, kept)
 
     def _append(self, rec: Record) -> None:
         with self._lock, self.manifest_path.open("a", newline="", encoding="utf-8") as f:
@@ -319,41 +401,6 @@ class Downloader:
             os.fsync(f.fileno())
             self.records[rec.photo_id] = rec
             self.missing.discard(rec.photo_id)
-
-    # ------------------------------------------------------------------ failures.csv
-    def _read_failures(self) -> None:
-        path = self.root / FAILURES_NAME
-        if not path.is_file():
-            return
-        with path.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                values = {k: row.get(k) or "" for k in Failure._fields}
-                failure = Failure(**{**values, "kind": values["kind"] or "transient"})  # old files
-                self.failures[failure_key(failure)] = failure
-
-    def record_failure(
-        self, photo_id: str, url: str, reason: str, transient: bool, kind: str | None = None
-    ) -> None:
-        """Remember a failure (a photo, or a taxon's listing when ``photo_id`` is empty)."""
-        failure = Failure(
-            photo_id, url, reason, kind or ("transient" if transient else "permanent")
-        )
-        with self._lock:
-            self.failures[failure_key(failure)] = failure
-
-    def write_failures(self) -> None:
-        """Rewrite ``failures.csv`` (atomically) with every failure not yet resolved."""
-        path = self.root / FAILURES_NAME
-        tmp = path.with_name(f".{FAILURES_NAME}.{os.getpid()}.part")
-        with self._lock, tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(Failure._fields)
-            w.writerows(self.failures.values())
-        os.replace(tmp, path)
-
-    def _failed_for_good(self, photo_id: str) -> bool:
-        failure = self.failures.get(photo_id)
-        return failure is not None and failure.kind == "permanent" and not self.retry_failed
 
     # ------------------------------------------------------------------ one item
     def _fetch_contained(self, item: PhotoItem) -> Outcome:
@@ -411,38 +458,10 @@ class Downloader:
     def _register(
         self, item: PhotoItem, rel: str, body: bytes, sha: str, size, kind: str, nbytes: int = 0
     ) -> Outcome:
-        """The photo's manifest row, with its checksum ``sha`` and its near-duplicate signals
-        (made from the bytes in hand, so training never decodes the photo for it)."""
-        with Image.open(io.BytesIO(body)) as img:
-            signature = photo_signature(img)
+        """Append the photo's manifest row (:func:`record_of`)."""
         with self._lock:
             self.sha_to_photo.setdefault(sha, item.photo_id)
-        self._append(
-            Record(
-                photo_id=item.photo_id,
-                observation_id=item.observation_id,
-                taxon_id=str(item.taxon.id),
-                taxon_name=item.taxon.name,
-                path=rel,
-                license=item.license,
-                attribution=item.attribution,
-                url=item.url,
-                sha256=sha,
-                width=size[0],
-                height=size[1],
-                quality_grade=item.quality_grade,
-                observer_id=item.observer_id,
-                observer=item.observer,
-                observed_on=date_or_empty(item.observed_on),  # the API's: untrusted
-                phash=signature.phash,
-                lowfreq=signature.lowfreq,
-                latitude=item.latitude,
-                longitude=item.longitude,
-                pos_accuracy=item.pos_accuracy,
-                coords_obscured=item.coords_obscured,
-                captive=item.captive,
-            )
-        )
+        self._append(record_of(item, rel, body, sha, size))
         return Outcome(kind, bytes=nbytes)
 
     # ------------------------------------------------------------------ many items
@@ -466,7 +485,7 @@ class Downloader:
                     current.cancel()
         finally:
             shutil.rmtree(self.root / PARTIAL_DIR, ignore_errors=True)  # nothing half-written
-            self.write_failures()
+            self.failures.write()
         return current.summary
 
     def taxon_full(self, taxon_name: str) -> bool:
@@ -504,7 +523,7 @@ class _Run:
         if isinstance(item, Malformed):  # reported, and the listing goes on
             summary.malformed += 1
             summary.failures.append(("", item.what, item.reason))
-            d.record_failure("", item.what, item.reason, False, "malformed")
+            d.failures.record("", item.what, item.reason, False, "malformed")
             return True
         summary.listed += 1
         self.taxa_listed.add(item.taxon.name)
@@ -516,7 +535,7 @@ class _Run:
             return True
         if item.photo_id in self.queued:
             return True
-        if d._failed_for_good(item.photo_id):
+        if d.failures.failed_for_good(item.photo_id):
             summary.known_failures += 1
             return True
         if d.max_per_taxon is not None and self.have[item.taxon.name] >= d.max_per_taxon:
@@ -539,13 +558,12 @@ class _Run:
             summary.bytes += outcome.bytes
             if outcome.kind in ("downloaded", "skipped"):
                 summary.per_taxon[item.taxon.name] += 1
-                with d._lock:
-                    d.failures.pop(item.photo_id, None)
+                d.failures.resolved(item.photo_id)
             else:
                 self.have[item.taxon.name] -= 1  # its slot is free again
                 if outcome.kind == "failed":
                     summary.failures.append((item.photo_id, item.url, outcome.reason))
-                    d.record_failure(item.photo_id, item.url, outcome.reason, outcome.transient)
+                    d.failures.record(item.photo_id, item.url, outcome.reason, outcome.transient)
                     log.warning("failed %s: %s", item.url, outcome.reason)
             self.bar.set_postfix(
                 listed=summary.listed,

@@ -139,8 +139,8 @@ def _fail(total: Summary, downloader: Downloader, what: str, error: Exception) -
     total.failed += 1
     total.failures.append(("", what, str(error)))
     transient = isinstance(error, HttpError) and error.transient
-    downloader.record_failure("", what, str(error), transient)
-    downloader.write_failures()
+    downloader.failures.record("", what, str(error), transient)
+    downloader.failures.write()
 
 
 def scrape(cfg: DictConfig) -> Summary:
