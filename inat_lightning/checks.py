@@ -41,6 +41,7 @@ def check_train_config(cfg: DictConfig) -> None:
             f"optimized_metric={metric}: must be [best/]<stage>/<metric> with stage "
             f"{'|'.join(STAGES)} and metric {'|'.join(SCALARS)}"
         )
+    check_monitor(cfg.get("monitor"), cfg.get("monitor_mode", "max"))
     model = cfg.model
     check_args(check_classifier_args, model, "model")
     fine_tuning = "backbone_finetuning" in (cfg.get("callbacks") or {})
@@ -60,6 +61,19 @@ def check_train_config(cfg: DictConfig) -> None:
     optimizer = call_partial(model.optimizer, "model.optimizer", dummy)
     if model.get("scheduler"):
         call_partial(model.scheduler, "model.scheduler", optimizer)
+
+
+def check_monitor(monitor: Any, mode: Any) -> None:
+    """The metric the fit watches (scheduler, best checkpoint, early stopping) must be logged
+    while fitting: ``val/<metric>`` or ``train/<metric>``; its mode ``max`` or ``min``."""
+    name = str(monitor)
+    if monitor is None or not is_optimizable(name) or name.split("/")[0] not in ("train", "val"):
+        raise ConfigError(
+            f"monitor={monitor}: must be val/<metric> or train/<metric> (logged during the fit) "
+            f"with metric {'|'.join(SCALARS)}"
+        )
+    if mode not in ("max", "min"):
+        raise ConfigError(f"monitor_mode={mode!r}: must be max or min (min for a loss)")
 
 
 def check_open_set(settings: Any) -> None:

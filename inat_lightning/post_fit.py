@@ -29,15 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def test_confusion(
-    model: Any, datamodule: ClassifierData, tested: str | None, device: torch.device
+    trainer: L.Trainer, model: Any, datamodule: ClassifierData, tested: str | None
 ) -> Confusion:
     """The test's confusion counts (a collective under DDP: every rank calls this). When the
-    test ran in spawned worker processes (``trainer=ddp_spawn``) this process's model holds no
-    counts: the test split is counted again here, each image once, with the tested weights."""
+    test ran in spawned worker processes (``trainer=ddp_spawn``: several processes, none of them
+    this one) this process's model holds no counts: the test split is counted again here, each
+    image once, with the tested weights."""
     confusion = model.confusion("test")
-    if confusion.total or not len(datamodule.datasets["test"]):
+    spawned = trainer.world_size > 1 and not torch.distributed.is_initialized()
+    if not spawned or confusion.total or not len(datamodule.datasets["test"]):
         return confusion
-    return main_process_confusion(model, datamodule, tested, device)
+    return main_process_confusion(model, datamodule, tested, trainer.strategy.root_device)
 
 
 def main_process_confusion(

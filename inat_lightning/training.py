@@ -65,8 +65,7 @@ def train(cfg: DictConfig) -> float | None:
         score = float(checkpointing.best_model_score)
         summary["best"] = {"monitor": checkpointing.monitor, "score": score}
     if cfg.get("test", True):
-        device = trainer.strategy.root_device
-        summary["test_confusion"] = test_confusion(model, datamodule, tested, device).record()
+        summary["test_confusion"] = test_confusion(trainer, model, datamodule, tested).record()
     if not trainer.is_global_zero:
         return None
     if best:

@@ -35,6 +35,9 @@ def test_defaults_are_valid_and_the_default_model_is_resnet101(tmp_path):
         ("model.label_smoothing=1.5", "model.label_smoothing"),
         ("model.weights_path=/nonexistent.pth", "model.weights_path"),
         ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
+        ("monitor=test/acc", "monitor=test/acc: must be val/<metric> or train/<metric>"),
+        ("monitor=best/val/acc", "monitor=best/val/acc"),
+        ("monitor_mode=up", "monitor_mode='up': must be max or min"),
     ],
 )
 def test_model_and_run_errors_name_the_key_before_any_work(tmp_path, override, key):

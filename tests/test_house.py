@@ -64,15 +64,17 @@ def conf(path: str) -> dict:
 
 
 def test_the_metric_a_run_is_judged_by_is_said_once():
-    assert conf("train.yaml")["optimized_metric"] == MONITOR  # the code's default
-    watchers = [
-        conf("model/resnet.yaml")["monitor"],
-        conf("callbacks/model_checkpoint.yaml")["model_checkpoint"]["monitor"],
-        conf("callbacks/early_stopping.yaml")["early_stopping"]["monitor"],
-        conf("hparams_search/optuna_sgd.yaml")["callbacks"]["optuna_pruning"]["monitor"],
-    ]
-    assert watchers == ["${optimized_metric}"] * len(watchers)
-    assert "optimized_metric" not in conf("hparams_search/optuna_sgd.yaml")
+    train = conf("train.yaml")
+    assert train["monitor"] == MONITOR and train["optimized_metric"] == "${monitor}"
+    checkpoint = conf("callbacks/model_checkpoint.yaml")["model_checkpoint"]
+    stopping = conf("callbacks/early_stopping.yaml")["early_stopping"]
+    model = conf("model/resnet.yaml")
+    assert [model["monitor"], checkpoint["monitor"], stopping["monitor"]] == ["${monitor}"] * 3
+    modes = [model["scheduler"]["mode"], checkpoint["mode"], stopping["mode"]]
+    assert modes == ["${monitor_mode}"] * 3
+    search = conf("hparams_search/optuna_sgd.yaml")
+    assert search["callbacks"]["optuna_pruning"]["monitor"] == "${optimized_metric}"
+    assert "optimized_metric" not in search
 
 
 def test_the_logged_metrics_are_the_named_ones():

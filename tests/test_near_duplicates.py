@@ -163,6 +163,11 @@ def test_clusters_join_hash_pairs_and_smooth_pairs():
     assert clusters([], DEFAULT_DISTANCE, []).tolist() == []
 
 
+def test_cosine_one_still_joins_identical_signals():
+    sky = lowfreq_text(50, 5, np.arange(15) - 7)
+    assert smooth_pairs([sky, sky], cosine=1.0).tolist() == [[0, 1]]
+
+
 def test_a_crowd_of_smooth_look_alikes_is_left_to_the_hash():
     """Copies come in few: a photo whose low frequencies match more than SMOOTH_CROWD others
     (thousands of plain skies alike) is not joined by them, so no huge chained cluster."""
@@ -217,6 +222,9 @@ def test_a_cache_from_before_the_second_signal_is_made_again(tmp_path):
     assert fill_hashes(root, again, cache, 10**8, show_progress=False) == len(PHOTOS)
     assert [r.lowfreq for r in again] == [r.lowfreq for r in records]
     assert all(r.phash == "0123456789abcdef" for r in again)  # the manifest's, kept
+    hashed = [Record(n, n, "", "a", f"a/{n}.jpg", phash="0123456789abcdef") for n in PHOTOS]
+    assert fill_hashes(root, hashed, None, 10**8, False, need_lowfreq=False) == 0  # none read
+    assert all(r.lowfreq == "" for r in hashed)
 
 
 def tiles(photo: Image.Image, side: int = 96) -> list[Image.Image]:

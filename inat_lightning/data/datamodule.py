@@ -170,7 +170,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         )
         near = None
         if self.split.near_duplicates:
-            fill_hashes(self.root, records, self.hash_cache, self.max_pixels)
+            smooth = self.split.near_cosine is not None  # else the hash alone: no decoding
+            fill_hashes(self.root, records, self.hash_cache, self.max_pixels, need_lowfreq=smooth)
             near = self.split.near(records)
             self.near_clusters = cluster_members([r.path for r in records], near)
             log.info(
@@ -333,6 +334,9 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "group_by": self.split.group_by,
                 "folds": self.split.folds,
                 "fold": self.split.fold,
+                "near_duplicates": self.split.near_duplicates,
+                "near_distance": self.split.near_distance,
+                "near_cosine": self.split.near_cosine,
             },
             "train_images": dict(zip(self.class_names, self.class_counts.int().tolist())),
             "licences": dict(sorted(licences.items())),

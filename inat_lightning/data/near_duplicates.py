@@ -146,12 +146,14 @@ def fill_hashes(
     cache: Path | None,
     max_pixels: int,
     show_progress: bool = True,
+    need_lowfreq: bool = True,
 ) -> int:
-    """Give each record without a ``phash`` or a ``lowfreq`` its signals: from ``cache`` (a
-    folder: one CSV per dataset root, keyed by path, size and modification time, shared by
-    processes under a lock) or computed and added to it. A signal the record has is kept.
+    """Give each record without a ``phash`` (or, with ``need_lowfreq``, a ``lowfreq``) its
+    signals: from ``cache`` (a folder: one CSV per dataset root, keyed by path, size and
+    modification time, shared by processes under a lock) or computed and added to it. A signal
+    the record has is kept.
     Returns how many photos were read. The dataset's own files are not touched."""
-    todo = [r for r in records if not (r.phash and r.lowfreq)]
+    todo = [r for r in records if not r.phash or (need_lowfreq and not r.lowfreq)]
     if not todo:
         return 0
     table = (
@@ -307,7 +309,8 @@ def smooth_pairs(
     step = math.log2(tone)
     coarse = np.concatenate([direction[pool][:, _LOWEST], levels[pool] * (radius / step)], 1)
     k = min(_CANDIDATES + 1, len(pool))
-    distances, found = cKDTree(coarse).query(coarse, k, distance_upper_bound=radius, p=np.inf)
+    bound = radius + 1e-9  # the tree's bound is strict: cosine 1 still finds equal photos
+    distances, found = cKDTree(coarse).query(coarse, k, distance_upper_bound=bound, p=np.inf)
     full = np.isfinite(distances[:, -1]) & (k == _CANDIDATES + 1)  # more may lie beyond
     rows = np.repeat(np.arange(len(pool)), k).reshape(len(pool), k)
     keep = np.isfinite(distances) & (found != rows) & ~full[:, None]
@@ -331,7 +334,7 @@ def _alike(
     direction: np.ndarray, levels: np.ndarray, i: np.ndarray, j: np.ndarray, cosine, step
 ) -> np.ndarray:
     """Which candidate pairs ``(i[k], j[k])`` are within the cosine and the tone step."""
-    same_way = np.einsum("ij,ij->i", direction[i], direction[j]) >= cosine
+    same_way = np.einsum("ij,ij->i", direction[i], direction[j]) >= cosine - 1e-12
     return same_way & (np.abs(levels[i] - levels[j]) <= step + 1e-9).all(axis=1)
 
 

@@ -1,5 +1,5 @@
 """Run names: a run's overrides as its sweep-job folder and TensorBoard run name (the
-``inat.run_name`` resolver of ``conf/``, registered when :mod:`inat_lightning` is imported)."""
+``inat.run_name`` resolver of ``conf/``: :mod:`inat_lightning.runs.resolvers`)."""
 
 from __future__ import annotations
 

@@ -246,7 +246,7 @@ class FailureLog:
         """Rewrite the file (atomically) with every failure not yet resolved."""
         with self._lock, replacing(self.path) as tmp:
             rows = [Failure._fields, *self.failures.values()]
-            tmp.write_text(_csv_text(rows), encoding="utf-8")
+            tmp.write_text(_csv_text(rows), encoding="utf-8", newline="")
 
 
 def reconcile(root: Path, prune_missing: bool) -> tuple[list[Record], set[str], list[str]]:
