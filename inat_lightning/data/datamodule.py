@@ -328,16 +328,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             "root": str(self.root),
             "records_sha256": digest.hexdigest(),
             "images": len(records),
-            "split": {
-                "ratios": list(self.split.ratios),
-                "seed": self.split.seed,
-                "group_by": self.split.group_by,
-                "folds": self.split.folds,
-                "fold": self.split.fold,
-                "near_duplicates": self.split.near_duplicates,
-                "near_distance": self.split.near_distance,
-                "near_cosine": self.split.near_cosine,
-            },
+            "split": self.split.settings(),
             "train_images": dict(zip(self.class_names, self.class_counts.int().tolist())),
             "licences": dict(sorted(licences.items())),
         }

@@ -34,8 +34,9 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, SMOOTH_COSINE, clusters
@@ -311,6 +312,11 @@ class SplitSpec:
             and 0 < self.near_cosine <= 1
         ):
             raise ValueError(f"near_cosine={self.near_cosine!r}: must be in (0, 1] or null")
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the assignment (not the file it pins from), for a model's card."""
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "file"}
+        return found | {"ratios": list(self.ratios)}
 
     @property
     def needed(self) -> int:
