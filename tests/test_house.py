@@ -21,7 +21,7 @@ CLASS_LINES, FUNCTION_LINES = 200, 60
 #: grow and none may join; split one, then take it off the list (the test says when)
 STILL_TOO_BIG = {
     "scrape/opendata.py:OpenDataLister": 319,
-    "data/datamodule.py:ImageFolderDataModule": 311,
+    "data/datamodule.py:ImageFolderDataModule": 306,
     "analysis/audit.py:CueAudit": 238,
     "analysis/audit.py:CueAudit.run": 95,
 }
