@@ -216,14 +216,13 @@ class CueAudit(Audit):
         if not cued:
             return []
         rng = np.random.default_rng(cfg.seed)
-        boxes = [self._box(r, img) for r, img in zip(cued, photos)]
+        boxes = [cue_box_in(r, img) for r, img in zip(cued, photos)]
         removed_photos = [remove_box(img, b, cfg.removal) for img, b in zip(photos, boxes)]
         control_photos = [
             remove_box(img, control_box(b, *img.size, rng), cfg.removal)
             for img, b in zip(photos, boxes)
         ]
         labels = np.array([index[r.taxon_name] for r in cued])
-        cue_classes = sorted(set(labels.tolist()))
         clean = [r for r in records if r.cue_box is None and r.taxon_name in index]
         clean, originals = self.readable(root, clean)
         generator = SyntheticSpecies.from_root(root)
@@ -235,7 +234,7 @@ class CueAudit(Audit):
             cams = compute_cams(
                 net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size, cfg.score
             )
-            energy, area = self._energy(cams, photos, boxes, spec)
+            energy, area = box_energy(cams, photos, boxes, spec)
             removed_probs = forward(net, _tensor(removed_photos, spec), cfg.batch_size)
             control = forward(net, _tensor(control_photos, spec), cfg.batch_size)
             # the clean photos as they are: the "without" of both flip rates
@@ -257,61 +256,8 @@ class CueAudit(Audit):
                 class_names,
                 spec,
             )
-        removed, hole = removed_probs.argmax(1), control.argmax(1)
-        twins = {c: lookalike(removed[labels == c], c) for c in cue_classes}
-        pooled = {c: [f for fs in flips.get(c, {}).values() for f in fs] for c in cue_classes}
-        on_twin = {c: flips.get(c, {}).get(t, []) for c, t in twins.items() if t is not None}
-        rows = []
-        groups = {class_names[c]: labels == c for c in cue_classes}
-        groups["(all)"] = np.ones(len(labels), bool)
-        for name, mask in groups.items():
-            n = int(mask.sum())
-            e, a = float(np.mean(energy[mask])), float(np.mean(area[mask]))
-            acc = float(np.mean(preds[mask] == labels[mask]))
-            acc_removed = float(np.mean(removed[mask] == labels[mask]))
-            acc_hole = float(np.mean(hole[mask] == labels[mask]))
-            row = CueAuditRow(
-                class_=name,
-                cued_images=n,
-                energy_in_box=e,
-                box_area=a,
-                energy_lift=e / a if a else 0.0,
-                acc_with_cue=acc,
-                acc_cue_removed=acc_removed,
-                acc_hole_control=acc_hole,
-                acc_drop=acc_hole - acc_removed,
-                flip_rate_cue_added=flip_rate(pooled, index.get(name)),
-                lookalike=class_names[twins[index[name]]]
-                if name in index and twins[index[name]] is not None
-                else "",
-                flip_rate_lookalike=flip_rate(on_twin, index.get(name)),
-            )
-            if redrawn is not None:
-                removed_redrawn, flips_redrawn = redrawn
-                row.acc_cue_redrawn = float(np.mean(removed_redrawn[mask] == labels[mask]))
-                row.acc_drop_redrawn = acc - row.acc_cue_redrawn
-                row.flip_rate_redrawn = flip_rate(flips_redrawn, index.get(name))
-            row.verdict = verdict(row, cfg)
-            rows.append(row)
-        return rows
-
-    @staticmethod
-    def _box(r: Record, img: Image.Image) -> tuple[float, float, float, float]:
-        """The record's cue box in the loaded photo's pixels (the manifest's size may differ
-        from the file's when a photo was resized after the boxes were made)."""
-        x0, y0, x1, y1 = r.cue_box
-        sx = img.width / r.width if r.width else 1.0
-        sy = img.height / r.height if r.height else 1.0
-        return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-
-    @staticmethod
-    def _energy(cams, photos, boxes, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-        energy, area = [], []
-        for img, cam, box in zip(photos, cams, boxes):
-            e, a = energy_in_box(cam, spec.box(box, img.width, img.height))
-            energy.append(e)
-            area.append(a)
-        return np.array(energy), np.array(area)
+        predicted = (preds, removed_probs.argmax(1), control.argmax(1))
+        return cue_rows(cfg, class_names, labels, predicted, (energy, area), flips, redrawn)
 
     def _flips(self, net, clean, originals, before, photos, boxes, labels, index, spec) -> dict:
         """Per cue class and per other species: for that species' clean photos, +1 when pasting
@@ -392,20 +338,98 @@ class CueAudit(Audit):
             )
 
     def save_gallery(self, path: Path, style: str = "red") -> Path | None:
-        """The kept examples as one PNG: per row, the photo (cue outlined) and its cue-removed
-        version, each with the CAM of the predicted class overlaid."""
-        if not self.examples:
-            return None
-        rows = []
-        for ex in self.examples:
-            tiles = []
-            for photo, cam, lines, box in zip(
-                ex["photos"], ex["cams"], ex["captions"], (ex["box"], None)
-            ):
-                tiles.append(np.asarray(cam_tile(photo, cam, lines, style, box=box)))
-            rows.append(np.concatenate(tiles, axis=1))
-        Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-        return path
+        """The kept examples as one PNG (:func:`save_cue_gallery`)."""
+        return save_cue_gallery(self.examples, path, style)
+
+
+def cue_box_in(r: Record, img: Image.Image) -> tuple[float, float, float, float]:
+    """The record's cue box in the loaded photo's pixels (the manifest's size may differ
+    from the file's when a photo was resized after the boxes were made)."""
+    x0, y0, x1, y1 = r.cue_box
+    sx = img.width / r.width if r.width else 1.0
+    sy = img.height / r.height if r.height else 1.0
+    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+
+
+def box_energy(cams, photos, boxes, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each CAM's share of energy inside its photo's cue box, and the box's share of the
+    image (both in the network input's pixels)."""
+    energy, area = [], []
+    for img, cam, box in zip(photos, cams, boxes):
+        e, a = energy_in_box(cam, spec.box(box, img.width, img.height))
+        energy.append(e)
+        area.append(a)
+    return np.array(energy), np.array(area)
+
+
+def cue_rows(
+    cfg: AuditConfig,
+    class_names: Sequence[str],
+    labels: np.ndarray,
+    predicted: tuple[np.ndarray, np.ndarray, np.ndarray],
+    energy_area: tuple[np.ndarray, np.ndarray],
+    flips: dict,
+    redrawn: tuple | None,
+) -> list[CueAuditRow]:
+    """One row per cue class and an ``(all)`` row from the measures of :meth:`CueAudit.run`
+    (``predicted``: the predictions with the cue, with it removed, with the hole control),
+    each with its verdict."""
+    preds, removed, hole = predicted
+    energy, area = energy_area
+    index = {n: i for i, n in enumerate(class_names)}
+    cue_classes = sorted(set(labels.tolist()))
+    twins = {c: lookalike(removed[labels == c], c) for c in cue_classes}
+    pooled = {c: [f for fs in flips.get(c, {}).values() for f in fs] for c in cue_classes}
+    on_twin = {c: flips.get(c, {}).get(t, []) for c, t in twins.items() if t is not None}
+    rows = []
+    groups = {class_names[c]: labels == c for c in cue_classes}
+    groups["(all)"] = np.ones(len(labels), bool)
+    for name, mask in groups.items():
+        n = int(mask.sum())
+        e, a = float(np.mean(energy[mask])), float(np.mean(area[mask]))
+        acc = float(np.mean(preds[mask] == labels[mask]))
+        acc_removed = float(np.mean(removed[mask] == labels[mask]))
+        acc_hole = float(np.mean(hole[mask] == labels[mask]))
+        twin = twins[index[name]] if name in index else None
+        row = CueAuditRow(
+            class_=name,
+            cued_images=n,
+            energy_in_box=e,
+            box_area=a,
+            energy_lift=e / a if a else 0.0,
+            acc_with_cue=acc,
+            acc_cue_removed=acc_removed,
+            acc_hole_control=acc_hole,
+            acc_drop=acc_hole - acc_removed,
+            flip_rate_cue_added=flip_rate(pooled, index.get(name)),
+            lookalike=class_names[twin] if twin is not None else "",
+            flip_rate_lookalike=flip_rate(on_twin, index.get(name)),
+        )
+        if redrawn is not None:
+            removed_redrawn, flips_redrawn = redrawn
+            row.acc_cue_redrawn = float(np.mean(removed_redrawn[mask] == labels[mask]))
+            row.acc_drop_redrawn = acc - row.acc_cue_redrawn
+            row.flip_rate_redrawn = flip_rate(flips_redrawn, index.get(name))
+        row.verdict = verdict(row, cfg)
+        rows.append(row)
+    return rows
+
+
+def save_cue_gallery(examples: list[dict], path: Path, style: str = "red") -> Path | None:
+    """Examples kept by :meth:`CueAudit.run` as one PNG: per row, the photo (cue outlined)
+    and its cue-removed version, each with the CAM of the predicted class overlaid."""
+    if not examples:
+        return None
+    rows = []
+    for ex in examples:
+        tiles = []
+        for photo, cam, lines, box in zip(
+            ex["photos"], ex["cams"], ex["captions"], (ex["box"], None)
+        ):
+            tiles.append(np.asarray(cam_tile(photo, cam, lines, style, box=box)))
+        rows.append(np.concatenate(tiles, axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
 
 
 def x_to_01(x: torch.Tensor) -> torch.Tensor:
