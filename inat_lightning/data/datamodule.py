@@ -69,6 +69,130 @@ def check_arguments(given: dict[str, Any]) -> None:
         raise ValueError(f"held_out_classes={v['held_out_classes']!r}: must be a list of names")
 
 
+def hold_out(records: list[Record], dm: Any) -> tuple[list[Record], list[Record] | None]:
+    """The records of the trained classes, and those of ``dm.held_out_classes`` kept aside
+    (``None`` without any). A name that is no class of the data is an error, and so is holding
+    out so many that fewer than 2 classes are left to train on."""
+    if not dm.held_out_classes:
+        return records, None
+    names = {r.taxon_name for r in records}
+    unknown = [c for c in dm.held_out_classes if c not in names]
+    if unknown:
+        raise ValueError(f"held_out_classes: {unknown[0]!r} is not a class of {dm.root}")
+    held = set(dm.held_out_classes)
+    if len(names - held) < 2:
+        raise ValueError(
+            f"held_out_classes: holds out {len(held)} of the {len(names)} classes of "
+            f"{dm.root}, leaving {len(names - held)} to train on; at least 2 are needed"
+        )
+    kept = [r for r in records if r.taxon_name not in held]
+    return kept, [r for r in records if r.taxon_name in held]
+
+
+def filter_classes(
+    records: list[Record], needed: int, min_per_class: int | None, root: Path
+) -> list[Record]:
+    """Refuse (or drop, with ``min_per_class``) classes with fewer observations than the split
+    ``needed``; fewer than 2 classes left is an error."""
+    if not records:
+        raise ValueError(f"root={str(root)!r}: no images found (expected root/<class>/<image>)")
+    observations: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        observations[r.taxon_name].add(r.observation_id)
+    floor = max(needed, min_per_class or 0)
+    small = {c: len(o) for c, o in observations.items() if len(o) < floor}
+    if small and min_per_class is None:
+        worst = ", ".join(f"{c!r} ({n})" for c, n in sorted(small.items()))
+        raise ValueError(
+            f"class(es) with fewer than {needed} observations cannot be split {needed} ways: "
+            f"{worst}."
+            " Add images, or set data.min_per_class to drop small classes."
+        )
+    if small:
+        log.warning(
+            "dropping %d class(es) with < %d observations: %s",
+            len(small),
+            floor,
+            ", ".join(sorted(small)),
+        )
+        records = [r for r in records if r.taxon_name not in small]
+    if len(observations) - len(small) < 2:
+        raise ValueError(f"root={str(root)!r}: need at least 2 classes to classify")
+    return records
+
+
+def near_labels(
+    split: SplitSpec, records: list[Record], root: Path, cache: Path | None, max_pixels: int
+) -> tuple[list[int] | None, list[list[str]]]:
+    """Each record's near-duplicate cluster and the clusters of more than one photo (paths),
+    the photos' signals made first where the records lack them (only the hash when
+    ``split.near_cosine`` is null: no decoding for the rest)."""
+    smooth = split.near_cosine is not None
+    fill_hashes(root, records, cache, max_pixels, need_lowfreq=smooth)
+    near = split.near(records)
+    found = cluster_members([r.path for r in records], near or [])
+    photos = sum(len(c) for c in found)
+    log.info("near-duplicates: %d clusters of %d photos kept whole", len(found), photos)
+    return near, found
+
+
+def near_summary(
+    split: SplitSpec, clusters: list[list[str]], split_of: dict[str, str], examples: int
+) -> dict[str, object]:
+    """How many clusters, their photos, the test photos with a copy in train (0: the split keeps
+    clusters whole), the settings, and the paths of the largest few."""
+    leaks = 0
+    for cluster in clusters:
+        where = [split_of.get(p) for p in cluster]
+        if "train" in where:
+            leaks += where.count("test")
+    return {
+        "clusters": len(clusters),
+        "photos": sum(len(c) for c in clusters),
+        "test_photos_with_a_copy_in_train": leaks,
+        "max_distance": int(split.near_distance),
+        "smooth_cosine": split.near_cosine,
+        "examples": [c[:4] for c in clusters[:examples]],
+    }
+
+
+def fingerprint_of(
+    root: Path,
+    records: dict[str, list[Record]],
+    split: SplitSpec,
+    class_names: list[str],
+    class_counts: torch.Tensor,
+) -> dict[str, object]:
+    """What a model trained on these records learned from, for its checkpoint and model card:
+    a hash of every record (path, class, observation), the split settings, training images per
+    class and the photos' licences."""
+    digest = hashlib.sha256()
+    every = sorted((r for recs in records.values() for r in recs), key=lambda r: r.path)
+    for r in every:
+        digest.update(f"{r.path}\t{r.taxon_name}\t{r.observation_id}\n".encode())
+    licences = Counter(r.license for r in every)
+    return {
+        "root": str(root),
+        "records_sha256": digest.hexdigest(),
+        "images": len(every),
+        "split": split.settings(),
+        "train_images": dict(zip(class_names, class_counts.int().tolist())),
+        "licences": dict(sorted(licences.items())),
+    }
+
+
+def eval_input_spec(image_size: int, crop_ratio: float) -> dict[str, object]:
+    """The evaluation inputs this project's transforms make (resize, centre crop, ImageNet
+    normalisation), as a checkpoint keeps them."""
+    return {
+        "image_size": image_size,
+        "crop_ratio": float(crop_ratio),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "channels": "RGB",
+    }
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """Train/val/test loaders over ``root/<class>/<image>`` (plus ``root/manifest.csv`` if any).
 
@@ -130,19 +254,12 @@ class ImageFolderDataModule(L.LightningDataModule):
             raise NotADirectoryError(f"root={str(root)!r}: a file, not a dataset folder")
         if synthetic is None and not self.root.is_dir():
             raise FileNotFoundError(f"root={str(root)!r}: no such directory")
-        self.image_size = image_size
-        self.splits_out = splits_out
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.image_size, self.splits_out, self.synthetic = image_size, splits_out, synthetic
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.balance = balance
-        self.min_per_class = min_per_class
-        self.crop_scale = tuple(crop_scale)
-        self.color_jitter = color_jitter
-        self.eval_crop_ratio = eval_crop_ratio
-        self.synthetic = synthetic
-        self.max_pixels = max_pixels
+        self.balance, self.min_per_class = balance, min_per_class
+        self.crop_scale, self.color_jitter = tuple(crop_scale), color_jitter
+        self.eval_crop_ratio, self.max_pixels = eval_crop_ratio, max_pixels
         self.max_missing = max_missing
         self.hash_cache = Path(hash_cache) if hash_cache else None
         self.held_out_classes = [str(c) for c in held_out_classes or ()]
@@ -163,22 +280,17 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
-        records = self._hold_out(load_records(self.root, self.max_missing))
-        records = self._filter_classes(records)
+        records, held = hold_out(load_records(self.root, self.max_missing), self)
+        if held is not None:
+            self.records["held_out"] = held
+        records = filter_classes(records, self.split.needed, self.min_per_class, self.root)
         check_readable(
             self.root, [r.path for r in records], self.max_missing, max_pixels=self.max_pixels
         )
         near = None
         if self.split.near_duplicates:
-            smooth = self.split.near_cosine is not None  # else the hash alone: no decoding
-            fill_hashes(self.root, records, self.hash_cache, self.max_pixels, need_lowfreq=smooth)
-            near = self.split.near(records)
-            self.near_clusters = cluster_members([r.path for r in records], near)
-            log.info(
-                "near-duplicates: %d clusters of %d photos kept whole by the split",
-                len(self.near_clusters),
-                sum(len(c) for c in self.near_clusters),
-            )
+            found = near_labels(self.split, records, self.root, self.hash_cache, self.max_pixels)
+            near, self.near_clusters = found
         splits = self.split.assign(records, near)
         if self.splits_out:
             moved = self.split.moved(records, splits, near)
@@ -198,94 +310,22 @@ class ImageFolderDataModule(L.LightningDataModule):
             "val": eval_transform(self.image_size, self.eval_crop_ratio),
             "test": eval_transform(self.image_size, self.eval_crop_ratio),
         }
-        for name in SPLITS:
+        for name in (*SPLITS, "held_out") if self.held_out_classes else SPLITS:
             recs = self.records[name]
-            self.datasets[name] = ImageDataset(
-                self.root,
-                [r.path for r in recs],
-                [index[r.taxon_name] for r in recs],
-                tf[name],
-                self.max_pixels,
-            )
-        if self.held_out_classes:
-            recs = self.records["held_out"]
-            self.datasets["held_out"] = ImageDataset(
-                self.root, [r.path for r in recs], [-1] * len(recs), tf["test"], self.max_pixels
-            )
+            labels = [index.get(r.taxon_name, -1) for r in recs]  # held out: -1
+            transform = tf.get(name, tf["test"])
+            paths = [r.path for r in recs]
+            self.datasets[name] = ImageDataset(self.root, paths, labels, transform, self.max_pixels)
         sizes = {k: len(v) for k, v in self.datasets.items()}
         log.info("%d classes, images per split: %s", self.num_classes, sizes)
 
-    def _hold_out(self, records: list[Record]) -> list[Record]:
-        """The records of the trained classes; those of ``held_out_classes`` are kept aside in
-        ``records["held_out"]``. A name that is no class of the data is an error, and so is
-        holding out so many that fewer than 2 classes are left to train on."""
-        if not self.held_out_classes:
-            return records
-        names = {r.taxon_name for r in records}
-        unknown = [c for c in self.held_out_classes if c not in names]
-        if unknown:
-            raise ValueError(f"held_out_classes: {unknown[0]!r} is not a class of {self.root}")
-        held = set(self.held_out_classes)
-        if len(names - held) < 2:
-            raise ValueError(
-                f"held_out_classes: holds out {len(held)} of the {len(names)} classes of "
-                f"{self.root}, leaving {len(names - held)} to train on; at least 2 are needed"
-            )
-        self.records["held_out"] = [r for r in records if r.taxon_name in held]
-        return [r for r in records if r.taxon_name not in held]
-
     def near_duplicate_summary(self, examples: int = 4) -> dict[str, object] | None:
-        """The near-duplicate clusters found (``None`` when turned off): how many, their photos,
-        the test photos with a copy in train (0: the split keeps clusters whole), and the paths
-        of the largest few."""
+        """The near-duplicate clusters found (``None`` when turned off): see
+        :func:`near_summary`."""
         if not self.split.near_duplicates:
             return None
-        leaks = 0
-        for cluster in self.near_clusters:
-            where = [self._split_of.get(p) for p in cluster]
-            if "train" in where:
-                leaks += where.count("test")
-        return {
-            "clusters": len(self.near_clusters),
-            "photos": sum(len(c) for c in self.near_clusters),
-            "test_photos_with_a_copy_in_train": leaks,
-            "max_distance": int(self.split.near_distance),
-            "smooth_cosine": self.split.near_cosine,
-            "examples": [c[:4] for c in self.near_clusters[:examples]],
-        }
+        return near_summary(self.split, self.near_clusters, self._split_of, examples)
 
-    def _filter_classes(self, records: list[Record]) -> list[Record]:
-        """Refuse (or drop, with ``min_per_class``) classes too small to appear in every split."""
-        if not records:
-            raise ValueError(
-                f"root={str(self.root)!r}: no images found (expected root/<class>/<image>)"
-            )
-        observations: dict[str, set[str]] = defaultdict(set)
-        for r in records:
-            observations[r.taxon_name].add(r.observation_id)
-        needed = self.split.needed
-        floor = max(needed, self.min_per_class or 0)
-        small = {c: len(o) for c, o in observations.items() if len(o) < floor}
-        if small and self.min_per_class is None:
-            worst = ", ".join(f"{c!r} ({n})" for c, n in sorted(small.items()))
-            raise ValueError(
-                f"class(es) with fewer than {needed} observations cannot be split {needed} ways: "
-                f"{worst}."
-                " Add images, or set data.min_per_class to drop small classes."
-            )
-        if small:
-            log.warning(
-                "dropping %d class(es) with < %d observations: %s",
-                len(small),
-                floor,
-                ", ".join(sorted(small)),
-            )
-            records = [r for r in records if r.taxon_name not in small]
-        if len(observations) - len(small) < 2:
-            raise ValueError(f"root={str(self.root)!r}: need at least 2 classes to classify")
-        return records
-
-    # ------------------------------------------------------------------ properties
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -307,45 +347,22 @@ class ImageFolderDataModule(L.LightningDataModule):
     def input_spec(self) -> dict[str, object]:
         """How this module makes evaluation inputs, as the checkpoint keeps it (see
         :class:`~inat_lightning.models.spec.InputSpec`)."""
-        return {
-            "image_size": self.image_size,
-            "crop_ratio": float(self.eval_crop_ratio),
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "channels": "RGB",
-        }
+        return eval_input_spec(self.image_size, self.eval_crop_ratio)
 
     def fingerprint(self) -> dict[str, object]:
-        """What a model trained here learned from, for its checkpoint and model card: a hash of
-        every record (path, class, observation), the split settings, training images per class
-        and the photos' licences."""
-        digest = hashlib.sha256()
-        records = sorted((r for recs in self.records.values() for r in recs), key=lambda r: r.path)
-        for r in records:
-            digest.update(f"{r.path}\t{r.taxon_name}\t{r.observation_id}\n".encode())
-        licences = Counter(r.license for r in records)
-        return {
-            "root": str(self.root),
-            "records_sha256": digest.hexdigest(),
-            "images": len(records),
-            "split": self.split.settings(),
-            "train_images": dict(zip(self.class_names, self.class_counts.int().tolist())),
-            "licences": dict(sorted(licences.items())),
-        }
+        """What a model trained here learned from (:func:`fingerprint_of`)."""
+        return fingerprint_of(
+            self.root, self.records, self.split, self.class_names, self.class_counts
+        )
 
-    # ------------------------------------------------------------------ loaders
     def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:
         """Under DDP, shard val/test without the padding of ``DistributedSampler``: every image
         is evaluated exactly once, so synced metrics and confusion matrices count each once."""
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return None
-        return UnrepeatedDistributedSampler(
-            self.datasets[split],
-            num_replicas=trainer.world_size,
-            rank=trainer.global_rank,
-            shuffle=False,
-        )
+        ranks = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+        return UnrepeatedDistributedSampler(self.datasets[split], shuffle=False, **ranks)
 
     def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
         # drop a ragged last train batch: a batch of one breaks BatchNorm and adds noise

@@ -36,6 +36,7 @@ from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from inat_lightning.atomic import replacing
 from inat_lightning.data.manifest import is_photo_id
 from inat_lightning.data.taxonomy import RANKS, TaxonEntry
 from inat_lightning.scrape.backend import PhotoItem, PhotoLister, Taxon, TaxonSource
@@ -133,6 +134,130 @@ def attribution(observer: str, code: str) -> str:
     return f"(c) {observer}, some rights reserved ({code.upper().replace('CC-', 'CC ', 1)})"
 
 
+class Tables:
+    """The export's tables, from a local folder or streamed from a URL (through the scrape's
+    client: its allow-list and rate limit apply)."""
+
+    def __init__(self, source: str, remote: bool, client: HttpClient | None) -> None:
+        self.source, self.remote, self.client = source, remote, client
+
+    @contextmanager
+    def lines(self, table: str) -> Iterator[tuple[dict[str, int], Iterator[bytes]]]:
+        """The table's columns and lines, streamed and decompressed."""
+        name = f"{table}.csv.gz"
+        if not self.remote:
+            with read_table(gzip.open(Path(self.source) / name, "rb"), table) as found:
+                yield found
+            return
+        if self.client is None:
+            raise ValueError("a URL source needs the scrape's HTTP client")
+        resp = self.client.open_stream(f"{self.source}/{name}")
+        try:
+            with read_table(gzip.GzipFile(fileobj=resp.raw), table) as found:
+                yield found
+        finally:
+            resp.close()
+
+    def rows(self, table: str) -> Iterator[dict[str, str]]:
+        """Whole rows as dicts, for the small tables (taxa, observers); torn lines skipped."""
+        with self.lines(table) as (columns, lines):
+            names = list(columns)
+            for line in lines:
+                row = cells(line)
+                if len(row) == len(names):
+                    yield dict(zip(names, row))
+
+
+def select_observations(
+    tables: Tables, selection: dict[str, int], quality_grade: str | None
+) -> dict[bytes, tuple[int, str, str, str, str, str, str]]:
+    """Observation uuid (bytes, as the photos table is read) → (requested taxon id,
+    observer id, observed_on, quality grade, latitude, longitude, positional accuracy)."""
+    out = {}
+    by_id = {k.encode(): v for k, v in selection.items()}
+    with tables.lines("observations") as (c, lines):
+        iu, io_, it, iq, id_ = (
+            c["observation_uuid"],
+            c["observer_id"],
+            c["taxon_id"],
+            c["quality_grade"],
+            c["observed_on"],
+        )
+        where = [c[k] for k in ("latitude", "longitude", "positional_accuracy")]
+        width = len(c)
+        for line in lines:
+            raw = line.split(b"\t")
+            if len(raw) < width or raw[it] not in by_id:
+                continue
+            row = cells(line)
+            if len(row) != width or (quality_grade and row[iq] != quality_grade):
+                continue
+            place = tuple(row[i] for i in where)
+            out[raw[iu]] = (by_id[raw[it]], row[io_], row[id_], row[iq], *place)
+    return out
+
+
+def observer_names(tables: Tables, ids: set[str]) -> dict[str, tuple[str, str]]:
+    """Observer id → (login, display name: the name, else the login)."""
+    return {
+        row["observer_id"]: (row["login"], row["name"] or row["login"])
+        for row in tables.rows("observers")
+        if row["observer_id"] in ids
+    }
+
+
+def write_spool(
+    tables: Tables,
+    spools: dict[int, Path],
+    observations: dict[bytes, tuple[int, str, str, str, str, str, str]],
+    observers: dict[str, tuple[str, str]],
+    photo_url: tuple[str, str],
+    licenses: Sequence[str] | None,
+) -> None:
+    """One pass over ``photos``: each selected photo as a row of its taxon's spool (``spools``:
+    taxon id → file; ``photo_url``: the photo host and the size asked for)."""
+    photo_base, size = photo_url
+    wanted = None if licenses is None else {x.lower() for x in licenses}
+    files = {k: p.with_suffix(".part").open("w", encoding="utf-8") for k, p in spools.items()}
+    writers = {k: csv.writer(f, delimiter="\t", lineterminator="\n") for k, f in files.items()}
+    try:
+        with tables.lines("photos") as (columns, lines):
+            for found in select_photos(columns, lines, observations):
+                code = license_code(found["license"])
+                if wanted is not None and code not in wanted:
+                    continue
+                uuid = found["observation_uuid"]
+                taxon_id, observer_id, observed_on, grade, *place = observations[uuid.encode()]
+                login, shown = observers.get(observer_id, ("", observer_id))
+                photo = found["photo_id"]
+                url = f"{photo_base}/photos/{photo}/{size}.{found['extension']}"
+                credit = attribution(shown, code)
+                row = [photo, uuid, url, code, credit, grade, observer_id, login, observed_on]
+                writers[taxon_id].writerow([*row, *place])
+    finally:
+        for f in files.values():
+            f.close()
+    for path in spools.values():
+        os.replace(path.with_suffix(".part"), path)
+
+
+def spooled_item(values: dict[str, str], taxon: Taxon) -> PhotoItem:
+    """A spool row (its columns by name) as the photo item it was selected as."""
+    return PhotoItem(
+        photo_id=values["photo_id"],
+        observation_id=values["observation_uuid"],
+        taxon=taxon,
+        url=values["url"],
+        license=values["license"],
+        attribution=values["attribution"],
+        quality_grade=values["grade"],
+        observer_id=values["observer_id"],
+        observer=values["observer"],
+        observed_on=values["observed_on"],
+        **spooled_place(values),
+    )
+
+
 class OpenDataLister(PhotoLister, TaxonSource):
     """Lists photos from the open-data export (see the module doc).
 
@@ -165,6 +290,7 @@ class OpenDataLister(PhotoLister, TaxonSource):
         }
         require(rules, {"source": source, "media_rate": media_rate})
         self.source, self.remote = source.rstrip("/"), remote
+        self.tables = Tables(self.source, remote, client)
         self.photo_base = photo_base.rstrip("/")
         self.media_rate = media_rate
         self.out = Path(out)
@@ -176,33 +302,6 @@ class OpenDataLister(PhotoLister, TaxonSource):
     def taxa(self) -> TaxonSource:
         """Its own tables: taxa resolved and their lineage read without the API."""
         return self
-
-    # ------------------------------------------------------------------ reading tables
-    @contextmanager
-    def _lines(self, table: str) -> Iterator[tuple[dict[str, int], Iterator[bytes]]]:
-        """The table's columns and lines, streamed and decompressed."""
-        name = f"{table}.csv.gz"
-        if not self.remote:
-            with read_table(gzip.open(Path(self.source) / name, "rb"), table) as found:
-                yield found
-            return
-        if self.client is None:
-            raise ValueError("a URL source needs the scrape's HTTP client")
-        resp = self.client.open_stream(f"{self.source}/{name}")
-        try:
-            with read_table(gzip.GzipFile(fileobj=resp.raw), table) as found:
-                yield found
-        finally:
-            resp.close()
-
-    def _rows(self, table: str) -> Iterator[dict[str, str]]:
-        """Whole rows as dicts, for the small tables (taxa, observers); torn lines skipped."""
-        with self._lines(table) as (columns, lines):
-            names = list(columns)
-            for line in lines:
-                row = cells(line)
-                if len(row) == len(names):
-                    yield dict(zip(names, row))
 
     # ------------------------------------------------------------------ taxa
     def resolve_many(self, queries: Sequence[str]) -> dict[str, Taxon | Exception]:
@@ -219,7 +318,7 @@ class OpenDataLister(PhotoLister, TaxonSource):
             return {q: self._taxa[q] for q in queries}
         wanted = {q.strip().lower(): q for q in queries}
         found: dict[str, tuple[bool, dict[str, str]]] = {}
-        for row in self._rows("taxa"):
+        for row in self.tables.rows("taxa"):
             for key in (row["taxon_id"], row["name"].lower()):
                 if key in wanted:
                     active = row["active"].lower() == "true"
@@ -257,10 +356,8 @@ class OpenDataLister(PhotoLister, TaxonSource):
             },
             "entries": {k: dataclasses.asdict(e) for k, e in self.entries.items()},
         }
-        path = self.out / SPOOL_DIR / TAXA_CACHE
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        tmp.write_text(json.dumps(found))
-        os.replace(tmp, path)
+        with replacing(self.out / SPOOL_DIR / TAXA_CACHE) as tmp:
+            tmp.write_text(json.dumps(found))
 
     def resolve_taxon(self, name_or_id: str | int) -> Taxon:
         if str(name_or_id) not in self._taxa:
@@ -288,16 +385,9 @@ class OpenDataLister(PhotoLister, TaxonSource):
     ) -> None:
         """Select the photos of ``taxa`` (descendants included) into the per-taxon spool; a
         spool written for the same query and source is reused."""
-        query = json.dumps(
-            [
-                self.source,
-                self.photo_base,
-                sorted(t.id for t in taxa),
-                size,
-                quality_grade,
-                sorted(licenses) if licenses is not None else None,
-            ]
-        )
+        asked = sorted(licenses) if licenses is not None else None
+        ids = sorted(t.id for t in taxa)
+        query = json.dumps([self.source, self.photo_base, ids, size, quality_grade, asked])
         stamp = self.out / SPOOL_DIR / "query.json"
         if stamp.is_file() and stamp.read_text() == query:
             entries = self._cached_taxa().get("entries", {})
@@ -307,9 +397,11 @@ class OpenDataLister(PhotoLister, TaxonSource):
                 log.info("open data: reusing the selection in %s", stamp.parent)
                 return
         selection = self._select_taxa(taxa)
-        observations = self._select_observations(selection, quality_grade)
-        observers = self._observer_names({o[1] for o in observations.values()})
-        self._write_spool(taxa, observations, observers, size, licenses)
+        observations = select_observations(self.tables, selection, quality_grade)
+        observers = observer_names(self.tables, {o[1] for o in observations.values()})
+        (self.out / SPOOL_DIR).mkdir(parents=True, exist_ok=True)
+        spools = {t.id: self._spool(t) for t in taxa}
+        write_spool(self.tables, spools, observations, observers, (self.photo_base, size), licenses)
         self._write_cached_taxa()
         stamp.write_text(query)
 
@@ -320,7 +412,7 @@ class OpenDataLister(PhotoLister, TaxonSource):
         needed_names = {a for t in taxa for a in self._ancestry.get(t.id, [])}
         names: dict[str, tuple[str, str]] = {}
         selection = {tid: int(tid) for tid in requested}
-        for row in self._rows("taxa"):
+        for row in self.tables.rows("taxa"):
             tid = row["taxon_id"]
             if tid in needed_names:
                 names[tid] = (row["rank"], row["name"])
@@ -340,91 +432,6 @@ class OpenDataLister(PhotoLister, TaxonSource):
             )
         return selection
 
-    def _select_observations(
-        self, selection: dict[str, int], quality_grade: str | None
-    ) -> dict[bytes, tuple[int, str, str, str, str, str, str]]:
-        """Observation uuid (bytes, as the photos table is read) → (requested taxon id,
-        observer id, observed_on, quality grade, latitude, longitude, positional accuracy)."""
-        out = {}
-        by_id = {k.encode(): v for k, v in selection.items()}
-        with self._lines("observations") as (c, lines):
-            iu, io_, it, iq, id_ = (
-                c["observation_uuid"],
-                c["observer_id"],
-                c["taxon_id"],
-                c["quality_grade"],
-                c["observed_on"],
-            )
-            where = [c[k] for k in ("latitude", "longitude", "positional_accuracy")]
-            width = len(c)
-            for line in lines:
-                raw = line.split(b"\t")
-                if len(raw) < width or raw[it] not in by_id:
-                    continue
-                row = cells(line)
-                if len(row) != width or (quality_grade and row[iq] != quality_grade):
-                    continue
-                place = tuple(row[i] for i in where)
-                out[raw[iu]] = (by_id[raw[it]], row[io_], row[id_], row[iq], *place)
-        return out
-
-    def _observer_names(self, ids: set[str]) -> dict[str, tuple[str, str]]:
-        """Observer id → (login, display name: the name, else the login)."""
-        return {
-            row["observer_id"]: (row["login"], row["name"] or row["login"])
-            for row in self._rows("observers")
-            if row["observer_id"] in ids
-        }
-
-    def _write_spool(
-        self,
-        taxa: Sequence[Taxon],
-        observations: dict[bytes, tuple[int, str, str, str, str, str, str]],
-        observers: dict[str, tuple[str, str]],
-        size: str,
-        licenses: Sequence[str] | None,
-    ) -> None:
-        """One pass over ``photos``: each selected photo as a spool row of its taxon."""
-        folder = self.out / SPOOL_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        wanted = None if licenses is None else {x.lower() for x in licenses}
-        files = {
-            t.id: self._spool(t).with_suffix(".part").open("w", encoding="utf-8") for t in taxa
-        }
-        writers = {k: csv.writer(f, delimiter="\t", lineterminator="\n") for k, f in files.items()}
-        try:
-            with self._lines("photos") as (columns, lines):
-                for cells in select_photos(columns, lines, observations):
-                    code = license_code(cells["license"])
-                    if wanted is not None and code not in wanted:
-                        continue
-                    taxon_id, observer_id, observed_on, grade, *place = observations[
-                        cells["observation_uuid"].encode()
-                    ]
-                    login, shown = observers.get(observer_id, ("", observer_id))
-                    photo = cells["photo_id"]
-                    url = f"{self.photo_base}/photos/{photo}/{size}.{cells['extension']}"
-                    credit = attribution(shown, code)
-                    writers[taxon_id].writerow(
-                        [
-                            photo,
-                            cells["observation_uuid"],
-                            url,
-                            code,
-                            credit,
-                            grade,
-                            observer_id,
-                            login,
-                            observed_on,
-                            *place,
-                        ]
-                    )
-        finally:
-            for f in files.values():
-                f.close()
-        for t in taxa:
-            os.replace(self._spool(t).with_suffix(".part"), self._spool(t))
-
     def iter_photos(
         self,
         taxon: Taxon,
@@ -438,20 +445,7 @@ class OpenDataLister(PhotoLister, TaxonSource):
             self.plan([taxon], size, quality_grade, licenses)
         with spool.open(encoding="utf-8", newline="") as f:
             for row in csv.reader(f, delimiter="\t"):
-                values = dict(zip(_SPOOL_COLUMNS, row))
-                yield PhotoItem(
-                    photo_id=values["photo_id"],
-                    observation_id=values["observation_uuid"],
-                    taxon=taxon,
-                    url=values["url"],
-                    license=values["license"],
-                    attribution=values["attribution"],
-                    quality_grade=values["grade"],
-                    observer_id=values["observer_id"],
-                    observer=values["observer"],
-                    observed_on=values["observed_on"],
-                    **spooled_place(values),
-                )
+                yield spooled_item(dict(zip(_SPOOL_COLUMNS, row)), taxon)
 
 
 @contextmanager
