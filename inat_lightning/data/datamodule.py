@@ -69,21 +69,23 @@ def check_arguments(given: dict[str, Any]) -> None:
         raise ValueError(f"held_out_classes={v['held_out_classes']!r}: must be a list of names")
 
 
-def hold_out(records: list[Record], dm: Any) -> tuple[list[Record], list[Record] | None]:
-    """The records of the trained classes, and those of ``dm.held_out_classes`` kept aside
+def hold_out(
+    records: list[Record], held_out_classes: Sequence[str], root: Path
+) -> tuple[list[Record], list[Record] | None]:
+    """The records of the trained classes, and those of ``held_out_classes`` kept aside
     (``None`` without any). A name that is no class of the data is an error, and so is holding
     out so many that fewer than 2 classes are left to train on."""
-    if not dm.held_out_classes:
+    if not held_out_classes:
         return records, None
     names = {r.taxon_name for r in records}
-    unknown = [c for c in dm.held_out_classes if c not in names]
+    unknown = [c for c in held_out_classes if c not in names]
     if unknown:
-        raise ValueError(f"held_out_classes: {unknown[0]!r} is not a class of {dm.root}")
-    held = set(dm.held_out_classes)
+        raise ValueError(f"held_out_classes: {unknown[0]!r} is not a class of {root}")
+    held = set(held_out_classes)
     if len(names - held) < 2:
         raise ValueError(
             f"held_out_classes: holds out {len(held)} of the {len(names)} classes of "
-            f"{dm.root}, leaving {len(names - held)} to train on; at least 2 are needed"
+            f"{root}, leaving {len(names - held)} to train on; at least 2 are needed"
         )
     kept = [r for r in records if r.taxon_name not in held]
     return kept, [r for r in records if r.taxon_name in held]
@@ -280,7 +282,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
-        records, held = hold_out(load_records(self.root, self.max_missing), self)
+        found = load_records(self.root, self.max_missing)
+        records, held = hold_out(found, self.held_out_classes, self.root)
         if held is not None:
             self.records["held_out"] = held
         records = filter_classes(records, self.split.needed, self.min_per_class, self.root)

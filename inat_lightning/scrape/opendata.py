@@ -289,12 +289,11 @@ class OpenDataLister(PhotoLister, TaxonSource):
             "media_rate": (media_rate is None or media_rate > 0, "> 0 or null"),
         }
         require(rules, {"source": source, "media_rate": media_rate})
-        self.source, self.remote = source.rstrip("/"), remote
-        self.tables = Tables(self.source, remote, client)
+        self.source = source.rstrip("/")
+        self.tables = Tables(self.source, remote, client)  # holds where and how tables are read
         self.photo_base = photo_base.rstrip("/")
         self.media_rate = media_rate
         self.out = Path(out)
-        self.client = client
         self.entries: dict[str, TaxonEntry] = {}
         self._taxa: dict[str, Taxon] = {}  # requested name or id → taxon
         self._ancestry: dict[int, list[str]] = {}
