@@ -56,6 +56,7 @@ def check_train_config(cfg: DictConfig) -> None:
             raise ConfigError(f"prior={prior!r}: must be the fit's settings (prior.*) or null")
         build(prior, "prior")  # PriorFit checks its own values (every prior.* key)
     check_open_set(cfg.get("open_set") or {})
+    build(cfg.cam, "cam")  # the CAM setting every gallery uses: method and score registered
     # the optimizer and scheduler check their own arguments, on a dummy parameter
     dummy = [torch.zeros(1, requires_grad=True)]
     optimizer = call_partial(model.optimizer, "model.optimizer", dummy)

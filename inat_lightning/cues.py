@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--labels", nargs="*", help="categories to keep (default: all)")
     p = sub.add_parser("detect", help="boxes from a detector")
     p.add_argument("root")
-    p.add_argument("--detector", default="opencv", choices=("opencv", "torchvision"))
+    p.add_argument(
+        "--detector", default="opencv", help="a registered detector: opencv (default), torchvision…"
+    )
     p.add_argument("--labels", nargs="*", default=["person"], help="torchvision: COCO classes")
     p.add_argument("--weights-path", help="torchvision: a local state dict (no download)")
     p.add_argument(
@@ -58,16 +60,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif a.command == "import-coco":
             print(f"{import_coco(root, a.file, a.labels)} photos got a cue box")
         elif a.command == "detect":
-            kwargs = {}
-            if a.detector == "torchvision":
-                kwargs = {
-                    "labels": tuple(a.labels),
-                    "weights_path": a.weights_path,
-                    "image_size": a.image_size,
-                }
-                if a.weights_path:
-                    kwargs["weights"] = None
-            print(f"{detect(root, build_detector(a.detector, **kwargs))} photos got a cue box")
+            options = {
+                "labels": tuple(a.labels),
+                "weights_path": a.weights_path,
+                "image_size": a.image_size,
+                **({"weights": None} if a.weights_path else {}),
+            }
+            print(f"{detect(root, build_detector(a.detector, **options))} photos got a cue box")
         else:
             text = "\n".join(
                 [

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = "experiment=demo"
 # the audit's CAM: 12x12 (layer2 at 96 px), explaining what tells a species from its look-alikes
 # (Finer-CAM): the hand is what separates the cryptic twins, not what makes either a fish
-EVALUATE = ("audit.target_layer=layer2", "audit.score=finer")
+EVALUATE = ("cam.target_layer=layer2", "cam.score=finer")
 
 
 def run_dir_for(args: list[str]) -> Path:

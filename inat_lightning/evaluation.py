@@ -407,7 +407,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     model = load_classifier(ckpt)  # missing, truncated or foreign: a config error, before work
     spec = checked_spec(model, cfg.get("preprocess") or {})
-    build(cfg.audit, "audit")  # its errors before any work
+    build(cfg.cam, "cam")  # its errors before any work, named by the keys a user sets
+    build(cfg.audit, "audit")
     settings = check_settings(cfg)
     out = Path(cfg.paths.output_dir)
     callbacks = build_all(cfg.get("callbacks"), "callbacks")

@@ -31,7 +31,7 @@ from inat_lightning.analysis import tables
 from inat_lightning.analysis.coverage import Answer, RankAnswer
 from inat_lightning.analysis.gradcam import (
     STYLES,
-    cam_method,
+    CamSetting,
     compute_cams,
     energy_in_box,
     resolve_layer,
@@ -45,7 +45,7 @@ from inat_lightning.analysis.results import (
 )
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.checks import non_negative, require_checkpoint, setting
-from inat_lightning.config import ConfigError
+from inat_lightning.config import ConfigError, build
 from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.geo import Place, PlacesCsv, exif_place, read_places
 from inat_lightning.data.inputs import collect_inputs
@@ -195,6 +195,7 @@ def explain(
     answers: Answers,
     out: Path,
     spec: InputSpec,
+    cam: CamSetting,
 ) -> dict[int, dict[str, Any]]:
     """Per photo index: a captioned red Grad-CAM overlay of the top prediction (``explanation``,
     in ``explanations/``) for the first ``explain_max`` readable photos when ``explain``, and
@@ -218,7 +219,7 @@ def explain(
         x = torch.stack([dataset[i]["image"] for i in part])
         best = [answers.photos[i][0] for i in part]
         targets = [position[n] for n, _ in best]
-        cams = compute_cams(model.net, x, targets, cfg.cam_method, cfg.target_layer)
+        cams = compute_cams(model.net, x, targets, cam)
         photos = denormalize(x).permute(0, 2, 3, 1).numpy()
         for i, photo, cam, (name, p) in zip(part, photos, cams, best):
             r = records[i]
@@ -264,15 +265,15 @@ def check_settings(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
             raise places_error(cfg, e) from None
     if cfg.explain_style not in STYLES:
         raise ConfigError(f"explain_style={cfg.explain_style!r}: must be one of {STYLES}")
-    for name, check in (
-        ("cam_method", lambda: cam_method(cfg.cam_method)),
-        ("target_layer", lambda: resolve_layer(model.net, cfg.target_layer)),
-        ("device", lambda: device_of(str(cfg.device))),
-    ):
-        try:
-            check()
-        except (ValueError, RuntimeError) as e:
-            raise ConfigError(f"{name}={cfg[name]!r}: {e}") from None
+    settings["cam"] = build(cfg.cam, "cam")
+    try:
+        resolve_layer(model.net, settings["cam"].target_layer)
+    except ValueError as e:
+        raise ConfigError(f"cam.{e}") from None
+    try:
+        device_of(str(cfg.device))
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(f"device={cfg.device!r}: {e}") from None
     try:
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -310,7 +311,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     answers = answer(
         stream, groups, names, temperature, settings["top_k"], coarse, terms, model.open_set
     )
-    explained = explain(cfg, model, dataset, records, answers, out, spec)
+    explained = explain(cfg, model, dataset, records, answers, out, spec, settings["cam"])
     photo_rows, summary = _photo_rows(settings, records, answers, explained)
     observation_rows = _observation_rows(settings, records, answers)
     tables.write_csv(out / "predictions.csv", photo_rows, columns(PhotoPrediction))

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from inat_lightning.analysis import figures
-from inat_lightning.analysis.gradcam import blend, compute_cams, energy_in_box, heatmap
+from inat_lightning.analysis.gradcam import CamSetting, blend, compute_cams, energy_in_box, heatmap
 from inat_lightning.analysis.selection import select_examples
 from inat_lightning.analysis.tables import most_confused_pairs, per_class_table, to_markdown
 from inat_lightning.models.backbones import resnet
@@ -151,10 +151,10 @@ def test_batched_cams_match_single_and_leave_the_model_untouched():
     net.train()
     net.fc.weight.grad = torch.ones_like(net.fc.weight)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    batched = compute_cams(net, x, [0, 1, 2, 0, 1], target_layer="layer3", batch_size=5)
+    batched = compute_cams(net, x, [0, 1, 2, 0, 1], CamSetting(target_layer="layer3"), batch_size=5)
     single = np.concatenate(
         [
-            compute_cams(net, x[i : i + 1], [t], target_layer="layer3")
+            compute_cams(net, x[i : i + 1], [t], CamSetting(target_layer="layer3"))
             for i, t in enumerate([0, 1, 2, 0, 1])
         ]
     )
@@ -168,10 +168,10 @@ def test_batched_cams_match_single_and_leave_the_model_untouched():
     )
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k  # BN running stats included
-    with pytest.raises(ValueError, match="method="):
-        compute_cams(net, x, [0] * 5, method="NoSuchCAM")
-    with pytest.raises(ValueError, match="score="):
-        compute_cams(net, x, [0] * 5, score="nosuch")
+    with pytest.raises(ValueError, match="^method='NoSuchCAM': unknown CAM method"):
+        compute_cams(net, x, [0] * 5, CamSetting(method="NoSuchCAM"))
+    with pytest.raises(ValueError, match="^score='nosuch': unknown CAM target"):
+        compute_cams(net, x, [0] * 5, CamSetting(score="nosuch"))
 
 
 class FishAndHand(torch.nn.Module):
@@ -197,8 +197,8 @@ def test_finer_cams_show_what_tells_a_species_from_its_twin_not_what_makes_it_a_
     hand = (12, 12, 16, 16)
     net = FishAndHand()
     assert net(x).argmax().item() == 0  # striatus, by the hand alone
-    by_class = compute_cams(net, x, [0], target_layer="layer1")[0]
-    finer = compute_cams(net, x, [0], target_layer="layer1", score="finer")[0]
+    by_class = compute_cams(net, x, [0], CamSetting(target_layer="layer1"))[0]
+    finer = compute_cams(net, x, [0], CamSetting(target_layer="layer1", score="finer"))[0]
     share_class, area = energy_in_box(by_class, hand)
     share_finer, _ = energy_in_box(finer, hand)
     assert area == pytest.approx(1 / 16)

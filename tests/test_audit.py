@@ -46,11 +46,18 @@ def best_of(run: Path) -> Path:
     return best
 
 
-@pytest.mark.parametrize(("key", "value"), [("score", "nosuch"), ("removal", "smudge")])
-def test_a_bad_audit_setting_is_a_config_error_naming_its_key(tmp_path, key, value):
-    node = compose_config("evaluate", tmp_path, "ckpt_path=x.ckpt", f"audit.{key}={value}").audit
-    with pytest.raises(ConfigError, match=rf"^audit\.{key}='{value}': one of"):
-        build(node, "audit")
+@pytest.mark.parametrize(
+    ("key", "value", "node"),
+    [
+        ("cam.score", "nosuch", "cam"),
+        ("cam.method", "Nope", "cam"),
+        ("audit.removal", "smudge", "audit"),
+    ],
+)
+def test_a_bad_audit_setting_is_a_config_error_naming_its_key(tmp_path, key, value, node):
+    cfg = compose_config("evaluate", tmp_path, "ckpt_path=x.ckpt", f"{key}={value}")
+    with pytest.raises(ConfigError, match=rf"^{key}='{value}': (unknown .*; )?one of"):
+        build(cfg[node], node)
 
 
 def test_the_all_row_pools_every_cue_class_flips():
@@ -107,8 +114,8 @@ def test_audit_flags_the_biased_model_only(tmp_path):
                 "data=synthetic_biased",
                 *DATA,
                 "callbacks=none",
-                "audit.target_layer=layer2",
-                f"audit.score={score}",
+                "cam.target_layer=layer2",
+                f"cam.score={score}",
                 "+trainer.enable_progress_bar=false",
                 out=tmp_path / f"eval_{name}_{score}",
             )
@@ -163,7 +170,7 @@ def test_on_real_photos_the_cli_flags_a_model_that_only_sees_a_pasted_cue(tmp_pa
             "evaluate.py",
             f"ckpt_path={best_of(run)}",
             "callbacks=none",
-            "audit.target_layer=layer2",
+            "cam.target_layer=layer2",
             tmp_path=logs / "eval",
         )
         assert res.returncode == 0, res.stderr[-3000:]

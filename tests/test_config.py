@@ -113,7 +113,7 @@ def test_unknown_keys_anywhere_are_refused_before_any_work(tmp_path, override, m
         ("prior.enabled=maybe", "prior.enabled='maybe': must be true or false"),
         ("prior.seed=null", "prior.seed=None: must be set (not null)"),
         ("prior=5", "prior=5: must be the fit's settings"),
-        ("open_set.score=eval", "open_set.score='eval': must be one of"),
+        ("open_set.score=eval", "open_set.score='eval': unknown out-of-set score; one of"),
         ("open_set.accept=abc", "open_set.accept='abc': must be a number"),
         ("open_set.accept=0", "open_set.accept=0: must be in (0, 1]"),
         ("+open_set.sore=energy", "open_set.sore: unknown key; accepted: score, accept"),

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from inat_lightning.analysis.audit import AuditConfig, FaithfulnessAudit
+from inat_lightning.analysis.gradcam import CamSetting
 from inat_lightning.data.datamodule import ImageFolderDataModule
 from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.manifest import MANIFEST_NAME, Record, load_records, write_manifest
@@ -85,12 +86,14 @@ def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):
     root = make_image_folder(tmp_path / "root", {"a": 3, "b": 3}, 32)
     (root / "a" / "1.jpg").write_bytes(b"not a jpeg")
     records = [Record(f"{c}{i}", f"{c}{i}", "1", c, f"{c}/{i}.jpg") for c in "ab" for i in range(3)]
-    audit = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3))
+    audit = FaithfulnessAudit(AuditConfig(cam=CamSetting(target_layer="layer4"), max_per_class=3))
     rows = audit.run(resnet(18, 2), root, records, ["a", "b"], InputSpec(32))
     assert [r.images for r in rows] == [2, 3] and audit.skipped == ["a/1.jpg"]
     # at any class count, the faithfulness metrics cover max_classes classes (most images first)
     records.append(Record("b3", "b3", "1", "b", "b/2.jpg"))
-    few = FaithfulnessAudit(AuditConfig(target_layer="layer4", max_per_class=3, max_classes=1))
+    few = FaithfulnessAudit(
+        AuditConfig(cam=CamSetting(target_layer="layer4"), max_per_class=3, max_classes=1)
+    )
     assert [r.class_ for r in few.run(resnet(18, 2), root, records, ["a", "b"], InputSpec(32))] == [
         "b"
     ]

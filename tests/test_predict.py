@@ -246,8 +246,8 @@ def test_an_empty_folder_is_a_config_error_before_any_work(short_training, tmp_p
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("cam_method=Nope", "cam_method"),
-        ("target_layer=layer9", "target_layer"),
+        ("cam.method=Nope", "cam.method"),
+        ("cam.target_layer=layer9", "cam.target_layer"),
         ("explain_style=blue", "explain_style"),
         ("top_k=abc", "top_k"),
         ("top_k=0", "top_k"),

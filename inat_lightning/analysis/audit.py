@@ -29,7 +29,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
-from inat_lightning.analysis.gradcam import CAM_SCORES, compute_cams, energy_in_box, untouched
+from inat_lightning.analysis.gradcam import CamSetting, compute_cams, energy_in_box, untouched
 from inat_lightning.analysis.infer import forward
 from inat_lightning.analysis.results import CueAuditRow, FaithfulnessRow
 from inat_lightning.analysis.tiles import cam_tile
@@ -50,6 +50,7 @@ from inat_lightning.data.manifest import Record
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.data.transforms import denormalize
 from inat_lightning.models.spec import InputSpec
+from inat_lightning.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,10 @@ class AuditConfig:
             "looks at the cue" (1 = no more than a uniform map would put there).
         min_drop: accuracy drop (cue removed) from which a class "needs the cue".
         min_images: fewest cued images of a class for a verdict.
-        method, target_layer: the CAM (see :mod:`inat_lightning.analysis.gradcam`).
-        score: what the cue audit's CAM explains: the predicted ``class`` score, or that class
-            ``finer`` than its closest alternatives (Finer-CAM: what tells it from look-alikes).
+        cam: how the cue audit's CAMs are made (the ``cam`` config node): its ``score`` says
+            what they explain, the predicted ``class`` score or that class ``finer`` than its
+            closest alternatives (Finer-CAM: what tells it from look-alikes). The faithfulness
+            metrics always explain the class score they measure.
         max_per_class: images per class for the faithfulness metrics (they cost forward passes).
         max_classes: classes the faithfulness metrics cover (those with the most test images):
             bounded at any class count.
@@ -79,9 +81,7 @@ class AuditConfig:
     min_lift: float = 1.5
     min_drop: float = 0.15
     min_images: int = 5
-    method: str = "GradCAM"
-    target_layer: str = "layer3"
-    score: str = "class"
+    cam: CamSetting = field(default_factory=CamSetting)
     max_per_class: int = 20
     max_classes: int = 50
     batch_size: int = 32
@@ -92,8 +92,8 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.removal not in REMOVALS:
             raise ValueError(f"removal={self.removal!r}: one of {REMOVALS}")
-        if self.score not in CAM_SCORES:
-            raise ValueError(f"score={self.score!r}: one of {CAM_SCORES}")
+        if not isinstance(self.cam, CamSetting):
+            raise ValueError(f"cam={self.cam!r:.80}: not a CamSetting")
 
 
 def lookalike(removed_preds: np.ndarray, c: int) -> int | None:
@@ -175,7 +175,7 @@ class CueAudit(Audit):
     kind = "cue"
     title = "Bias audit: the spurious cue"
     legend = (
-        "`energy_in_box`: share of the CAM's energy inside the cue's box (`audit.score`: of the "
+        "`energy_in_box`: share of the CAM's energy inside the cue's box (`cam.score`: of the "
         "predicted class's score, or `finer`: against its closest look-alikes); `box_area`: the "
         "box's share of the image; `energy_lift`: their ratio (1 = what a uniform map gives). "
         "`acc_cue_removed`: the same photos with the cue's box filled (`audit.removal`); "
@@ -231,9 +231,7 @@ class CueAudit(Audit):
             x = _tensor(photos, spec)
             probs = forward(net, x, cfg.batch_size)
             preds = probs.argmax(1)
-            cams = compute_cams(
-                net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size, cfg.score
-            )
+            cams = compute_cams(net, x, preds.tolist(), cfg.cam, cfg.batch_size)
             energy, area = box_energy(cams, photos, boxes, spec)
             removed_probs = forward(net, _tensor(removed_photos, spec), cfg.batch_size)
             control = forward(net, _tensor(control_photos, spec), cfg.batch_size)
@@ -317,9 +315,7 @@ class CueAudit(Audit):
         x = _tensor(both, spec)
         targets = [int(preds[i]) for i in chosen] * 2
         cfg = self.cfg
-        cams = compute_cams(
-            net, x, targets, cfg.method, cfg.target_layer, cfg.batch_size, cfg.score
-        )
+        cams = compute_cams(net, x, targets, cfg.cam, cfg.batch_size)
         for k, i in enumerate(chosen):
             p = int(preds[i])
             self.examples.append(
@@ -480,7 +476,7 @@ class FaithfulnessAudit(Audit):
                 x = _tensor(images, spec)
                 preds = forward(net, x, cfg.batch_size).argmax(1)
                 cams = compute_cams(
-                    net, x, preds.tolist(), cfg.method, cfg.target_layer, cfg.batch_size
+                    net, x, preds.tolist(), replace(cfg.cam, score="class"), cfg.batch_size
                 )
                 targets = [ClassifierOutputTarget(int(p)) for p in preds]
                 road = ROADMostRelevantFirst(percentile=80)(x, cams, targets, net)
@@ -496,15 +492,18 @@ class FaithfulnessAudit(Audit):
         return rows
 
 
-#: in order of preference: the first that applies to the data runs
-AUDITS: tuple[type[Audit], ...] = (CueAudit, FaithfulnessAudit)
+#: the audits, in order of preference: the first that applies to the data runs (one you
+#: register, or install under ``inat_lightning.audits``, comes after the built-ins)
+AUDITS: Registry[type[Audit]] = Registry("bias audit", "audit", "audits")
+AUDITS.register("cue", CueAudit)
+AUDITS.register("faithfulness", FaithfulnessAudit)
 
 
 def choose_audit(
     records: Sequence[Record], cfg: AuditConfig, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Audit:
     """The first audit of :data:`AUDITS` that applies to ``records``."""
-    return next(a for a in AUDITS if a.applies(records))(cfg, max_pixels)
+    return next(a for _, a in AUDITS.items() if a.applies(records))(cfg, max_pixels)
 
 
 def verdict(row: CueAuditRow, cfg: AuditConfig) -> str:

@@ -1,7 +1,9 @@
 """Cue detectors: boxes of people (the angler holding the fish) and other configured objects in
 a photo, written to the manifest's ``cue_*`` columns (see :mod:`inat_lightning.data.cues`).
 
-Two detectors share one interface (``detector(photo) -> list[Detection]``):
+A detector is a :class:`Detector`: ``detector(photo) -> list[Detection]`` with a ``name`` (kept in
+the manifest beside each box). The command line picks one from :data:`DETECTORS` by name; two are
+built in:
 
 * :class:`OpenCVPeople` (default; offline, because the OpenCV 4 wheel ships its models): Haar
   cascades for frontal faces and upper bodies, and the HOG people detector for whole standing
@@ -17,12 +19,17 @@ Measured quality on the photos scikit-image ships: docs/benchmarks.md (bench/ben
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
+
+from inat_lightning.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,14 @@ class Detection:
     label: str
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
     score: float
+
+
+class Detector(Protocol):
+    """What a cue detector implements: boxes of the cues it finds in a photo, and a name."""
+
+    name: str
+
+    def __call__(self, photo: Image.Image) -> list[Detection]: ...
 
 
 class OpenCVPeople:
@@ -139,11 +154,19 @@ class TorchvisionDetector:
         ]
 
 
-def build_detector(name: str, **kwargs) -> OpenCVPeople | TorchvisionDetector:
-    """``opencv`` (offline default) or ``torchvision`` (COCO classes; weights downloaded or
-    ``weights_path``)."""
-    if name == "opencv":
-        return OpenCVPeople(**kwargs)
-    if name == "torchvision":
-        return TorchvisionDetector(**kwargs)
-    raise ValueError(f"detector={name!r}: opencv or torchvision")
+#: the cue detectors by name (``cues detect --detector NAME``); yours by
+#: ``DETECTORS.register`` or an ``inat_lightning.detectors`` entry point
+DETECTORS: Registry[Callable[..., Detector]] = Registry("cue detector", "--detector", "detectors")
+DETECTORS.register("opencv", OpenCVPeople)
+DETECTORS.register("torchvision", TorchvisionDetector)
+
+
+def build_detector(name: str, **options: Any) -> Detector:
+    """The :data:`DETECTORS` entry ``name``, given those ``options`` its constructor takes
+    (``labels``, ``weights_path``, ``image_size``…: the command line's, for any detector)."""
+    factory = DETECTORS.get(name)
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: give it nothing it may refuse
+        accepted = {}
+    return factory(**{k: v for k, v in options.items() if k in accepted})

@@ -1,6 +1,7 @@
 """Grad-CAM with pytorch-grad-cam: batched CAMs and overlays, leaving the model as it was.
 
 cams = compute_cams(model.net, images, targets=[3, 5, ...])       # (N, H, W) in [0, 1]
+cams = compute_cams(model.net, images, targets, CamSetting("EigenCAM", "layer4"))
 pictures = blend(photos01, cams, style="red")                      # (N, H, W, 3) in [0, 1]
 
 ``score="finer"`` explains a class *against the classes the model finds closest to it* (its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
@@ -20,8 +22,9 @@ import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
 from torch import nn
 
+from inat_lightning.registry import Registry
+
 STYLES = ("red", "colormap")
-CAM_SCORES = ("class", "finer")
 FINER_COMPARISONS = 3  # Finer-CAM's default: the three classes whose logits are closest
 
 
@@ -41,16 +44,59 @@ class FinerTarget:
         return FinerWeightedTarget(self.c, closest, alpha=1.0)(output)
 
 
+#: what a CAM explains (``cam.score``): a class name to a pytorch-grad-cam target factory
+CAM_TARGETS: Registry[Callable[[int], Callable[[torch.Tensor], torch.Tensor]]] = Registry(
+    "CAM target", "cam.score", "cam_targets"
+)
+CAM_TARGETS.register("class", ClassifierOutputTarget)
+CAM_TARGETS.register("finer", FinerTarget)
+
+
+def _grad_cam_classes() -> dict[str, type]:
+    """pytorch-grad-cam's CAM classes by name: the built-ins of :data:`CAM_METHODS`."""
+    base = pytorch_grad_cam.base_cam.BaseCAM
+    found = {n: getattr(pytorch_grad_cam, n) for n in dir(pytorch_grad_cam)}
+    return {n: c for n, c in found.items() if isinstance(c, type) and issubclass(c, base)}
+
+
+#: the CAM algorithm (``cam.method``): every pytorch-grad-cam ``BaseCAM`` class, and yours
+CAM_METHODS: Registry[Callable[..., pytorch_grad_cam.base_cam.BaseCAM]] = Registry(
+    "CAM method", "cam.method", "cam_methods", builtins=f"{__name__}:_grad_cam_classes"
+)
+
+
+@dataclass(frozen=True)
+class CamSetting:
+    """How every explanation is made (the ``cam`` config node, shared by the training
+    galleries, ``evaluate.py``'s galleries and cue audit, and ``predict.py``'s overlays).
+
+    Args:
+        method: a :data:`CAM_METHODS` name (``GradCAM``, ``GradCAMPlusPlus``, ``EigenCAM``…).
+        target_layer: dotted name of the layer explained (:func:`resolve_layer`): ``layer3``
+            gives twice ``layer4``'s map resolution, worth it at the small sizes photos are
+            trained at here.
+        score: a :data:`CAM_TARGETS` name: ``class`` (the class score) or ``finer`` (that class
+            against the classes the model finds closest to it).
+    """
+
+    method: str = "GradCAM"
+    target_layer: str = "layer3"
+    score: str = "class"
+
+    def __post_init__(self) -> None:
+        CAM_METHODS.check(self.method, "method")
+        CAM_TARGETS.check(self.score, "score")
+
+
 def cam_targets(classes: Sequence[int], score: str = "class") -> list:
-    """The pytorch-grad-cam targets explaining ``classes[i]``: its class score (``class``), or
-    that class against its closest alternatives (``finer``: :class:`FinerTarget`)."""
-    if score not in CAM_SCORES:
-        raise ValueError(f"score={score!r}: one of {CAM_SCORES}")
-    target = ClassifierOutputTarget if score == "class" else FinerTarget
+    """The pytorch-grad-cam targets explaining ``classes[i]`` as :data:`CAM_TARGETS` ``score``
+    says: its class score (``class``), or that class against its closest alternatives
+    (``finer``: :class:`FinerTarget`)."""
+    target = CAM_TARGETS.get(score)
     return [target(int(c)) for c in classes]
 
 
-def resolve_layer(net: nn.Module, name: str = "layer4") -> nn.Module:
+def resolve_layer(net: nn.Module, name: str) -> nn.Module:
     """A layer by dotted name; a ``Sequential`` stage means its last block. ``layer4`` (the
     last ResNet block) is the usual Grad-CAM layer; ``layer3`` doubles the map's resolution,
     worth it for small inputs (a 64 px image gives a 2×2 ``layer4`` map)."""
@@ -59,16 +105,6 @@ def resolve_layer(net: nn.Module, name: str = "layer4") -> nn.Module:
     except AttributeError as e:
         raise ValueError(f"target_layer={name!r}: no such layer in {type(net).__name__}") from e
     return layer[-1] if isinstance(layer, nn.Sequential) else layer
-
-
-def cam_method(name: str) -> Callable[..., pytorch_grad_cam.base_cam.BaseCAM]:
-    """A CAM class of pytorch-grad-cam by name: ``GradCAM``, ``GradCAMPlusPlus``, ``EigenCAM``…"""
-    method = getattr(pytorch_grad_cam, name, None)
-    if not isinstance(method, type):
-        raise ValueError(
-            f"method={name!r}: not a pytorch-grad-cam CAM class (e.g. GradCAM, EigenCAM)"
-        )
-    return method
 
 
 @contextmanager
@@ -96,17 +132,15 @@ def compute_cams(
     net: nn.Module,
     images: torch.Tensor,
     targets: Sequence[int],
-    method: str = "GradCAM",
-    target_layer: str = "layer4",
+    cam: CamSetting = CamSetting(),
     batch_size: int = 32,
-    score: str = "class",
 ) -> np.ndarray:
-    """CAMs of ``images`` (normalised ``(N, 3, H, W)``) for class ``targets[i]`` (explained as
-    ``score`` says: :func:`cam_targets`), computed a batch at a time; returns ``(N, H, W)``
-    float32 in [0, 1]."""
-    layer = resolve_layer(net, target_layer)
+    """CAMs of ``images`` (normalised ``(N, 3, H, W)``) for class ``targets[i]``, made as
+    ``cam`` says, computed a batch at a time; returns ``(N, H, W)`` float32 in [0, 1]."""
+    layer = resolve_layer(net, cam.target_layer)
     out = []
-    with untouched(net), cam_method(method)(model=net, target_layers=[layer]) as cam:
+    method = CAM_METHODS.get(cam.method)
+    with untouched(net), method(model=net, target_layers=[layer]) as explainer:
         for start in range(0, len(images), batch_size):
             x = (
                 images[start : start + batch_size]
@@ -115,8 +149,8 @@ def compute_cams(
                 .to(next(net.parameters()).device)
                 .requires_grad_(True)  # parameters don't: gradients flow through activations only
             )
-            t = cam_targets(targets[start : start + batch_size], score)
-            out.append(cam(input_tensor=x, targets=t))
+            t = cam_targets(targets[start : start + batch_size], cam.score)
+            out.append(explainer(input_tensor=x, targets=t))
     return (
         np.concatenate(out).astype(np.float32)
         if out

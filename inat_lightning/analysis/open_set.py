@@ -39,7 +39,7 @@ def open_set_report(
     if unknown is not None and len(unknown) and len(known):
         found["auroc"] = {
             s: auroc(open_set_score(known, temperature, s), open_set_score(unknown, temperature, s))
-            for s in OPEN_SET_SCORES
+            for s in OPEN_SET_SCORES.names()
         }
         if rule is not None:
             found["false_accept_rate"] = float(np.mean(~rule.flags(unknown, temperature)))

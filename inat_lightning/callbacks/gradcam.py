@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from inat_lightning.analysis.gradcam import cam_method, compute_cams, energy_in_box, heatmap
+from inat_lightning.analysis.gradcam import CamSetting, compute_cams, energy_in_box, heatmap
 from inat_lightning.analysis.selection import select_examples
 from inat_lightning.analysis.tiles import cam_tile, caption_tile
 from inat_lightning.callbacks.saved import SavedFiles
@@ -73,8 +73,7 @@ class GradCamOverlays(L.Callback):
         top_mistakes: most confident mistakes added.
         max_classes: above this many classes, only those with the most mistakes get their
             examples (the gallery's cost stays bounded at any class count).
-        method: a pytorch-grad-cam class name (GradCAM, GradCAMPlusPlus, EigenCAM, ScoreCAM…).
-        target_layer: dotted name of the layer to explain (``layer4``: the last ResNet block).
+        cam: how the CAMs are made (method, layer, score: the ``cam`` config node).
         style: ``red`` (red = CAM, green = blue = 0) or ``colormap`` (jet).
         alpha: heatmap weight in the blend.
         out_dir: where PNG grids go (``None``: TensorBoard only).
@@ -90,22 +89,19 @@ class GradCamOverlays(L.Callback):
         per_class: int = 1,
         top_mistakes: int = 8,
         max_classes: int | None = 30,
-        method: str = "GradCAM",
-        target_layer: str = "layer4",
+        cam: CamSetting | None = None,
         style: str = "red",
         alpha: float = 0.5,
         out_dir: str | None = None,
         batch_size: int = 32,
         tile_px: int = 192,
     ) -> None:
-        cam_method(method)  # fail now, naming the method, not after an epoch
         heatmap(np.zeros((1, 1, 1), np.float32), style)
         self.every_n_epochs = every_n_epochs
         self.per_class = per_class
         self.top_mistakes = top_mistakes
         self.max_classes = max_classes
-        self.method = method
-        self.target_layer = target_layer
+        self.cam = cam or CamSetting()  # checked when built: fails now, not after an epoch
         self.style = style
         self.alpha = alpha
         self.out_dir = Path(out_dir) if out_dir else None
@@ -192,9 +188,7 @@ class GradCamOverlays(L.Callback):
         preds = [int(pred["pred"][p.position]) for p, _ in loaded]
 
         def cams_of(x: torch.Tensor, targets: list[int]) -> np.ndarray:
-            return compute_cams(
-                module.net, x, targets, self.method, self.target_layer, self.batch_size
-            )
+            return compute_cams(module.net, x, targets, self.cam, self.batch_size)
 
         # the predicted class's CAM for every tile; the true class's only where it is shown
         wrong = [k for k in range(len(loaded)) if labels[k] != preds[k]]

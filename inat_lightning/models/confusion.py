@@ -12,7 +12,7 @@ iNaturalist-scale class counts (10,000–40,000 species) would need 0.8–12.8 G
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from torchmetrics import Metric
 
 from inat_lightning.data.taxonomy import METRIC_RANKS, Taxonomy
 from inat_lightning.models.metric_names import WITHIN_SHARE
+from inat_lightning.registry import Registry
 
 
 @dataclass  # not frozen: torchmetrics rebuilds a metric's output when it moves it
@@ -179,8 +180,7 @@ class PairScore(Metric):
 
     def __init__(self, pairs: ConfusionPairs, score: str, owner: bool = False) -> None:
         super().__init__()
-        if score not in PAIR_SCORES:
-            raise ValueError(f"score={score!r}: one of {sorted(PAIR_SCORES)}")
+        PAIR_SCORES.check(score)
         self._pairs = [pairs]  # a list: the shared pairs are not this metric's child or state
         self.score, self.owner = score, owner
 
@@ -189,7 +189,8 @@ class PairScore(Metric):
             self._pairs[0].update(logits, target)
 
     def compute(self) -> torch.Tensor:
-        return torch.tensor(PAIR_SCORES[self.score](self._pairs[0].compute()), dtype=torch.float32)
+        found = PAIR_SCORES.get(self.score)(self._pairs[0].compute())
+        return torch.tensor(found, dtype=torch.float32)
 
 
 def _macro(values: np.ndarray, confusion: Confusion, present_only: bool) -> float:
@@ -201,9 +202,13 @@ def _macro(values: np.ndarray, confusion: Confusion, present_only: bool) -> floa
     return float(values.mean()) if len(values) else 0.0
 
 
-PAIR_SCORES = {
-    "acc_macro": lambda c: _macro(c.precision_recall_f1()[1], c, True),
-    "recall_macro": lambda c: _macro(c.precision_recall_f1()[1], c, True),
-    "precision_macro": lambda c: _macro(c.precision_recall_f1()[0], c, True),
-    "f1_macro": lambda c: _macro(c.precision_recall_f1()[2], c, True),
-}
+#: the macro scores of the per-photo pairs, logged as ``<stage>/<name>``: a function of the
+#: :class:`Confusion` counts. Yours by ``PAIR_SCORES.register`` or an
+#: ``inat_lightning.pair_scores`` entry point (then also a ``monitor`` or ``optimized_metric``)
+PAIR_SCORES: Registry[Callable[[Confusion], float]] = Registry(
+    "macro metric", "score", "pair_scores"
+)
+PAIR_SCORES.register("acc_macro", lambda c: _macro(c.precision_recall_f1()[1], c, True))
+PAIR_SCORES.register("recall_macro", lambda c: _macro(c.precision_recall_f1()[1], c, True))
+PAIR_SCORES.register("precision_macro", lambda c: _macro(c.precision_recall_f1()[0], c, True))
+PAIR_SCORES.register("f1_macro", lambda c: _macro(c.precision_recall_f1()[2], c, True))

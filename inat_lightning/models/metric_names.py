@@ -43,6 +43,13 @@ def headline(*stages: str) -> tuple[str, ...]:
 
 
 def is_optimizable(name: str) -> bool:
-    """A name a sweeper may optimise: ``<stage>/<scalar>`` or ``best/<stage>/<scalar>``."""
+    """A name a sweeper may optimise: ``<stage>/<scalar>`` or ``best/<stage>/<scalar>``, the
+    scalar a built-in or a macro metric you registered (only then is torch imported)."""
     stage, _, metric = name.removeprefix("best/").partition("/")
-    return stage in STAGES and metric in (*SCALARS, *TAXONOMY_SCALARS)
+    if stage not in STAGES:
+        return False
+    if metric in (*SCALARS, *TAXONOMY_SCALARS):
+        return True
+    from inat_lightning.models.confusion import PAIR_SCORES  # a macro metric you registered
+
+    return metric in PAIR_SCORES
