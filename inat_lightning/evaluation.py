@@ -45,6 +45,7 @@ from inat_lightning.checks import non_negative, require_checkpoint, setting
 from inat_lightning.config import ConfigError, build, build_all, check_targets
 from inat_lightning.data.geo import Place
 from inat_lightning.data.protocol import ClassifierData, check_data_module
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.models.calibration import reliability, scores, softmax
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
@@ -53,7 +54,7 @@ from inat_lightning.models.confusion import Confusion
 from inat_lightning.models.metric_names import TAXONOMY_SCALARS, key
 from inat_lightning.models.metrics import scalar_metrics
 from inat_lightning.models.open_set import open_set_score
-from inat_lightning.models.spec import InputSpec, pin_input_spec
+from inat_lightning.models.spec import pin_input_spec
 from inat_lightning.runs.overrides import command_data_changes
 
 log = logging.getLogger(__name__)

@@ -50,13 +50,13 @@ from inat_lightning.data.dataset import ImageDataset
 from inat_lightning.data.geo import Place, PlacesCsv, exif_place, read_places
 from inat_lightning.data.inputs import collect_inputs
 from inat_lightning.data.manifest import Record
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.transforms import denormalize
 from inat_lightning.models.card import write_card
 from inat_lightning.models.checkpoint import checked_spec, load_classifier, read_checkpoint
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.export import compare_export, export_model
 from inat_lightning.models.open_set import OpenSetRule
-from inat_lightning.models.spec import InputSpec
 
 log = logging.getLogger(__name__)
 

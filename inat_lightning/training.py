@@ -107,7 +107,7 @@ def build_model(cfg: DictConfig, datamodule: ClassifierData, ckpt: str | None) -
         class_names=datamodule.class_names,
         lineages=datamodule.lineages,
         class_weights=datamodule.class_weights,
-        input_spec=datamodule.input_spec(),
+        input_spec=datamodule.input_spec().to_dict(),
         data_fingerprint=datamodule.fingerprint(),
         **({"weights": None, "weights_path": None} if ckpt else {}),
     )

@@ -49,7 +49,7 @@ def short_training(tmp_path_factory, shared_data_dir) -> tuple[Path, subprocess.
         *SMALL,
         "trainer.max_epochs=2",
         "seed=1",
-        "data.eval_crop_ratio=0.75",  # a non-default preprocessing (32 px is one too)
+        "data.crop_ratio=0.75",  # a non-default preprocessing (32 px is one too)
         "callbacks.gradcam.every_n_epochs=1",
         tmp_path=tmp,
         data_dir=shared_data_dir,

@@ -26,7 +26,7 @@ DATA = [
     "data.synthetic.cue_share=1.0",
     "data.synthetic.cue_other_share=0.0",
     "data.image_size=48",
-    "data.eval_crop_ratio=1.0",  # keep the corners, where the hand is
+    "data.crop_ratio=1.0",  # keep the corners, where the hand is
     "data.num_workers=0",
 ]
 TRAIN = [
@@ -154,7 +154,7 @@ def test_on_real_photos_the_cli_flags_a_model_that_only_sees_a_pasted_cue(tmp_pa
             f"data.root={root}",
             "model=resnet18",
             "data.image_size=64",
-            "data.eval_crop_ratio=1.0",
+            "data.crop_ratio=1.0",
             "data.crop_scale=[0.9,1.0]",
             "data.num_workers=0",
             "data.batch_size=16",

@@ -172,7 +172,7 @@ def test_predict_holds_no_photos_by_classes_array(tmp_path):
     predicting, and every photo still gets its answer."""
     import tracemalloc
 
-    from inat_lightning.models.spec import InputSpec
+    from inat_lightning.data.spec import InputSpec
     from inat_lightning.prediction import predict
     from tests.helpers.cli import compose_config
     from tests.helpers.data import make_image_folder

@@ -33,7 +33,7 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_e
     assert used["batch_size"] == 7 and trained_data["batch_size"] != 7
     assert used["synthetic"] == trained_data["synthetic"]  # the rest is the run's
     # preprocessing from the checkpoint's input spec (the run trained at 32 px, ratio 0.75)
-    assert (used["image_size"], used["eval_crop_ratio"]) == (32, 0.75)
+    assert (used["image_size"], used["crop_ratio"]) == (32, 0.75)
     tested = list(csv.DictReader((out / "test_predictions.csv").open()))
     assert len(tested) == Confusion.from_record(summary["test_confusion"]).total
     # the vision model's answers are the test loop's; the final ones are fused with the place
@@ -173,7 +173,8 @@ def test_a_copied_run_folder_cannot_choose_where_evaluate_writes(
 ):
     """A run folder from another machine names its data folder there (an absolute
     ``paths.data_dir``): evaluate reads the same embedded data from this command's data folder
-    and creates nothing at the run's path; its test split and metrics are the run's."""
+    and creates nothing at the run's path; its test split and metrics are the run's. It was saved
+    before the data config's ``crop_ratio`` took the input spec's name (``eval_crop_ratio``)."""
     run, _ = short_training
     copy = tmp_path / "shared_run"
     shutil.copytree(run, copy)
@@ -182,6 +183,7 @@ def test_a_copied_run_folder_cannot_choose_where_evaluate_writes(
     config = yaml.safe_load(saved.read_text())
     config["paths"]["data_dir"] = str(foreign)
     config["data"]["hash_cache"] = str(foreign / "phash-cache")
+    config["data"]["eval_crop_ratio"] = config["data"].pop("crop_ratio")
     saved.write_text(yaml.safe_dump(config))
     trained = json.loads((run / "metrics.json").read_text())
     best = copy / "checkpoints" / Path(trained["best_checkpoint"]).name
@@ -198,3 +200,5 @@ def test_a_copied_run_folder_cannot_choose_where_evaluate_writes(
     (out,) = run_dirs(tmp_path / "logs")
     found = json.loads((out / "metrics.json").read_text())
     assert found["test_confusion"] == trained["test_confusion"]
+    used = yaml.safe_load((out / "data.yaml").read_text())
+    assert used["crop_ratio"] == 0.75 and "eval_crop_ratio" not in used

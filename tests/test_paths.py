@@ -80,8 +80,8 @@ def test_a_class_folder_symlinked_to_another_disk_is_refused_as_such(tmp_path, l
 
 
 def test_the_audit_skips_unreadable_images_and_lists_them(tmp_path):
+    from inat_lightning.data.spec import InputSpec
     from inat_lightning.models.backbones import resnet
-    from inat_lightning.models.spec import InputSpec
 
     root = make_image_folder(tmp_path / "root", {"a": 3, "b": 3}, 32)
     (root / "a" / "1.jpg").write_bytes(b"not a jpeg")

@@ -33,7 +33,7 @@ from tests.test_untrusted_files import small_checkpoint
 def run_data(run: Path) -> dict:
     """What a training run's data config says of the images (interpolations resolved)."""
     data = OmegaConf.load(run / ".hydra" / "config.yaml").data
-    return {k: data[k] for k in ("root", "image_size", "eval_crop_ratio")}
+    return {k: data[k] for k in ("root", "image_size", "crop_ratio")}
 
 
 # ---------------------------------------------------------------------- inputs

@@ -112,9 +112,9 @@ def test_train_false_refuses_a_preprocessing_that_contradicts_the_checkpoint(
         *SMALL,
         "train=false",
         f"ckpt_path={best}",
-        "data.eval_crop_ratio=0.5",
+        "data.crop_ratio=0.5",
         tmp_path=tmp_path,
         data_dir=shared_data_dir,
     )
     assert res.returncode == 2
-    assert "config error: data.eval_crop_ratio=0.5: contradicts the checkpoint" in res.stderr
+    assert "config error: data.crop_ratio=0.5: contradicts the checkpoint" in res.stderr

@@ -47,9 +47,9 @@ from inat_lightning.analysis.results import CueAuditRow, FaithfulnessRow
 from inat_lightning.analysis.tiles import cam_tile
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
 from inat_lightning.data.manifest import Record
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.data.transforms import denormalize
-from inat_lightning.models.spec import InputSpec
 from inat_lightning.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from inat_lightning.analysis.tiles import cam_tile, caption_tile
 from inat_lightning.callbacks.saved import SavedFiles
 from inat_lightning.callbacks.writers import tensorboard_writers
 from inat_lightning.data.manifest import safe_folder_name
-from inat_lightning.data.transforms import box_after_eval, denormalize
+from inat_lightning.data.transforms import denormalize
 
 COLUMNS = ("index", "label", "pred", "confidence")
 
@@ -27,12 +27,12 @@ def as_tensor(tile: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(tile)).permute(2, 0, 1).float() / 255
 
 
-def cue_box_at(trainer: L.Trainer, record: Any, size: int) -> Any:
-    """The record's cue box in the network input's pixels, or ``None``."""
+def cue_box_at(trainer: L.Trainer, record: Any) -> Any:
+    """The record's cue box in the network input's pixels (the data module's input spec), or
+    ``None``."""
     if record is None or record.cue_box is None or not (record.width and record.height):
         return None
-    ratio = getattr(trainer.datamodule, "eval_crop_ratio", 1.0)
-    return box_after_eval(record.cue_box, record.width, record.height, size, ratio)
+    return trainer.datamodule.input_spec().box(record.cue_box, record.width, record.height)
 
 
 def publish(
@@ -203,7 +203,7 @@ class GradCamOverlays(L.Callback):
         for k, (p, sample) in enumerate(loaded):
             photo = photos[k].permute(1, 2, 0).numpy()
             record = records[sample["index"]] if sample["index"] < len(records) else None
-            box = cue_box_at(trainer, record, photo.shape[0])
+            box = cue_box_at(trainer, record)
             captions = (names[labels[k]], names[preds[k]], float(pred["confidence"][p.position]))
             tiles = self._row(photo, box, captions, predicted_cams[k], true_cams.get(k))
             tag = "top_mistakes" if p.kind == "top_mistake" else names[labels[k]]

@@ -22,15 +22,11 @@ from inat_lightning.data.dataset import (
 )
 from inat_lightning.data.manifest import Record, load_records
 from inat_lightning.data.near_duplicates import cluster_members, fill_hashes
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.data.taxonomy import Lineage, load_lineages
-from inat_lightning.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    eval_transform,
-    train_transform,
-)
+from inat_lightning.data.transforms import train_transform
 from inat_lightning.validation import require, require_numbers
 
 log = logging.getLogger(__name__)
@@ -43,7 +39,7 @@ def check_arguments(given: dict[str, Any]) -> None:
     require_numbers(
         given,
         ints=("image_size", "batch_size", "num_workers", "min_per_class", "max_pixels"),
-        floats=("eval_crop_ratio", "color_jitter", "max_missing"),
+        floats=("crop_ratio", "color_jitter", "max_missing"),
     )
     v = given
     per_class_ok = v["min_per_class"] is None or v["min_per_class"] >= 1
@@ -55,7 +51,7 @@ def check_arguments(given: dict[str, Any]) -> None:
             "num_workers": (v["num_workers"] >= 0, ">= 0"),
             "balance": (v["balance"] in BALANCE_MODES, f"one of {BALANCE_MODES}"),
             "min_per_class": (per_class_ok, ">= 1 or null"),
-            "eval_crop_ratio": (0 < v["eval_crop_ratio"] <= 1, "in (0, 1]"),
+            "crop_ratio": (0 < v["crop_ratio"] <= 1, "in (0, 1]"),
             "max_pixels": (v["max_pixels"] >= 1, ">= 1"),
             "max_missing": (0 <= v["max_missing"] <= 1, "in [0, 1]"),
             "synthetic": (
@@ -183,18 +179,6 @@ def fingerprint_of(
     }
 
 
-def eval_input_spec(image_size: int, crop_ratio: float) -> dict[str, object]:
-    """The evaluation inputs this project's transforms make (resize, centre crop, ImageNet
-    normalisation), as a checkpoint keeps them."""
-    return {
-        "image_size": image_size,
-        "crop_ratio": float(crop_ratio),
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "channels": "RGB",
-    }
-
-
 class ImageFolderDataModule(L.LightningDataModule):
     """Train/val/test loaders over ``root/<class>/<image>`` (plus ``root/manifest.csv`` if any).
 
@@ -215,7 +199,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             an int: classes with fewer observations than that are dropped with a warning.
         crop_scale: scale range of the train ``RandomResizedCrop``.
         color_jitter: strength of the train colour jitter (0 = off).
-        eval_crop_ratio: eval resize is ``image_size / eval_crop_ratio``, then centre crop.
+        crop_ratio: evaluation resizes to ``image_size / crop_ratio``, then centre-crops.
         synthetic: when given, ``root`` is (re)generated with it if it doesn't hold that dataset.
         max_pixels: images whose header announces more pixels are skipped, not decoded.
         max_missing: the share of manifest rows whose file may be missing (dropped with one
@@ -241,7 +225,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         min_per_class: int | None = None,
         crop_scale: Sequence[float] = (0.35, 1.0),
         color_jitter: float = 0.1,
-        eval_crop_ratio: float = 0.875,
+        crop_ratio: float = 0.875,
         synthetic: SyntheticSpecies | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_missing: float = 0.05,
@@ -261,7 +245,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.balance, self.min_per_class = balance, min_per_class
         self.crop_scale, self.color_jitter = tuple(crop_scale), color_jitter
-        self.eval_crop_ratio, self.max_pixels = eval_crop_ratio, max_pixels
+        self.max_pixels, self.spec = max_pixels, InputSpec(image_size, crop_ratio)
         self.max_missing = max_missing
         self.hash_cache = Path(hash_cache) if hash_cache else None
         self.held_out_classes = [str(c) for c in held_out_classes or ()]
@@ -310,8 +294,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             "train": train_transform(
                 self.image_size, self.crop_scale, color_jitter=self.color_jitter
             ),
-            "val": eval_transform(self.image_size, self.eval_crop_ratio),
-            "test": eval_transform(self.image_size, self.eval_crop_ratio),
+            "val": self.spec.transform(),
+            "test": self.spec.transform(),
         }
         for name in (*SPLITS, "held_out") if self.held_out_classes else SPLITS:
             recs = self.records[name]
@@ -347,10 +331,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         w = 1.0 / self.class_counts.clamp(min=1)
         return w * self.num_classes / w.sum()
 
-    def input_spec(self) -> dict[str, object]:
-        """How this module makes evaluation inputs, as the checkpoint keeps it (see
-        :class:`~inat_lightning.models.spec.InputSpec`)."""
-        return eval_input_spec(self.image_size, self.eval_crop_ratio)
+    def input_spec(self) -> InputSpec:
+        """How evaluation inputs are made (built once; the checkpoint keeps it)."""
+        return self.spec
 
     def fingerprint(self) -> dict[str, object]:
         """What a model trained here learned from (:func:`fingerprint_of`)."""

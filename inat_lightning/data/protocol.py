@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from inat_lightning.data.manifest import Record
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.taxonomy import Lineage
 
 
@@ -57,9 +58,9 @@ class ClassifierData(Protocol):
         """Per-class loss weights, or ``None`` for uniform."""
         ...
 
-    def input_spec(self) -> dict[str, Any]:
-        """How evaluation inputs are made (:class:`~inat_lightning.models.spec.InputSpec` as a
-        dict): the checkpoint keeps it and predicts with it alone."""
+    def input_spec(self) -> InputSpec:
+        """How evaluation inputs are made: the checkpoint keeps it and predicts with it
+        alone."""
         ...
 
     def fingerprint(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from inat_lightning.config import ConfigError
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.models.backbones import checked_state_dict, load_tensors
 from inat_lightning.models.card import check_card_inputs
 from inat_lightning.models.classifier import (
@@ -19,7 +20,7 @@ from inat_lightning.models.classifier import (
     checked_temperature,
     stored_extras,
 )
-from inat_lightning.models.spec import InputSpec, resolve_spec
+from inat_lightning.models.spec import resolve_spec
 
 #: the classification head's weight in a classifier's state dict: one row per class
 HEAD = "net.fc.weight"

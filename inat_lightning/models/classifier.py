@@ -14,6 +14,7 @@ import lightning.pytorch as L
 import torch
 from torch import nn
 
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.taxonomy import RANKS, Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
 from inat_lightning.models.calibration import TEMPERATURE_RANGE
@@ -22,7 +23,6 @@ from inat_lightning.models.metric_names import MONITOR, STAGES, key
 from inat_lightning.models.metrics import build_metrics
 from inat_lightning.models.open_set import OpenSetRule
 from inat_lightning.models.prior import PlacePrior
-from inat_lightning.models.spec import InputSpec
 
 #: classes up to which each one's F1 is logged as a scalar (``<stage>/f1_class/<name>``)
 PER_CLASS_SCALARS = 100

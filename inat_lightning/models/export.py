@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from inat_lightning.atomic import replacing
+from inat_lightning.data.spec import InputSpec
 from inat_lightning.models.classifier import Classifier
-from inat_lightning.models.spec import InputSpec
 
 PROGRAM_NAME, META_NAME = "model.pt2", "model.json"
 

@@ -1,6 +1,7 @@
 """What a checkpoint carries so that whoever holds it alone can use it the way it was trained
-(like timm's ``pretrained_cfg``): how its inputs are made (:class:`InputSpec`) and a
-fingerprint of the data it learned from. Class names, lineages and the softmax temperature live
+(like timm's ``pretrained_cfg``): how its inputs are made (an
+:class:`~inat_lightning.data.spec.InputSpec`, the data module's) and a fingerprint of the data
+it learned from. Class names, lineages and the softmax temperature live
 in the checkpoint too (see :class:`~inat_lightning.models.classifier.Classifier`).
 
 A command may change the input spec only explicitly (``preprocess.image_size=…``), with a
@@ -8,111 +9,13 @@ warning; a ``data.*`` value that contradicts it is an error naming the key."""
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from torchvision.transforms import v2
+from inat_lightning.data.spec import OVERRIDABLE, InputSpec
 
-from inat_lightning.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    box_after_eval,
-    eval_transform,
-)
-
-log = logging.getLogger(__name__)
-
-#: what ``preprocess.*`` may change, and the ``data.*`` key that says the same at training
-OVERRIDABLE = {"image_size": "image_size", "crop_ratio": "eval_crop_ratio"}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How a photo becomes the network's input: resize the short side to
-    ``image_size / crop_ratio``, centre-crop ``image_size``, scale to [0, 1], normalise with
-    ``mean``/``std``; channels in ``channels`` order, NCHW float32."""
-
-    image_size: int
-    crop_ratio: float = 0.875
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    channels: str = "RGB"
-
-    def __post_init__(self) -> None:
-        size, ratio = self.image_size, self.crop_ratio
-        if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-            raise ValueError(f"image_size={size!r}: must be an integer >= 16")
-        if not isinstance(ratio, int | float) or not 0 < ratio <= 1:
-            raise ValueError(f"crop_ratio={ratio!r}: must be in (0, 1]")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if not (
-                isinstance(value, Sequence)
-                and not isinstance(value, str)
-                and len(value) == 3
-                and all(isinstance(v, int | float) and math.isfinite(v) for v in value)
-            ):
-                raise ValueError(f"{name}={value!r}: must be three finite numbers")
-            object.__setattr__(self, name, tuple(float(v) for v in value))
-        if min(self.std) <= 0:
-            raise ValueError(f"std={self.std}: must be positive")
-        if self.channels != "RGB":
-            raise ValueError(f"channels={self.channels!r}: only RGB is supported")
-        object.__setattr__(self, "crop_ratio", float(ratio))
-
-    def transform(self) -> v2.Compose:
-        """The eval transform this spec describes."""
-        return eval_transform(self.image_size, self.crop_ratio, self.mean, self.std)
-
-    def box(
-        self, box: tuple[float, float, float, float], width: int, height: int
-    ) -> tuple[float, float, float, float]:
-        """A box in a photo's pixels, in the network input's pixels."""
-        return box_after_eval(box, width, height, self.image_size, self.crop_ratio)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (lists, not tuples): a checkpoint loads with ``weights_only=True``."""
-        found = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()}
-
-    @classmethod
-    def from_dict(cls, found: Mapping[str, Any], where: str) -> InputSpec:
-        """A spec read from a file that may come from anyone: known keys only, values checked;
-        a :class:`ValueError` naming ``where``."""
-        if not isinstance(found, Mapping):
-            raise ValueError(f"{where}: input spec is not a mapping: {found!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(found) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown input spec key(s) {unknown}")
-        try:
-            return cls(**dict(found))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from e
-
-    def overridden(self, changes: Mapping[str, Any], key: str = "preprocess") -> InputSpec:
-        """This spec with the non-null values of ``changes`` (``preprocess.*``), each change
-        logged as a warning: an explicit override, never a silent one."""
-        unknown = sorted(set(changes) - set(OVERRIDABLE))
-        if unknown:
-            raise ValueError(f"{key}.{unknown[0]}: unknown key (known: {sorted(OVERRIDABLE)})")
-        new = {k: v for k, v in changes.items() if v is not None and v != getattr(self, k)}
-        for name, value in new.items():
-            log.warning(
-                "%s.%s=%s overrides the checkpoint's %s: the model was trained with another "
-                "preprocessing",
-                key,
-                name,
-                value,
-                getattr(self, name),
-            )
-        try:
-            return replace(self, **new) if new else self
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{key}.{e}") from e
+#: a data config key's name in run folders saved before it took the input spec's name
+RENAMED = {"eval_crop_ratio": "crop_ratio"}
 
 
 def resolve_spec(spec: InputSpec | None, changes: Mapping[str, Any]) -> InputSpec:
@@ -132,15 +35,18 @@ def resolve_spec(spec: InputSpec | None, changes: Mapping[str, Any]) -> InputSpe
 def pin_input_spec(
     data: MutableMapping[str, Any], spec: InputSpec, changed: Mapping[str, Any]
 ) -> None:
-    """Set a data config's preprocessing keys (``image_size``, ``eval_crop_ratio``) to ``spec``'s.
-    A value the command itself set (``changed``: its ``data.*`` keys) that contradicts the spec
-    is a ``ValueError`` naming the key (``preprocess.*`` changes the spec explicitly)."""
-    for name, data_key in OVERRIDABLE.items():
+    """Set a data config's preprocessing keys (``image_size``, ``crop_ratio``: the spec's own
+    names) to ``spec``'s. A value the command itself set (``changed``: its ``data.*`` keys) that
+    contradicts the spec is a ``ValueError`` naming the key (``preprocess.*`` changes the spec
+    explicitly). A restored run folder's config under an older key name takes the new one."""
+    for old in RENAMED:
+        data.pop(old, None)
+    for name in OVERRIDABLE:
         wanted = getattr(spec, name)
-        if data_key in changed and changed[data_key] != wanted:
+        if name in changed and changed[name] != wanted:
             raise ValueError(
-                f"data.{data_key}={changed[data_key]}: contradicts the checkpoint's input spec "
+                f"data.{name}={changed[name]}: contradicts the checkpoint's input spec "
                 f"({name}={wanted}); to use another preprocessing say "
-                f"preprocess.{name}={changed[data_key]}"
+                f"preprocess.{name}={changed[name]}"
             )
-        data[data_key] = wanted
+        data[name] = wanted
