@@ -29,7 +29,7 @@ def one(k: int, photos: int, batch: int = 256) -> dict:
     from inat_lightning.data.taxonomy import Taxonomy
     from inat_lightning.models.confusion import ConfusionPairs, rank_scalars
     from inat_lightning.models.metrics import build_metrics
-    from tests.test_class_scale import state_bytes
+    from tests.models.test_class_scale import state_bytes
 
     torch.manual_seed(0)
     metrics, pairs = build_metrics(k), ConfusionPairs(k)

@@ -1,6 +1,6 @@
 """The files a run folder holds, named once: the tasks write them, resume, the sweep summary,
 the demo and ``evaluate.py`` read them (``conf/`` names ``splits.csv`` and ``last.ckpt`` too:
-``tests/test_house.py`` holds them to these)."""
+``tests/house/test_house.py`` holds them to these)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node Slurm cluster with job accounting, from Debian's packages, for the tests that
-# run sweeps and searches against the real scheduler (tests/test_slurm.py): munge, MariaDB,
+# run sweeps and searches against the real scheduler (tests/runs/test_slurm.py): munge, MariaDB,
 # slurmdbd, slurmctld and slurmd, started directly (no systemd). Idempotent: running daemons
 # are left as they are, but a changed slurm.conf restarts slurmctld and slurmd. Prints
 # "slurm: ready" — or "slurm: skipped: <reason>" (exit 0) where it cannot run (not root and no

@@ -1,5 +1,5 @@
 """A user's own choices, as their installed package would provide them by entry points
-(``tests/test_registry.py`` writes the dist-info): a CAM method, a cue detector, an out-of-set
+(``tests/house/test_registry.py`` writes the dist-info): a CAM method, a cue detector, an out-of-set
 score and a macro metric. Nothing here is in the project's own registries until then."""
 
 from __future__ import annotations

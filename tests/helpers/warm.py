@@ -6,7 +6,8 @@ run, and most of the suite's time once summed. A ``forkserver`` (the standard li
 them once; each run is a fork of it, a process of its own (its own ``sys.argv``, working folder,
 environment, Hydra and Lightning state, signals, exit status, stdout and stderr) that runs the
 real script as ``__main__``. What a fork cannot show, a fresh interpreter failing to import the
-project, the README test shows: its first training runs in a new shell (``tests/test_readme.py``).
+project, the README test shows: its first training runs in a new shell
+(``tests/house/test_readme.py``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from inat_lightning.data.taxonomy import (
 from inat_lightning.models.classifier import Classifier
 from inat_lightning.models.confusion import Confusion, rank_scalars
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "inat" / "v1"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inat" / "v1"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared/fixtures absent")
 
 # two congeners (Aus), one more genus of the same family (Bus, family Idae), one unrelated

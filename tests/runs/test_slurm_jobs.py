@@ -1,5 +1,5 @@
 """The record of a Slurm sweep's jobs (``slurm_jobs.csv``) and the summary that reads it: no
-cluster needed, the launcher's real runs are in ``tests/test_slurm.py``."""
+cluster needed, the launcher's real runs are in ``tests/runs/test_slurm.py``."""
 
 from __future__ import annotations
 

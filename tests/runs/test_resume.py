@@ -15,7 +15,7 @@ from inat_lightning.config import ConfigError
 from inat_lightning.runs.resume import resume_argv, resume_checkpoint
 from tests.helpers import warm
 from tests.helpers.cli import REPO, SMALL, compose_config, run_dirs
-from tests.test_untrusted_files import small_checkpoint
+from tests.house.test_untrusted_files import small_checkpoint
 
 
 def saved_run(tmp_path, overrides):

@@ -26,7 +26,7 @@ from inat_lightning.data.manifest import (
 from inat_lightning.evaluation import evaluate
 from tests.helpers.cli import compose_config, run_cli
 from tests.helpers.data import make_image_folder
-from tests.test_untrusted_files import small_checkpoint
+from tests.house.test_untrusted_files import small_checkpoint
 
 
 def sha(path: Path) -> str:

@@ -13,7 +13,7 @@ from inat_lightning.data.manifest import read_manifest
 from inat_lightning.scrape.scraper import scrape
 from tests.fakeinat.server import FakeINat
 from tests.helpers.scrape import CC, scrape_cfg
-from tests.test_scrape import assert_rate_held, assert_tree_is_exactly
+from tests.scrape.test_scrape import assert_rate_held, assert_tree_is_exactly
 
 # then it works: transport and status faults, and bodies that are not the photo (a maintenance
 # page, a label that is not an image's, a cut image) which pass on the next try

@@ -27,7 +27,7 @@ from inat_lightning.models.checkpoint import load_classifier, write_temperature
 from inat_lightning.prediction import fuse, predict
 from tests.helpers.cli import compose_config, run_cli, run_dirs
 from tests.helpers.data import make_image_folder
-from tests.test_untrusted_files import small_checkpoint
+from tests.house.test_untrusted_files import small_checkpoint
 
 
 def run_data(run: Path) -> dict:

@@ -26,7 +26,7 @@ from inat_lightning.models.prior import PlacePrior, PriorFit, fused_log_probabil
 from inat_lightning.post_fit import fit_prior
 from inat_lightning.prediction import answer, photo_places
 from inat_lightning.scrape.inat_api import observation_place
-from tests.test_untrusted_files import small_checkpoint
+from tests.house.test_untrusted_files import small_checkpoint
 
 # ---------------------------------------------------------------------- places and seasons
 

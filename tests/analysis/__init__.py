@@ -1,0 +1,1 @@
+"""Tests of Grad-CAM, tables, figures and the bias audit."""

@@ -1,0 +1,1 @@
+"""Tests of runs and sweeps: resume, locks, logs, DDP, Optuna, Slurm."""

@@ -1,0 +1,1 @@
+"""Tests of the scrape backends, the downloader and what a server may send."""
