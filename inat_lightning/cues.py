@@ -6,6 +6,7 @@ to the analysis room (detectors, the bias report), so it lives above both.
     python -m inat_lightning.cues import-csv data/inat boxes.csv
     python -m inat_lightning.cues import-coco data/inat instances.json --labels person hand
     python -m inat_lightning.cues detect data/inat --detector opencv
+    python -m inat_lightning.cues discover data/inat logs/train/runs/<run>/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from inat_lightning.data.cues import detect, import_coco, import_csv
 from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per way to get (or find) cue boxes, and the report."""
     ap = argparse.ArgumentParser(
         prog="python -m inat_lightning.cues",
         description="Cue boxes for a dataset root, and its bias report.",
@@ -50,6 +52,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         "and misses smaller cues)",
     )
     p.add_argument("--overwrite", action="store_true", help="also photos that have a box")
+    p = sub.add_parser(
+        "discover",
+        help="find cues nobody boxed: regions the model's CAMs share across one class's photos",
+    )
+    p.add_argument("root")
+    p.add_argument("ckpt", help="a checkpoint of train.py (tensors only; read on the CPU)")
+    p.add_argument("--out", default="discovered", help="folder for the CSVs and the picture")
+    p.add_argument("--max-classes", type=int, default=30, help="the most photographed first")
+    p.add_argument("--max-photos-per-class", type=int, default=40)
+    p.add_argument("--target-layer", default="layer3", help="the CAM's layer (cam.target_layer)")
+    p.add_argument("--score", default="class", help="what the CAM explains: class | finer")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = parser()
     a = ap.parse_args(argv)
     root = Path(a.root)
     if not (root / MANIFEST_NAME).is_file():
@@ -59,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{import_csv(root, a.file)} photos got a cue box -> {root / MANIFEST_NAME}")
         elif a.command == "import-coco":
             print(f"{import_coco(root, a.file, a.labels)} photos got a cue box")
+        elif a.command == "discover":
+            run_discovery(root, a)
         elif a.command == "detect":
             options = {
                 "labels": tuple(a.labels),
@@ -79,6 +99,44 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(text)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         ap.exit(2, f"error: {e}\n")
+
+
+def run_discovery(root: Path, a: argparse.Namespace) -> None:
+    """``discover``: the checkpoint's classes' photos in the manifest, examined on the CPU; the
+    suspected shortcuts printed, and how to turn their boxes into a measured audit."""
+    from inat_lightning.analysis.discover import DiscoverConfig, discover_split
+    from inat_lightning.analysis.gradcam import CamSetting
+    from inat_lightning.data.manifest import DEFAULT_MAX_PIXELS
+    from inat_lightning.models.checkpoint import checked_spec, load_classifier
+
+    model = load_classifier(a.ckpt, "ckpt")
+    spec = checked_spec(model, {})
+    cfg = DiscoverConfig(
+        max_classes=a.max_classes,
+        max_photos_per_class=a.max_photos_per_class,
+        cam=CamSetting(target_layer=a.target_layer, score=a.score),
+    )
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = read_manifest(root / MANIFEST_NAME)
+    found = discover_split(
+        model.net.eval(), root, records, model.class_names, spec, cfg, out, DEFAULT_MAX_PIXELS
+    )
+    suspected = [r for r in found["rows"] if r["verdict"]]
+    print(
+        f"{found['examined_photos']} photos of {found['examined_classes']} classes examined: "
+        f"{len(found['rows'])} recurring regions, {len(suspected)} suspected shortcuts -> {out}"
+    )
+    for r in suspected:
+        print(
+            f"  #{r['rank']} {r['class']}: {r['photos']} photos ({r['share_in_class']:.0%} of "
+            f"the class, {r['share_elsewhere']:.0%} elsewhere), accuracy drop beyond the hole "
+            f"control {r['acc_drop']:+.2f}, pasted onto {r['lookalike']}: "
+            f"{r['transplant_flip']:+.0%} taken for it"
+        )
+    if suspected:
+        boxes = out / "discovered_boxes.csv"
+        print(f"measure them: python -m inat_lightning.cues import-csv {root} {boxes}")
 
 
 if __name__ == "__main__":

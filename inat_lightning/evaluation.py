@@ -15,6 +15,7 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 
 from inat_lightning import run_files
 from inat_lightning.analysis import tables
@@ -26,6 +27,7 @@ from inat_lightning.analysis.coverage import (
     risk_coverage,
 )
 from inat_lightning.analysis.data_bias import dataset_report
+from inat_lightning.analysis.discover import discover_split
 from inat_lightning.analysis.figures import (
     reliability_figure,
     risk_coverage_figure,
@@ -342,7 +344,9 @@ def audit(
     out: Path,
 ) -> dict[str, Any]:
     """The audit that fits the test records (cue boxes or not), on the inputs the model is
-    tested on (``spec``) and the trainer's device, written to ``bias_audit.csv``."""
+    tested on (``spec``) and the trainer's device, written to ``bias_audit.csv``; and, where
+    ``audit.discover`` says (``auto``: when they have no cue boxes), the cues nobody boxed
+    (``discovered_cues.csv``/``.png``, ``discovered_boxes.csv``) under ``discovery``."""
     records = datamodule.records["test"]
     settings = build(cfg.audit, "audit")
     chosen = choose_audit(records, settings, datamodule.max_pixels)
@@ -350,6 +354,15 @@ def audit(
     rows = chosen.run(net, datamodule.root, records, model.class_names, spec)
     tables.write_csv(out / "bias_audit.csv", rows)
     gallery = chosen.save_gallery(out / "audit_gallery.png")
+    discover = settings.discover is True or (settings.discover == "auto" and chosen.kind != "cue")
+    found = (
+        discover_split(
+            net, Path(datamodule.root), records, model.class_names, spec, settings.discovery,
+            out, datamodule.max_pixels,
+        )
+        if discover
+        else None
+    )  # fmt: skip
     return {
         "kind": chosen.kind,
         "title": chosen.title,
@@ -358,6 +371,7 @@ def audit(
         "min_images": settings.min_images,
         "skipped_images": chosen.skipped,
         "gallery": gallery.name if gallery else None,
+        "discovery": found,
     }
 
 
@@ -373,11 +387,25 @@ def pictures(callbacks: list[Any], out: Path) -> tuple[dict[str, str], list[str]
     return figures, galleries
 
 
-def log_tables(trainer: L.Trainer, found: dict[str, list], audit_rows: list[dict]) -> None:
-    """The tables in TensorBoard's TEXT tab (the figures are there already, by the callbacks)."""
+def log_tables(
+    trainer: L.Trainer,
+    found: dict[str, list],
+    audit_rows: list[dict],
+    discovered: dict[str, Any] | None,
+    out: Path,
+) -> None:
+    """The tables in TensorBoard's TEXT tab (the figures are there already, by the callbacks),
+    and the discovered cues' picture in its IMAGES tab."""
+    tabled = [*found.items(), ("bias_audit", audit_rows)]
+    if discovered is not None:
+        tabled.append(("discovered_cues", discovered["rows"]))
+    picture = discovered and discovered.get("gallery")
+    image = np.asarray(Image.open(out / picture).convert("RGB")) if picture else None
     for w in tensorboard_writers(trainer):
-        for name, rows in (*found.items(), ("bias_audit", audit_rows)):
+        for name, rows in tabled:
             w.add_text(f"evaluate/{name}", tables.to_markdown(rows), 0)
+        if image is not None:
+            w.add_image("evaluate/discovered_cues", image, 0, dataformats="HWC")
         w.flush()
 
 
@@ -448,11 +476,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         open_set=open_set(model, datamodule, logits, device, out),
     )
     summary.audit = audit(cfg, model, datamodule, spec, device, out)
+    summary.discovery = summary.audit.pop("discovery")
     written = to_record(summary)  # what metrics.json, report.md and the card read
     write_json(out / run_files.METRICS, written)
     report = write_report(out, written)
     write_card(out, read_checkpoint(ckpt), ckpt.name, audit_findings(written["audit"]))
-    log_tables(trainer, found, written["audit"]["rows"])
+    log_tables(trainer, found, written["audit"]["rows"], written.get("discovery"), out)
     log.info("report: %s", report)
     acc = key("test", "acc")
     print(f"evaluate: {acc}={metrics.get(acc, float('nan')):.4f} -> {report}")

@@ -15,8 +15,12 @@ applies to the data, as pytorch-grad-cam's CAM methods share one base.
   other species' photos gives the flip rate, overall and on the class's look-alike (what its
   photos become without the cue). Where the dataset generator exists (synthetic
   data), the photos are also redrawn without/with the cue, nothing else changed (``*_redrawn``);
-* a **verdict** per class: "relies on the cue" when the energy share is at least ``min_lift``
-  times the box's area share and the accuracy drop beyond the hole is at least ``min_drop``.
+* a **verdict** per class from the counterfactuals alone: "relies on the cue" when removing it
+  costs at least ``min_drop`` accuracy beyond the hole control, or pasting it onto the class's
+  look-alike turns at least ``min_flip`` of those photos into the class. Whether the CAM *shows*
+  the cue (energy share at least ``min_lift`` times the box's area share) is said beside it:
+  "relies on the cue — and the CAM does not show it" is the case where looking at overlays
+  misleads a person.
 
 :class:`FaithfulnessAudit`, without boxes (real scraped data), reports per class the CAM
 faithfulness metrics of pytorch-grad-cam: the confidence change when the most relevant 20% of
@@ -40,12 +44,19 @@ from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from inat_lightning.analysis.counterfactual import REMOVALS, control_box, paste_box, remove_box
+from inat_lightning.analysis.counterfactual import (
+    REMOVALS,
+    control_box,
+    lookalike,
+    paste_box,
+    remove_box,
+)
+from inat_lightning.analysis.discover import DiscoverConfig
 from inat_lightning.analysis.gradcam import CamSetting, compute_cams, energy_in_box, untouched
 from inat_lightning.analysis.infer import forward
 from inat_lightning.analysis.results import CueAuditRow, FaithfulnessRow
 from inat_lightning.analysis.tiles import cam_tile
-from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_rgb
+from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS, load_readable
 from inat_lightning.data.manifest import Record
 from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.synthetic import SyntheticSpecies
@@ -53,6 +64,8 @@ from inat_lightning.data.transforms import denormalize
 from inat_lightning.registry import Registry
 
 log = logging.getLogger(__name__)
+#: the verdict of a class whose counterfactuals say it relies on the cue
+RELIES = "RELIES ON THE CUE"
 
 
 @dataclass
@@ -62,7 +75,10 @@ class AuditConfig:
     Args:
         min_lift: energy share inside the cue box / the box's area share, from which a class
             "looks at the cue" (1 = no more than a uniform map would put there).
-        min_drop: accuracy drop (cue removed) from which a class "needs the cue".
+        min_drop: accuracy drop (cue removed, beyond the hole control) from which a class
+            relies on the cue.
+        min_flip: share of the look-alike's photos the pasted cue turns into the class, from
+            which a class relies on the cue.
         min_images: fewest cued images of a class for a verdict.
         cam: how the cue audit's CAMs are made (the ``cam`` config node): its ``score`` says
             what they explain, the predicted ``class`` score or that class ``finer`` than its
@@ -76,10 +92,15 @@ class AuditConfig:
             :mod:`inat_lightning.analysis.counterfactual`).
         seed: where the hole control's boxes fall.
         gallery_size: photos in the gallery of those that depend most on the cue.
+        discover: spurious-cue discovery on the test photos: ``auto`` (when they have no cue
+            boxes), ``true`` or ``false``.
+        discovery: its bounds and thresholds (:class:`~inat_lightning.analysis.discover.
+            DiscoverConfig`).
     """
 
     min_lift: float = 1.5
     min_drop: float = 0.15
+    min_flip: float = 0.5
     min_images: int = 5
     cam: CamSetting = field(default_factory=CamSetting)
     max_per_class: int = 20
@@ -88,19 +109,16 @@ class AuditConfig:
     removal: str = "inpaint"
     seed: int = 0
     gallery_size: int = 8
+    discover: str | bool = "auto"
+    discovery: DiscoverConfig = field(default_factory=DiscoverConfig)
 
     def __post_init__(self) -> None:
         if self.removal not in REMOVALS:
             raise ValueError(f"removal={self.removal!r}: one of {REMOVALS}")
         if not isinstance(self.cam, CamSetting):
             raise ValueError(f"cam={self.cam!r:.80}: not a CamSetting")
-
-
-def lookalike(removed_preds: np.ndarray, c: int) -> int | None:
-    """The class most predicted for class ``c``'s photos once their cue is removed: what the
-    model takes them for without it (``None`` when they all stay ``c``)."""
-    others = removed_preds[removed_preds != c]
-    return int(np.bincount(others).argmax()) if len(others) else None
+        if self.discover not in (True, False, "auto"):
+            raise ValueError(f"discover={self.discover!r}: one of auto, true, false")
 
 
 def flip_rate(flips: dict[int, list[int]], c: int | None) -> float:
@@ -134,16 +152,8 @@ class Audit(ABC):
     def readable(self, root: Path, records: Sequence[Record]) -> tuple[list[Record], list]:
         """The records whose image loads (inside the root, under the pixel limit, decodable),
         and those images; the others are logged and listed in :attr:`skipped`."""
-        kept, images = [], []
-        real_root = Path(root).resolve()
-        for r in records:
-            try:
-                images.append(load_rgb(real_root, r.path, self.max_pixels))
-            except Exception as e:  # noqa: BLE001 - one bad file must not end the audit
-                log.warning("audit: skipping unreadable image %s: %s", r.path, e)
-                self.skipped.append(r.path)
-                continue
-            kept.append(r)
+        kept, images, skipped = load_readable(root, records, self.max_pixels)
+        self.skipped += skipped
         return kept, images
 
     @staticmethod
@@ -511,10 +521,9 @@ def verdict(row: CueAuditRow, cfg: AuditConfig) -> str:
         return ""
     if row.cued_images < cfg.min_images:
         return f"too few cued images (< {cfg.min_images})"
-    looks = row.energy_lift >= cfg.min_lift
-    needs = row.acc_drop >= cfg.min_drop
-    if looks and needs:
-        return "RELIES ON THE CUE"
-    if looks or needs:
-        return "partly uses the cue"
-    return "ignores the cue"
+    removal = row.acc_drop >= cfg.min_drop
+    transplant = bool(row.lookalike) and row.flip_rate_lookalike >= cfg.min_flip
+    shown = row.energy_lift >= cfg.min_lift
+    if removal or transplant:
+        return RELIES + ("" if shown else " — and the CAM does not show it")
+    return "ignores the cue" + (" — though the CAM points at it" if shown else "")

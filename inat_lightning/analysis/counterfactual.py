@@ -77,3 +77,10 @@ def paste_box(target: Image.Image, source: Image.Image, box: Box) -> tuple[Image
     patch = src.crop((x0, y0, x1, y1)).resize((where[2] - where[0], where[3] - where[1]))
     tgt.paste(patch, where[:2])
     return tgt, where
+
+
+def lookalike(removed_preds: np.ndarray, c: int) -> int | None:
+    """The class most predicted for class ``c``'s photos once their cue is removed: what the
+    model takes them for without it (``None`` when they all stay ``c``)."""
+    others = removed_preds[removed_preds != c]
+    return int(np.bincount(others).argmax()) if len(others) else None

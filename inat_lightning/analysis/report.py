@@ -118,6 +118,7 @@ def _findings(summary: dict[str, Any]) -> list[str]:
         for name in flagged(rows)
     ]
     found += [f"- Bias audit: **{line}**." for line in audit_findings(summary["audit"])]
+    found += [f"- Discovery: **{line}**." for line in discovery_findings(summary.get("discovery"))]
     return ["## Findings", "", *found, ""] if found else []
 
 
@@ -254,6 +255,56 @@ def _audit(audit: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _discovery(found: dict[str, Any] | None) -> list[str]:
+    """The "Discovered cues" section: recurring CAM regions, ranked by their evidence."""
+    if found is None:
+        return []
+    lines = [
+        "## Discovered cues (nobody boxed them)",
+        "",
+        f"{found['examined_photos']} test photos of {found['examined_classes']} classes: the "
+        "regions where each photo's CAM concentrates, described by the model's own features and "
+        "clustered across photos. Per cluster: the share of its class's photos it is on "
+        "against the other classes' (`share_in_class`, `share_elsewhere`), the accuracy the "
+        "class loses when the region is removed beyond a same-size hole elsewhere (`acc_drop`), "
+        "and the share of the look-alike's photos taken for the class once the region is "
+        "pasted on them (`transplant_flip`).",
+        "",
+    ]
+    if not found["rows"]:
+        return lines + ["No region recurs across photos.", ""]
+    lines += [to_markdown(found["rows"]), ""]
+    if found.get("gallery"):
+        lines += [
+            "Per ranked cluster: four of its regions, then two photos under their red CAM with "
+            "the region outlined.",
+            "",
+            f"![discovered cues]({found['gallery']})",
+            "",
+        ]
+    if found.get("boxes"):
+        lines += [
+            "The suspected regions are in `discovered_boxes.csv`: `python -m inat_lightning.cues "
+            "import-csv <data root> discovered_boxes.csv` puts them into the manifest, and the "
+            "next `evaluate.py` measures them with the cue audit.",
+            "",
+        ]
+    return lines
+
+
+def discovery_findings(found: dict[str, Any] | None) -> list[str]:
+    """One sentence per suspected shortcut that discovery found."""
+    return [
+        f"{r['class']}: {r['verdict']} — a region on {r['share_in_class']:.0%} of its test photos "
+        f"({r['share_elsewhere']:.0%} of the others'), accuracy drop beyond the hole control "
+        f"{r['acc_drop']:+.2f}, pasted onto {r['lookalike']} photos: "
+        f"{r['transplant_flip'] or 0:+.0%} taken for it (cluster {r['rank']} of "
+        "discovered_cues.png)"
+        for r in (found or {}).get("rows", [])
+        if r["verdict"]
+    ]
+
+
 def _gradcam(galleries: list[str]) -> list[str]:
     if not galleries:
         return []
@@ -300,6 +351,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         *(report_markdown(summary["dataset"]) if summary.get("dataset") else []),
         *_near_duplicates(summary.get("near_duplicates")),
         *_audit(summary["audit"]),
+        *_discovery(summary.get("discovery")),
         *_gradcam(summary["gradcam"]),
     ]
     path = out / run_files.REPORT

@@ -112,6 +112,7 @@ class EvaluationSummary:
     place_prior: dict[str, Any] | None = None  # vision-only, prior-only and fused top-1
     coverage: dict[str, Any] | None = None  # risk–coverage of species-only and fallback answers
     open_set: dict[str, Any] | None = None  # out-of-set detection on held-out species
+    discovery: dict[str, Any] | None = None  # cues found in the test photos nobody boxed
 
 
 def columns(kind: type) -> list[str]:

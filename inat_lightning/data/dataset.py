@@ -61,6 +61,24 @@ def load_rgb(root: Path, relative: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return img.convert("RGB")
 
 
+def load_readable(
+    root: Path, records: Sequence, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list, list[Image.Image], list[str]]:
+    """The records whose photo loads (inside the root, under the pixel limit, decodable), their
+    photos, and the paths of the others (each logged): one bad file never ends the work."""
+    kept, photos, skipped = [], [], []
+    real_root = Path(root).resolve()
+    for r in records:
+        try:
+            photos.append(load_rgb(real_root, r.path, max_pixels))
+        except Exception as e:  # noqa: BLE001 - any failure to read is this file's
+            log.warning("skipping unreadable image %s: %s", r.path, e)
+            skipped.append(r.path)
+            continue
+        kept.append(r)
+    return kept, photos, skipped
+
+
 def check_readable(
     root: Path,
     paths: Sequence[str],

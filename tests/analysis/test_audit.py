@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inat_lightning.analysis.audit import flip_rate, lookalike
+from inat_lightning.analysis.audit import AuditConfig, flip_rate, lookalike, verdict
 from inat_lightning.analysis.report import audit_findings
+from inat_lightning.analysis.results import CueAuditRow
 from inat_lightning.config import ConfigError, build
 from inat_lightning.evaluation import evaluate
 from inat_lightning.training import train
@@ -65,6 +66,30 @@ def test_the_all_row_pools_every_cue_class_flips():
     assert flip_rate(flips, 0) == 0.75 and flip_rate(flips, 3) == -0.5
     assert flip_rate(flips, None) == pytest.approx(2 / 6)  # (all): 6 pasted photos, net 2 pulled
     assert flip_rate(flips, 5) == 0.0 and flip_rate({}, None) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("drop", "flip", "twin", "lift", "said"),
+    [
+        # issue 36's digit scans: removal 0.7 -> 0.0 (control 0.7), every twin flipped, lift 1.39
+        (0.7, 1.0, "Digit 1", 1.39, "RELIES ON THE CUE — and the CAM does not show it"),
+        (0.7, 0.0, "Digit 1", 2.0, "RELIES ON THE CUE"),  # removal alone is evidence
+        (0.0, 0.6, "Digit 1", 2.0, "RELIES ON THE CUE"),  # so is the transplant alone
+        (0.1, 0.6, "", 1.0, "ignores the cue"),  # no look-alike: no transplant was measured
+        (0.1, 0.4, "Digit 1", 2.0, "ignores the cue — though the CAM points at it"),
+        (0.1, 0.4, "Digit 1", 1.0, "ignores the cue"),
+    ],
+)
+def test_the_verdict_follows_the_counterfactuals_and_says_the_cam_beside_it(
+    drop, flip, twin, lift, said
+):
+    row = CueAuditRow(
+        "Digit 7", 20, 0.2 * lift, 0.2, lift, 0.7, 0.7 - drop, 0.7, drop, 0.3, twin, flip
+    )
+    assert verdict(row, AuditConfig()) == said
+    assert verdict(CueAuditRow(**{**row.__dict__, "cued_images": 4}), AuditConfig()).startswith(
+        "too few"
+    )
 
 
 def test_the_lookalike_is_what_the_photos_become_without_their_cue():

@@ -53,6 +53,11 @@ def test_evaluate_reproduces_training_test_metrics_and_writes_the_report(short_e
     assert all(p["threshold"] == 0.5 for p in points)
     # the fallback answers at least the photos species-only answers do
     assert points[1]["coverage"] >= points[0]["coverage"]
+    # no cue boxes in these test photos: discovery ran, by default (audit.discover=auto), on all
+    found = summary["discovery"]
+    assert (found["examined_photos"], found["examined_classes"]) == (len(tested), 4)
+    assert all((out / f).is_file() for f in ("discovered_cues.csv", "discovered_boxes.csv"))
+    assert "## Discovered cues (nobody boxed them)" in (out / "report.md").read_text()
     card = (out / "MODEL.md").read_text()
     assert "## Bias audit" in card and "## Test results" in card
 

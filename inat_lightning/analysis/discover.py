@@ -1,0 +1,499 @@
+"""Spurious-cue discovery: find a cue nobody boxed, with the model's own CAMs and features.
+
+The cue audit (:mod:`~inat_lightning.analysis.audit`) measures a cue someone suspected and
+boxed. Here nobody did:
+
+1. **proposals** — per photo, up to ``proposals_per_photo`` regions where the CAM of the
+   predicted class concentrates (the connected region above ``cam_threshold`` of each peak in
+   turn, its side bounded);
+2. **descriptions** — each region by the model's own activations there (the CAM layer's,
+   ROI-aligned, L2-normalised) and where it sits in the photo;
+3. **clusters** — HDBSCAN (scikit-learn) over the descriptions: a recurring object, the same
+   hand, ring or watermark on many photos, forms one cluster; a region seen once is noise;
+4. **evidence** — per cluster, the class it is over-represented in (the share of that class's
+   photos it holds against the share of the others'), the accuracy that class loses when the
+   region is removed *beyond* a same-size hole elsewhere (the audit's hole control), and the
+   transplant: the region pasted onto photos of the class's closest look-alike, how many flip;
+5. a **ranking** and a verdict (``SUSPECTED SHORTCUT``) whose thresholds are config keys.
+
+Bounded at any scale: at most ``max_classes`` classes (the most photographed first) and
+``max_photos_per_class`` photos each are examined, and counterfactuals are run for at most
+``max_clusters`` clusters; memory grows with the photos examined, nothing is per class pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from sklearn.cluster import HDBSCAN
+from torch import nn
+from torchvision.ops import roi_align
+
+from inat_lightning.analysis import counterfactual as cf
+from inat_lightning.analysis.gradcam import CamSetting, compute_cams, resolve_layer, untouched
+from inat_lightning.analysis.infer import forward
+from inat_lightning.analysis.tables import write_csv
+from inat_lightning.analysis.tiles import cam_tile, caption_tile
+from inat_lightning.data.spec import InputSpec
+from inat_lightning.data.transforms import denormalize
+from inat_lightning.validation import require, require_numbers
+
+log = logging.getLogger(__name__)
+
+#: the verdict of a cluster whose region a class is suspected to be told by
+SUSPECTED = "SUSPECTED SHORTCUT"
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class DiscoverConfig:
+    """Bounds and thresholds of discovery (the ``audit.discovery`` config node).
+
+    Args:
+        proposals_per_photo: regions taken from each photo's CAM.
+        cam_threshold: a region is the connected part of the CAM above this share of its peak.
+        min_box, max_box: bounds of a region's side, as shares of the input's side.
+        max_classes: classes examined (the most photographed first).
+        max_photos_per_class: photos examined per class.
+        min_cluster_photos: fewest photos a cluster needs (HDBSCAN's ``min_cluster_size``).
+        max_clusters: clusters given the counterfactual tests (the most over-represented).
+        min_share_in_class: share of its class's photos a suspected cluster holds at least.
+        min_over_representation: that share against the share of other classes' photos.
+        min_drop: accuracy drop (region removed, beyond the hole control) that is evidence.
+        min_flip: share of the look-alike's photos the pasted region turns into the class that
+            is evidence (either is enough, with the over-representation).
+        position_weight: weight of where a region sits beside what it looks like.
+        removal: how a region is removed (:data:`~inat_lightning.analysis.counterfactual.REMOVALS`).
+        seed: where the hole control's boxes fall.
+        batch_size: photos per forward pass.
+    """
+
+    proposals_per_photo: int = 2
+    cam_threshold: float = 0.5
+    min_box: float = 0.08
+    max_box: float = 0.5
+    max_classes: int = 30
+    max_photos_per_class: int = 40
+    min_cluster_photos: int = 5
+    max_clusters: int = 12
+    min_share_in_class: float = 0.3
+    min_over_representation: float = 3.0
+    min_drop: float = 0.15
+    min_flip: float = 0.5
+    position_weight: float = 0.5
+    removal: str = "inpaint"
+    seed: int = 0
+    batch_size: int = 32
+    cam: CamSetting = field(default_factory=CamSetting)
+
+    def __post_init__(self) -> None:
+        ints = ("proposals_per_photo", "max_classes", "max_photos_per_class")
+        ints += ("min_cluster_photos", "max_clusters", "seed", "batch_size")
+        floats = ("cam_threshold", "min_box", "max_box", "min_share_in_class")
+        floats += ("min_over_representation", "min_drop", "min_flip", "position_weight")
+        v = self.__dict__
+        require_numbers(v, ints, floats)
+        require(
+            {
+                **{k: (v[k] >= 1, ">= 1") for k in ints if k != "seed"},
+                "min_cluster_photos": (v["min_cluster_photos"] >= 2, ">= 2"),
+                "cam_threshold": (0 < v["cam_threshold"] < 1, "in (0, 1)"),
+                "min_box": (0 < v["min_box"] <= v["max_box"], "in (0, max_box]"),
+                "max_box": (0 < v["max_box"] <= 1, "in (0, 1]"),
+                "removal": (v["removal"] in cf.REMOVALS, f"one of {cf.REMOVALS}"),
+            },
+            v,
+        )
+
+
+@dataclass
+class Proposal:
+    """One region of one photo: ``photo`` indexes the photos examined, ``box`` is in the
+    network input's pixels."""
+
+    photo: int
+    box: Box
+
+
+@dataclass
+class DiscoveredCue:
+    """One cluster of regions and its evidence (a row of ``discovered_cues.csv``)."""
+
+    rank: int
+    class_: str
+    cluster: int
+    photos: int
+    share_in_class: float
+    share_elsewhere: float
+    over_representation: float  # share_in_class / share_elsewhere (floored at one photo)
+    acc_drop: float | None
+    transplant_flip: float | None
+    lookalike: str
+    verdict: str
+    members: list[Proposal] = field(default_factory=list, repr=False)
+
+
+def cam_regions(cam: np.ndarray, k: int, threshold: float, min_side: int, max_side: int) -> list:
+    """Up to ``k`` boxes where ``cam`` (``H × W``) concentrates: around its peak, the connected
+    region above ``threshold`` of the peak, its sides bounded to ``[min_side, max_side]`` around
+    the peak; that region is then suppressed and the next peak taken."""
+    work = np.array(cam, dtype=np.float32, copy=True)
+    height, width = work.shape
+    boxes: list[Box] = []
+    for _ in range(k):
+        peak = float(work.max())
+        if peak <= 0:
+            break
+        py, px = np.unravel_index(int(work.argmax()), work.shape)
+        labels, _ = ndimage.label(work >= threshold * peak)
+        ys, xs = np.nonzero(labels == labels[py, px])
+        x0, x1 = _bounded(int(xs.min()), int(xs.max()) + 1, int(px), min_side, max_side, width)
+        y0, y1 = _bounded(int(ys.min()), int(ys.max()) + 1, int(py), min_side, max_side, height)
+        boxes.append((float(x0), float(y0), float(x1), float(y1)))
+        work[ys, xs] = 0
+        work[y0:y1, x0:x1] = 0
+    return boxes
+
+
+def _bounded(lo: int, hi: int, peak: int, min_side: int, max_side: int, limit: int) -> tuple:
+    """``[lo, hi)`` grown to ``min_side`` or cut to ``max_side`` around ``peak``, in
+    ``[0, limit)``."""
+    side = min(max(hi - lo, min_side), max_side, limit)
+    if hi - lo != side:
+        lo = peak - side // 2
+    lo = max(0, min(lo, limit - side))
+    return lo, lo + side
+
+
+def describe(
+    net: nn.Module, x: torch.Tensor, proposals: Sequence[Proposal], cfg: DiscoverConfig
+) -> np.ndarray:
+    """``(M, C + 4)`` descriptions of the proposals: the CAM layer's activations averaged inside
+    each box (ROI-aligned, L2-normalised), then the box's centre and size (shares of the input
+    side) times ``position_weight``."""
+    layer = resolve_layer(net, cfg.cam.target_layer)
+    found: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _m, _i, out: found.append(out.detach().cpu()))
+    try:
+        with torch.no_grad():
+            forward(net, x, cfg.batch_size)
+    finally:
+        hook.remove()
+    maps = torch.cat(found)
+    side = x.shape[-1]
+    rois = torch.tensor([[p.photo, *p.box] for p in proposals], dtype=torch.float32)
+    pooled = roi_align(maps, rois, (2, 2), spatial_scale=maps.shape[-1] / side, aligned=True)
+    looks = torch.nn.functional.normalize(pooled.mean((2, 3)), dim=1).numpy()
+    boxes = rois[:, 1:].numpy() / side
+    where = np.stack(
+        [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+         boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1
+    )  # fmt: skip
+    return np.concatenate([looks, cfg.position_weight * where], 1).astype(np.float32)
+
+
+def cluster_regions(descriptions: np.ndarray, min_photos: int) -> np.ndarray:
+    """A cluster label per description (``-1``: noise), by HDBSCAN."""
+    if len(descriptions) < max(2, min_photos):
+        return np.full(len(descriptions), -1)
+    return HDBSCAN(min_cluster_size=min_photos, copy=True).fit_predict(descriptions)
+
+
+def over_representation(
+    photo_classes: np.ndarray, member_photos: set[int], num_examined: Counter
+) -> tuple[int, float, float]:
+    """The class whose examined photos a cluster holds the largest share of, that share, and
+    the share of the other classes' examined photos it holds."""
+    held = Counter(int(photo_classes[p]) for p in member_photos)
+    c = max(held, key=lambda k: (held[k] / num_examined[k], held[k], -k))
+    others = sum(num_examined.values()) - num_examined[c]
+    elsewhere = (len(member_photos) - held[c]) / others if others else 0.0
+    return c, held[c] / num_examined[c], elsewhere
+
+
+def box_in_photo(box: Box, photo: Image.Image, spec: InputSpec) -> Box:
+    """A box in the network input's pixels, back in ``photo``'s pixels (the inverse of the eval
+    resize and centre crop)."""
+    width, height = photo.size
+    scale = round(spec.image_size / spec.crop_ratio) / min(width, height)
+    dx, dy = (width * scale - spec.image_size) / 2, (height * scale - spec.image_size) / 2
+    x0, y0, x1, y1 = box
+    return ((x0 + dx) / scale, (y0 + dy) / scale, (x1 + dx) / scale, (y1 + dy) / scale)
+
+
+def examined(records: Sequence, class_names: Sequence[str], cfg: DiscoverConfig) -> list:
+    """The records discovery looks at: the ``max_classes`` most photographed classes, at most
+    ``max_photos_per_class`` photos each, in the records' order (the same on every run)."""
+    known = set(class_names)
+    counts = Counter(r.taxon_name for r in records if r.taxon_name in known)
+    chosen = {c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+    chosen = set(sorted(chosen, key=lambda c: (-counts[c], c))[: cfg.max_classes])
+    taken: Counter = Counter()
+    kept = []
+    for r in records:
+        if r.taxon_name in chosen and taken[r.taxon_name] < cfg.max_photos_per_class:
+            taken[r.taxon_name] += 1
+            kept.append(r)
+    return kept
+
+
+class Discovery:
+    """The five steps of the module doc on a split's photos (``labels``: their true class
+    indices). :meth:`run` returns the clusters, ranked; :attr:`cams` and :attr:`inputs` keep
+    what the gallery shows."""
+
+    def __init__(self, cfg: DiscoverConfig, spec: InputSpec) -> None:
+        self.cfg, self.spec = cfg, spec
+        self.cams = np.zeros((0, 1, 1), np.float32)
+        self.inputs = torch.zeros(0)
+
+    def _tensor(self, photos: Sequence[Image.Image]) -> torch.Tensor:
+        tf = self.spec.transform()
+        return torch.stack([tf(p.convert("RGB")) for p in photos])
+
+    def _preds(self, net: nn.Module, photos: Sequence[Image.Image]) -> np.ndarray:
+        if not photos:
+            return np.zeros(0, np.int64)
+        return forward(net, self._tensor(photos), self.cfg.batch_size).argmax(1)
+
+    def run(
+        self,
+        net: nn.Module,
+        photos: Sequence[Image.Image],
+        labels: np.ndarray,
+        class_names: Sequence[str],
+    ) -> list[DiscoveredCue]:
+        cfg = self.cfg
+        if not len(photos):
+            return []
+        with untouched(net):
+            net.eval()
+            self.inputs = x = self._tensor(photos)
+            probs = forward(net, x, cfg.batch_size)
+            self.cams = compute_cams(net, x, probs.argmax(1).tolist(), cfg.cam, cfg.batch_size)
+            proposals = self.propose(self.cams)
+            if not proposals:
+                return []
+            found = cluster_regions(describe(net, x, proposals, cfg), cfg.min_cluster_photos)
+            cues = self.candidates(proposals, found, labels, class_names)
+            for cue in cues[: cfg.max_clusters]:
+                self.test(net, cue, photos, labels, probs, class_names)
+        return rank(cues, cfg)
+
+    def propose(self, cams: np.ndarray) -> list[Proposal]:
+        """Each photo's regions (:func:`cam_regions`)."""
+        cfg, side = self.cfg, cams.shape[-1]
+        low, high = max(1, round(cfg.min_box * side)), max(1, round(cfg.max_box * side))
+        return [
+            Proposal(i, box)
+            for i, cam in enumerate(cams)
+            for box in cam_regions(cam, cfg.proposals_per_photo, cfg.cam_threshold, low, high)
+        ]
+
+    def candidates(
+        self,
+        proposals: Sequence[Proposal],
+        found: np.ndarray,
+        labels: np.ndarray,
+        class_names: Sequence[str],
+    ) -> list[DiscoveredCue]:
+        """A cue per cluster, with its class and shares; the most over-represented first."""
+        examined_per_class = Counter(labels.tolist())
+        floor = 1 / max(1, len(labels))
+        cues = []
+        for k in sorted(set(found.tolist()) - {-1}):
+            members = [p for p, f in zip(proposals, found) if f == k]
+            photos = {p.photo for p in members}
+            c, share, elsewhere = over_representation(labels, photos, examined_per_class)
+            ratio = share / max(elsewhere, floor)
+            cue = DiscoveredCue(0, class_names[c], k, len(photos), share, elsewhere, ratio,
+                                None, None, "", "", members)  # fmt: skip
+            cues.append(cue)
+        return sorted(cues, key=lambda q: -q.over_representation)
+
+    def test(self, net, cue, photos, labels, probs, class_names) -> None:
+        """The counterfactuals of one cue: the region removed from its class's photos against a
+        same-size hole elsewhere, and pasted onto the class's look-alike's photos."""
+        c = class_names.index(cue.class_)
+        rng = np.random.default_rng(self.cfg.seed)
+        own = {}
+        for p in cue.members:  # a photo's first region in the cluster
+            if labels[p.photo] == c and p.photo not in own:
+                own[p.photo] = box_in_photo(p.box, photos[p.photo], self.spec)
+        idx = sorted(own)
+        removal = self.cfg.removal
+        removed = self._preds(net, [cf.remove_box(photos[i], own[i], removal) for i in idx])
+        holes = [cf.control_box(own[i], *photos[i].size, rng) for i in idx]
+        control = self._preds(
+            net, [cf.remove_box(photos[i], h, removal) for i, h in zip(idx, holes)]
+        )
+        cue.acc_drop = float(np.mean(control == c) - np.mean(removed == c)) if idx else None
+        twin = cf.lookalike(removed, c) if idx else None
+        if twin is None:
+            mean = probs[labels == c].mean(0)
+            mean[c] = -np.inf
+            twin = int(mean.argmax())
+        cue.lookalike = class_names[twin]
+        targets = np.flatnonzero(labels == twin)
+        if not len(targets) or not idx:
+            return
+        pasted = [
+            cf.paste_box(photos[t], photos[idx[j % len(idx)]], own[idx[j % len(idx)]])[0]
+            for j, t in enumerate(targets)
+        ]
+        after = self._preds(net, pasted)
+        cue.transplant_flip = float(np.mean(after == c) - np.mean(probs[targets].argmax(1) == c))
+
+
+def verdict(cue: DiscoveredCue, cfg: DiscoverConfig) -> str:
+    """``SUSPECTED SHORTCUT`` when the cluster is over-represented in its class and a
+    counterfactual (removal beyond the hole control, or the transplant) says the class needs it."""
+    ratio = cue.over_representation
+    common = cue.photos >= cfg.min_cluster_photos and cue.share_in_class >= cfg.min_share_in_class
+    causal = (cue.acc_drop or 0.0) >= cfg.min_drop or (cue.transplant_flip or 0.0) >= cfg.min_flip
+    return SUSPECTED if common and ratio >= cfg.min_over_representation and causal else ""
+
+
+def rank(cues: list[DiscoveredCue], cfg: DiscoverConfig) -> list[DiscoveredCue]:
+    """Suspected shortcuts first, then by the strongest counterfactual, then by
+    over-representation; ranks from 1."""
+    for cue in cues:
+        cue.verdict = verdict(cue, cfg)
+
+    def key(q: DiscoveredCue) -> tuple:
+        evidence = max(q.acc_drop or 0.0, q.transplant_flip or 0.0)
+        return (
+            q.verdict != SUSPECTED,
+            -evidence,
+            -q.over_representation,
+        )
+
+    ranked = sorted(cues, key=key)
+    for i, cue in enumerate(ranked, 1):
+        cue.rank = i
+    return ranked
+
+
+#: the columns of ``discovered_boxes.csv``: what ``python -m inat_lightning.cues import-csv`` reads
+BOX_COLUMNS = ("photo_id", "x0", "y0", "x1", "y1", "label")
+#: the columns of ``discovered_cues.csv``
+COLUMNS = (
+    "rank", "class", "cluster", "photos", "share_in_class", "share_elsewhere",
+    "over_representation", "acc_drop", "transplant_flip", "lookalike", "verdict",
+)  # fmt: skip
+
+
+def cue_rows(cues: Sequence[DiscoveredCue]) -> list[dict]:
+    """The rows of ``discovered_cues.csv``, one per cluster, ranked."""
+    return [
+        {"class": q.class_, **{k: getattr(q, k) for k in COLUMNS if k != "class"}} for q in cues
+    ]
+
+
+def box_rows(
+    cues: Sequence[DiscoveredCue], photo_ids: Sequence[str], photos: Sequence[Image.Image],
+    spec: InputSpec,
+) -> list[dict]:  # fmt: skip
+    """The suspected cues' regions as ``photo_id,x0,y0,x1,y1,label`` rows in the photos' pixels
+    (``python -m inat_lightning.cues import-csv`` reads them): one per photo and cue, labelled
+    ``discovered_<rank>``."""
+    rows = []
+    for q in cues:
+        if q.verdict != SUSPECTED:
+            continue
+        seen: set[int] = set()
+        for p in q.members:
+            if p.photo in seen:
+                continue
+            seen.add(p.photo)
+            box = box_in_photo(p.box, photos[p.photo], spec)
+            w, h = photos[p.photo].size
+            x0, y0 = max(0.0, box[0]), max(0.0, box[1])
+            x1, y1 = min(float(w), box[2]), min(float(h), box[3])
+            rows.append(
+                {"photo_id": photo_ids[p.photo], "x0": round(x0, 1), "y0": round(y0, 1),
+                 "x1": round(x1, 1), "y1": round(y1, 1), "label": f"discovered_{q.rank}"}
+            )  # fmt: skip
+    return rows
+
+
+def save_gallery(
+    cues: Sequence[DiscoveredCue], discovery: Discovery, path, rows: int = 6, size: int = 128
+):
+    """``discovered_cues.png``: per ranked cluster (the first ``rows``), four of its regions
+    cropped, then two whole photos under their red CAM with the region outlined — what a person
+    would look through overlays for, ranked. ``None`` when there is no cluster."""
+    lines = []
+    photos01 = denormalize(discovery.inputs).permute(0, 2, 3, 1).numpy() if cues else None
+    for q in list(cues)[:rows]:
+        members = list({p.photo: p for p in q.members}.values())
+        head = f"#{q.rank} {q.class_}"[:22]
+        tiles = []
+        for p in members[:4]:
+            x0, y0, x1, y1 = (int(v) for v in p.box)
+            crop = photos01[p.photo][y0:y1, x0:x1]
+            tiles.append(caption_tile(crop, [head, q.verdict or "not suspected"], size))
+        for p in members[:2]:
+            cam = discovery.cams[p.photo]
+            tiles.append(
+                cam_tile(photos01[p.photo], cam, [head, "region outlined"], size=size, box=p.box)
+            )
+        lines.append(tiles)
+    if not lines:
+        return None
+    height = max(t.height for row in lines for t in row)
+    sheet = Image.new("RGB", (6 * size, height * len(lines)), "black")
+    for r, row in enumerate(lines):
+        for c, tile in enumerate(row):
+            sheet.paste(tile, (c * size, r * height))
+    sheet.save(path)
+    return path
+
+
+def discover_split(
+    net: nn.Module,
+    root: Path,
+    records: Sequence,
+    class_names: Sequence[str],
+    spec: InputSpec,
+    cfg: DiscoverConfig,
+    out: Path,
+    max_pixels: int,
+) -> dict:
+    """Discovery on a split's records (those :func:`examined`), written to ``out``:
+    ``discovered_cues.csv`` (a row per cluster, ranked), ``discovered_boxes.csv`` (the suspected
+    regions, for ``cues import-csv``) and ``discovered_cues.png``. Returns what
+    ``metrics.json`` keeps; unreadable photos are skipped and listed."""
+    from inat_lightning.data.dataset import load_readable
+
+    index = {n: i for i, n in enumerate(class_names)}
+    kept, photos, skipped = load_readable(root, examined(records, class_names, cfg), max_pixels)
+    labels = np.array([index[r.taxon_name] for r in kept], dtype=np.int64)
+    discovery = Discovery(cfg, spec)
+    cues = discovery.run(net, photos, labels, class_names)
+    rows = cue_rows(cues)
+    write_csv(out / "discovered_cues.csv", rows, COLUMNS)
+    boxes = box_rows(cues, [r.photo_id for r in kept], photos, spec)
+    write_csv(out / "discovered_boxes.csv", boxes, BOX_COLUMNS)
+    gallery = save_gallery(cues, discovery, out / "discovered_cues.png")
+    log.info(
+        "discovery: %d photos of %d classes, %d clusters, %d suspected shortcuts",
+        len(kept), len(set(labels.tolist())), len(cues),
+        sum(q.verdict == SUSPECTED for q in cues),
+    )  # fmt: skip
+    return {
+        "examined_photos": len(kept),
+        "examined_classes": len(set(labels.tolist())),
+        "rows": rows,
+        "boxes": len(boxes),
+        "gallery": gallery.name if gallery else None,
+        "skipped_images": skipped,
+    }

@@ -1,0 +1,210 @@
+"""Spurious-cue discovery on constructed inputs: regions from a CAM whose peaks are known,
+boxes mapped back to photo pixels, clusters of planted descriptions, and the whole pipeline on a
+hand-wired network that tells a class by a green square nobody boxed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from inat_lightning.analysis.audit import AuditConfig, CueAudit
+from inat_lightning.analysis.discover import (
+    BOX_COLUMNS,
+    COLUMNS,
+    SUSPECTED,
+    DiscoverConfig,
+    Discovery,
+    box_in_photo,
+    box_rows,
+    cam_regions,
+    cluster_regions,
+    discover_split,
+    examined,
+    over_representation,
+    save_gallery,
+)
+from inat_lightning.analysis.gradcam import CamSetting
+from inat_lightning.data.cues import import_csv
+from inat_lightning.data.manifest import Record, read_manifest, write_manifest
+from inat_lightning.data.spec import InputSpec
+from inat_lightning.data.transforms import box_after_eval
+from tests.helpers.cli import REPO
+
+
+def test_regions_follow_the_cam_s_peaks_with_bounded_sides():
+    cam = np.zeros((40, 40), np.float32)
+    cam[5:11, 30:36] = 1.0  # the strongest blob: 6 x 6
+    cam[25:27, 3:5] = 0.6  # a weaker, tiny one: grown to the smallest side
+    boxes = cam_regions(cam, k=3, threshold=0.5, min_side=4, max_side=20)
+    assert boxes[0] == (30.0, 5.0, 36.0, 11.0)
+    x0, y0, x1, y1 = boxes[1]
+    assert (x1 - x0, y1 - y0) == (4, 4) and x0 <= 3 and x1 >= 5 and y0 <= 25 and y1 >= 27
+    assert len(boxes) == 2  # nothing left after two: no third region is made up
+    wide = np.zeros((40, 40), np.float32)
+    wide[10:12, :] = 1.0  # a stripe across the photo: cut to the largest side, at its peak
+    (box,) = cam_regions(wide, k=1, threshold=0.5, min_side=4, max_side=20)
+    assert box[2] - box[0] == 20 and box[0] == 0
+
+
+@pytest.mark.parametrize(("size", "ratio"), [((120, 80), 0.875), ((50, 90), 1.0)])
+def test_a_region_maps_back_to_the_photo_s_pixels(size, ratio):
+    spec = InputSpec(32, ratio)
+    photo = Image.new("RGB", size)
+    box = (12.0, 7.0, 30.0, 22.0)
+    there = box_after_eval(box, *size, 32, ratio)
+    assert box_in_photo(there, photo, spec) == pytest.approx(box)
+
+
+def test_over_representation_counts_photos_of_each_class_examined():
+    labels = np.array([0] * 10 + [1] * 20 + [2] * 10)
+    held = set(range(6)) | {10, 11}  # 6 of class 0's 10 photos, 2 of the 30 others
+    c, share, elsewhere = over_representation(labels, held, Counter(labels.tolist()))
+    assert (c, share, elsewhere) == (0, 0.6, pytest.approx(2 / 30))
+
+
+def test_planted_crops_form_one_cluster_each_and_a_lone_region_is_noise():
+    rng = np.random.default_rng(0)
+    hands = rng.normal([1, 0, 0, 0], 0.02, (12, 4))
+    rings = rng.normal([0, 1, 0, 0], 0.02, (9, 4))
+    lone = np.array([[0, 0, 1, 0]])
+    found = cluster_regions(np.concatenate([hands, rings, lone]).astype(np.float32), 5)
+    assert len(set(found[:12])) == 1 and len(set(found[12:21])) == 1
+    assert found[0] != found[12] and found[0] >= 0 and found[12] >= 0 and found[21] == -1
+
+
+def test_examined_photos_are_bounded_most_photographed_classes_first():
+    records = [Record(f"{c}{i}", f"{c}{i}", "1", c, f"{c}/{i}.jpg") for c, n in
+               (("a", 5), ("b", 9), ("c", 2)) for i in range(n)]  # fmt: skip
+    cfg = DiscoverConfig(max_classes=2, max_photos_per_class=4)
+    kept = examined(records, ["a", "b", "c"], cfg)
+    assert [r.photo_id for r in kept] == ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "b3"]
+
+
+class FishAndSquare(torch.nn.Module):
+    """Hand-wired: feature 0 sees red (the fish, on every photo), feature 1 green (a square);
+    class 0 = fish + 20 x square - 0.3, class 1 = fish. A photo is class 0 by its square alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        conv = torch.nn.Conv2d(3, 2, 1, bias=False)
+        conv.weight.data = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])[:, :, None, None]
+        self.layer1 = torch.nn.Sequential(conv, torch.nn.ReLU())
+        self.fc = torch.nn.Linear(2, 2)
+        self.fc.weight.data = torch.tensor([[1.0, 20.0], [1.0, 0.0]])
+        self.fc.bias.data = torch.tensor([-0.3, 0.0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer1(x).mean((2, 3)))
+
+
+def photos_with_squares(n: int, square: bool, rng: np.random.Generator) -> list[Image.Image]:
+    """Blue photos with a red fish (a 12 px block, somewhere) and, when ``square``, a green
+    6 px square somewhere else."""
+    out = []
+    for _ in range(n):
+        photo = Image.new("RGB", (32, 32), (0, 0, 255))
+        draw = ImageDraw.Draw(photo)
+        fx, fy = (int(v) for v in rng.integers(0, 8, 2))
+        draw.rectangle((fx, fy, fx + 11, fy + 11), fill=(255, 0, 0))
+        if square:
+            sx, sy = (int(v) for v in rng.integers(18, 26, 2))
+            draw.rectangle((sx, sy, sx + 5, sy + 5), fill=(0, 255, 0))
+        out.append(photo)
+    return out
+
+
+def test_discovery_finds_the_square_a_class_is_told_by_and_not_the_fish_every_photo_has(
+    tmp_path,
+):
+    rng = np.random.default_rng(0)
+    photos = photos_with_squares(12, True, rng) + photos_with_squares(12, False, rng)
+    labels = np.array([0] * 12 + [1] * 12)
+    spec = InputSpec(32, 1.0)
+    cfg = DiscoverConfig(min_cluster_photos=5, cam=CamSetting(target_layer="layer1"))
+    discovery = Discovery(cfg, spec)
+    net = FishAndSquare()
+    assert net(discovery._tensor(photos)).argmax(1).tolist() == labels.tolist()
+    cues = discovery.run(net, photos, labels, ["striatus", "punctatus"])
+    top = cues[0]
+    assert (top.rank, top.class_, top.verdict) == (1, "striatus", SUSPECTED)
+    assert top.share_in_class == 1.0 and top.share_elsewhere == 0.0
+    assert top.acc_drop == 1.0 and top.transplant_flip == 1.0 and top.lookalike == "punctatus"
+    assert all(q.verdict != SUSPECTED for q in cues[1:])  # the fish is on every photo
+    # the boxes are the squares: in the photos' pixels, inside each planted square's surround
+    rows = box_rows(cues, [f"p{i}" for i in range(24)], photos, spec)
+    assert len(rows) == 12 and {r["label"] for r in rows} == {"discovered_1"}
+    for r in rows:
+        inside = np.asarray(photos[int(r["photo_id"][1:])])[
+            int(r["y0"]) : int(r["y1"]), int(r["x0"]) : int(r["x1"])
+        ]
+        assert ((inside == (0, 255, 0)).all(-1)).sum() >= 30  # most of the 36 green pixels
+    assert save_gallery(cues, discovery, tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_a_square_on_every_photo_of_every_class_is_not_a_shortcut():
+    rng = np.random.default_rng(1)
+    photos = photos_with_squares(24, True, rng)
+    labels = np.array([0] * 12 + [1] * 12)
+    cfg = DiscoverConfig(min_cluster_photos=5, cam=CamSetting(target_layer="layer1"))
+    cues = Discovery(cfg, InputSpec(32, 1.0)).run(FishAndSquare(), photos, labels, ["a", "b"])
+    assert cues and all(q.verdict != SUSPECTED for q in cues)
+
+
+def test_discover_import_audit_is_a_closed_loop(tmp_path):
+    """The suspected regions, written as ``discovered_boxes.csv``, imported into the manifest by
+    ``cues import-csv``, are measured by the cue audit: it finds the class relies on them."""
+    rng = np.random.default_rng(2)
+    photos = photos_with_squares(12, True, rng) + photos_with_squares(12, False, rng)
+    names = ["striatus", "punctatus"]
+    root = tmp_path / "photos"
+    records = []
+    for i, photo in enumerate(photos):
+        name = names[i >= 12]
+        (root / name).mkdir(parents=True, exist_ok=True)
+        photo.save(root / name / f"{i}.png")
+        records.append(Record(f"p{i}", f"o{i}", "1", name, f"{name}/{i}.png", width=32, height=32))
+    write_manifest(root / "manifest.csv", records)
+    cfg = DiscoverConfig(min_cluster_photos=5, cam=CamSetting(target_layer="layer1"))
+    spec, net = InputSpec(32, 1.0), FishAndSquare()
+    found = discover_split(net, root, records, names, spec, cfg, tmp_path, 10**6)
+    assert [r["verdict"] for r in found["rows"]][0] == SUSPECTED and found["boxes"] == 12
+    assert (tmp_path / "discovered_cues.png").is_file()
+    assert import_csv(root, tmp_path / "discovered_boxes.csv") == 12
+    boxed = read_manifest(root / "manifest.csv")
+    assert sum(r.cue_box is not None for r in boxed) == 12
+    audit = CueAudit(AuditConfig(cam=CamSetting(target_layer="layer1"), min_images=5))
+    rows = {r.class_: r for r in audit.run(net, root, boxed, names, spec)}
+    assert rows["striatus"].verdict.startswith("RELIES ON THE CUE")
+    assert rows["striatus"].acc_drop == 1.0 and rows["striatus"].flip_rate_lookalike == 1.0
+
+
+@pytest.mark.slow
+def test_the_discover_command_examines_a_checkpoint_s_classes_in_a_dataset(
+    short_training, shared_data_dir, tmp_path
+):
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    root, out = shared_data_dir / "synthetic", tmp_path / "found"
+    argv = ["-m", "inat_lightning.cues", "discover", str(root), best, "--out", str(out)]
+    argv += ["--max-classes", "2", "--max-photos-per-class", "10"]
+    res = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "20 photos of 2 classes examined" in res.stdout
+    with (out / "discovered_cues.csv").open() as f:
+        assert tuple(csv.DictReader(f).fieldnames or ()) == COLUMNS
+    with (out / "discovered_boxes.csv").open() as f:
+        assert tuple(csv.DictReader(f).fieldnames or ()) == BOX_COLUMNS  # import-csv's format
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    argv[4] = str(bad)
+    res = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error: ckpt=")
+    assert len(res.stderr.strip().splitlines()) == 1
