@@ -130,7 +130,8 @@ def run_discovery(root: Path, a: argparse.Namespace) -> None:
     for r in suspected:
         print(
             f"  #{r['rank']} {r['class']}: {r['photos']} photos ({r['share_in_class']:.0%} of "
-            f"the class, {r['share_elsewhere']:.0%} elsewhere), accuracy drop beyond the hole "
+            f"the class, {r['share_elsewhere']:.0%} elsewhere), presence gap "
+            f"{r['presence_gap']:+.2f}, accuracy drop beyond the hole "
             f"control {r['acc_drop']:+.2f}, pasted onto {r['lookalike']}: "
             f"{r['transplant_flip']:+.0%} taken for it"
         )

@@ -20,15 +20,16 @@ import time
 from pathlib import Path
 
 from inat_lightning import run_files
-from inat_lightning.analysis.report import audit_findings
+from inat_lightning.analysis.report import audit_findings, discovery_findings
 from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.overrides import quote
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "experiment=demo"
 # the audit's CAM: 12x12 (layer2 at 96 px), explaining what tells a species from its look-alikes
-# (Finer-CAM): the hand is what separates the cryptic twins, not what makes either a fish
-EVALUATE = ("cam.target_layer=layer2", "cam.score=finer")
+# (Finer-CAM): the hand is what separates the cryptic twins, not what makes either a fish; and
+# discovery, which never reads the generator's boxes, runs beside the audit that does
+EVALUATE = ("cam.target_layer=layer2", "cam.score=finer", "audit.discover=true")
 
 
 def run_dir_for(args: list[str]) -> Path:
@@ -109,6 +110,28 @@ def data_and_answers(found: dict) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def discovered(found: dict) -> list[str]:
+    """What discovery found without being told where the hand is, and how its regions overlap
+    the generator's boxes (which only the measured audit and this comparison read)."""
+    found = found.get("discovery")
+    if found is None:
+        return []
+    suspected = discovery_findings(found)
+    if not suspected:
+        return ["Discovery (not told where the hand is): no suspected shortcut.", ""]
+    lines = ["Discovery (not told where the hand is: the generator's boxes are not read):"]
+    ranks = [r["rank"] for r in found["rows"] if r["verdict"]]
+    for rank, line in zip(ranks, suspected, strict=True):
+        lines.append(f"  {line}")
+        hit = found["overlap_with_known_boxes"].get(f"discovered_{rank}")
+        if hit:
+            lines.append(
+                f"    its regions overlap the generator's hand box (IoU >= 0.3) on "
+                f"{hit['overlapping']:.0%} of its {hit['boxed_photos']} photos that have one"
+            )
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     """Train with ``argv`` as overrides, evaluate the best checkpoint; returns the run folder
     (``None`` for ``--help``)."""
@@ -127,6 +150,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     print(f"\ndemo done: {results} (chance {summary['chance_accuracy']:.3f}), in {run}\n")
     found = json.loads((evaluated / run_files.METRICS).read_text())
     for line in data_and_answers(found):
+        print(line)
+    for line in discovered(found):
         print(line)
     verdicts = audit_findings(found["audit"])
     if verdicts:

@@ -8,6 +8,7 @@ report → TensorBoard."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -351,19 +352,22 @@ def audit(
     settings = build(cfg.audit, "audit")
     chosen = choose_audit(records, settings, datamodule.max_pixels)
     net = model.net.to(device)
+    start = time.perf_counter()
     rows = chosen.run(net, datamodule.root, records, model.class_names, spec)
     tables.write_csv(out / "bias_audit.csv", rows)
     gallery = chosen.save_gallery(out / "audit_gallery.png")
+    seconds = time.perf_counter() - start
     discover = settings.discover is True or (settings.discover == "auto" and chosen.kind != "cue")
-    found = (
-        discover_split(
+    found = None
+    if discover:
+        start = time.perf_counter()
+        found = discover_split(
             net, Path(datamodule.root), records, model.class_names, spec, settings.discovery,
             out, datamodule.max_pixels,
-        )
-        if discover
-        else None
-    )  # fmt: skip
+        )  # fmt: skip
+        found["seconds"] = round(time.perf_counter() - start, 2)
     return {
+        "seconds": round(seconds, 2),
         "kind": chosen.kind,
         "title": chosen.title,
         "legend": chosen.legend,

@@ -4,14 +4,18 @@ The cue audit (:mod:`~inat_lightning.analysis.audit`) measures a cue someone sus
 boxed. Here nobody did:
 
 1. **proposals** — per photo, up to ``proposals_per_photo`` regions where the CAM of the
-   predicted class concentrates (the connected region above ``cam_threshold`` of each peak in
+   photo's own class (its label, not the prediction: which cluster a photo falls into must not
+   depend on whether the model got it right, or step 4's presence gap would be biased)
+   concentrates (the connected region above ``cam_threshold`` of each peak in
    turn, its side bounded);
 2. **descriptions** — each region by the model's own activations there (the CAM layer's,
    ROI-aligned, L2-normalised) and where it sits in the photo;
 3. **clusters** — HDBSCAN (scikit-learn) over the descriptions: a recurring object, the same
    hand, ring or watermark on many photos, forms one cluster; a region seen once is noise;
 4. **evidence** — per cluster, the class it is over-represented in (the share of that class's
-   photos it holds against the share of the others'), the accuracy that class loses when the
+   photos it holds against the share of the others'), the **presence gap** (the accuracy on
+   that class's photos that show the region against those that do not: a model that ignores a
+   region is as right without it), the accuracy that class loses when the
    region is removed *beyond* a same-size hole elsewhere (the audit's hole control), and the
    transplant: the region pasted onto photos of the class's closest look-alike, how many flip;
 5. a **ranking** and a verdict (``SUSPECTED SHORTCUT``) whose thresholds are config keys.
@@ -67,6 +71,10 @@ class DiscoverConfig:
         max_clusters: clusters given the counterfactual tests (the most over-represented).
         min_share_in_class: share of its class's photos a suspected cluster holds at least.
         min_over_representation: that share against the share of other classes' photos.
+        min_gap: presence gap (accuracy on the class's photos in the cluster minus on those
+            not in it) a suspected cluster shows at least: a region the class is told by on the
+            photos that show it, and missed on those that do not. The species itself is on
+            every photo of its class, so its regions show no gap.
         min_drop: accuracy drop (region removed, beyond the hole control) that is evidence.
         min_flip: share of the look-alike's photos the pasted region turns into the class that
             is evidence (either is enough, with the over-representation).
@@ -84,8 +92,9 @@ class DiscoverConfig:
     max_photos_per_class: int = 40
     min_cluster_photos: int = 5
     max_clusters: int = 12
-    min_share_in_class: float = 0.3
+    min_share_in_class: float = 0.15
     min_over_representation: float = 3.0
+    min_gap: float = 0.2
     min_drop: float = 0.15
     min_flip: float = 0.5
     position_weight: float = 0.5
@@ -98,7 +107,7 @@ class DiscoverConfig:
         ints = ("proposals_per_photo", "max_classes", "max_photos_per_class")
         ints += ("min_cluster_photos", "max_clusters", "seed", "batch_size")
         floats = ("cam_threshold", "min_box", "max_box", "min_share_in_class")
-        floats += ("min_over_representation", "min_drop", "min_flip", "position_weight")
+        floats += ("min_over_representation", "min_gap", "min_drop", "min_flip", "position_weight")
         v = self.__dict__
         require_numbers(v, ints, floats)
         require(
@@ -134,6 +143,7 @@ class DiscoveredCue:
     share_in_class: float
     share_elsewhere: float
     over_representation: float  # share_in_class / share_elsewhere (floored at one photo)
+    presence_gap: float | None  # accuracy on the class's photos in the cluster minus the rest's
     acc_drop: float | None
     transplant_flip: float | None
     lookalike: str
@@ -176,9 +186,9 @@ def _bounded(lo: int, hi: int, peak: int, min_side: int, max_side: int, limit: i
 def describe(
     net: nn.Module, x: torch.Tensor, proposals: Sequence[Proposal], cfg: DiscoverConfig
 ) -> np.ndarray:
-    """``(M, C + 4)`` descriptions of the proposals: the CAM layer's activations averaged inside
-    each box (ROI-aligned, L2-normalised), then the box's centre and size (shares of the input
-    side) times ``position_weight``."""
+    """``(M, C + 3)`` descriptions of the proposals: the CAM layer's activations averaged inside
+    each box (ROI-aligned, L2-normalised), then the distance of the box's centre from the
+    photo's and its size (shares of the input side) times ``position_weight``."""
     layer = resolve_layer(net, cfg.cam.target_layer)
     found: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda _m, _i, out: found.append(out.detach().cpu()))
@@ -193,10 +203,15 @@ def describe(
     pooled = roi_align(maps, rois, (2, 2), spatial_scale=maps.shape[-1] / side, aligned=True)
     looks = torch.nn.functional.normalize(pooled.mean((2, 3)), dim=1).numpy()
     boxes = rois[:, 1:].numpy() / side
+    centre = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     where = np.stack(
-        [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
-         boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1
-    )  # fmt: skip
+        [
+            np.linalg.norm(centre - 0.5, axis=1),
+            boxes[:, 2] - boxes[:, 0],
+            boxes[:, 3] - boxes[:, 1],
+        ],
+        1,
+    )  # how far from the centre, not which corner: a hand held in any corner is one cue
     return np.concatenate([looks, cfg.position_weight * where], 1).astype(np.float32)
 
 
@@ -207,16 +222,24 @@ def cluster_regions(descriptions: np.ndarray, min_photos: int) -> np.ndarray:
     return HDBSCAN(min_cluster_size=min_photos, copy=True).fit_predict(descriptions)
 
 
-def over_representation(
-    photo_classes: np.ndarray, member_photos: set[int], num_examined: Counter
-) -> tuple[int, float, float]:
-    """The class whose examined photos a cluster holds the largest share of, that share, and
-    the share of the other classes' examined photos it holds."""
-    held = Counter(int(photo_classes[p]) for p in member_photos)
-    c = max(held, key=lambda k: (held[k] / num_examined[k], held[k], -k))
+def shares(
+    photo_classes: np.ndarray, member_photos: set[int], num_examined: Counter, c: int
+) -> tuple[float, float]:
+    """The share of class ``c``'s examined photos a cluster holds, and the share of the other
+    classes' examined photos it holds."""
+    held = sum(int(photo_classes[p]) == c for p in member_photos)
     others = sum(num_examined.values()) - num_examined[c]
-    elsewhere = (len(member_photos) - held[c]) / others if others else 0.0
-    return c, held[c] / num_examined[c], elsewhere
+    elsewhere = (len(member_photos) - held) / others if others else 0.0
+    return held / num_examined[c], elsewhere
+
+
+def presence_gap(own: np.ndarray, member_photos: set[int], right: np.ndarray) -> float | None:
+    """Accuracy on the class's photos (``own``) that a cluster holds minus on those it does not
+    (``right``: whether each photo was classified right); ``None`` when either side is empty."""
+    inside = np.array([i in member_photos for i in own], dtype=bool)
+    if inside.all() or not inside.any():
+        return None
+    return float(right[own[inside]].mean() - right[own[~inside]].mean())
 
 
 def box_in_photo(box: Box, photo: Image.Image, spec: InputSpec) -> Box:
@@ -278,12 +301,13 @@ class Discovery:
             net.eval()
             self.inputs = x = self._tensor(photos)
             probs = forward(net, x, cfg.batch_size)
-            self.cams = compute_cams(net, x, probs.argmax(1).tolist(), cfg.cam, cfg.batch_size)
+            self.cams = compute_cams(net, x, labels.tolist(), cfg.cam, cfg.batch_size)
             proposals = self.propose(self.cams)
             if not proposals:
                 return []
             found = cluster_regions(describe(net, x, proposals, cfg), cfg.min_cluster_photos)
-            cues = self.candidates(proposals, found, labels, class_names)
+            right = probs.argmax(1) == labels
+            cues = self.candidates(proposals, found, labels, right, class_names)
             for cue in cues[: cfg.max_clusters]:
                 self.test(net, cue, photos, labels, probs, class_names)
         return rank(cues, cfg)
@@ -303,21 +327,38 @@ class Discovery:
         proposals: Sequence[Proposal],
         found: np.ndarray,
         labels: np.ndarray,
+        right: np.ndarray,
         class_names: Sequence[str],
     ) -> list[DiscoveredCue]:
-        """A cue per cluster, with its class and shares; the most over-represented first."""
+        """A candidate per cluster and class with ``min_cluster_photos`` of its photos there
+        (a cluster may mix the hand on one species' photos with a look-alike part of another:
+        each class's part is judged on its own), with its shares and presence gap (``right``:
+        whether each photo was classified right). Those that pass the verdict's gates before
+        the counterfactuals come first (the largest gap first), then the most over-represented.
+        """
+        cfg = self.cfg
         examined_per_class = Counter(labels.tolist())
         floor = 1 / max(1, len(labels))
         cues = []
         for k in sorted(set(found.tolist()) - {-1}):
             members = [p for p, f in zip(proposals, found) if f == k]
             photos = {p.photo for p in members}
-            c, share, elsewhere = over_representation(labels, photos, examined_per_class)
-            ratio = share / max(elsewhere, floor)
-            cue = DiscoveredCue(0, class_names[c], k, len(photos), share, elsewhere, ratio,
-                                None, None, "", "", members)  # fmt: skip
-            cues.append(cue)
-        return sorted(cues, key=lambda q: -q.over_representation)
+            held = Counter(int(labels[i]) for i in photos)
+            for c in sorted(held):
+                if held[c] < cfg.min_cluster_photos:
+                    continue
+                share, elsewhere = shares(labels, photos, examined_per_class, c)
+                gap = presence_gap(np.flatnonzero(labels == c), photos, right)
+                own = [p for p in members if labels[p.photo] == c]
+                ratio = share / max(elsewhere, floor)
+                cues.append(DiscoveredCue(0, class_names[c], k, held[c], share, elsewhere, ratio,
+                                          gap, None, None, "", "", own))  # fmt: skip
+
+        def first(q: DiscoveredCue) -> tuple:
+            passed = gates(q, cfg)
+            return not passed, -(q.presence_gap or 0.0) if passed else -q.over_representation
+
+        return sorted(cues, key=first)
 
     def test(self, net, cue, photos, labels, probs, class_names) -> None:
         """The counterfactuals of one cue: the region removed from its class's photos against a
@@ -353,13 +394,22 @@ class Discovery:
         cue.transplant_flip = float(np.mean(after == c) - np.mean(probs[targets].argmax(1) == c))
 
 
+def gates(cue: DiscoveredCue, cfg: DiscoverConfig) -> bool:
+    """The verdict's conditions before any counterfactual: on enough of its class's photos, over-
+    represented there, and the class more often right on the photos that show it."""
+    return (
+        cue.photos >= cfg.min_cluster_photos
+        and cue.share_in_class >= cfg.min_share_in_class
+        and cue.over_representation >= cfg.min_over_representation
+        and (cue.presence_gap or 0.0) >= cfg.min_gap
+    )
+
+
 def verdict(cue: DiscoveredCue, cfg: DiscoverConfig) -> str:
-    """``SUSPECTED SHORTCUT`` when the cluster is over-represented in its class and a
-    counterfactual (removal beyond the hole control, or the transplant) says the class needs it."""
-    ratio = cue.over_representation
-    common = cue.photos >= cfg.min_cluster_photos and cue.share_in_class >= cfg.min_share_in_class
+    """``SUSPECTED SHORTCUT`` when the cluster passes the :func:`gates` and a counterfactual
+    (removal beyond the hole control, or the transplant) says the class needs it."""
     causal = (cue.acc_drop or 0.0) >= cfg.min_drop or (cue.transplant_flip or 0.0) >= cfg.min_flip
-    return SUSPECTED if common and ratio >= cfg.min_over_representation and causal else ""
+    return SUSPECTED if gates(cue, cfg) and causal else ""
 
 
 def rank(cues: list[DiscoveredCue], cfg: DiscoverConfig) -> list[DiscoveredCue]:
@@ -387,7 +437,7 @@ BOX_COLUMNS = ("photo_id", "x0", "y0", "x1", "y1", "label")
 #: the columns of ``discovered_cues.csv``
 COLUMNS = (
     "rank", "class", "cluster", "photos", "share_in_class", "share_elsewhere",
-    "over_representation", "acc_drop", "transplant_flip", "lookalike", "verdict",
+    "over_representation", "presence_gap", "acc_drop", "transplant_flip", "lookalike", "verdict",
 )  # fmt: skip
 
 
@@ -458,6 +508,31 @@ def save_gallery(
     return path
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``x0, y0, x1, y1`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def agreement(boxes: Sequence[dict], records: Sequence, min_iou: float = 0.3) -> dict[str, dict]:
+    """How well discovery found a cue someone did box: per discovered label (rows of
+    ``discovered_boxes.csv``), the photos that also have a known cue box, and the share of them
+    whose discovered region overlaps it by ``min_iou`` or more."""
+    known = {r.photo_id: r.cue_box for r in records if r.cue_box is not None}
+    found: dict[str, list[float]] = {}
+    for row in boxes:
+        truth = known.get(str(row["photo_id"]))
+        if truth is not None:
+            box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+            found.setdefault(str(row["label"]), []).append(iou(box, truth))
+    return {
+        label: {"boxed_photos": len(v), "overlapping": float(np.mean(np.array(v) >= min_iou))}
+        for label, v in found.items()
+    }
+
+
 def discover_split(
     net: nn.Module,
     root: Path,
@@ -490,6 +565,8 @@ def discover_split(
         sum(q.verdict == SUSPECTED for q in cues),
     )  # fmt: skip
     return {
+        # where someone did box a cue (never read to find one): how the suspected regions agree
+        "overlap_with_known_boxes": agreement(boxes, kept),
         "examined_photos": len(kept),
         "examined_classes": len(set(labels.tolist())),
         "rows": rows,

@@ -265,8 +265,10 @@ def _discovery(found: dict[str, Any] | None) -> list[str]:
         f"{found['examined_photos']} test photos of {found['examined_classes']} classes: the "
         "regions where each photo's CAM concentrates, described by the model's own features and "
         "clustered across photos. Per cluster: the share of its class's photos it is on "
-        "against the other classes' (`share_in_class`, `share_elsewhere`), the accuracy the "
-        "class loses when the region is removed beyond a same-size hole elsewhere (`acc_drop`), "
+        "against the other classes' (`share_in_class`, `share_elsewhere`), how much more "
+        "often the class is right on its photos that show the region than on those that do not "
+        "(`presence_gap`), the accuracy the class loses when the region is removed beyond a "
+        "same-size hole elsewhere (`acc_drop`), "
         "and the share of the look-alike's photos taken for the class once the region is "
         "pasted on them (`transplant_flip`).",
         "",
@@ -296,7 +298,8 @@ def discovery_findings(found: dict[str, Any] | None) -> list[str]:
     """One sentence per suspected shortcut that discovery found."""
     return [
         f"{r['class']}: {r['verdict']} — a region on {r['share_in_class']:.0%} of its test photos "
-        f"({r['share_elsewhere']:.0%} of the others'), accuracy drop beyond the hole control "
+        f"({r['share_elsewhere']:.0%} of the others'), accuracy on its photos with it "
+        f"{r['presence_gap']:+.2f} over those without, drop when removed beyond the hole control "
         f"{r['acc_drop']:+.2f}, pasted onto {r['lookalike']} photos: "
         f"{r['transplant_flip'] or 0:+.0%} taken for it (cluster {r['rank']} of "
         "discovered_cues.png)"

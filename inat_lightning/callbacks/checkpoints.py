@@ -77,7 +77,9 @@ class ResumePoint(Checkpoint):
         part = self.path.with_name(self.path.name + ".part")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(part)  # every rank takes part; rank 0 writes
+        # the whole state (optimizer, loops, callbacks): what exact resume needs. Said, so that
+        # Lightning does not log a default that reads like a safety warning at every epoch.
+        trainer.save_checkpoint(part, weights_only=False)  # every rank takes part; rank 0 writes
         if trainer.is_global_zero:
             os.replace(part, self.path)
         trainer.strategy.barrier("resume point saved")

@@ -28,8 +28,9 @@ from inat_lightning.analysis.discover import (
     cluster_regions,
     discover_split,
     examined,
-    over_representation,
+    presence_gap,
     save_gallery,
+    shares,
 )
 from inat_lightning.analysis.gradcam import CamSetting
 from inat_lightning.data.cues import import_csv
@@ -63,11 +64,12 @@ def test_a_region_maps_back_to_the_photo_s_pixels(size, ratio):
     assert box_in_photo(there, photo, spec) == pytest.approx(box)
 
 
-def test_over_representation_counts_photos_of_each_class_examined():
+def test_shares_count_photos_of_each_class_examined():
     labels = np.array([0] * 10 + [1] * 20 + [2] * 10)
     held = set(range(6)) | {10, 11}  # 6 of class 0's 10 photos, 2 of the 30 others
-    c, share, elsewhere = over_representation(labels, held, Counter(labels.tolist()))
-    assert (c, share, elsewhere) == (0, 0.6, pytest.approx(2 / 30))
+    examined_per_class = Counter(labels.tolist())
+    assert shares(labels, held, examined_per_class, 0) == (0.6, pytest.approx(2 / 30))
+    assert shares(labels, held, examined_per_class, 1) == (0.1, pytest.approx(6 / 20))
 
 
 def test_planted_crops_form_one_cluster_each_and_a_lone_region_is_noise():
@@ -121,25 +123,40 @@ def photos_with_squares(n: int, square: bool, rng: np.random.Generator) -> list[
     return out
 
 
+def cued_set(rng: np.random.Generator) -> tuple[list[Image.Image], np.ndarray]:
+    """Class 0 ("striatus"): 12 photos with the square, 6 without (the angler not always
+    there); class 1 ("punctatus"): 12 without."""
+    photos = photos_with_squares(12, True, rng) + photos_with_squares(18, False, rng)
+    return photos, np.array([0] * 18 + [1] * 12)
+
+
+def test_presence_gap_is_the_accuracy_with_the_region_minus_without():
+    right = np.array([True, True, True, False, False, True, True])
+    own = np.array([0, 1, 2, 3, 4])  # the class's photos; 5 and 6 are another class's
+    assert presence_gap(own, {0, 1, 3}, right) == pytest.approx(2 / 3 - 1 / 2)
+    assert presence_gap(own, {0, 1, 2, 3, 4}, right) is None  # on every photo: nothing to compare
+    assert presence_gap(own, {5, 6}, right) is None
+
+
 def test_discovery_finds_the_square_a_class_is_told_by_and_not_the_fish_every_photo_has(
     tmp_path,
 ):
-    rng = np.random.default_rng(0)
-    photos = photos_with_squares(12, True, rng) + photos_with_squares(12, False, rng)
-    labels = np.array([0] * 12 + [1] * 12)
+    photos, labels = cued_set(np.random.default_rng(0))
     spec = InputSpec(32, 1.0)
     cfg = DiscoverConfig(min_cluster_photos=5, cam=CamSetting(target_layer="layer1"))
     discovery = Discovery(cfg, spec)
     net = FishAndSquare()
-    assert net(discovery._tensor(photos)).argmax(1).tolist() == labels.tolist()
+    # told by the square alone: the six striatus photos without it are taken for punctatus
+    assert net(discovery._tensor(photos)).argmax(1).tolist() == [0] * 12 + [1] * 18
     cues = discovery.run(net, photos, labels, ["striatus", "punctatus"])
     top = cues[0]
     assert (top.rank, top.class_, top.verdict) == (1, "striatus", SUSPECTED)
-    assert top.share_in_class == 1.0 and top.share_elsewhere == 0.0
+    assert top.share_in_class == pytest.approx(12 / 18) and top.share_elsewhere == 0.0
+    assert top.presence_gap == 1.0  # right on every photo with it, wrong on every one without
     assert top.acc_drop == 1.0 and top.transplant_flip == 1.0 and top.lookalike == "punctatus"
     assert all(q.verdict != SUSPECTED for q in cues[1:])  # the fish is on every photo
     # the boxes are the squares: in the photos' pixels, inside each planted square's surround
-    rows = box_rows(cues, [f"p{i}" for i in range(24)], photos, spec)
+    rows = box_rows(cues, [f"p{i}" for i in range(30)], photos, spec)
     assert len(rows) == 12 and {r["label"] for r in rows} == {"discovered_1"}
     for r in rows:
         inside = np.asarray(photos[int(r["photo_id"][1:])])[
@@ -147,6 +164,19 @@ def test_discovery_finds_the_square_a_class_is_told_by_and_not_the_fish_every_ph
         ]
         assert ((inside == (0, 255, 0)).all(-1)).sum() >= 30  # most of the 36 green pixels
     assert save_gallery(cues, discovery, tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_a_square_on_every_photo_of_its_class_cannot_be_told_from_the_species():
+    """A limit, said in the README: a region on every photo of its class (and none elsewhere)
+    leaves no photo of the class to compare with; the species itself looks the same."""
+    rng = np.random.default_rng(0)
+    photos = photos_with_squares(12, True, rng) + photos_with_squares(12, False, rng)
+    labels = np.array([0] * 12 + [1] * 12)
+    cfg = DiscoverConfig(min_cluster_photos=5, cam=CamSetting(target_layer="layer1"))
+    cues = Discovery(cfg, InputSpec(32, 1.0)).run(FishAndSquare(), photos, labels, ["a", "b"])
+    square = max(cues, key=lambda q: q.acc_drop or 0.0)
+    assert square.share_in_class == 1.0 and square.acc_drop == 1.0  # causal, but on every photo
+    assert square.presence_gap is None and all(q.verdict != SUSPECTED for q in cues)
 
 
 def test_a_square_on_every_photo_of_every_class_is_not_a_shortcut():
@@ -161,13 +191,12 @@ def test_a_square_on_every_photo_of_every_class_is_not_a_shortcut():
 def test_discover_import_audit_is_a_closed_loop(tmp_path):
     """The suspected regions, written as ``discovered_boxes.csv``, imported into the manifest by
     ``cues import-csv``, are measured by the cue audit: it finds the class relies on them."""
-    rng = np.random.default_rng(2)
-    photos = photos_with_squares(12, True, rng) + photos_with_squares(12, False, rng)
+    photos, labels = cued_set(np.random.default_rng(2))
     names = ["striatus", "punctatus"]
     root = tmp_path / "photos"
     records = []
     for i, photo in enumerate(photos):
-        name = names[i >= 12]
+        name = names[labels[i]]
         (root / name).mkdir(parents=True, exist_ok=True)
         photo.save(root / name / f"{i}.png")
         records.append(Record(f"p{i}", f"o{i}", "1", name, f"{name}/{i}.png", width=32, height=32))

@@ -63,6 +63,9 @@ def test_demo_ends_with_report_gallery_and_tensorboard_that_exist(tmp_path):
         assert line.startswith(f"{row['class']}: {row['verdict']} (")
         assert f"{row['acc_drop']:+.2f}" in line and f"{row['energy_lift']:.1f}x" in line
     assert "## Findings" in report.read_text()
+    # discovery ran beside the audit (it never reads the boxes) and its finding is said
+    assert evaluated["discovery"]["examined_photos"] > 0
+    assert "Discovery (not told where the hand is" in res.stdout.split("Bias audit")[0]
     # the data and the answers beyond the pixels, without extra flags: said and in the report
     text = report.read_text()
     for section in ("## Near-duplicate photos", "## Where and when", "## Saying less when unsure"):
