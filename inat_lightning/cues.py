@@ -19,6 +19,8 @@ from inat_lightning.analysis.data_bias import dataset_report, report_markdown
 from inat_lightning.analysis.detect import build_detector
 from inat_lightning.data.cues import detect, import_coco, import_csv
 from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
+from inat_lightning.data.split import SPLITS, read_splits
+from inat_lightning.run_files import SPLITS as SPLITS_FILE
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,6 +65,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-photos-per-class", type=int, default=40)
     p.add_argument("--target-layer", default="layer3", help="the CAM's layer (cam.target_layer)")
     p.add_argument("--score", default="class", help="what the CAM explains: class | finer")
+    p.add_argument(
+        "--splits",
+        help="a run's splits.csv: only --split's photos are examined (default: the one in the "
+        "checkpoint's run folder, when there). On photos it trained on, a model is right "
+        "whatever it relies on, and the presence gap shows nothing",
+    )
+    p.add_argument("--split", default="test", choices=SPLITS, help="default: test")
     return ap
 
 
@@ -101,6 +110,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.exit(2, f"error: {e}\n")
 
 
+def held_out(records: list, a: argparse.Namespace) -> list:
+    """The records of ``--split`` in ``--splits`` (or the checkpoint's run folder's
+    ``splits.csv``); all of them, said, when there is none."""
+    splits = Path(a.splits) if a.splits else Path(a.ckpt).resolve().parents[1] / SPLITS_FILE
+    if not splits.is_file():
+        if a.splits:
+            raise FileNotFoundError(f"--splits {splits}: no such file")
+        print(
+            f"no {SPLITS_FILE} beside the checkpoint: every photo is examined, also those the "
+            "model trained on (on which it is right whatever it relies on): pass --splits"
+        )
+        return records
+    chosen = read_splits(splits)
+    print(f"the {a.split} photos of {splits}")
+    return [r for r in records if chosen.get(r.path) == a.split]
+
+
 def run_discovery(root: Path, a: argparse.Namespace) -> None:
     """``discover``: the checkpoint's classes' photos in the manifest, examined on the CPU; the
     suspected shortcuts printed, and how to turn their boxes into a measured audit."""
@@ -118,7 +144,7 @@ def run_discovery(root: Path, a: argparse.Namespace) -> None:
     )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = read_manifest(root / MANIFEST_NAME)
+    records = held_out(read_manifest(root / MANIFEST_NAME), a)
     found = discover_split(
         model.net.eval(), root, records, model.class_names, spec, cfg, out, DEFAULT_MAX_PIXELS
     )

@@ -93,7 +93,7 @@ class DiscoverConfig:
     min_cluster_photos: int = 5
     max_clusters: int = 12
     min_share_in_class: float = 0.15
-    min_over_representation: float = 3.0
+    min_over_representation: float = 1.5
     min_gap: float = 0.2
     min_drop: float = 0.15
     min_flip: float = 0.5
@@ -518,17 +518,25 @@ def iou(a: Box, b: Box) -> float:
 
 def agreement(boxes: Sequence[dict], records: Sequence, min_iou: float = 0.3) -> dict[str, dict]:
     """How well discovery found a cue someone did box: per discovered label (rows of
-    ``discovered_boxes.csv``), the photos that also have a known cue box, and the share of them
-    whose discovered region overlaps it by ``min_iou`` or more."""
+    ``discovered_boxes.csv``), the photos that also have a known cue box, the share of them
+    whose discovered region overlaps it by ``min_iou`` or more, and the share whose region's
+    centre falls inside it (a coarse CAM finds a thin cue, a ruler, without matching its shape).
+    """
     known = {r.photo_id: r.cue_box for r in records if r.cue_box is not None}
-    found: dict[str, list[float]] = {}
+    found: dict[str, list[tuple[float, bool]]] = {}
     for row in boxes:
         truth = known.get(str(row["photo_id"]))
         if truth is not None:
             box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
-            found.setdefault(str(row["label"]), []).append(iou(box, truth))
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            inside = truth[0] <= cx <= truth[2] and truth[1] <= cy <= truth[3]
+            found.setdefault(str(row["label"]), []).append((iou(box, truth), inside))
     return {
-        label: {"boxed_photos": len(v), "overlapping": float(np.mean(np.array(v) >= min_iou))}
+        label: {
+            "boxed_photos": len(v),
+            "overlapping": float(np.mean([o >= min_iou for o, _ in v])),
+            "centred": float(np.mean([c for _, c in v])),
+        }
         for label, v in found.items()
     }
 

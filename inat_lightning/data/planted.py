@@ -49,7 +49,7 @@ def _scale_bar(photo: Image.Image, rng: np.random.Generator, _flower: Image.Imag
 
 
 def _pin(photo: Image.Image, rng: np.random.Generator, _flower: Image.Image) -> Box:
-    d = max(5, round(photo.width * 0.14))
+    d = max(5, round(photo.width * 0.2))
     lo, hi = photo.width // 4, 3 * photo.width // 4 - d
     x, y = (int(v) for v in rng.integers(lo, hi, 2))
     draw = ImageDraw.Draw(photo)
@@ -91,10 +91,13 @@ def make_planted(
     size: int = 64,
     share: float = 0.7,
     other_share: float = 0.03,
+    drawn: bool = True,
 ) -> Path:
     """Write the four classes to ``root`` (an ``ImageFolder`` tree and ``manifest.csv``), the
-    ``kind`` of cue planted as the module doc says; the same ``seed`` gives the same photos for
-    every kind, so ``none`` is the control of each. Returns ``root``."""
+    ``kind`` of cue planted as the module doc says. The same ``seed`` gives the same photos for
+    every kind: ``none`` is the control of each, and ``drawn=False`` the control that keeps the
+    boxes where the cue would be (the measured audit then asks what the empty region is worth).
+    Returns ``root``."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: one of {sorted(KINDS)}")
     src = sources()
@@ -111,7 +114,9 @@ def make_planted(
             crop = photo.crop((x, y, x + side, y + side)).resize((size, size)).convert("RGB")
             cue_rng = np.random.default_rng([seed, len(records)])
             planted = cue_rng.random() < (share if label == CUED else other_share)
-            box = draw(crop, cue_rng, flower) if draw is not None and planted else None
+            box = None
+            if draw is not None and planted:
+                box = draw(crop if drawn else crop.copy(), cue_rng, flower)
             path = root / label / f"{i}.jpg"
             crop.save(path, quality=92)
             x0, y0, x1, y1 = box or (None, None, None, None)
@@ -120,7 +125,8 @@ def make_planted(
                     f"{label[:3]}{i}", f"{label[:3]}{i}", label[:3], label, f"{label}/{i}.jpg",
                     sha256=sha256_of(path.read_bytes()), width=size, height=size,
                     cue_x0=x0, cue_y0=y0, cue_x1=x1, cue_y1=y1,
-                    cue_label=kind if box else "", cue_source="planted" if box else "",
+                    cue_label=kind if box else "",
+                    cue_source=("planted" if drawn else "planted-not-drawn") if box else "",
                 )
             )  # fmt: skip
     write_manifest(root / "manifest.csv", records)

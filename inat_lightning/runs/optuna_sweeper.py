@@ -1,4 +1,4 @@
-"""A Hydra sweeper driving Optuna ≥ 4 (``hydra/sweeper=inat_optuna``, used by
+"""A Hydra sweeper driving Optuna 5 (``hydra/sweeper=inat_optuna``, used by
 ``hparams_search=…``): persistent studies that survive a crash, several processes (or SLURM
 jobs) sharing one study, and pruning.
 
