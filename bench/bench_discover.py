@@ -11,7 +11,8 @@ it never read:
   demo``'s embedded set and recipe.
 
 Scores, like dcbench and Domino's: whether the top-ranked suspected shortcut of the cued class
-is the planted cue (its regions overlap the planted boxes, IoU >= 0.3, on >= 70 % of its photos);
+is the planted cue (its regions overlap the planted boxes, IoU >= 0.3, on >= 70 % of its photos
+that carry one);
 suspected clusters on the controls (false alarms); precision-at-k of the suspected regions in
 rank order against a simpler baseline (each photo's CAM peak region, the photos the model calls
 the cued class most confidently first — what a person paging through overlays sees); and the

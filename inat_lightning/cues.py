@@ -17,6 +17,7 @@ from pathlib import Path
 
 from inat_lightning.analysis.data_bias import dataset_report, report_markdown
 from inat_lightning.analysis.detect import build_detector
+from inat_lightning.analysis.report import discovery_findings
 from inat_lightning.data.cues import detect, import_coco, import_csv
 from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
 from inat_lightning.data.split import SPLITS, read_splits
@@ -153,14 +154,8 @@ def run_discovery(root: Path, a: argparse.Namespace) -> None:
         f"{found['examined_photos']} photos of {found['examined_classes']} classes examined: "
         f"{len(found['rows'])} recurring regions, {len(suspected)} suspected shortcuts -> {out}"
     )
-    for r in suspected:
-        print(
-            f"  #{r['rank']} {r['class']}: {r['photos']} photos ({r['share_in_class']:.0%} of "
-            f"the class, {r['share_elsewhere']:.0%} elsewhere), presence gap "
-            f"{r['presence_gap']:+.2f}, accuracy drop beyond the hole "
-            f"control {r['acc_drop']:+.2f}, pasted onto {r['lookalike']}: "
-            f"{r['transplant_flip']:+.0%} taken for it"
-        )
+    for line in discovery_findings(found):
+        print(f"  {line}")
     if suspected:
         boxes = out / "discovered_boxes.csv"
         print(f"measure them: python -m inat_lightning.cues import-csv {root} {boxes}")

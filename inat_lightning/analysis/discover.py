@@ -22,7 +22,7 @@ boxed. Here nobody did:
 
 Bounded at any scale: at most ``max_classes`` classes (the most photographed first) and
 ``max_photos_per_class`` photos each are examined, and counterfactuals are run for at most
-``max_clusters`` clusters; memory grows with the photos examined, nothing is per class pair.
+``max_clusters`` candidates; memory grows with the photos examined, nothing is per class pair.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class DiscoverConfig:
         max_classes: classes examined (the most photographed first).
         max_photos_per_class: photos examined per class.
         min_cluster_photos: fewest photos a cluster needs (HDBSCAN's ``min_cluster_size``).
-        max_clusters: clusters given the counterfactual tests (the most over-represented).
+        max_clusters: candidates (a cluster's photos of one class) given the counterfactual
+            tests: those that pass :func:`gates` first, the largest presence gap first.
         min_share_in_class: share of its class's photos a suspected cluster holds at least.
         min_over_representation: that share against the share of other classes' photos.
         min_gap: presence gap (accuracy on the class's photos in the cluster minus on those
@@ -142,7 +143,7 @@ class DiscoveredCue:
     photos: int
     share_in_class: float
     share_elsewhere: float
-    over_representation: float  # share_in_class / share_elsewhere (floored at one photo)
+    over_representation: float  # share_in_class / share_elsewhere (floored at 1 / photos)
     presence_gap: float | None  # accuracy on the class's photos in the cluster minus the rest's
     acc_drop: float | None
     transplant_flip: float | None
@@ -401,14 +402,18 @@ def gates(cue: DiscoveredCue, cfg: DiscoverConfig) -> bool:
         cue.photos >= cfg.min_cluster_photos
         and cue.share_in_class >= cfg.min_share_in_class
         and cue.over_representation >= cfg.min_over_representation
-        and (cue.presence_gap or 0.0) >= cfg.min_gap
+        and cue.presence_gap is not None
+        and cue.presence_gap >= cfg.min_gap
     )
 
 
 def verdict(cue: DiscoveredCue, cfg: DiscoverConfig) -> str:
     """``SUSPECTED SHORTCUT`` when the cluster passes the :func:`gates` and a counterfactual
     (removal beyond the hole control, or the transplant) says the class needs it."""
-    causal = (cue.acc_drop or 0.0) >= cfg.min_drop or (cue.transplant_flip or 0.0) >= cfg.min_flip
+    drop, flip = cue.acc_drop, cue.transplant_flip
+    causal = (drop is not None and drop >= cfg.min_drop) or (
+        flip is not None and flip >= cfg.min_flip
+    )
     return SUSPECTED if gates(cue, cfg) and causal else ""
 
 
@@ -442,7 +447,7 @@ COLUMNS = (
 
 
 def cue_rows(cues: Sequence[DiscoveredCue]) -> list[dict]:
-    """The rows of ``discovered_cues.csv``, one per cluster, ranked."""
+    """The rows of ``discovered_cues.csv``, one per cluster and class, ranked."""
     return [
         {"class": q.class_, **{k: getattr(q, k) for k in COLUMNS if k != "class"}} for q in cues
     ]

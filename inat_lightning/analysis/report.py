@@ -294,15 +294,23 @@ def _discovery(found: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _measured(value: float | None, spec: str) -> str:
+    """``value`` formatted, or "not measured" (a counterfactual that could not run: no photo of
+    the look-alike among those examined)."""
+    return "not measured" if value is None else format(value, spec)
+
+
 def discovery_findings(found: dict[str, Any] | None) -> list[str]:
-    """One sentence per suspected shortcut that discovery found."""
+    """One sentence per suspected shortcut that discovery found (the report's findings, the
+    demo's and ``cues discover``'s lines)."""
     return [
-        f"{r['class']}: {r['verdict']} — a region on {r['share_in_class']:.0%} of its test photos "
-        f"({r['share_elsewhere']:.0%} of the others'), accuracy on its photos with it "
-        f"{r['presence_gap']:+.2f} over those without, drop when removed beyond the hole control "
-        f"{r['acc_drop']:+.2f}, pasted onto {r['lookalike']} photos: "
-        f"{r['transplant_flip'] or 0:+.0%} taken for it (cluster {r['rank']} of "
-        "discovered_cues.png)"
+        f"{r['class']}: {r['verdict']} (#{r['rank']} in discovered_cues.png) — a region on "
+        f"{r['photos']} of its examined photos ({r['share_in_class']:.0%}; "
+        f"{r['share_elsewhere']:.0%} of the others'), accuracy on its photos with it "
+        f"{_measured(r['presence_gap'], '+.2f')} over those without, drop when removed beyond "
+        f"the hole control {_measured(r['acc_drop'], '+.2f')}, pasted onto "
+        f"{r['lookalike'] or 'the look-alike'} photos: "
+        f"{_measured(r['transplant_flip'], '+.0%')} more taken for it"
         for r in (found or {}).get("rows", [])
         if r["verdict"]
     ]

@@ -21,20 +21,24 @@ from inat_lightning.analysis.discover import (
     COLUMNS,
     SUSPECTED,
     DiscoverConfig,
+    DiscoveredCue,
     Discovery,
     agreement,
     box_in_photo,
     box_rows,
     cam_regions,
     cluster_regions,
+    cue_rows,
     discover_split,
     examined,
     iou,
     presence_gap,
     save_gallery,
     shares,
+    verdict,
 )
 from inat_lightning.analysis.gradcam import CamSetting
+from inat_lightning.analysis.report import discovery_findings
 from inat_lightning.data.cues import import_csv
 from inat_lightning.data.manifest import Record, read_manifest, write_manifest
 from inat_lightning.data.spec import InputSpec
@@ -99,6 +103,20 @@ def test_agreement_with_known_boxes_counts_overlap_and_centres_per_discovered_la
     assert iou((0, 0, 10, 10), (0, 0, 10, 12)) == pytest.approx(100 / 120)
     found = agreement(rows, records)
     assert found == {"discovered_1": {"boxed_photos": 2, "overlapping": 0.5, "centred": 0.5}}
+
+
+def test_a_verdict_needs_a_measured_counterfactual_and_says_what_was_not_measured():
+    cfg = DiscoverConfig()
+    cue = DiscoveredCue(1, "striatus", 3, 12, 0.6, 0.0, 60.0, 0.9, None, None, "", "")
+    assert verdict(cue, cfg) == ""  # gates passed, nothing measured: not suspected
+    cue.acc_drop = 0.5  # the look-alike had no photo examined: no transplant
+    assert verdict(cue, cfg) == SUSPECTED
+    cue.verdict = SUSPECTED
+    (line,) = discovery_findings({"rows": cue_rows([cue])})
+    assert "drop when removed beyond the hole control +0.50" in line
+    assert "pasted onto the look-alike photos: not measured" in line
+    cue.presence_gap = None  # on every photo of its class: nothing to compare
+    assert verdict(cue, cfg) == ""
 
 
 def test_examined_photos_are_bounded_most_photographed_classes_first():
@@ -245,7 +263,14 @@ def test_the_discover_command_examines_a_checkpoint_s_classes_in_a_dataset(
     argv += ["--max-classes", "2", "--max-photos-per-class", "10"]
     res = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "20 photos of 2 classes examined" in res.stdout
+    # the run's test photos (its splits.csv beside the checkpoints), the two classes with the
+    # most of them, at most 10 each
+    with (run / "splits.csv").open(newline="") as f:
+        test = Counter(r["taxon_name"] for r in csv.DictReader(f) if r["split"] == "test")
+    top = sorted(test.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+    expected = sum(min(10, n) for _, n in top)
+    assert f"the test photos of {(run / 'splits.csv').resolve()}" in res.stdout
+    assert f"{expected} photos of 2 classes examined" in res.stdout
     with (out / "discovered_cues.csv").open() as f:
         assert tuple(csv.DictReader(f).fieldnames or ()) == COLUMNS
     with (out / "discovered_boxes.csv").open() as f:

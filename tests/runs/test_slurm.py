@@ -40,6 +40,11 @@ ON_THIS_NODE = [
 SIGNAL_BEFORE_LIMIT_S, EPOCHS, PAUSE_S = 70, 8, 3
 
 
+def hangup_default() -> None:
+    """In a child before it runs: SIGHUP's default action (terminate), whatever was inherited."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def dummy(tmp_path: Path, *overrides: str, node: tuple[str, ...] = tuple(ON_THIS_NODE)) -> list:
     """The dummy task's command line on this node (``node``: the launcher settings), logs and
     data under ``tmp_path``; flags such as ``-m`` among ``overrides`` come first."""
@@ -272,7 +277,11 @@ def test_a_search_whose_shell_died_keeps_its_finished_trials(tmp_path):
     )
     env = {**os.environ, "DUMMY_TASK_SECONDS": "15"}
     with (tmp_path / "first.err").open("w") as err:
-        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=err, stderr=err)
+        # SIGHUP as a dropped login sends it: to a process that has not inherited "ignore it"
+        # (as everything started under nohup does, a CI runner's make included)
+        first = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=err, stderr=err, preexec_fn=hangup_default
+        )
         deadline = time.monotonic() + 120
         while len(list((tmp_path / "logs").rglob("searches/*/*/.hydra"))) < 2:  # both started
             assert first.poll() is None and time.monotonic() < deadline
