@@ -221,7 +221,7 @@ def explain(
         targets = [position[n] for n, _ in best]
         cams = compute_cams(model.net, x, targets, cam)
         photos = denormalize(x).permute(0, 2, 3, 1).numpy()
-        for i, photo, cam, (name, p) in zip(part, photos, cams, best):
+        for i, photo, heat, (name, p) in zip(part, photos, cams, best):
             r = records[i]
             lines = [f"{name}  {p:.0%}"]
             if r.taxon_name:
@@ -230,10 +230,10 @@ def explain(
             box = None
             if i in boxed:
                 box = spec.box(r.cue_box, r.width, r.height)
-                row["cue_share"], _ = energy_in_box(cam, box)
+                row["cue_share"], _ = energy_in_box(heat, box)
                 lines.append(f"CAM on the cue: {row['cue_share']:.0%}")
             if i in tiled:
-                tile = cam_tile(photo, cam, lines, cfg.explain_style, box=box)
+                tile = cam_tile(photo, heat, lines, cfg.explain_style, box=box)
                 name = f"{Path(r.photo_id).stem or i}_{i}.png"
                 tile.save(folder / name)
                 row["explanation"] = f"explanations/{name}"

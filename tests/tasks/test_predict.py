@@ -344,6 +344,27 @@ def test_split_photos(short_training, tmp_path_factory) -> tuple[Path, list[Reco
 
 
 @pytest.mark.slow
+def test_with_the_defaults_every_photo_is_explained_over_several_batches(
+    short_training, test_split_photos, tmp_path
+):
+    """The default explain_max (200) over more photos than one CAM batch (32): each batch's
+    CAMs are drawn on its own photos (the other predict test explains 6)."""
+    run, _ = short_training
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    root, rows = test_split_photos
+    good = [r for r in rows if r.photo_id != "broken"]
+    assert 32 < len(good) <= 200
+    res = run_cli(
+        "predict.py", f"ckpt_path={best}", f"inputs={root / 'manifest.csv'}", tmp_path=tmp_path
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    (out,) = run_dirs(tmp_path / "logs")
+    got = {r["photo_id"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    tiles = [out / got[r.photo_id]["explanation"] for r in good]
+    assert all(t.is_file() for t in tiles) and len(set(tiles)) == len(good)
+
+
+@pytest.mark.slow
 def test_a_checkpoint_alone_predicts_as_at_test_time_fuses_explains_and_exports(
     short_evaluation, test_split_photos, tmp_path
 ):
