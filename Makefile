@@ -12,7 +12,7 @@ ARGS   ?=
 JOBS   ?= 2
 RUN    ?= logs
 
-.PHONY: help demo test test-fast lint format browser slurm venv tensorboard bench bench-demo bench-discover clean
+.PHONY: help demo test test-fast lint format browser slurm venv docs tensorboard bench bench-demo bench-discover clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -39,8 +39,9 @@ slurm:  ## bring up a single-node Slurm cluster with accounting (Debian's packag
 demo: venv  ## train ResNet18 on the embedded biased dataset, evaluate it, print the audit and where to look (ARGS=overrides)
 	$(BIN)/python -m inat_lightning.demo $(ARGS)
 
-test: venv browser slurm  ## lint, then the whole test suite (what CI runs; ARGS=pytest options, JOBS=workers)
+test: venv browser slurm  ## lint, the docs site with warnings as errors, then the whole test suite (what CI runs; ARGS=pytest options, JOBS=workers)
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal $(ARGS)
 
 test-fast: venv browser  ## the edit-test loop: every test but the slow ones (training, CLI)
@@ -54,6 +55,9 @@ lint: venv  ## ruff check and format check
 format: venv  ## ruff fix and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+docs: venv  ## build the docs site (user guide, config and API reference) into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 tensorboard: venv  ## TensorBoard on every run (RUN=<run folder> for one)
 	$(BIN)/tensorboard --logdir $(RUN)
@@ -69,4 +73,4 @@ bench-discover: venv  ## cue discovery on planted cues over 5 seeds: found, fals
 	$(BIN)/python -m bench.bench_discover $(ARGS)
 
 clean:  ## remove logs and caches (not data/ nor .venv)
-	rm -rf logs .pytest_cache .ruff_cache
+	rm -rf logs site .pytest_cache .ruff_cache

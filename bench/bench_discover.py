@@ -7,6 +7,7 @@ it never read:
 * kinds ``petals``, ``scale_bar``, ``pin`` (and their control ``none``): real photos that
   scikit-learn and scikit-image ship, a cue planted on 70 % of one class's photos, which only the
   cue tells from its twin (:mod:`inat_lightning.data.planted`); ResNet18 at 64 px;
+* kind ``tint``: the same, the cue a warm cast over the whole photo — no region: the limit;
 * kind ``hand`` (and its control ``hand_none``, the same generator without the hand): ``make
   demo``'s embedded set and recipe.
 

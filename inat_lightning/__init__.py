@@ -1,3 +1,3 @@
 """inat-lightning: iNaturalist photos to a trustworthy species classifier."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,8 +1,10 @@
 """The Hydra entry points: ``train.py``, ``evaluate.py``, ``predict.py`` and ``scrape.py`` call
 these, and so do the console scripts ``inat-train``, ``inat-evaluate``, ``inat-predict`` and
-``inat-scrape`` that ``make venv``
-installs into ``.venv/bin``. The task is imported only when it runs, so ``--help`` and
-``--cfg job`` answer without loading torch."""
+``inat-scrape`` that ``pip install`` puts beside Python (and ``python -m inat_lightning.cli
+<task>``). The configs travel in the package (:data:`~inat_lightning.config.CONF`), so an
+installed command works from any folder; a user's own folder of configs joins them with
+Hydra's ``--config-dir`` (or ``hydra.searchpath``). The task is imported only when it runs, so
+``--help``, ``--version`` and ``--cfg job`` answer without loading torch."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from inat_lightning import __version__
 from inat_lightning.config import CONF, run_cli
 from inat_lightning.runs.resolvers import register as register_resolvers
 from inat_lightning.runs.resume import resume_argv
@@ -49,11 +52,12 @@ def anchor_root(script: str) -> None:
 
 def _entry(config_name: str, task: str) -> Callable[[], Any]:
     """A Hydra main for ``conf/<config_name>.yaml`` running ``task`` (``module:function``)."""
+    if "--version" in sys.argv[1:]:
+        print(f"inat-lightning {__version__}")
+        sys.exit(0)
     anchor_root(sys.argv[0])
     if not CONF.is_dir():
-        sys.exit(
-            f"inat-lightning: no conf/ folder at {CONF}; install the clone with pip install -e"
-        )
+        sys.exit(f"inat-lightning: the package has no configs at {CONF}: reinstall it")
 
     @hydra.main(version_base="1.3", config_path=str(CONF), config_name=config_name)
     def main(cfg: DictConfig) -> Any:
@@ -82,3 +86,13 @@ def predict() -> Any:
 def scrape() -> Any:
     """``scrape.py`` / ``inat-scrape``."""
     return _entry("scrape", "inat_lightning.scrape.scraper:scrape")()
+
+
+#: ``python -m inat_lightning.cli <task> [overrides]``: the tasks by name
+TASKS = {"train": train, "evaluate": evaluate, "predict": predict, "scrape": scrape}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
+        sys.exit(f"usage: python -m inat_lightning.cli {{{','.join(TASKS)}}} [overrides]")
+    chosen = TASKS[sys.argv.pop(1)]
+    chosen()

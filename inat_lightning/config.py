@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-#: the project's config folder (the tasks' ``config_path``; the only place a group choice saved
-#: in a run folder may point into)
-CONF = Path(__file__).resolve().parents[1] / "conf"
+#: the project's config folder, inside the package so that an installed wheel carries it (the
+#: tasks' ``config_path``; the clone's ``conf/`` links to it); with a user's ``--config-dir``,
+#: the only places a group choice saved in a run folder may point into
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 class ConfigError(ValueError):

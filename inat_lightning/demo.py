@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from inat_lightning import run_files
+from inat_lightning import __version__, run_files
 from inat_lightning.analysis.report import audit_findings, discovery_findings
 from inat_lightning.models.metric_names import headline
 from inat_lightning.runs.overrides import quote
@@ -41,8 +41,16 @@ def run_dir_for(args: list[str]) -> Path:
     return root / "logs" / "demo" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def command(script: str) -> list[str]:
+    """How to run ``train.py`` or ``evaluate.py``: the clone's script, else (an installed
+    package) the same entry point as a module."""
+    if (REPO / script).is_file() and (REPO / "pyproject.toml").is_file():
+        return [sys.executable, str(REPO / script)]
+    return [sys.executable, "-m", "inat_lightning.cli", script.removesuffix(".py")]
+
+
 def _run(script: str, *args: str) -> None:
-    cmd = [sys.executable, str(REPO / script), *args]
+    cmd = [*command(script), *args]
     done = subprocess.run(cmd, cwd=Path.cwd())
     if done.returncode != 0:
         sys.exit(done.returncode)
@@ -138,6 +146,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(HELP)
+        return None
+    if "--version" in args:
+        print(f"inat-lightning {__version__}")
         return None
     run = run_dir_for(args)
     _run("train.py", *train_args(args), f"hydra.run.dir={quote(run)}")

@@ -44,6 +44,7 @@ from torchvision.ops import roi_align
 from inat_lightning.analysis import counterfactual as cf
 from inat_lightning.analysis.gradcam import CamSetting, compute_cams, resolve_layer, untouched
 from inat_lightning.analysis.infer import forward
+from inat_lightning.analysis.occlusion import Box, Refinement, area, finer_boxes
 from inat_lightning.analysis.tables import write_csv
 from inat_lightning.analysis.tiles import cam_tile, caption_tile
 from inat_lightning.data.spec import InputSpec
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 #: the verdict of a cluster whose region a class is suspected to be told by
 SUSPECTED = "SUSPECTED SHORTCUT"
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -64,7 +64,8 @@ class DiscoverConfig:
     Args:
         proposals_per_photo: regions taken from each photo's CAM.
         cam_threshold: a region is the connected part of the CAM above this share of its peak.
-        min_box, max_box: bounds of a region's side, as shares of the input's side.
+        min_box: a region's side at least, as a share of the input's side.
+        max_box: a region's side at most, as a share of the input's side.
         max_classes: classes examined (the most photographed first).
         max_photos_per_class: photos examined per class.
         min_cluster_photos: fewest photos a cluster needs (HDBSCAN's ``min_cluster_size``).
@@ -81,6 +82,13 @@ class DiscoverConfig:
             is evidence (either is enough, with the over-representation).
         position_weight: weight of where a region sits beside what it looks like.
         removal: how a region is removed (:data:`~inat_lightning.analysis.counterfactual.REMOVALS`).
+        refine_grid: the written boxes are drawn finer than the CAM by occluding this many
+            rows and columns around each suspected region (:meth:`Discovery.refine`); 0: as
+            the CAM draws them.
+        refine_keep: a row (column) is in the fine box when its occlusion costs this share of
+            the costliest row's (column's).
+        refine_hold: the fine box is kept when occluding it costs this share of what occluding
+            the CAM's region costs.
         seed: where the hole control's boxes fall.
         batch_size: photos per forward pass.
     """
@@ -100,20 +108,27 @@ class DiscoverConfig:
     min_flip: float = 0.5
     position_weight: float = 0.5
     removal: str = "inpaint"
+    refine_grid: int = 8
+    refine_keep: float = 0.5
+    refine_hold: float = 0.9
     seed: int = 0
     batch_size: int = 32
     cam: CamSetting = field(default_factory=CamSetting)
 
     def __post_init__(self) -> None:
         ints = ("proposals_per_photo", "max_classes", "max_photos_per_class")
-        ints += ("min_cluster_photos", "max_clusters", "seed", "batch_size")
+        ints += ("min_cluster_photos", "max_clusters", "refine_grid", "seed", "batch_size")
         floats = ("cam_threshold", "min_box", "max_box", "min_share_in_class")
         floats += ("min_over_representation", "min_gap", "min_drop", "min_flip", "position_weight")
+        floats += ("refine_keep", "refine_hold")
         v = self.__dict__
         require_numbers(v, ints, floats)
         require(
             {
-                **{k: (v[k] >= 1, ">= 1") for k in ints if k != "seed"},
+                **{k: (v[k] >= 1, ">= 1") for k in ints if k not in ("seed", "refine_grid")},
+                "refine_grid": (v["refine_grid"] >= 0, ">= 0 (0: boxes as the CAM draws them)"),
+                "refine_keep": (0 < v["refine_keep"] <= 1, "in (0, 1]"),
+                "refine_hold": (0 < v["refine_hold"] <= 1, "in (0, 1]"),
                 "min_cluster_photos": (v["min_cluster_photos"] >= 2, ">= 2"),
                 "cam_threshold": (0 < v["cam_threshold"] < 1, "in (0, 1)"),
                 "min_box": (0 < v["min_box"] <= v["max_box"], "in (0, max_box]"),
@@ -131,6 +146,7 @@ class Proposal:
 
     photo: int
     box: Box
+    fine: Box | None = None  # the box written out (:func:`occlusion_box`), when refined
 
 
 @dataclass
@@ -311,7 +327,12 @@ class Discovery:
             cues = self.candidates(proposals, found, labels, right, class_names)
             for cue in cues[: cfg.max_clusters]:
                 self.test(net, cue, photos, labels, probs, class_names)
-        return rank(cues, cfg)
+            ranked = rank(cues, cfg)
+            if cfg.refine_grid:
+                for cue in ranked:
+                    if cue.verdict == SUSPECTED:
+                        self.refine(net, cue, class_names.index(cue.class_))
+        return ranked
 
     def propose(self, cams: np.ndarray) -> list[Proposal]:
         """Each photo's regions (:func:`cam_regions`)."""
@@ -322,6 +343,19 @@ class Discovery:
             for i, cam in enumerate(cams)
             for box in cam_regions(cam, cfg.proposals_per_photo, cfg.cam_threshold, low, high)
         ]
+
+    def refine(self, net: nn.Module, cue: DiscoveredCue, c: int) -> None:
+        """Boxes finer than the CAM's for each photo's first region of the cue
+        (:attr:`Proposal.fine`), by what occluding them costs class ``c``
+        (:func:`~inat_lightning.analysis.occlusion.finer_boxes`)."""
+        cfg = self.cfg
+        firsts = list({q.photo: q for q in reversed(cue.members)}.values())
+        found = finer_boxes(
+            net, self.inputs, [(p.photo, p.box) for p in firsts], c,
+            Refinement(cfg.refine_grid, cfg.refine_keep, cfg.refine_hold, cfg.batch_size),
+        )  # fmt: skip
+        for p, fine in zip(firsts, found):
+            p.fine = fine
 
     def candidates(
         self,
@@ -469,7 +503,7 @@ def box_rows(
             if p.photo in seen:
                 continue
             seen.add(p.photo)
-            box = box_in_photo(p.box, photos[p.photo], spec)
+            box = box_in_photo(p.fine or p.box, photos[p.photo], spec)
             w, h = photos[p.photo].size
             x0, y0 = max(0.0, box[0]), max(0.0, box[1])
             x1, y1 = min(float(w), box[2]), min(float(h), box[3])
@@ -499,7 +533,13 @@ def save_gallery(
         for p in members[:2]:
             cam = discovery.cams[p.photo]
             tiles.append(
-                cam_tile(photos01[p.photo], cam, [head, "region outlined"], size=size, box=p.box)
+                cam_tile(
+                    photos01[p.photo],
+                    cam,
+                    [head, "region outlined"],
+                    size=size,
+                    box=p.fine or p.box,
+                )  # fmt: skip
             )
         lines.append(tiles)
     if not lines:
@@ -515,10 +555,9 @@ def save_gallery(
 
 def iou(a: Box, b: Box) -> float:
     """Intersection over union of two ``x0, y0, x1, y1`` boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
+    both = area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    union = area(a) + area(b) - both
+    return both / union if union > 0 else 0.0
 
 
 def agreement(boxes: Sequence[dict], records: Sequence, min_iou: float = 0.3) -> dict[str, dict]:

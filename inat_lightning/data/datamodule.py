@@ -266,7 +266,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # idempotent; lets a bare ``setup()`` work outside a Trainer
-        found = load_records(self.root, self.max_missing)
+        found = self.keep(load_records(self.root, self.max_missing))
         records, held = hold_out(found, self.held_out_classes, self.root)
         if held is not None:
             self.records["held_out"] = held
@@ -290,13 +290,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         for name in SPLITS:
             self.records[name] = [r for r, s in zip(records, splits) if s == name]
         self._split_of = {r.path: s for r, s in zip(records, splits)}
-        tf = {
-            "train": train_transform(
-                self.image_size, self.crop_scale, color_jitter=self.color_jitter
-            ),
-            "val": self.spec.transform(),
-            "test": self.spec.transform(),
-        }
+        train = train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter)
+        tf = {"train": train, "val": self.spec.transform(), "test": self.spec.transform()}
         for name in (*SPLITS, "held_out") if self.held_out_classes else SPLITS:
             recs = self.records[name]
             labels = [index.get(r.taxon_name, -1) for r in recs]  # held out: -1
@@ -305,6 +300,11 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.datasets[name] = ImageDataset(self.root, paths, labels, transform, self.max_pixels)
         sizes = {k: len(v) for k, v in self.datasets.items()}
         log.info("%d classes, images per split: %s", self.num_classes, sizes)
+
+    def keep(self, records: list[Record]) -> list[Record]:
+        """The manifest's records this module uses, before any split: all of them. The hook a
+        data module of one's own overrides to leave photos out (``examples/my_lab``)."""
+        return records
 
     def near_duplicate_summary(self, examples: int = 4) -> dict[str, object] | None:
         """The near-duplicate clusters found (``None`` when turned off): see
@@ -354,16 +354,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         # drop a ragged last train batch: a batch of one breaks BatchNorm and adds noise
         drop_last = split == "train" and len(self.datasets[split]) > self.batch_size
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            collate_fn=collate_skipping,
+            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle and sampler is None,
+            sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers, collate_fn=collate_skipping,
             drop_last=drop_last,
-        )
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         sampler = None

@@ -11,6 +11,8 @@ where they sit, because a cue is not always in a corner:
 * ``petals`` — a square patch of a real flower photo (a third of the side), anywhere;
 * ``scale_bar`` — a long, thin black-and-white bar (a ruler), along the bottom edge;
 * ``pin`` — a small red disc with a white highlight (a specimen pin's head), near the centre;
+* ``tint`` — no region at all: a warm colour cast over the whole photo (a lab's lamp, the light
+  of a season), its "box" the whole photo — the limit of a region-based discovery, measured;
 * ``none`` — nothing drawn: the control, the same photos.
 """
 
@@ -59,11 +61,18 @@ def _pin(photo: Image.Image, rng: np.random.Generator, _flower: Image.Image) -> 
     return x, y, x + d, y + d
 
 
+def _tint(photo: Image.Image, _rng: np.random.Generator, _flower: Image.Image) -> Box:
+    pixels = np.asarray(photo, dtype=np.float32) * np.array([1.2, 1.0, 0.75], np.float32)
+    photo.paste(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+    return 0, 0, photo.width, photo.height
+
+
 #: the planted cue kinds: how each is drawn onto a photo (returns its box)
 KINDS: dict[str, Callable[[Image.Image, np.random.Generator, Image.Image], Box] | None] = {
     "petals": _petals,
     "scale_bar": _scale_bar,
     "pin": _pin,
+    "tint": _tint,
     "none": None,
 }
 

@@ -6,13 +6,24 @@ the analysis when there are some."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from inat_lightning import __version__
 from inat_lightning.data.card import licence_warnings
 
 CARD_NAME = "MODEL.md"
+#: the checkpoint entry naming the inat-lightning release that wrote it
+VERSION_KEY = "inat_lightning_version"
+
+
+def written_by(checkpoint: Mapping[str, Any]) -> str:
+    """The release that wrote ``checkpoint`` (a file from anyone: a plain version string, or
+    ``unknown`` — one before 0.2.0 recorded none)."""
+    found = checkpoint.get(VERSION_KEY)
+    return found if isinstance(found, str) and re.fullmatch(r"[\w.+-]{1,40}", found) else "unknown"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -98,6 +109,8 @@ def card_text(
         "",
         f"ResNet{hp.get('depth', '?')} species classifier, {len(names)} classes"
         + (f", trained from `{hp['weights']}` weights" if hp.get("weights") else ""),
+        "",
+        f"Written by inat-lightning {written_by(checkpoint)}; this card by {__version__}.",
         "",
         "## How to use it",
         "",

@@ -14,10 +14,12 @@ import lightning.pytorch as L
 import torch
 from torch import nn
 
+from inat_lightning import __version__
 from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.taxonomy import RANKS, Lineage, Taxonomy
 from inat_lightning.models.backbones import check_resnet_args, resnet
 from inat_lightning.models.calibration import TEMPERATURE_RANGE
+from inat_lightning.models.card import VERSION_KEY
 from inat_lightning.models.confusion import Confusion, ConfusionPairs, rank_scalars
 from inat_lightning.models.metric_names import MONITOR, STAGES, key
 from inat_lightning.models.metrics import build_metrics
@@ -157,8 +159,10 @@ class Classifier(StageConfusions, L.LightningModule):
             needed for training only, so a checkpoint loads for evaluation without it.
         scheduler: partial LR scheduler, called with the optimizer; ``None`` for a constant LR.
         monitor: metric the scheduler watches (``ReduceLROnPlateau``).
-        depth, weights, weights_path, zero_init_residual: see
-            :func:`inat_lightning.models.backbones.resnet`.
+        depth: ResNet depth (:func:`inat_lightning.models.backbones.resnet`, as the next three).
+        weights: a torchvision weights name (downloads).
+        weights_path: a local state dict or checkpoint to start from.
+        zero_init_residual: start every residual branch at zero.
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class loss weights (long-tailed data); ``None`` = uniform.
         channels_last: NHWC memory format (faster on CPU from ~128 px, and on tensor cores).
@@ -287,6 +291,7 @@ class Classifier(StageConfusions, L.LightningModule):
         return self._step(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[VERSION_KEY] = __version__  # which release wrote it (MODEL.md says it)
         checkpoint["temperature"] = float(self.temperature)
         checkpoint["scheduler_stepped_epoch"] = self._stepped_epoch
 

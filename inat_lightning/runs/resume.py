@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.types import Override
 from hydra.errors import OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from inat_lightning import run_files
 from inat_lightning.config import CONF, ConfigError  # CONF: where a saved group may point
@@ -53,6 +54,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     Saved overrides that choose code (``_target_``, Hydra callbacks or launchers) are a
     :class:`ConfigError`: a run folder may come from someone else."""
     args = argv[1:]
+    roots = (CONF, *config_dirs(args))
     # run folders of sweep jobs are named by their overrides ("0_a=1,b=2"), which Hydra's grammar
     # cannot read unquoted: these two keys take the rest of the argument as a path, as typed
     paths = {a.split("=", 1)[0]: _path_value(a) for a in args if _is_path_arg(a)}
@@ -81,13 +83,37 @@ def resume_argv(argv: list[str]) -> list[str]:
     mine += [a for a in args if "=" not in a or a.startswith("-")]  # flags, as given
     taken = {key_of(o) for o in given}
     tail = [f"hydra.run.dir={quote(run_dir)}", "resume=true", *_run_name(run_dir, taken)]
-    return [argv[0], *saved_overrides(run_dir, taken), *mine, *tail]
+    return [argv[0], *saved_overrides(run_dir, taken, roots), *mine, *tail]
 
 
-def saved_overrides(run_dir: Path, taken: set[str]) -> list[str]:
+def config_dirs(args: Sequence[str]) -> list[Path]:
+    """The user's own config folders this command adds (Hydra's ``--config-dir``/``-cd``):
+    with the project's, the folders a resumed run's group choices may point into."""
+    found = []
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            found.append(Path(args[i + 1]))
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            found.append(Path(arg.split("=", 1)[1]))
+    return found
+
+
+def hydra_config_dirs(config: DictConfig) -> list[Path]:
+    """The file config folders a running Hydra app was given on its command line (its
+    ``runtime.config_sources``): :func:`config_dirs` for a launcher, after Hydra read them."""
+    sources = OmegaConf.select(config, "hydra.runtime.config_sources") or []
+    return [
+        Path(s.path)
+        for s in sources
+        if s.get("provider") == "command-line" and s.get("schema") == "file"
+    ]
+
+
+def saved_overrides(run_dir: Path, taken: set[str], roots: Sequence[Path] = (CONF,)) -> list[str]:
     """The overrides ``run_dir`` was started with, but the keys in ``taken`` (this command's:
     they win) and the bookkeeping of an earlier resume; checked (see :func:`resume_argv`): what
-    this command sets itself is the user's choice, not the folder's."""
+    this command sets itself is the user's choice, not the folder's, and a group choice must
+    be an option in ``roots`` (the project's configs and the user's ``--config-dir``)."""
     dropped = taken | BOOKKEEPING_KEYS | {"ckpt_path"}
     saved = parse(yaml.safe_load((run_dir / SAVED).read_text()) or [])
     original = [o for o in saved if key_of(o) not in dropped]
@@ -97,11 +123,13 @@ def saved_overrides(run_dir: Path, taken: set[str]) -> list[str]:
             f"resume={run_dir}: its {SAVED} sets {unsafe[0]!r}; a run folder may "
             "choose settings, not which code to build (_target_, hydra callbacks or launchers)"
         )
-    foreign = [o.input_line for o in original if not _known_choice(o)]
+    foreign = [o.input_line for o in original if not _known_choice(o, roots)]
     if foreign:
+        where = " or ".join(str(r) for r in roots)
         raise ConfigError(
             f"resume={run_dir}: its {SAVED} sets {foreign[0]!r}; a run folder may "
-            f"choose only the config groups and options of the project's conf/ ({CONF})"
+            f"choose only the config groups and options of the project's conf/ and the "
+            f"--config-dir given ({where})"
         )
     return [o.input_line for o in original]
 
@@ -131,7 +159,9 @@ def jobs_to_resume(folder: Path) -> list[Path]:
     return unfinished
 
 
-def resumed_job(overrides: list[str]) -> tuple[list[str], Path] | None:
+def resumed_job(
+    overrides: list[str], roots: Sequence[Path] = (CONF,)
+) -> tuple[list[str], Path] | None:
     """A multirun job given ``resume=<job dir>``: the overrides that continue that job in its
     own folder (its saved overrides, then the others of this job, then its sweep folder and
     name), and the job folder; ``None`` for a job that resumes nothing."""
@@ -151,17 +181,17 @@ def resumed_job(overrides: list[str]) -> tuple[list[str], Path] | None:
         *(["resume=true"] if (run_dir / LAST_CHECKPOINT).is_file() else []),
         *_run_name(run_dir, taken),
     ]
-    return [*saved_overrides(run_dir, taken), *others, *tail], run_dir
+    return [*saved_overrides(run_dir, taken, roots), *others, *tail], run_dir
 
 
-def _known_choice(override: Override) -> bool:
+def _known_choice(override: Override, roots: Sequence[Path] = (CONF,)) -> bool:
     """A saved override that selects a config group must name a group and options that exist in
-    the project's ``conf/`` (plain names: no path, no ``..``); a plain key=value passes."""
+    one of ``roots`` (plain names: no path, no ``..``); a plain key=value passes."""
     key = key_of(override)
-    group = CONF / key
-    if "/" not in key and not group.is_dir():
+    groups = [root / key for root in roots if (root / key).is_dir()]
+    if "/" not in key and not groups:
         return True  # a value (model.optimizer.lr=0.1), not a group choice
-    if not (NAME.fullmatch(key.replace("/", "_")) and group.is_dir()):
+    if not (NAME.fullmatch(key.replace("/", "_")) and groups):
         return False
     if override.is_delete():
         return True
@@ -169,7 +199,9 @@ def _known_choice(override: Override) -> bool:
     options = value if isinstance(value, list) else [value]
     return (
         all(
-            isinstance(o, str) and NAME.fullmatch(o) and (group / f"{o}.yaml").is_file()
+            isinstance(o, str)
+            and NAME.fullmatch(o)
+            and any((group / f"{o}.yaml").is_file() for group in groups)
             for o in options
         )
         or value is None

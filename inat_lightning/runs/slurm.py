@@ -45,10 +45,10 @@ from submitit.core.core import Job
 from submitit.core.utils import FailedJobError
 from submitit.slurm import slurm
 
-from inat_lightning.config import ConfigError
+from inat_lightning.config import CONF, ConfigError
 from inat_lightning.runs.job_signals import note_requeue, quiet_forked_children, requeued
 from inat_lightning.runs.overrides import key_of, parse, quote
-from inat_lightning.runs.resume import resumed_job
+from inat_lightning.runs.resume import hydra_config_dirs, resumed_job
 from inat_lightning.runs.slurm_jobs import DONE, JobFailed, JobOutcome, one_line, write_outcomes
 from inat_lightning.runs.summary import job_number, write_summary
 
@@ -203,7 +203,7 @@ class WatchedSlurmLauncher(SlurmLauncher):
         ``resume=<job dir>`` continues that job in its own folder, under its own number."""
         assert self.config is not None
         try:
-            resumed = resumed_job(overrides)
+            resumed = resumed_job(overrides, (CONF, *hydra_config_dirs(self.config)))
         except ConfigError as e:  # a bad run folder: before anything is submitted
             raise JobFailed(str(e)) from None
         if resumed is None:

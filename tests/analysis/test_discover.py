@@ -192,15 +192,46 @@ def test_discovery_finds_the_square_a_class_is_told_by_and_not_the_fish_every_ph
     assert top.presence_gap == 1.0  # right on every photo with it, wrong on every one without
     assert top.acc_drop == 1.0 and top.transplant_flip == 1.0 and top.lookalike == "punctatus"
     assert all(q.verdict != SUSPECTED for q in cues[1:])  # the fish is on every photo
-    # the boxes are the squares: in the photos' pixels, inside each planted square's surround
+    # the boxes are the squares: in the photos' pixels, as sharp as the 1 x 1 layer's CAM
     rows = box_rows(cues, [f"p{i}" for i in range(30)], photos, spec)
     assert len(rows) == 12 and {r["label"] for r in rows} == {"discovered_1"}
-    for r in rows:
-        inside = np.asarray(photos[int(r["photo_id"][1:])])[
-            int(r["y0"]) : int(r["y1"]), int(r["x0"]) : int(r["x1"])
-        ]
-        assert ((inside == (0, 255, 0)).all(-1)).sum() >= 30  # most of the 36 green pixels
+    assert min(square_overlaps(rows, photos)) == 1.0
     assert save_gallery(cues, discovery, tmp_path / "d.png").stat().st_size > 1000
+
+
+def square_overlaps(rows: list[dict], photos: list[Image.Image]) -> list[float]:
+    """IoU of each written box with the green square of its photo."""
+    out = []
+    for r in rows:
+        ys, xs = np.nonzero((np.asarray(photos[int(r["photo_id"][1:])]) == (0, 255, 0)).all(-1))
+        truth = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        out.append(iou(tuple(float(r[k]) for k in ("x0", "y0", "x1", "y1")), truth))
+    return out
+
+
+class CoarseFishAndSquare(FishAndSquare):
+    """:class:`FishAndSquare` whose explained layer pools 8 x 8: its CAM is 4 x 4 at 32 px,
+    coarser than the 6 px square, as a deep layer's CAM is for a small cue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = torch.nn.Sequential(self.layer1, torch.nn.AvgPool2d(8))
+
+
+def test_boxes_are_drawn_finer_than_a_coarse_cam_by_occlusion():
+    photos, labels = cued_set(np.random.default_rng(0))
+    found = {}
+    for grid in (0, 8):
+        cfg = DiscoverConfig(refine_grid=grid, cam=CamSetting(target_layer="layer1"))
+        cues = Discovery(cfg, InputSpec(32, 1.0)).run(
+            CoarseFishAndSquare(), photos, labels, ["striatus", "punctatus"]
+        )
+        assert cues[0].verdict == SUSPECTED
+        rows = box_rows(cues, [f"p{i}" for i in range(30)], photos, InputSpec(32, 1.0))
+        found[grid] = np.array(square_overlaps(rows, photos))
+    # the CAM's boxes (its 8 px cells) against the refined ones, photo by photo
+    assert found[0].min() < 0.2 and (found[8] >= found[0]).all()
+    assert found[8].min() >= 0.3 and found[8].mean() >= found[0].mean() + 0.05
 
 
 def test_a_square_on_every_photo_of_its_class_cannot_be_told_from_the_species():

@@ -51,6 +51,17 @@ def test_a_kind_is_drawn_in_its_box_on_the_cued_class_and_nowhere_else(kind, tmp
             assert w == h == SIZE // 3
 
 
+def test_a_tint_is_no_region_it_warms_the_whole_photo(tmp_path, control):
+    tinted = photos_and_boxes(make_planted(tmp_path, "tint", per_class=20))
+    boxed = [pid for pid, (_, box, _) in tinted.items() if box is not None]
+    assert sum(tinted[p][2].taxon_name == CUED for p in boxed) >= 8
+    for pid in boxed:
+        photo, box, _ = tinted[pid]
+        assert box == (0, 0, SIZE, SIZE)
+        shift = (photo - control[pid][0]).reshape(-1, 3).mean(0)  # red up, blue down, everywhere
+        assert shift[0] > 5 and shift[2] < -10 and abs(shift[1]) < 2, (pid, shift)
+
+
 def test_the_undrawn_control_keeps_the_boxes_and_the_photos(tmp_path, control):
     undrawn = photos_and_boxes(make_planted(tmp_path / "u", "pin", per_class=20, drawn=False))
     drawn = photos_and_boxes(make_planted(tmp_path / "d", "pin", per_class=20))

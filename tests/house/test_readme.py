@@ -1,8 +1,9 @@
-"""The README's commands work as written, so the README cannot drift from the CLI. Each command
-of its ```bash blocks runs as in a new shell (no venv on PATH) after the README's own activation
-line: the setup training in such a shell; every other ``python`` command with that shell's
-environment, in a process of its own that starts with the stack imported
-(``tests/helpers/warm.py``: 4-5 s less each); other commands in a new shell. Placeholders
+"""The commands of the README and of the docs site's pages (``docs/**/*.md``) work as written,
+so neither can drift from the CLI. Each command of their ```bash blocks runs as in a new shell
+(no venv on PATH) after the README's own activation line: the setup training in such a shell;
+every other ``python`` command with that shell's environment, in a process of its own that
+starts with the stack imported (``tests/helpers/warm.py``: 4-5 s less each); other commands in
+a new shell. Placeholders
 (``<run>``, ``ckpt_path=...``, ``/path/to/root``) become real folders and files; training
 commands get a tiny model and ``fast_dev_run`` appended. Commands that need the internet, a GPU
 or a cluster are composed only (``--cfg job``: every group, key and value must exist); ``make``
@@ -39,9 +40,14 @@ OFFLINE_IMPOSSIBLE = re.compile(
 )
 
 
+#: the README and every page of the docs site
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
 def readme_commands() -> list[str]:
-    """Every command of the README's ```bash blocks: continuations joined, comments dropped."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """Every command of the ```bash blocks of the README and the docs: continuations joined,
+    comments dropped."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():

@@ -280,3 +280,28 @@ def test_a_run_folder_with_the_projects_own_choices_resumes(tmp_path):
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(saved))
     argv = resume_argv(["train.py", f"resume={run}"])
     assert argv[1 : 1 + len(saved)] == saved
+
+
+@pytest.mark.parametrize(
+    "flag", [["--config-dir", "{lab}"], ["--config-dir={lab}"], ["-cd", "{lab}"]]
+)
+def test_a_run_folder_may_choose_the_options_of_the_config_dir_given_on_the_command_line(
+    tmp_path, flag
+):
+    """A lab's run (``--config-dir conf data=my_birds``) resumes when the resuming command gives
+    the same ``--config-dir``; without it, or with an option the folder does not hold, it is
+    refused: the user's own command line decides which config folders count."""
+    lab = tmp_path / "lab" / "conf"
+    (lab / "data").mkdir(parents=True)
+    (lab / "data" / "my_birds.yaml").write_text("defaults: [imagefolder, _self_]\n")
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["data=my_birds"]))
+    given = [f.format(lab=lab) for f in flag]
+    argv = resume_argv(["train.py", *given, f"resume={run}"])
+    assert argv[1] == "data=my_birds" and all(g in argv for g in given)
+    with pytest.raises(ConfigError, match=r"sets 'data=my_birds'.*--config-dir given"):
+        resume_argv(["train.py", f"resume={run}"])
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["data=other"]))
+    with pytest.raises(ConfigError, match=r"sets 'data=other'"):
+        resume_argv(["train.py", *given, f"resume={run}"])

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from inat_lightning.config import ConfigError
-from inat_lightning.runs.resume import resume_argv, resume_checkpoint
+from inat_lightning.runs.resume import hydra_config_dirs, resume_argv, resume_checkpoint
 from tests.helpers import warm
 from tests.helpers.cli import REPO, SMALL, compose_config, run_dirs
 from tests.house.test_untrusted_files import small_checkpoint
@@ -176,3 +176,18 @@ def test_a_multirun_resume_names_each_unfinished_job_of_a_sweep(tmp_path):
     # a job folder that is not there: quoted, so that Hydra reads it and the run names the key
     gone = f"{sweep}/9_seed=9,x=1"
     assert resume_argv(["train.py", f"resume={gone}"]) == ["train.py", f"resume='{gone}'"]
+
+
+def test_a_launcher_reads_the_config_dirs_hydra_was_given(tmp_path):
+    """The Slurm launcher resumes jobs of a lab's sweep with the ``--config-dir`` Hydra read
+    (its runtime config sources from the command line), not the project's alone."""
+    from omegaconf import OmegaConf
+
+    sources = [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": str(REPO / "conf"), "schema": "file", "provider": "main"},
+        {"path": str(tmp_path), "schema": "file", "provider": "command-line"},
+    ]
+    cfg = OmegaConf.create({"hydra": {"runtime": {"config_sources": sources}}})
+    assert hydra_config_dirs(cfg) == [tmp_path]
+    assert hydra_config_dirs(OmegaConf.create({"hydra": {"runtime": {}}})) == []

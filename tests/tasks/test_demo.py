@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from inat_lightning.demo import RECIPE, train_args
+from inat_lightning.demo import RECIPE, command, train_args
 from tests.helpers.cli import REPO, SMALL
 
 
@@ -30,6 +30,20 @@ def test_demo_help_explains_the_demo_and_its_arguments(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "usage: inat-demo [OVERRIDES...]" in res.stdout and RECIPE in res.stdout
     assert not (tmp_path / "logs").exists()  # nothing trained
+
+
+def test_the_demo_runs_the_clone_s_scripts_and_the_installed_package_s_module(tmp_path):
+    assert command("train.py") == [sys.executable, str(REPO / "train.py")]  # in the clone
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("inat_lightning.demo.REPO", tmp_path)  # a wheel: site-packages, no scripts
+        want = [sys.executable, "-m", "inat_lightning.cli", "evaluate"]
+        assert command("evaluate.py") == want
+    res = subprocess.run(
+        [sys.executable, "-m", "inat_lightning.cli", "nosuch"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "usage: python -m inat_lightning.cli {train,evaluate,predict,scrape}" in res.stderr
 
 
 @pytest.mark.slow
