@@ -1,4 +1,6 @@
-"""torchvision ResNet factory: depth from config, head sized from the data, local weights."""
+"""Backbones: the torchvision ResNet factory (depth from config, head sized from the data, local
+weights), and :data:`BACKBONES`, where a backbone of one's own package is named
+(``model.backbone=LabNet``, by an ``inat_lightning.backbones`` entry point)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,42 @@ import torch
 from torch import nn
 from torchvision import models
 
+from inat_lightning.registry import Registry
+
 log = logging.getLogger(__name__)
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
+#: backbones by name (``model.backbone``): ``resnet`` built in; a checkpoint names its backbone
+#: here, so a shared file can only pick one that is installed. A backbone is called with
+#: ``num_classes`` and ``model.backbone_args``, and ends in its head, ``fc`` (an ``nn.Linear``),
+#: as torchvision's ResNets do.
+BACKBONES: Registry = Registry(
+    "backbone", "model.backbone", "backbones", builtins=f"{__name__}:_builtin_backbones"
+)
+
+
+def _builtin_backbones() -> dict[str, Any]:
+    return {"resnet": resnet}
+
+
+def build_backbone(
+    name: str, num_classes: int, args: Mapping[str, Any] | None, **resnet_args: Any
+) -> nn.Module:
+    """The network ``name`` (:data:`BACKBONES`) with a ``num_classes``-way head: ``resnet`` with
+    ``resnet_args`` (depth, weights…), another with ``args``; a ``ValueError`` naming
+    ``model.backbone`` when it is unknown or has no ``fc`` head of that size."""
+    factory = BACKBONES.get(name)
+    if factory is resnet:
+        if args:
+            raise ValueError(f"backbone_args={dict(args)}: the resnet backbone takes depth etc.")
+        return resnet(num_classes=num_classes, **resnet_args)
+    net = factory(num_classes=num_classes, **dict(args or {}))
+    head = getattr(net, "fc", None)
+    if not isinstance(head, nn.Linear) or head.out_features != num_classes:
+        raise ValueError(
+            f"backbone={name!r}: must end in fc, an nn.Linear with {num_classes} outputs "
+            f"(found {type(head).__name__})"
+        )
+    return net
 
 
 def check_resnet_args(

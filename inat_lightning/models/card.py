@@ -19,6 +19,12 @@ CARD_NAME = "MODEL.md"
 VERSION_KEY = "inat_lightning_version"
 
 
+def network(hp: Mapping[str, Any]) -> str:
+    """``ResNet101``, or the name of another backbone (as registered)."""
+    name = hp.get("backbone") or "resnet"
+    return f"ResNet{hp.get('depth', '?')}" if name == "resnet" else str(name)[:40]
+
+
 def written_by(checkpoint: Mapping[str, Any]) -> str:
     """The release that wrote ``checkpoint`` (a file from anyone: a plain version string, or
     ``unknown`` — one before 0.2.0 recorded none)."""
@@ -107,7 +113,7 @@ def card_text(
     lines = [
         f"# Model card: {name}",
         "",
-        f"ResNet{hp.get('depth', '?')} species classifier, {len(names)} classes"
+        f"{network(hp)} species classifier, {len(names)} classes"
         + (f", trained from `{hp['weights']}` weights" if hp.get("weights") else ""),
         "",
         f"Written by inat-lightning {written_by(checkpoint)}; this card by {__version__}.",

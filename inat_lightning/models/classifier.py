@@ -17,7 +17,7 @@ from torch import nn
 from inat_lightning import __version__
 from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.taxonomy import RANKS, Lineage, Taxonomy
-from inat_lightning.models.backbones import check_resnet_args, resnet
+from inat_lightning.models.backbones import BACKBONES, build_backbone, check_resnet_args
 from inat_lightning.models.calibration import TEMPERATURE_RANGE
 from inat_lightning.models.card import VERSION_KEY
 from inat_lightning.models.confusion import Confusion, ConfusionPairs, rank_scalars
@@ -35,9 +35,11 @@ def check_classifier_args(
     weights: str | None = None,
     weights_path: str | None = None,
     label_smoothing: float = 0.0,
+    backbone: str = "resnet",
 ) -> None:
     """The rules of :class:`Classifier`'s own arguments, also run on the config before any work
     (the optimizer and scheduler check theirs when called)."""
+    BACKBONES.check(backbone, "backbone")  # installed (a plugin is loaded: its errors now)
     check_resnet_args(depth, weights, weights_path)
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
@@ -163,6 +165,9 @@ class Classifier(StageConfusions, L.LightningModule):
         weights: a torchvision weights name (downloads).
         weights_path: a local state dict or checkpoint to start from.
         zero_init_residual: start every residual branch at zero.
+        backbone: the network's name in :data:`~inat_lightning.models.backbones.BACKBONES`
+            (``resnet``, or one of your own package's: ``docs/extending.md``).
+        backbone_args: plain values another backbone is called with (with ``num_classes``).
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class loss weights (long-tailed data); ``None`` = uniform.
         channels_last: NHWC memory format (faster on CPU from ~128 px, and on tensor cores).
@@ -190,6 +195,8 @@ class Classifier(StageConfusions, L.LightningModule):
         weights: str | None = None,
         weights_path: str | None = None,
         zero_init_residual: bool = False,
+        backbone: str = "resnet",
+        backbone_args: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         class_weights: torch.Tensor | None = None,
         channels_last: bool = False,
@@ -208,6 +215,7 @@ class Classifier(StageConfusions, L.LightningModule):
         # loads with torch.load(weights_only=True)
         class_names = [str(c) for c in class_names] if class_names is not None else None
         lineages = {str(c): dict(lin) for c, lin in lineages.items()} if lineages else None
+        backbone_args = plain(backbone_args) if backbone_args else None
         check_classes(num_classes, class_names, lineages)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler", "class_weights"])
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -225,7 +233,10 @@ class Classifier(StageConfusions, L.LightningModule):
         #: under ``"open_set"``, see models/open_set.py
         self.open_set: OpenSetRule | None = None
         self._stepped_epoch = -1  # the last epoch whose scheduler step was taken
-        self.net = resnet(depth, num_classes, weights, weights_path, zero_init_residual)
+        self.net = build_backbone(
+            backbone, num_classes, backbone_args, depth=depth, weights=weights,
+            weights_path=weights_path, zero_init_residual=zero_init_residual,
+        )  # fmt: skip
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

@@ -1,8 +1,8 @@
 """Installed, not cloned: the built wheel in a fresh virtual environment outside the clone runs
 ``inat-train``, ``inat-evaluate`` and ``inat-predict`` from any folder, and a lab's own project
 (``examples/my_lab``: its own ``conf/`` with a data option and an experiment, its own data
-module and callback) extends it by ``--config-dir`` and ``_target_``, while a run folder still
-chooses no code.
+module and callback by ``_target_``, its backbone and CAM method by entry points) extends it,
+while a run folder still chooses no code.
 
 The fresh environment gets the wheels with ``pip install --no-deps --no-index``; the third-party
 dependencies (torch and the rest, hundreds of MB) come from this test's own environment by a
@@ -120,9 +120,9 @@ def test_the_wheel_runs_from_any_folder_and_a_lab_extends_it_from_its_own_repo(t
     with (run / "epoch_times.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
     best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
-    assert (
-        f"Written by inat-lightning {__version__}" in (Path(best).parent / "MODEL.md").read_text()
-    )
+    card = (Path(best).parent / "MODEL.md").read_text()
+    assert "LabNet species classifier" in card  # the lab's backbone, by its entry point
+    assert f"Written by inat-lightning {__version__}" in card
 
     # a shared run folder chooses no code: evaluated without the lab's data option, it is refused
     refused = _run([bin_ / "inat-evaluate", f"ckpt_path={best}", "hydra.run.dir=runs/e0"], lab, env)
@@ -133,7 +133,7 @@ def test_the_wheel_runs_from_any_folder_and_a_lab_extends_it_from_its_own_repo(t
     with (run / "splits.csv").open() as f:  # the lab's rule held: no thumbnail in any split
         split = list(csv.DictReader(f))
     assert len(split) == 36 and not any(r["path"].endswith(("_0.jpg", "_1.jpg")) for r in split)
-    tested = sum(count for _, _, count in found["test_confusion"])  # evaluated with LabBirds too
+    tested = sum(n for _, _, n in found["test_confusion"]["cells"])  # evaluated with LabBirds too
     assert tested == sum(r["split"] == "test" for r in split) > 0
     assert (lab / "runs" / "eval" / "report.md").is_file()
 

@@ -3,7 +3,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from inat_lightning.models.backbones import load_matching, resnet
+from inat_lightning.config import ConfigError
+from inat_lightning.models.backbones import BACKBONES, load_matching, resnet
+from inat_lightning.models.card import card_text
+from inat_lightning.models.checkpoint import load_classifier, read_checkpoint
+from inat_lightning.models.classifier import Classifier
 
 
 def test_depth_and_head():
@@ -35,3 +39,52 @@ def test_bad_weights_are_refused(tmp_path: Path):
     torch.save({"other": torch.zeros(3)}, tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="no tensor matches"):
         resnet(18, weights_path=tmp_path / "junk.pth")
+
+
+class TinyNet(torch.nn.Module):
+    """A backbone of "one's own package": pooled pixels into its head ``fc``."""
+
+    def __init__(self, num_classes: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.fc = torch.nn.Linear(3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.scale * x.mean((2, 3)))
+
+
+class Headless(torch.nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, num_classes)
+
+
+BACKBONES.register("TestTinyNet", TinyNet)
+BACKBONES.register("TestHeadless", Headless)
+
+
+def test_a_registered_backbone_is_built_by_name_with_its_args_and_kept_in_the_checkpoint(
+    tmp_path,
+):
+    model = Classifier(num_classes=3, backbone="TestTinyNet", backbone_args={"scale": 2.0})
+    assert isinstance(model.net, TinyNet) and model.net.scale == 2.0
+    path = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    loaded = load_classifier(path)  # the name in the file picks the installed class
+    assert isinstance(loaded.net, TinyNet) and loaded.net.scale == 2.0
+    assert "TestTinyNet species classifier" in card_text(read_checkpoint(path), "tiny.ckpt")
+
+
+def test_a_backbone_that_is_unknown_or_has_no_head_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=r"model.backbone='NoSuchNet': unknown backbone; one of "):
+        Classifier(num_classes=3, backbone="NoSuchNet")
+    with pytest.raises(ValueError, match=r"backbone='TestHeadless': must end in fc"):
+        Classifier(num_classes=3, backbone="TestHeadless")
+    with pytest.raises(ValueError, match=r"backbone_args=.*the resnet backbone takes depth"):
+        Classifier(num_classes=3, depth=18, backbone_args={"width": 8})
+    # a shared checkpoint naming a backbone that is not installed here: one line, nothing built
+    model = Classifier(num_classes=3, backbone="TestTinyNet")
+    hparams = {**dict(model.hparams), "backbone": "os.system"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, tmp_path / "x.ckpt")
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*x\.ckpt.*unknown backbone"):
+        load_classifier(tmp_path / "x.ckpt")

@@ -24,7 +24,7 @@ from inat_lightning.data.near_duplicates import Signature, photo_signature
 from inat_lightning.data.taxonomy import read_taxa
 from inat_lightning.scrape.budget import SharedByteBudget
 from inat_lightning.scrape.download import Downloader
-from inat_lightning.scrape.http import ByteBudget, HttpClient
+from inat_lightning.scrape.http import ByteBudget, HttpClient, host_allowed
 from inat_lightning.scrape.scraper import scrape
 from tests.fakeinat.server import FakeINat
 from tests.helpers.cli import REPO, run_cli, run_dirs
@@ -548,3 +548,27 @@ def test_a_scrape_and_the_demo_start_without_importing_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(targets) >= 1 and res.stdout.strip() == "[]", (modules, res.stdout)
+
+
+def test_plain_http_is_never_fetched_unless_allowed(tmp_path):
+    """The fake serves plain http, so every other scrape test sets ``scrape.allow_http=true``;
+    with the default (false) not one request leaves: the taxon is a failure naming the rule."""
+    with FakeINat(num_taxa=1, observations_per_taxon=3) as fake:
+        summary = scrape(scrape_cfg(tmp_path, fake, "scrape.allow_http=false"))
+        assert fake.requests == [] and summary.downloaded == 0 and summary.failed == 1
+        assert "scheme 'http' not allowed (allowed: https)" in summary.failures[0][2]
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_http", "why"),
+    [
+        ("https://static.inaturalist.org/photos/1/medium.jpg", False, None),
+        ("http://static.inaturalist.org/photos/1/medium.jpg", False, "scheme 'http' not allowed"),
+        ("http://static.inaturalist.org/photos/1/medium.jpg", True, None),
+        ("https://inaturalist.org.evil.example/p.jpg", False, "not in the allowed hosts"),
+        ("file:///etc/passwd", True, "scheme 'file' not allowed"),
+    ],
+)
+def test_a_photo_url_needs_https_and_an_allowed_host(url, allow_http, why):
+    found = host_allowed(url, ["inaturalist.org"], allow_http)
+    assert found is None if why is None else why in found

@@ -29,6 +29,7 @@ def test_defaults_are_valid_and_the_default_model_is_resnet101(tmp_path):
     ("override", "key"),
     [
         ("model.depth=77", "model.depth=77"),
+        ("model.backbone=NoSuchNet", "model.backbone='NoSuchNet': unknown backbone; one of resnet"),
         ("model.optimizer.lr=-0.1", "model.optimizer (torch.optim.SGD): Invalid learning rate"),
         ("model.optimizer.momentum=-1", "model.optimizer"),
         ("model.scheduler.factor=2.0", "model.scheduler"),
