@@ -126,7 +126,10 @@ class DiscoverConfig:
         require(
             {
                 **{k: (v[k] >= 1, ">= 1") for k in ints if k not in ("seed", "refine_grid")},
-                "refine_grid": (v["refine_grid"] >= 0, ">= 0 (0: boxes as the CAM draws them)"),
+                "refine_grid": (
+                    v["refine_grid"] == 0 or v["refine_grid"] >= 3,
+                    "0 (boxes as the CAM draws them) or >= 3 (fewer strips are no finer)",
+                ),
                 "refine_keep": (0 < v["refine_keep"] <= 1, "in (0, 1]"),
                 "refine_hold": (0 < v["refine_hold"] <= 1, "in (0, 1]"),
                 "min_cluster_photos": (v["min_cluster_photos"] >= 2, ">= 2"),

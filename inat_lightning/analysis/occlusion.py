@@ -125,7 +125,9 @@ def finer_boxes(
     and as many columns, each occluded in turn (the mean colour: 0 in the normalised input),
     gives the strips that lower class ``c``'s log-odds most (:func:`occlusion_box`). That box,
     or it grown by half a strip or a strip (a cue seldom fits the strips): the smallest that is
-    smaller than the region and whose occlusion costs ``how.hold`` of what the region's costs."""
+    smaller than the region and whose occlusion costs ``how.hold`` of what the region's costs.
+    ``None`` too where occluding the region costs the class nothing (nothing to draw finer) or
+    the window has fewer pixels than strips."""
     height, width = inputs.shape[-2:]
     out: list[Box | None] = []
     for start in range(0, len(regions), AT_ONCE):
@@ -135,7 +137,8 @@ def finer_boxes(
         odds = _odds(net, inputs, jobs, c, how.batch_size)
         ladders = []
         for (_, box), s, o in zip(chunk, strips, odds):
-            fine = occlusion_box(o[0] - o[2:], s, how.keep)
+            narrow = any(b[2] <= b[0] or b[3] <= b[1] for b in s)  # fewer pixels than strips
+            fine = None if narrow or o[0] <= o[1] else occlusion_box(o[0] - o[2:], s, how.keep)
             step = (s[0][3] - s[0][1] + s[-1][2] - s[-1][0]) / 4  # half a strip
             ladder = [grown(fine, step * k, height, width) for k in range(3)] if fine else []
             ladders.append([b for b in ladder if area(b) < area(box)])

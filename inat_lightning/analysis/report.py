@@ -34,7 +34,7 @@ def _taxonomy(summary: dict[str, Any]) -> list[str]:
     if not found:
         return lines + [
             "No taxonomy for these classes (no `taxa.csv` beside the manifest): metrics are at "
-            "species level only. `scrape.py` writes it; see README.",
+            "species level only. `scrape.py` writes it (docs/collect.md).",
             "",
         ]
     m = summary["metrics"]

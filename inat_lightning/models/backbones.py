@@ -20,7 +20,8 @@ RESNET_DEPTHS = (18, 34, 50, 101, 152)
 #: backbones by name (``model.backbone``): ``resnet`` built in; a checkpoint names its backbone
 #: here, so a shared file can only pick one that is installed. A backbone is called with
 #: ``num_classes`` and ``model.backbone_args``, and ends in its head, ``fc`` (an ``nn.Linear``),
-#: as torchvision's ResNets do.
+#: as torchvision's ResNets do. Its arguments are kept in the checkpoint and passed back when it
+#: loads (a file from anyone): they must be settings (sizes, widths), never a path or URL read.
 BACKBONES: Registry = Registry(
     "backbone", "model.backbone", "backbones", builtins=f"{__name__}:_builtin_backbones"
 )
@@ -41,6 +42,9 @@ def build_backbone(
         if args:
             raise ValueError(f"backbone_args={dict(args)}: the resnet backbone takes depth etc.")
         return resnet(num_classes=num_classes, **resnet_args)
+    for key in ("weights", "weights_path"):
+        if resnet_args.get(key):
+            raise ValueError(f"{key}={resnet_args[key]!r}: loads into the resnet backbone only")
     net = factory(num_classes=num_classes, **dict(args or {}))
     head = getattr(net, "fc", None)
     if not isinstance(head, nn.Linear) or head.out_features != num_classes:

@@ -61,6 +61,7 @@ def check_stored(checkpoint: Mapping[str, Any]) -> None:
         raise ValueError("hyper_parameters: not a mapping of names to values")
     k = hp.get("num_classes")
     check_classes(k, hp.get("class_names"), hp.get("lineages"))
+    check_backbone_entry(hp.get("backbone", "resnet"), hp.get("backbone_args"))
     head = state.get(HEAD)
     if head is None or head.ndim != 2 or head.shape[0] != k:
         shape = None if head is None else tuple(head.shape)
@@ -69,6 +70,19 @@ def check_stored(checkpoint: Mapping[str, Any]) -> None:
         InputSpec.from_dict(hp["input_spec"], "input_spec")
     stored_extras(checkpoint, k)
     check_card_inputs(hp.get("data_fingerprint"), checkpoint.get("results"))
+
+
+def check_backbone_entry(name: Any, args: Any) -> None:
+    """A checkpoint's backbone: a name (looked up in the registry when it loads) and plain
+    settings, or a ``ValueError`` naming the part."""
+    if not isinstance(name, str):
+        raise ValueError(f"hyper_parameters.backbone={name!r:.80}: not a name")
+    plain = (int, float, str, bool, type(None))
+    if args is not None and not (
+        isinstance(args, Mapping)
+        and all(isinstance(a, str) and isinstance(v, plain) for a, v in args.items())
+    ):
+        raise ValueError("hyper_parameters.backbone_args: not a mapping of names to plain values")
 
 
 def load_classifier(path: str | Path, key: str = "ckpt_path") -> Classifier:

@@ -121,7 +121,7 @@ def saved_overrides(run_dir: Path, taken: set[str], roots: Sequence[Path] = (CON
     if unsafe:
         raise ConfigError(
             f"resume={run_dir}: its {SAVED} sets {unsafe[0]!r}; a run folder may "
-            "choose settings, not which code to build (_target_, hydra callbacks or launchers)"
+            "choose settings, not which code to build (_target_ or any hydra setting)"
         )
     foreign = [o.input_line for o in original if not _known_choice(o, roots)]
     if foreign:
@@ -209,7 +209,10 @@ def _known_choice(override: Override, roots: Sequence[Path] = (CONF,)) -> bool:
 
 
 def _builds_code(override: str, key: str) -> bool:
-    return "_target_" in override or key.startswith(("hydra.callbacks", "hydra/", "hydra.launcher"))
+    """Whether a saved override could choose code: a ``_target_``, or any Hydra setting (its
+    callbacks, launcher, logging config — whose handlers name classes — or search path).
+    Hydra keeps its own overrides out of ``overrides.yaml``: a genuine run folder has none."""
+    return "_target_" in override or key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
 def _is_path_arg(arg: str) -> bool:

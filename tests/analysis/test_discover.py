@@ -235,7 +235,7 @@ def test_boxes_are_drawn_finer_than_a_coarse_cam_by_occlusion():
 
 
 def test_a_square_on_every_photo_of_its_class_cannot_be_told_from_the_species():
-    """A limit, said in the README: a region on every photo of its class (and none elsewhere)
+    """A limit, said in docs/evaluate.md: a region on every photo of its class (and none elsewhere)
     leaves no photo of the class to compare with; the species itself looks the same."""
     rng = np.random.default_rng(0)
     photos = photos_with_squares(12, True, rng) + photos_with_squares(12, False, rng)

@@ -305,3 +305,26 @@ def test_a_run_folder_may_choose_the_options_of_the_config_dir_given_on_the_comm
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["data=other"]))
     with pytest.raises(ConfigError, match=r"sets 'data=other'"):
         resume_argv(["train.py", *given, f"resume={run}"])
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        # Python's logging config builds the class a handler names, with its arguments
+        "+hydra.job_logging.handlers.x={class:subprocess.Popen,args:[[touch,MARKER]]}",
+        "hydra.searchpath=[file:///tmp/attacker]",  # YAML of anyone's, as options of any group
+        "hydra.callbacks.x.when=now",
+        "hydra/job_logging=disabled",
+    ],
+)
+def test_a_run_folder_sets_no_hydra_setting_which_could_choose_code(tmp_path, saved):
+    """Hydra keeps its own overrides out of ``overrides.yaml``: a saved one is refused, before
+    Hydra composes anything (so no logging handler it names is ever built)."""
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    line = saved.replace("MARKER", str(marker))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model=resnet18", line]))
+    with pytest.raises(ConfigError, match=r"^resume=.*not which code to build"):
+        resume_argv(["train.py", f"resume={run}"])
+    assert not marker.exists()

@@ -88,3 +88,40 @@ def test_a_backbone_that_is_unknown_or_has_no_head_is_refused_naming_it(tmp_path
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, tmp_path / "x.ckpt")
     with pytest.raises(ConfigError, match=r"^ckpt_path=.*x\.ckpt.*unknown backbone"):
         load_classifier(tmp_path / "x.ckpt")
+
+
+def test_a_checkpoint_from_before_backbones_and_versions_loads_as_a_resnet(tmp_path):
+    model = Classifier(num_classes=3, depth=18)
+    hparams = {k: v for k, v in model.hparams.items() if k not in ("backbone", "backbone_args")}
+    path = tmp_path / "old.ckpt"  # as 0.1.0 wrote them: no backbone, no version
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, path)
+    assert type(load_classifier(path).net).__name__ == "ResNet"
+    card = card_text(read_checkpoint(path), "old.ckpt")
+    assert "ResNet18 species classifier" in card and "Written by inat-lightning unknown" in card
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"backbone": ["TestTinyNet"]},
+            r"hyper_parameters\.backbone=\['TestTinyNet'\]: not a name",
+        ),
+        ({"backbone_args": {"scale": {"nested": 1}}}, r"backbone_args: not a mapping of names to"),
+        ({"backbone_args": "scale=2"}, r"backbone_args: not a mapping of names to"),
+    ],
+)
+def test_a_checkpoint_s_backbone_entry_is_a_name_and_plain_settings(tmp_path, entry, message):
+    model = Classifier(num_classes=3, backbone="TestTinyNet")
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {**model.hparams, **entry}},
+        tmp_path / "x.ckpt",
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_classifier(tmp_path / "x.ckpt")
+
+
+def test_weights_load_into_the_resnet_backbone_only(tmp_path):
+    torch.save(resnet(18, 3).state_dict(), tmp_path / "w.pth")
+    with pytest.raises(ValueError, match=r"weights_path=.*loads into the resnet backbone only"):
+        Classifier(num_classes=3, backbone="TestTinyNet", weights_path=str(tmp_path / "w.pth"))
