@@ -79,12 +79,6 @@ def train_and_evaluate(kind: str, seed: int, tmp: Path) -> tuple[Path, Path]:
     return run / "evaluate", root
 
 
-def iou(a, b) -> float:
-    from inat_lightning.analysis.discover import iou as box_iou
-
-    return box_iou(tuple(a), tuple(b))
-
-
 def planted_boxes(root: Path) -> dict[str, tuple]:
     from inat_lightning.data.manifest import MANIFEST_NAME, read_manifest
 
@@ -94,6 +88,8 @@ def planted_boxes(root: Path) -> dict[str, tuple]:
 def precision_at_k(regions: list[tuple[str, tuple]], truth: dict[str, tuple]) -> float:
     """Share of the first ``K`` regions (photo id, box) that overlap a planted box; missing
     regions count as misses."""
+    from inat_lightning.analysis.discover import iou
+
     hits = [pid in truth and iou(box, truth[pid]) >= MIN_IOU for pid, box in regions[:K]]
     return sum(hits) / K
 

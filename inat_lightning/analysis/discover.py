@@ -171,6 +171,15 @@ class DiscoveredCue:
     members: list[Proposal] = field(default_factory=list, repr=False)
 
 
+def first_regions(members: Sequence[Proposal]) -> list[Proposal]:
+    """Each photo's first region among ``members``, in their order: the one a cue's
+    counterfactuals, finer box, written box and gallery all use."""
+    first: dict[int, Proposal] = {}
+    for p in members:
+        first.setdefault(p.photo, p)
+    return list(first.values())
+
+
 def cam_regions(cam: np.ndarray, k: int, threshold: float, min_side: int, max_side: int) -> list:
     """Up to ``k`` boxes where ``cam`` (``H × W``) concentrates: around its peak, the connected
     region above ``threshold`` of the peak, its sides bounded to ``[min_side, max_side]`` around
@@ -352,7 +361,7 @@ class Discovery:
         (:attr:`Proposal.fine`), by what occluding them costs class ``c``
         (:func:`~inat_lightning.analysis.occlusion.finer_boxes`)."""
         cfg = self.cfg
-        firsts = list({q.photo: q for q in reversed(cue.members)}.values())
+        firsts = first_regions(cue.members)
         found = finer_boxes(
             net, self.inputs, [(p.photo, p.box) for p in firsts], c,
             Refinement(cfg.refine_grid, cfg.refine_keep, cfg.refine_hold, cfg.batch_size),
@@ -403,10 +412,11 @@ class Discovery:
         same-size hole elsewhere, and pasted onto the class's look-alike's photos."""
         c = class_names.index(cue.class_)
         rng = np.random.default_rng(self.cfg.seed)
-        own = {}
-        for p in cue.members:  # a photo's first region in the cluster
-            if labels[p.photo] == c and p.photo not in own:
-                own[p.photo] = box_in_photo(p.box, photos[p.photo], self.spec)
+        own = {
+            p.photo: box_in_photo(p.box, photos[p.photo], self.spec)
+            for p in first_regions(cue.members)
+            if labels[p.photo] == c
+        }
         idx = sorted(own)
         removal = self.cfg.removal
         removed = self._preds(net, [cf.remove_box(photos[i], own[i], removal) for i in idx])
@@ -501,11 +511,7 @@ def box_rows(
     for q in cues:
         if q.verdict != SUSPECTED:
             continue
-        seen: set[int] = set()
-        for p in q.members:
-            if p.photo in seen:
-                continue
-            seen.add(p.photo)
+        for p in first_regions(q.members):
             box = box_in_photo(p.fine or p.box, photos[p.photo], spec)
             w, h = photos[p.photo].size
             x0, y0 = max(0.0, box[0]), max(0.0, box[1])
@@ -526,7 +532,7 @@ def save_gallery(
     lines = []
     photos01 = denormalize(discovery.inputs).permute(0, 2, 3, 1).numpy() if cues else None
     for q in list(cues)[:rows]:
-        members = list({p.photo: p for p in q.members}.values())
+        members = first_regions(q.members)
         head = f"#{q.rank} {q.class_}"[:22]
         tiles = []
         for p in members[:4]:

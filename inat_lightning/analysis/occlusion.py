@@ -20,7 +20,8 @@ AT_ONCE = 8
 
 @dataclass(frozen=True)
 class Refinement:
-    """How :func:`finer_boxes` works (the ``audit.discovery.refine_*`` keys).
+    """How :func:`finer_boxes` works: the ``audit.discovery.refine_*`` keys (their defaults live
+    in :class:`~inat_lightning.analysis.discover.DiscoverConfig`).
 
     Args:
         grid: rows and columns occluded in turn around each region (0: no refinement).
@@ -29,10 +30,10 @@ class Refinement:
         batch_size: inputs per forward pass.
     """
 
-    grid: int = 8
-    keep: float = 0.5
-    hold: float = 0.9
-    batch_size: int = 32
+    grid: int
+    keep: float
+    hold: float
+    batch_size: int
 
 
 def area(box: Box) -> float:

@@ -58,7 +58,7 @@ def red_square(x0: int, y0: int, side: int, size: int = 32) -> torch.Tensor:
 
 
 def test_the_finer_box_holds_the_cost_and_is_none_where_nothing_costs_or_fits():
-    net, how = RedMeter(), Refinement(grid=8, keep=0.5, hold=0.9)
+    net, how = RedMeter(), Refinement(grid=8, keep=0.5, hold=0.9, batch_size=32)
     x = torch.cat([red_square(12, 14, 4), red_square(12, 14, 4), torch.full((1, 3, 32, 32), -1.0)])
     coarse = (8.0, 8.0, 24.0, 24.0)  # a CAM's 16 px region around a 4 px square
     fine, tight, nothing = finer_boxes(
