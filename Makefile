@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true  # pins optuna<3; replaced by hydra_plugins/
-	$(BIN)/python -m pip install --quiet -e '.[dev,sweeps,slurm]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sweeps,slurm,shards]'
 	touch $(STAMP)
 
 browser:  ## install Debian's chromium and chromium-driver (the Selenium backend and its tests)

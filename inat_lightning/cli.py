@@ -88,8 +88,19 @@ def scrape() -> Any:
     return _entry("scrape", "inat_lightning.scrape.scraper:scrape")()
 
 
+def shards() -> Any:
+    """``python -m inat_lightning.shards build`` / ``inat-shards``: a dataset as shards."""
+    return _entry("shards", "inat_lightning.shards:build")()
+
+
 #: ``python -m inat_lightning.cli <task> [overrides]``: the tasks by name
-TASKS = {"train": train, "evaluate": evaluate, "predict": predict, "scrape": scrape}
+TASKS = {
+    "train": train,
+    "evaluate": evaluate,
+    "predict": predict,
+    "scrape": scrape,
+    "shards": shards,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:

@@ -78,7 +78,7 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     _check_restorable(data, saved, _targets(OmegaConf.to_container(cfg.data, resolve=False)))
     changed = command_data_changes(cfg)
     with open_dict(data):
-        if splits.is_file():
+        if splits.is_file() and "split" in data:  # shards hold their split themselves
             data.split.file = str(splits)
         _write_only_here(data, cfg)
         for name, value in changed.items():
@@ -89,11 +89,15 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 def _write_only_here(data: DictConfig, cfg: DictConfig) -> None:
     """A run folder may say what data to read, not where this command writes: its split goes to
-    this run's folder, photo hashes to this command's cache, and the embedded data set, when the
+    this run's folder, photo hashes and fetched shards to this command's caches, and the embedded data set, when the
     run's folder for it is not on this machine, is made under this command's
     ``paths.data_dir`` (it is the same data wherever it is drawn)."""
     data.splits_out = str(Path(cfg.paths.output_dir) / run_files.SPLITS)
-    data.hash_cache = OmegaConf.select(cfg, "data.hash_cache", default=None)
+    if "hash_cache" in data:
+        data.hash_cache = OmegaConf.select(cfg, "data.hash_cache", default=None)
+    if "cache_dir" in data:  # data=shards: a remote set's shards, fetched here
+        default = str(Path(cfg.paths.data_dir) / "shard-cache")
+        data.cache_dir = OmegaConf.select(cfg, "data.cache_dir", default=default)
     root = OmegaConf.select(data, "root", default=None)
     if data.get("synthetic") is not None and root and not Path(str(root)).is_dir():
         data.root = str(Path(cfg.paths.data_dir) / Path(str(root)).name)
@@ -135,6 +139,7 @@ def _saved_data(saved: Path) -> DictConfig:
 #: builds (a user's own data module): a shared run folder must not choose which code runs
 RESTORABLE_TARGETS = {
     "inat_lightning.data.datamodule.ImageFolderDataModule",
+    "inat_lightning.data.shard_datamodule.ShardDataModule",
     "inat_lightning.data.split.SplitSpec",
     "inat_lightning.data.synthetic.SyntheticSpecies",
 }

@@ -44,6 +44,10 @@ class ResumePoint(Checkpoint):
         keep_after_fit: ``False`` deletes it once the run has written its results
             (:func:`drop_resume_points`): a sweep of many runs then keeps only their best
             checkpoints; a finished run cannot be continued.
+        every_n_train_steps: also write it every N optimizer steps inside an epoch (``None``:
+            at epoch ends only). A run resumed from such a point continues mid-epoch exactly
+            with a loader that keeps its place (``data=shards``); with another loader Lightning
+            warns and the rest of that epoch is drawn anew.
     """
 
     def __init__(
@@ -51,9 +55,16 @@ class ResumePoint(Checkpoint):
         dirpath: str | Path,
         filename: str = run_files.LAST_CHECKPOINT_NAME,
         keep_after_fit: bool = True,
+        every_n_train_steps: int | None = None,
     ) -> None:
+        ok = every_n_train_steps is None or (
+            isinstance(every_n_train_steps, int) and every_n_train_steps >= 1
+        )
+        if not ok:
+            raise ValueError(f"every_n_train_steps={every_n_train_steps!r}: must be >= 1 or null")
         self.path = Path(dirpath) / filename
         self.keep_after_fit = keep_after_fit
+        self.every_n_train_steps = every_n_train_steps
         #: the last epoch's logged metrics: saved in ``last.ckpt``, and restored from it, so a
         #: run resumed after its last epoch (killed before it wrote its results) reports them
         self.metrics: dict[str, float] = {}
@@ -70,10 +81,21 @@ class ResumePoint(Checkpoint):
             if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
         }
 
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        n = self.every_n_train_steps
+        last = i + 1 >= trainer.num_training_batches  # the epoch's end writes it anyway
+        if n and trainer.global_step % n == 0 and not last and not trainer.fast_dev_run:
+            self._save(trainer)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         self.metrics = scalar_metrics(trainer.callback_metrics)  # saved with it: state_dict
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
         part = self.path.with_name(self.path.name + ".part")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)

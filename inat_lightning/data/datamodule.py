@@ -119,6 +119,16 @@ def filter_classes(
     return records
 
 
+def folder_root(root: str | Path, synthetic: SyntheticSpecies | None) -> Path:
+    """``root`` as a folder that exists (or that ``synthetic`` will make), before any work."""
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"root={str(root)!r}: a file, not a dataset folder")
+    if synthetic is None and not path.is_dir():
+        raise FileNotFoundError(f"root={str(root)!r}: no such directory")
+    return path
+
+
 def near_labels(
     split: SplitSpec, records: list[Record], root: Path, cache: Path | None, max_pixels: int
 ) -> tuple[list[int] | None, list[list[str]]]:
@@ -157,13 +167,13 @@ def near_summary(
 def fingerprint_of(
     root: Path,
     records: dict[str, list[Record]],
-    split: SplitSpec,
+    split: dict[str, Any],
     class_names: list[str],
     class_counts: torch.Tensor,
 ) -> dict[str, object]:
     """What a model trained on these records learned from, for its checkpoint and model card:
     a hash of every record (path, class, observation), the split settings, training images per
-    class and the photos' licences."""
+    class and the photos' licences. ``split``: the split's settings."""
     digest = hashlib.sha256()
     every = sorted((r for recs in records.values() for r in recs), key=lambda r: r.path)
     for r in every:
@@ -173,7 +183,7 @@ def fingerprint_of(
         "root": str(root),
         "records_sha256": digest.hexdigest(),
         "images": len(every),
-        "split": split.settings(),
+        "split": split,
         "train_images": dict(zip(class_names, class_counts.int().tolist())),
         "licences": dict(sorted(licences.items())),
     }
@@ -235,11 +245,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         super().__init__()
         self.split = split or SplitSpec()
         check_arguments(locals())
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(f"root={str(root)!r}: a file, not a dataset folder")
-        if synthetic is None and not self.root.is_dir():
-            raise FileNotFoundError(f"root={str(root)!r}: no such directory")
+        self.root = self.check_root(root, synthetic)
         self.image_size, self.splits_out, self.synthetic = image_size, splits_out, synthetic
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -256,6 +262,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.lineages: dict[str, Lineage] | None = None  # from root/taxa.csv, when present
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, ImageDataset] = {}
+
+    check_root = staticmethod(folder_root)  # a data module of other storage overrides it
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
@@ -338,7 +346,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     def fingerprint(self) -> dict[str, object]:
         """What a model trained here learned from (:func:`fingerprint_of`)."""
         return fingerprint_of(
-            self.root, self.records, self.split, self.class_names, self.class_counts
+            self.root, self.records, self.split.settings(), self.class_names, self.class_counts
         )
 
     def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:
@@ -350,10 +358,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         ranks = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
         return UnrepeatedDistributedSampler(self.datasets[split], shuffle=False, **ranks)
 
-    def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False, sampler=None, kind=DataLoader):
         # drop a ragged last train batch: a batch of one breaks BatchNorm and adds noise
         drop_last = split == "train" and len(self.datasets[split]) > self.batch_size
-        return DataLoader(
+        return kind(
             self.datasets[split], batch_size=self.batch_size, shuffle=shuffle and sampler is None,
             sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers, collate_fn=collate_skipping,

@@ -6,6 +6,7 @@ decoded (a 1 MB PNG can announce 20,000 × 20,000 pixels)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -21,6 +22,11 @@ from inat_lightning.data.manifest import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 TENSOR_DECODED = (".jpg", ".jpeg", ".png")
+
+
+class DataError(RuntimeError):
+    """A fault of the data source itself (a corrupt shard), not of one photo: never skipped,
+    the loader stops with it."""
 
 
 class OutsideRoot(ValueError):
@@ -119,6 +125,24 @@ def check_readable(
         )
 
 
+def decode_bytes(
+    data: bytes, suffix: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor | Image.Image:
+    """A photo's bytes decoded as :meth:`ImageDataset.load` decodes its file: the header's size
+    checked against ``max_pixels`` first, JPEG and PNG by torchvision's decoders, the other
+    formats by Pillow. Raises on a corrupt photo."""
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ValueError(
+                f"{width}x{height} = {width * height} pixels exceeds data.max_pixels={max_pixels}"
+            )
+        if suffix.lower() not in TENSOR_DECODED:
+            return img.convert("RGB")
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return decode_image(raw, mode=ImageReadMode.RGB)
+
+
 class ImageDataset(Dataset):
     """``(root / path, label)`` pairs, decoded as RGB and transformed.
 
@@ -159,6 +183,8 @@ class ImageDataset(Dataset):
         try:
             img = self.load(index)
             x = self.transform(img) if self.transform else img
+        except DataError:
+            raise
         except Exception as e:  # noqa: BLE001 - any decode failure must skip, not crash the epoch
             log.warning(
                 "skipping unreadable image %s: %s: %s", self.paths[index], type(e).__name__, e

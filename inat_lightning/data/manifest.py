@@ -200,6 +200,15 @@ def date_or_empty(text: str) -> str:
     return text
 
 
+def record_of(row: dict[str, str], where: str) -> Record:
+    """The record a manifest row (column → text) describes, each cell checked by its column's
+    rule (a bad one is a ``ValueError`` naming ``where`` and the column); unknown columns go to
+    ``Record.extra``. The one reading of a row: the manifest's and a shard index's."""
+    extra = {k: v for k, v in row.items() if k not in COLUMNS}
+    known = {c: _parse(c, row.get(c) or "", where) for c in COLUMNS}
+    return Record(**known, extra=extra or None)
+
+
 def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Record]:
     """Read a manifest CSV; unknown columns go to ``Record.extra``, missing optional ones are
     empty.
@@ -223,10 +232,7 @@ def read_manifest(path: str | Path, skip_incomplete: bool = False) -> list[Recor
                         raise ValueError(f"{path}: line {reader.line_num} is incomplete")
                     log.warning("%s: skipping incomplete line %d", path, reader.line_num)
                     continue
-                where = f"{path}: row {reader.line_num}"
-                extra = {k: v for k, v in row.items() if k not in COLUMNS}
-                known = {c: _parse(c, row.get(c) or "", where) for c in COLUMNS}
-                records.append(Record(**known, extra=extra or None))
+                records.append(record_of(row, f"{path}: row {reader.line_num}"))
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except csv.Error as e:

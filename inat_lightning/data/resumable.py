@@ -1,0 +1,83 @@
+"""Exact resume in the middle of an epoch: a train order that is a function of the seed and the
+epoch alone, and a loader that says (in Lightning's checkpoints) how far into it the trainer got.
+
+Lightning saves ``loader.state_dict()`` in every checkpoint and gives it back to
+``load_state_dict`` before the resumed fit iterates, when the loader has both methods. The state
+is the trainer's own count of the batches it has processed, not the loader's: the loader runs a
+batch ahead (Lightning prefetches one), so its own count would skip a batch nobody trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of one epoch's order: a permutation of the dataset (or, with
+    ``weights``, a draw with replacement: class-balanced sampling) from ``(seed, epoch)``, each
+    index paired with a seed of its own for that photo's augmentation. Ranks get equal shares
+    (the last few indices repeated, as ``DistributedSampler`` does). :meth:`start_at` starts an
+    epoch past the samples a resumed run has already trained on."""
+
+    def __init__(
+        self,
+        dataset: Sized,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        weights: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.weights = weights
+        self._skip: tuple[int, int] = (-1, 0)  # (epoch, samples) to leave out
+
+    def start_at(self, epoch: int, samples: int) -> None:
+        """Epoch ``epoch`` (the next one this sampler is iterated for) begins at its
+        ``samples``-th sample of this rank."""
+        self.epoch, self._skip = epoch, (epoch, samples)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        else:
+            order = torch.randperm(n, generator=g)
+        seeds = torch.randint(0, 2**62, (n,), generator=g)
+        total = math.ceil(n / self.num_replicas) * self.num_replicas
+        repeat = torch.arange(total) % n  # pads with the first positions again
+        mine = repeat[self.rank : total : self.num_replicas]
+        epoch, samples = self._skip
+        start = samples if epoch == self.epoch else 0
+        for pos in mine[start:].tolist():
+            yield int(order[pos]), int(seeds[pos])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.num_replicas)  # type: ignore[arg-type]
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning keeps in its
+    checkpoints. ``consumed``: how many of this epoch's batches the trainer has processed
+    (set by the data module that made the loader)."""
+
+    consumed: Callable[[], int] = staticmethod(lambda: 0)  # type: ignore[assignment]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self.consumed())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Only two counts are read from a checkpoint (it may come from anyone)."""
+        epoch, batches = state.get("epoch"), state.get("batches")
+        if not all(isinstance(v, int) and v >= 0 for v in (epoch, batches)):
+            raise ValueError(f"a train loader state of other contents: {state!r}")
+        assert isinstance(self.sampler, EpochSampler)
+        if batches >= len(self):  # saved at the end of its epoch: the next one starts whole
+            self.sampler.start_at(epoch + 1, 0)
+        else:
+            self.sampler.start_at(epoch, batches * int(self.batch_size or 1))

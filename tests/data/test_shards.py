@@ -1,0 +1,226 @@
+"""Shards (``inat_lightning.data.shards``, ``python -m inat_lightning.shards build``): the same
+photos, split and inputs as the ImageFolder they were built from; deterministic, resumable
+builds; untrusted shards and indexes read as data, a corrupt one an error naming it."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from inat_lightning.data.datamodule import ImageFolderDataModule
+from inat_lightning.data.resumable import EpochSampler, ResumableLoader
+from inat_lightning.data.shard_datamodule import ShardDataModule
+from inat_lightning.data.shards import ShardError, parse_index, read_card
+from inat_lightning.data.split import read_splits
+from inat_lightning.data.stores import LocalStore, S3Store, StoreError, open_store
+from inat_lightning.shards import build
+from tests.helpers.cli import compose_config
+from tests.helpers.data import make_cued_photos
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """40 real photos (2 classes, cue boxes in the manifest) and one that does not decode."""
+    root = make_cued_photos(tmp_path_factory.mktemp("photos") / "set", per_class=20)
+    (root / "Plain fish" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return root
+
+
+def build_set(tmp_path: Path, photos: Path, out: Path | str, *overrides: str) -> dict:
+    cfg = compose_config(
+        "shards", tmp_path, f"data.root={photos}", f"out={out}", "shard_photos=6", *overrides
+    )
+    return build(cfg)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".build.lock")
+    }
+
+
+def test_shards_hold_the_imagefolders_split_records_and_inputs(tmp_path, photos):
+    card = build_set(tmp_path, photos, tmp_path / "set")
+    folder = ImageFolderDataModule(photos, image_size=32, splits_out=tmp_path / "a.csv")
+    shards = ShardDataModule(tmp_path / "set", image_size=32, splits_out=tmp_path / "b.csv")
+    folder.setup()
+    shards.setup()
+    assert shards.class_names == folder.class_names == card["classes"]
+    assert shards.fingerprint()["records_sha256"] == folder.fingerprint()["records_sha256"]
+    assert sorted(read_splits(tmp_path / "a.csv").items()) == sorted(
+        read_splits(tmp_path / "b.csv").items()
+    )
+    for split in ("train", "val", "test"):
+        want = {r.path: r for r in folder.records[split]}
+        got = {r.path: r for r in shards.records[split]}
+        assert got == want  # every manifest column, cue boxes included, as the manifest has it
+        assert card["splits"][split]["photos"] == len(want)
+        if split == "train":
+            continue
+        at = {p: i for i, p in enumerate(shards.datasets[split].paths)}
+        for i, path in enumerate(folder.datasets[split].paths):
+            a, b = folder.datasets[split][i], shards.datasets[split][at[path]]
+            if a is None:  # the photo that does not decode is skipped by both
+                assert b is None and path.endswith("broken.jpg")
+                continue
+            assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
+    assert card["splits"]["train"]["shards"] == -(-card["splits"]["train"]["photos"] // 6)
+    assert sum(card["splits"]["train"]["per_class"].values()) == len(folder.records["train"])
+
+
+def test_a_build_is_deterministic_and_an_interrupted_one_keeps_its_shards(
+    tmp_path, photos, monkeypatch
+):
+    build_set(tmp_path, photos, tmp_path / "once")
+    written = []
+    real_write = LocalStore.write
+
+    def failing_write(self, name, data):
+        if name == "train/shard-00003.tar":
+            raise OSError("disk full")
+        written.append(name)
+        real_write(self, name, data)
+
+    monkeypatch.setattr(LocalStore, "write", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        build_set(tmp_path, photos, tmp_path / "twice")
+    assert "train/shard-00002.tar" in written and not (tmp_path / "twice" / "shards.json").exists()
+    monkeypatch.setattr(LocalStore, "write", real_write)
+    rewritten = []
+    monkeypatch.setattr(
+        LocalStore, "write", lambda self, n, d: (rewritten.append(n), real_write(self, n, d))
+    )
+    build_set(tmp_path, photos, tmp_path / "twice")
+    assert "train/shard-00000.tar" not in rewritten and "train/shard-00003.tar" in rewritten
+    once, twice = files_of(tmp_path / "once"), files_of(tmp_path / "twice")
+    card_a, card_b = (json.loads(d.pop("shards.json")) for d in (once, twice))
+    assert once == twice  # every shard, sidecar and index byte for byte
+    assert card_a["fingerprint"] == card_b["fingerprint"]
+
+
+def test_a_corrupt_or_truncated_shard_is_an_error_naming_it(tmp_path, photos):
+    build_set(tmp_path, photos, tmp_path / "set")
+    shards = ShardDataModule(tmp_path / "set", image_size=32, num_workers=0)
+    shards.setup()
+    test = shards.datasets["test"]
+    first = test.photos[0]
+    shard = tmp_path / "set" / "test" / "shard-00000.tar"
+    data = bytearray(shard.read_bytes())
+    data[first.offset + first.size // 2] ^= 0xFF  # one flipped bit in a photo's bytes
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"test/shard-00000\.tar: the bytes of .* do not match"):
+        test[0]
+    shard.write_bytes(bytes(data[: len(data) // 2]))  # cut short
+    again = ShardDataModule(tmp_path / "set", image_size=32, num_workers=2)
+    again.setup()
+    with pytest.raises(Exception, match=r"shard-00000\.tar: \d+ bytes, the index says"):
+        for _ in again.test_dataloader():  # through loader workers: an error, not a skip
+            pass
+
+
+def index_with(tmp_path: Path, photos: Path, change) -> bytes:
+    build_set(tmp_path, photos, tmp_path / "set")
+    index = json.loads((tmp_path / "set" / "val" / "index.json").read_bytes())
+    change(index)
+    return json.dumps(index).encode()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda i: i["photos"][0]["row"].update(path="../../etc/passwd"), "leaves the dataset"),
+        (lambda i: i["shards"][0].update(name="../outside.tar"), "not a relative object name"),
+        (lambda i: i["shards"][0].update(name="train/shard-00000.tar"), "is not in val/"),
+        (lambda i: i["photos"][0].update(offset=10**9), "outside its shard"),
+        (lambda i: i["photos"][0].update(size=-1), "is not an integer"),
+        (lambda i: i["photos"][0].update(sha256="x" * 64), "is not a sha256"),
+        (lambda i: i["photos"][0]["row"].update(latitude="95"), "column latitude"),
+        (lambda i: i["photos"][0].update(row=["a", "b"]), "not a mapping"),
+    ],
+)
+def test_an_untrusted_index_is_read_as_checked_data(tmp_path, photos, change, message):
+    data = index_with(tmp_path, photos, change)
+    with pytest.raises((ShardError, ValueError), match=message):
+        parse_index(data, "s3://lab/set/val/index.json", "val")
+
+
+def test_an_index_or_card_that_is_not_json_is_refused_not_run(tmp_path, photos):
+    import pickle
+
+    build_set(tmp_path, photos, tmp_path / "set")
+    payload = pickle.dumps({"shards": [], "photos": []})  # a pickle is never unpickled
+    with pytest.raises(ShardError, match="val/index.json: not a shard index"):
+        parse_index(payload, "x/val/index.json", "val")
+    (tmp_path / "set" / "shards.json").write_text(json.dumps({"format": "litdata", "version": 1}))
+    with pytest.raises(ShardError, match="shards.json: not a shard card"):
+        read_card(LocalStore(tmp_path / "set"))
+
+
+def test_the_epoch_sampler_is_a_function_of_seed_epoch_and_rank():
+    data = list(range(11))
+    one = EpochSampler(data, seed=3)
+    first = list(one)
+    assert sorted(i for i, _ in first) == data and first == list(EpochSampler(data, seed=3))
+    one.set_epoch(1)
+    assert list(one) != first
+    ranks = [list(EpochSampler(data, seed=3, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 6  # equal shares: one index repeated
+    assert {i for r in ranks for i, _ in r} == set(data)
+    later = EpochSampler(data, seed=3, num_replicas=2, rank=1)
+    later.start_at(0, 4)
+    assert list(later) == ranks[1][4:]
+    later.set_epoch(1)  # the next epoch starts whole
+    assert len(list(later)) == 6
+
+
+class Indices:
+    """A dataset of 20 that yields the index it is asked for (the sampler's key's first part)."""
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, key: tuple[int, int]) -> int:
+        return key[0]
+
+
+def test_the_loader_state_restores_its_place_and_refuses_other_contents():
+    data = Indices()
+    loader = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
+    loader.consumed = lambda: 2
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batches": 2}
+    again = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
+    again.load_state_dict(state)
+    whole = [b.tolist() for b in ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, 1))]
+    assert [b.tolist() for b in again] == whole[2:]
+    again.load_state_dict({"epoch": 0, "batches": 5})  # saved at the epoch's end
+    assert again.sampler.epoch == 1
+    with pytest.raises(ValueError, match="other contents"):
+        again.load_state_dict({"epoch": "os.system", "batches": 1})
+
+
+def test_a_photos_augmentation_is_drawn_from_its_own_seed(tmp_path, photos):
+    build_set(tmp_path, photos, tmp_path / "set")
+    shards = ShardDataModule(tmp_path / "set", image_size=32)
+    shards.setup()
+    train = shards.datasets["train"]
+    a, b = train[(0, 11)], train[(0, 11)]
+    torch.manual_seed(0)
+    c = train[(0, 12)]
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+
+
+def test_a_store_url_with_credentials_or_without_a_bucket_is_refused():
+    with pytest.raises(ValueError, match="credentials go in the environment"):
+        open_store("s3://AKIA123:secret@bucket/set")
+    with pytest.raises(ValueError, match="no bucket"):
+        S3Store("s3:///set")
+    with pytest.raises(ValueError, match="not a relative object name"):
+        LocalStore("/tmp").read("../etc/passwd")
+    with pytest.raises(StoreError, match="no-such"):
+        LocalStore("/tmp").read("no-such-object")
+    shutil.rmtree("/tmp/no-such-object", ignore_errors=True)
