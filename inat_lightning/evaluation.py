@@ -89,9 +89,9 @@ def restore_data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 def _write_only_here(data: DictConfig, cfg: DictConfig) -> None:
     """A run folder may say what data to read, not where this command writes: its split goes to
-    this run's folder, photo hashes and fetched shards to this command's caches, and the embedded data set, when the
-    run's folder for it is not on this machine, is made under this command's
-    ``paths.data_dir`` (it is the same data wherever it is drawn)."""
+    this run's folder, photo hashes and fetched shards to this command's caches, and the
+    embedded data set, when the run's folder for it is not on this machine, is made under this
+    command's ``paths.data_dir`` (it is the same data wherever it is drawn)."""
     data.splits_out = str(Path(cfg.paths.output_dir) / run_files.SPLITS)
     if "hash_cache" in data:
         data.hash_cache = OmegaConf.select(cfg, "data.hash_cache", default=None)
