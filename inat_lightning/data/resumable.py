@@ -63,21 +63,23 @@ class EpochSampler(DistributedSampler):
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning keeps in its
-    checkpoints. ``consumed``: how many of this epoch's batches the trainer has processed
-    (set by the data module that made the loader)."""
+    checkpoints. ``progress``: how many of this epoch's batches the trainer has processed, and
+    of how many the epoch has (``limit_train_batches`` may stop it early); set by the data
+    module that made the loader."""
 
-    consumed: Callable[[], int] = staticmethod(lambda: 0)  # type: ignore[assignment]
+    progress: Callable[[], tuple[int, int]] = staticmethod(lambda: (0, 1))  # type: ignore
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(self.sampler.epoch), "batches": int(self.consumed())}
+        batches, of = self.progress()
+        return {"epoch": int(self.sampler.epoch), "batches": int(batches), "of": int(of)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Only two counts are read from a checkpoint (it may come from anyone)."""
-        epoch, batches = state.get("epoch"), state.get("batches")
-        if not all(isinstance(v, int) and v >= 0 for v in (epoch, batches)):
+        """Only three counts are read from a checkpoint (it may come from anyone)."""
+        epoch, batches, of = (state.get(k) for k in ("epoch", "batches", "of"))
+        if not all(isinstance(v, int) and v >= 0 for v in (epoch, batches, of)):
             raise ValueError(f"a train loader state of other contents: {state!r}")
         assert isinstance(self.sampler, EpochSampler)
-        if batches >= len(self):  # saved at the end of its epoch: the next one starts whole
+        if batches >= of:  # saved at the end of its epoch: the next one starts whole
             self.sampler.start_at(epoch + 1, 0)
         else:
             self.sampler.start_at(epoch, batches * int(self.batch_size or 1))

@@ -180,9 +180,13 @@ class ShardDataModule(ImageFolderDataModule):
                 with replacing(path) as tmp:  # other processes may read it meanwhile
                     tmp.write_bytes(ds.reader.read(photo))
 
-    def _consumed(self) -> int:
+    def _progress(self) -> tuple[int, int]:
+        """The trainer's processed batches of this epoch, and the epoch's batches."""
         trainer = self.trainer
-        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer else 0
+        if trainer is None:
+            return 0, 1
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done, int(min(trainer.num_training_batches, 2**62))
 
     def train_dataloader(self) -> ResumableLoader:
         data = self.datasets["train"]
@@ -194,5 +198,5 @@ class ShardDataModule(ImageFolderDataModule):
         sampler = EpochSampler(data, self.seed, *ranks, weights=weights)
         sampler.set_epoch(trainer.current_epoch if trainer else 0)
         loader = self._loader("train", sampler=sampler, kind=ResumableLoader)
-        loader.consumed = self._consumed
+        loader.progress = self._progress
         return loader

@@ -190,17 +190,17 @@ class Indices:
 def test_the_loader_state_restores_its_place_and_refuses_other_contents():
     data = Indices()
     loader = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
-    loader.consumed = lambda: 2
+    loader.progress = lambda: (2, 5)
     state = loader.state_dict()
-    assert state == {"epoch": 0, "batches": 2}
+    assert state == {"epoch": 0, "batches": 2, "of": 5}
     again = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
     again.load_state_dict(state)
     whole = [b.tolist() for b in ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, 1))]
     assert [b.tolist() for b in again] == whole[2:]
-    again.load_state_dict({"epoch": 0, "batches": 5})  # saved at the epoch's end
-    assert again.sampler.epoch == 1
+    again.load_state_dict({"epoch": 0, "batches": 3, "of": 3})  # saved at the epoch's end
+    assert again.sampler.epoch == 1 and len(list(again)) == 5
     with pytest.raises(ValueError, match="other contents"):
-        again.load_state_dict({"epoch": "os.system", "batches": 1})
+        again.load_state_dict({"epoch": "os.system", "batches": 1, "of": 2})
 
 
 def test_a_photos_augmentation_is_drawn_from_its_own_seed(tmp_path, photos):
