@@ -142,7 +142,8 @@ def read_card(store: Store) -> dict[str, Any]:
     try:
         return parse_card(store.read(CARD), where)
     except StoreError as e:
-        raise ShardError(f"{where}: no shard set here ({e})") from None
+        why = "not found" if e.code == "404" else (e.code or e.strerror or str(e))
+        raise ShardError(f"{where}: no shard set here ({why})") from None
 
 
 def read_index(store: Store, split: str) -> tuple[list[Shard], list[Photo]]:
@@ -150,7 +151,7 @@ def read_index(store: Store, split: str) -> tuple[list[Shard], list[Photo]]:
     try:
         data = store.read(index_name(split))
     except StoreError as e:
-        raise ShardError(f"{where}: missing ({e})") from None
+        raise ShardError(f"{where}: missing ({e.code or e.strerror or e})") from None
     return parse_index(data, where, split)
 
 

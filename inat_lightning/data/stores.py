@@ -67,7 +67,9 @@ class LocalStore:
         try:
             return self.path(name).read_bytes()
         except OSError as e:
-            raise StoreError(f"{self.path(name)}: {e.strerror or e}") from e
+            error = StoreError(f"{self.path(name)}: {e.strerror or e}")
+            error.code = "404" if isinstance(e, FileNotFoundError) else ""
+            raise error from e
 
     def size(self, name: str) -> int | None:
         path = self.path(name)
@@ -113,9 +115,10 @@ class S3Store:
                 from botocore.config import Config
             except ImportError as e:
                 raise ImportError("s3:// needs boto3: pip install 'inat-lightning[shards]'") from e
-            region = boto3.session.Session().region_name or "us-east-1"
+            session = boto3.session.Session()  # its own: the environment as it is now
             retries = Config(retries={"max_attempts": 5, "mode": "standard"})
-            self._client = boto3.client("s3", region_name=region, config=retries)
+            region = session.region_name or "us-east-1"
+            self._client = session.client("s3", region_name=region, config=retries)
             self._pid = os.getpid()
         return self._client
 

@@ -16,6 +16,7 @@ from inat_lightning.data.shards import ShardError, parse_index, read_card
 from inat_lightning.data.split import read_splits
 from inat_lightning.data.stores import LocalStore, S3Store, StoreError, open_store
 from inat_lightning.shards import build
+from tests.cluster.s3_server import make_bucket, running
 from tests.helpers.cli import compose_config
 from tests.helpers.data import make_cued_photos
 
@@ -224,3 +225,53 @@ def test_a_store_url_with_credentials_or_without_a_bucket_is_refused():
     with pytest.raises(StoreError, match="no-such"):
         LocalStore("/tmp").read("no-such-object")
     shutil.rmtree("/tmp/no-such-object", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server on 127.0.0.1 (moto's), its client environment set."""
+    with running() as env, pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        make_bucket(env, "lab")
+        yield env
+
+
+def test_a_set_on_an_object_store_reads_as_the_same_set_on_disk(tmp_path, photos, s3):
+    build_set(tmp_path, photos, tmp_path / "set")
+    build_set(tmp_path, photos, "s3://lab/fish/v1")
+    local = ShardDataModule(tmp_path / "set", image_size=32)
+    remote = ShardDataModule("s3://lab/fish/v1", image_size=32, cache_dir=tmp_path / "cache")
+    local.setup()
+    remote.setup()
+    assert remote.records == local.records
+    assert remote.fingerprint()["shards"] == "s3://lab/fish/v1"
+    for i in range(len(local.datasets["val"])):
+        a, b = local.datasets["val"][i], remote.datasets["val"][i]
+        assert (a is None and b is None) or torch.equal(a["image"], b["image"])
+    fetched = sorted(p.name for p in (tmp_path / "cache").glob("*.tar"))
+    card = read_card(open_store("s3://lab/fish/v1"))
+    assert len(fetched) == card["splits"]["val"]["shards"]  # fetched once each, named by content
+
+
+def test_a_corrupt_object_in_the_store_is_an_error_naming_it(tmp_path, photos, s3):
+    build_set(tmp_path, photos, "s3://lab/bad/v1")
+    store = open_store("s3://lab/bad/v1")
+    good = store.read("test/shard-00000.tar")
+    store.write("test/shard-00000.tar", good[:-1024])  # truncated on the store
+    remote = ShardDataModule("s3://lab/bad/v1", image_size=32, cache_dir=tmp_path / "cache")
+    remote.setup()
+    with pytest.raises(ShardError, match=r"s3://lab/bad/v1/test/shard-00000\.tar: \d+ bytes"):
+        remote.datasets["test"][0]
+    assert not list((tmp_path / "cache").glob("*.tar"))  # nothing half-fetched kept
+    with pytest.raises(ShardError, match=r"s3://lab/none/shards.json: no shard set here \(not found\)"):
+        ShardDataModule("s3://lab/none", cache_dir=tmp_path / "cache").setup()
+
+
+def test_without_credentials_the_store_says_where_they_come_from(tmp_path, s3, monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(StoreError, match="AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"):
+        open_store("s3://lab/fish/v1").read("shards.json")
