@@ -33,10 +33,12 @@ VARIANTS = {
         ["trainer=ddp"],
         ["trainer=gpu"],
         ["data=imagefolder", "data.root=x"],
+        ["data=shards", "data.root=x"],
     ],
     "evaluate": [[]],
     "predict": [[]],
     "scrape": [[], ["scrape/backend=browser"], ["scrape/backend=opendata"]],
+    "shards": [[]],
 }
 FILE_SUFFIXES = {"py", "yaml", "json", "log", "md", "csv", "png", "pt2", "ckpt", "pth", "txt", "db"}
 KEY = re.compile(r"`\+{0,2}~?([a-z_]+(?:\.[A-Za-z_0-9]+)+)(?:=[^`]*)?`")

@@ -37,7 +37,10 @@ FAST = [*SMALL, "++trainer.fast_dev_run=true"]  # in logs/train, as the README s
 SYNTHETIC_ONLY = tuple(o for o in SMALL if o.startswith("data.synthetic."))
 OFFLINE_IMPOSSIBLE = re.compile(
     r"scrape\.py|trainer=gpu|_gpu\b|trainer\.devices=[3-9]|trainer\.num_nodes|hydra/launcher=slurm"
+    r"|s3://"  # an object store: the shard tests run a real one (tests/tasks/test_shards_cli.py)
 )
+#: a data option other than the embedded set's: the tiny run's synthetic keys do not apply
+OWN_DATA = ("data=imagefolder", "data=shards")
 
 
 #: the README and every page of the docs site
@@ -136,13 +139,16 @@ def plan(command: str, subs: dict[str, str]) -> tuple[str, str]:
         return "exists", "command -v tensorboard && tensorboard --version"
     if words[:2] == ["python", "-m"] and words[2].startswith("bench."):
         return "exists", f"python -m {words[2]} --help"
+    if words[:3] == ["python", "-m", "inat_lightning.shards"] and OFFLINE_IMPOSSIBLE.search(command):
+        return "compose", shlex.join([*words, "--cfg", "job"])
     if words[0] == "python" and words[1].endswith(".py"):
         args = [w for w in words[2:] if w != "..."]
         if OFFLINE_IMPOSSIBLE.search(command):  # internet, GPUs or a cluster: compose only
             args = [a for a in first_of_sweeps(args) if a not in ("-m", "--multirun")]
             return "compose", shlex.join(["python", words[1], *args, "--cfg", "job"])
         if words[1] == "train.py" and "--help" not in args:
-            extra = [o for o in FAST if not ("data=imagefolder" in args and o in SYNTHETIC_ONLY)]
+            own = any(a in args for a in OWN_DATA)
+            extra = [o for o in FAST if not (own and o in SYNTHETIC_ONLY)]
             if "hparams_search=optuna_sgd" in args:
                 extra.append("hydra.sweeper.n_trials=2")
             args = ends_of_sweeps(args) + extra
@@ -210,11 +216,11 @@ def test_every_readme_command_runs_from_a_fresh_shell(world):
     root, env, subs = world
     commands = readme_commands()
     assert ACTIVATE in commands, "the README must say how to activate the venv"
-    commands = [c for c in commands if c != ACTIVATE]
+    commands = [c for c in dict.fromkeys(commands) if c != ACTIVATE]  # each once
     venv = activated(env)
     assert venv["VIRTUAL_ENV"] == str(REPO / ".venv")
-    # those that read what others write (a sweep folder) run last
-    later = [c for c in commands if "<time>" in c or "/searches/" in c]
+    # those that read what others write (a sweep folder, a shard set) run last
+    later = [c for c in commands if "<time>" in c or "/searches/" in c or "data=shards" in c]
     first = [plan(c, subs) for c in commands if c not in later]
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda p: (p, execute(p[1], env, venv)), first))
