@@ -139,7 +139,8 @@ def plan(command: str, subs: dict[str, str]) -> tuple[str, str]:
         return "exists", "command -v tensorboard && tensorboard --version"
     if words[:2] == ["python", "-m"] and words[2].startswith("bench."):
         return "exists", f"python -m {words[2]} --help"
-    if words[:3] == ["python", "-m", "inat_lightning.shards"] and OFFLINE_IMPOSSIBLE.search(command):
+    shards = words[:3] == ["python", "-m", "inat_lightning.shards"]
+    if shards and OFFLINE_IMPOSSIBLE.search(command):
         return "compose", shlex.join([*words, "--cfg", "job"])
     if words[0] == "python" and words[1].endswith(".py"):
         args = [w for w in words[2:] if w != "..."]
