@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -110,3 +111,23 @@ def compose_config(
             cfg.run_name = "test"
     out.mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def start_train(log: Path, *args: str) -> multiprocessing.Process:
+    """train.py in a process of its own, in the background, its output to ``log``; one torch
+    thread (three run at once on two cores)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return warm.start([REPO / "train.py", *args], cwd=REPO, env=env, out=log)
+
+
+def kill_at(proc: multiprocessing.Process, log: Path, line: str, timeout: float = 300) -> None:
+    """``SIGKILL`` the process once its log shows ``line`` (whatever the machine's speed); an
+    error if it ends or ``timeout`` passes first."""
+    try:
+        deadline = time.monotonic() + timeout
+        while line not in log.read_text():
+            assert proc.is_alive() and time.monotonic() < deadline, f"never logged {line!r}"
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL
+        proc.join()

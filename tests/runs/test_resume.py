@@ -2,9 +2,7 @@
 
 import json
 import multiprocessing
-import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,7 @@ import yaml
 
 from inat_lightning.config import ConfigError
 from inat_lightning.runs.resume import hydra_config_dirs, resume_argv, resume_checkpoint
-from tests.helpers import warm
-from tests.helpers.cli import REPO, SMALL, compose_config, run_dirs
+from tests.helpers.cli import REPO, SMALL, compose_config, kill_at, run_dirs, start_train
 from tests.house.test_untrusted_files import small_checkpoint
 
 
@@ -75,13 +72,6 @@ def last_epoch(run) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
 
 
-def start_train(log: Path, *args: str) -> multiprocessing.Process:
-    """train.py in a process of its own, in the background, its output to ``log``; one torch
-    thread (three run at once on two cores)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return warm.start([REPO / "train.py", *args], cwd=REPO, env=env, out=log)
-
-
 def finish(proc: multiprocessing.Process, log: Path) -> None:
     proc.join(timeout=600)
     assert proc.exitcode == 0, log.read_text()[-3000:]
@@ -102,15 +92,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path, 
     ]
     killed_logs = tmp_path / "killed"
     proc = start_train(tmp_path / "killed.log", f"paths.log_dir={killed_logs}", *overrides)
-    try:
-        deadline = time.monotonic() + 300
-        # kill in epoch 1 (the second), a few of its 12 batches in: whatever the machine's speed
-        while "epoch 2/2 train: 3/12" not in (tmp_path / "killed.log").read_text():
-            assert proc.is_alive() and time.monotonic() < deadline, "epoch 1 never started"
-            time.sleep(0.05)
-    finally:
-        proc.kill()  # SIGKILL
-        proc.join()
+    kill_at(proc, tmp_path / "killed.log", "epoch 2/2 train: 3/12")  # a few batches into epoch 1
     (run,) = run_dirs(killed_logs)
     assert not (run / "metrics.json").exists()
     assert last_epoch(run) == 0, "killed too late: epoch 1 had finished"

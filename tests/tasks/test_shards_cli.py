@@ -5,7 +5,6 @@ under DDP every test photo counted once. All with the default loader workers."""
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from inat_lightning.data.synthetic import SyntheticSpecies
 from inat_lightning.models.confusion import Confusion
 from tests.cluster.s3_server import make_bucket, running
 from tests.helpers import warm
-from tests.helpers.cli import REPO, run_cli, run_dirs
+from tests.helpers.cli import REPO, kill_at, run_cli, run_dirs, start_train
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +85,6 @@ def test_training_from_an_object_store_keeps_its_credentials_out_of_every_output
     assert fingerprint["shards"] == "s3://lab/birds/v1"
 
 
-def start_train(log: Path, *args: str) -> object:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return warm.start([REPO / "train.py", *args], cwd=REPO, env=env, out=log)
-
-
 def test_a_run_killed_mid_epoch_resumes_from_its_place_to_the_uninterrupted_result(
     tmp_path, shard_set
 ):
@@ -102,15 +96,8 @@ def test_a_run_killed_mid_epoch_resumes_from_its_place_to_the_uninterrupted_resu
     ]  # fmt: skip
     killed = tmp_path / "killed"
     proc = start_train(tmp_path / "killed.log", f"paths.log_dir={killed}", *overrides)
-    try:
-        deadline = time.monotonic() + 300
-        # past the step-8 resume point of the first epoch (of 16 batches), before step 12's
-        while "epoch 1/2 train: 9/16" not in (tmp_path / "killed.log").read_text():
-            assert proc.is_alive() and time.monotonic() < deadline, "never got there"
-            time.sleep(0.05)
-    finally:
-        proc.kill()
-        proc.join()
+    # past the step-8 resume point of the first epoch (of 16 batches), before step 12's
+    kill_at(proc, tmp_path / "killed.log", "epoch 1/2 train: 9/16")
     (run,) = run_dirs(killed)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] in (8,), "not a mid-epoch resume point"
