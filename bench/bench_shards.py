@@ -3,11 +3,14 @@ default loader: 2 workers) from an S3-compatible server on 127.0.0.1 with a per-
 network store), and from local disk; files opened per epoch; time and peak memory to build
 shards of 100k photos.
 
-    python -m bench.bench_shards [--photos 2000] [--latencies 5 20] [--build 100000]
+    python -m bench.bench_shards [--photos 2000] [--shard-photos 200] [--latencies 5 20]
+                                 [--build 100000]
 
 The ImageFolder baseline on the store is the same layout as on disk, one object per photo
-(what a bucket synced from ``scrape.py`` holds), each read with one GET. Shard reads start from
-an empty cache every epoch (a cold epoch: every shard fetched).
+(what a bucket synced from ``scrape.py`` holds), each read with one GET. The read runs' shard
+sets hold ``--shard-photos`` photos a shard (several shards a split, as a large set has at the
+default 64 MB); shard reads start from an empty cache every epoch (a cold epoch: every shard
+fetched while the epoch runs).
 """
 
 from __future__ import annotations
@@ -80,13 +83,13 @@ PEAK = (
 )
 
 
-def build(root: Path, out: str, env: dict[str, str] | None = None) -> dict:
+def build(root: Path, out: str, env: dict[str, str] | None = None, *extra: str) -> dict:
     """``python -m inat_lightning.shards build``: seconds and the process's peak memory."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as logs:
         done = subprocess.run(
             [sys.executable, "-c", PEAK, "build", str(root), f"out={out}",
-             f"paths.log_dir={logs}", f"paths.data_dir={logs}"],
+             f"paths.log_dir={logs}", f"paths.data_dir={logs}", *extra],
             check=True, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True,
             text=True,
         )  # fmt: skip
@@ -159,14 +162,22 @@ def main() -> None:
     parser.add_argument("--latencies", type=float, nargs="+", default=[5.0, 20.0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--build", type=int, default=100_000, help="photos of the build run")
+    parser.add_argument(
+        "--shard-photos", type=int, default=200, help="photos a shard (the read runs' sets)"
+    )
     args = parser.parse_args()
-    results: dict = {"photos": args.photos, "photo_px": args.size}
+    results: dict = {
+        "photos": args.photos,
+        "photo_px": args.size,
+        "shard_photos": args.shard_photos,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = photo_bytes(args.photos, args.size)
         records = write_dataset(tmp / "photos", data, classes=20)
         results["photo_kb"] = round(sum(map(len, data)) / len(data) / 1024, 1)
-        results[f"build_{args.photos}"] = build(tmp / "photos", str(tmp / "set"))
+        few = f"shard_photos={args.shard_photos}"  # several shards a split, as at scale
+        results[f"build_{args.photos}"] = build(tmp / "photos", str(tmp / "set"), None, few)
         local = shard_dataset(str(tmp / "set"), tmp / "cache")
         train = {r.path for r in records} & set(local.paths)
         folder = ImageDataset(tmp / "photos", sorted(train), [0] * len(train))
@@ -185,7 +196,7 @@ def main() -> None:
                 store = open_store("s3://bench/photos")
                 for path in train:
                     store.write(key(path), (tmp / "photos" / path).read_bytes())
-                build(tmp / "photos", "s3://bench/set", env)
+                build(tmp / "photos", "s3://bench/set", env, few)
                 remote = shard_dataset("s3://bench/set", tmp / "s3cache")
                 on_store = StoreFolder(open_store("s3://bench/photos"), sorted(train))
                 shards_rate = epoch_rate(remote, args.rounds, fresh_cache=tmp / "s3cache")

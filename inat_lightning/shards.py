@@ -41,24 +41,35 @@ from inat_lightning.progress import progress
 log = logging.getLogger(__name__)
 
 
-def plan_id(records: list[Record], sizes: list[int], groups: list[range]) -> str:
-    """What a shard's sidecar must name for the shard to be kept by a rerun."""
-    digest = hashlib.sha256()
-    for r, size in zip(records, sizes):
-        digest.update(f"{r.path}\t{r.taxon_name}\t{r.observation_id}\t{size}\n".encode())
-    digest.update(str([(g.start, g.stop) for g in groups]).encode())
-    return digest.hexdigest()
+def group_id(k: int, members: list[tuple[int, Record]], sizes: list[int]) -> str:
+    """A shard's identity: the format, its place, and its photos' numbers, rows and sizes. It
+    names the shard's file, so a build of other photos or rows never writes over (or keeps) it."""
+    digest = hashlib.sha256(f"{FORMAT} {VERSION} {k}\n".encode())
+    for (n, record), size in zip(members, sizes):
+        digest.update(json.dumps([n, row_of(record), size], sort_keys=True).encode())
+    return digest.hexdigest()[:12]
 
 
-def kept_shard(store: Store, name: str, plan_hash: str) -> dict[str, Any] | None:
-    """A shard an earlier (interrupted) build wrote for the same plan: its sidecar, else
-    ``None``."""
+def stats(real: Path, members: list[tuple[int, Record]]) -> list[list[int]]:
+    """Each photo's file as it is now (size, modification time): a kept shard's photos must
+    not have changed since it was written."""
+    found = [resolve_inside(real, r.path).stat() for _, r in members]
+    return [[st.st_size, st.st_mtime_ns] for st in found]
+
+
+def kept_shard(
+    store: Store, name: str, members: list[tuple[int, Record]], now: list[list[int]]
+) -> dict[str, Any] | None:
+    """The sidecar of a shard an earlier (interrupted) build wrote from these very photos (its
+    rows, and files unchanged since), the shard there at its size; else ``None``."""
     try:
         side = json.loads(store.read(name + ".json"))
-    except (StoreError, ValueError):
+        rows = [p["row"] for p in side["photos"]]
+        same = side["stats"] == now and rows == [row_of(r) for _, r in members]
+        size = side["shard"]["size"]
+    except (StoreError, ValueError, KeyError, TypeError):
         return None
-    ok = isinstance(side, dict) and side.get("plan") == plan_hash
-    return side if ok and store.size(name) == side.get("shard", {}).get("size") else None
+    return side if same and store.size(name) == size else None
 
 
 def write_split(
@@ -69,30 +80,33 @@ def write_split(
     records = sorted(records, key=lambda r: r.path)
     sizes = [resolve_inside(real, r.path).stat().st_size for r in records]
     groups = plan(sizes, int(cfg.shard_mb * 2**20), int(cfg.shard_photos))
-    plan_hash = plan_id(records, sizes, groups)
     shards, photos, kept = [], [], 0
     for k, group in enumerate(groups):
-        name = f"{split}/shard-{k:05d}.tar"
-        side = kept_shard(store, name, plan_hash)
+        members = [(i, records[i]) for i in group]
+        name = f"{split}/shard-{k:05d}-{group_id(k, members, [sizes[i] for i in group])}.tar"
+        now = stats(real, members)
+        side = kept_shard(store, name, members, now)
         if side is None:
-            side = write_shard(store, real, name, k, [(i, records[i]) for i in group], plan_hash)
+            side = write_shard(store, real, name, k, members)
+            side["stats"] = now
+            store.write(name + ".json", json.dumps(side).encode())  # the shard's there: kept
         else:
             kept += 1
         shards.append(side["shard"])
         photos.extend(side["photos"])
         bar.update(len(group))
     if kept:
-        log.info("%s: kept %d of %d shards an interrupted build had written", split, kept, k + 1)
+        log.info("%s: kept %d of %d shards an earlier build had written", split, kept, k + 1)
     index = {"shards": shards, "photos": photos}
     store.write(index_name(split), json.dumps(index).encode())
     return {"photos": len(records), "shards": len(shards), "bytes": sum(s["size"] for s in shards)}
 
 
 def write_shard(
-    store: Store, real: Path, name: str, k: int, members: list[tuple[int, Record]], plan_hash: str
+    store: Store, real: Path, name: str, k: int, members: list[tuple[int, Record]]
 ) -> dict[str, Any]:
-    """Shard ``k`` of its split, then its sidecar (the shard's entry and its photos' entries:
-    what the index is made of)."""
+    """Shard ``k`` of its split; its entry and its photos' entries (what the index is made
+    of)."""
     loaded = []
     for n, record in members:
         data = resolve_inside(real, record.path).read_bytes()
@@ -106,9 +120,7 @@ def write_shard(
         {"shard": k, "offset": o, "size": s, "sha256": sha256_of(d), "row": row_of(r)}
         for (_, r, d), (o, s) in zip(loaded, places)
     ]
-    side = {"plan": plan_hash, "shard": entry, "photos": photos}
-    store.write(name + ".json", json.dumps(side).encode())
-    return side
+    return {"shard": entry, "photos": photos}
 
 
 def check(cfg: DictConfig) -> Store:

@@ -65,6 +65,7 @@ class ResumePoint(Checkpoint):
         self.path = Path(dirpath) / filename
         self.keep_after_fit = keep_after_fit
         self.every_n_train_steps = every_n_train_steps
+        self._saved_step = -1
         #: the last epoch's logged metrics: saved in ``last.ckpt``, and restored from it, so a
         #: run resumed after its last epoch (killed before it wrote its results) reports them
         self.metrics: dict[str, float] = {}
@@ -84,10 +85,13 @@ class ResumePoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        n = self.every_n_train_steps
+        n, step = self.every_n_train_steps, trainer.global_step
         last = i + 1 >= trainer.num_training_batches  # the epoch's end writes it anyway
-        if n and trainer.global_step % n == 0 and not last and not trainer.fast_dev_run:
+        stepped = (i + 1) % trainer.accumulate_grad_batches == 0  # no gradient half-accumulated
+        due = n and step and step % n == 0 and step != self._saved_step
+        if due and stepped and not last and not trainer.fast_dev_run:
             self._save(trainer)
+            self._saved_step = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:

@@ -69,15 +69,35 @@ class ResumableLoader(DataLoader):
 
     progress: Callable[[], tuple[int, int]] = staticmethod(lambda: (0, 1))  # type: ignore
 
+    def _made_with(self) -> dict[str, int]:
+        """What the place means: the same batch in another run needs all of these equal."""
+        sampler = self.sampler
+        assert isinstance(sampler, EpochSampler)
+        return {
+            "batch_size": int(self.batch_size or 1),
+            "world_size": int(sampler.num_replicas),
+            "photos": len(sampler.dataset),  # type: ignore[arg-type]
+            "seed": int(sampler.seed),
+        }
+
     def state_dict(self) -> dict[str, int]:
         batches, of = self.progress()
-        return {"epoch": int(self.sampler.epoch), "batches": int(batches), "of": int(of)}
+        place = {"epoch": int(self.sampler.epoch), "batches": int(batches), "of": int(of)}
+        return {**place, **self._made_with()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Only three counts are read from a checkpoint (it may come from anyone)."""
-        epoch, batches, of = (state.get(k) for k in ("epoch", "batches", "of"))
-        if not all(isinstance(v, int) and v >= 0 for v in (epoch, batches, of)):
+        """Only counts are read from a checkpoint (it may come from anyone); a place saved by a
+        run of another batch size, process count, data or seed is refused, naming it."""
+        keys = ("epoch", "batches", "of", *self._made_with())
+        if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in keys):
             raise ValueError(f"a train loader state of other contents: {state!r}")
+        for key, now in self._made_with().items():
+            if state[key] != now:
+                raise ValueError(
+                    f"resume: the checkpoint's train loader ran with {key}={state[key]}, this "
+                    f"run has {now}: its place in the epoch would be another's"
+                )
+        epoch, batches, of = state["epoch"], state["batches"], state["of"]
         assert isinstance(self.sampler, EpochSampler)
         if batches >= of:  # saved at the end of its epoch: the next one starts whole
             self.sampler.start_at(epoch + 1, 0)

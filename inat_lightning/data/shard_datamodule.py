@@ -5,6 +5,7 @@ val/test photo counted once under DDP; its train loader resumes exactly mid-epoc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import torch
 from inat_lightning.atomic import replacing
 from inat_lightning.data.datamodule import ImageFolderDataModule, fingerprint_of
 from inat_lightning.data.dataset import DEFAULT_MAX_PIXELS
+from inat_lightning.data.manifest import sha256_of
 from inat_lightning.data.resumable import EpochSampler, ResumableLoader
 from inat_lightning.data.shards import (
     CARD,
@@ -28,7 +30,7 @@ from inat_lightning.data.shards import (
 from inat_lightning.data.split import SPLITS, write_splits
 from inat_lightning.data.stores import is_remote, open_store
 from inat_lightning.data.transforms import train_transform
-from inat_lightning.validation import require_numbers
+from inat_lightning.validation import require, require_numbers
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,19 @@ def lineages_of(card: dict[str, Any], classes: Sequence[str]) -> dict[str, dict[
         if isinstance(found.get(c), dict)
     }
     return kept or None
+
+
+def check_fingerprint(
+    url: str, card: dict[str, Any], records: dict[str, list], classes: list[str]
+) -> None:
+    """The indexes must hold the records the card was written for."""
+    want = card["fingerprint"]["records_sha256"]
+    got = fingerprint_of(url, records, {}, classes, torch.zeros(len(classes)))["records_sha256"]
+    if got != want:
+        raise ShardError(
+            f"{url}: the split indexes do not hold the photos {CARD} describes "
+            f"(records_sha256 {got[:12]}…, the card says {want[:12]}…)"
+        )
 
 
 class ShardDataModule(ImageFolderDataModule):
@@ -77,6 +92,7 @@ class ShardDataModule(ImageFolderDataModule):
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         require_numbers({"seed": seed}, ints=("seed",))
+        require({"seed": (seed is None or 0 <= seed < 2**31, "in [0, 2**31) or null")}, locals())
         self._photos: Path | None = None
         self.store = open_store(root)  # a malformed URL fails here, before any work
         super().__init__(
@@ -104,47 +120,40 @@ class ShardDataModule(ImageFolderDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self.card = read_card(self.store)
-        self.class_names = list(self.card["classes"])
-        index = {name: i for i, name in enumerate(self.class_names)}
-        missing = [s for s in SPLITS if s not in self.card["splits"]]
+        card = read_card(self.store)
+        classes = list(card["classes"])
+        missing = [s for s in SPLITS if s not in card["splits"]]
         if missing:
             raise ShardError(f"{self.url}/{CARD}: no {missing[0]} split")
-        tf = self.spec.transform()
-        train = train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter)
-        for split in self.card["splits"]:
+        index = {name: i for i, name in enumerate(classes)}
+        records, datasets = {}, {}
+        for split in card["splits"]:
             shards, photos = read_index(self.store, split)
-            reader = ShardReader(self.store, shards, self.cache_dir)
             labels = [index.get(p.record.taxon_name, -1) for p in photos]
             if split != "held_out" and -1 in labels:
                 name = photos[labels.index(-1)].record.taxon_name
                 raise ShardError(f"{self.url}/{split}: class {name!r} is not in {CARD}")
-            self.records[split] = [p.record for p in photos]
-            transform = train if split == "train" else tf
-            self.datasets[split] = ShardDataset(reader, photos, labels, transform, self.max_pixels)
-        self.held_out_classes = sorted({r.taxon_name for r in self.records.get("held_out", [])})
-        self._check_fingerprint()
-        self.lineages = lineages_of(self.card, self.class_names)
-        if self.splits_out:
-            every = [(r, s) for s in SPLITS for r in self.records[s]]
+            records[split] = [p.record for p in photos]
+            reader = ShardReader(self.store, shards, self.cache_dir)
+            datasets[split] = ShardDataset(reader, photos, labels, None, self.max_pixels)
+        check_fingerprint(self.url, card, records, classes)
+        # checked: from here on the module holds the set
+        self.card, self.class_names, self.records, self.datasets = card, classes, records, datasets
+        train = train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter)
+        for split, ds in datasets.items():
+            ds.transform = train if split == "train" else self.spec.transform()
+        self.held_out_classes = sorted({r.taxon_name for r in records.get("held_out", [])})
+        self.lineages = lineages_of(card, classes)
+        if self.splits_out and (self.trainer is None or self.trainer.is_global_zero):
+            every = [(r, s) for s in SPLITS for r in records[s]]
             write_splits(self.splits_out, [r for r, _ in every], [s for _, s in every])
-        sizes = {k: len(v) for k, v in self.datasets.items()}
+        sizes = {k: len(v) for k, v in datasets.items()}
         log.info("%s: %d classes, images per split: %s", self.url, self.num_classes, sizes)
-
-    def _check_fingerprint(self) -> None:
-        """The indexes must hold the records the card was written for."""
-        want = self.card.get("fingerprint", {}).get("records_sha256")
-        got = self.fingerprint()["records_sha256"]
-        if got != want:
-            raise ShardError(
-                f"{self.url}: the split indexes do not hold the photos {CARD} describes "
-                f"(records_sha256 {got[:12]}…, the card says {str(want)[:12]}…)"
-            )
 
     def fingerprint(self) -> dict[str, object]:
         """The source manifest's fingerprint, as a run on its ImageFolder records it (the
         shard set in ``root``)."""
-        split = self.card.get("fingerprint", {}).get("split", {})
+        split = self.card["fingerprint"].get("split", {}) if self.card else {}
         found = fingerprint_of(self.url, self.records, split, self.class_names, self.class_counts)
         return {**found, "shards": self.url}
 
@@ -161,8 +170,12 @@ class ShardDataModule(ImageFolderDataModule):
             return Path(self.url)
         if self._photos is None:
             base = self.cache_dir or Path(tempfile.mkdtemp(prefix="inat-shard-photos-"))
-            fingerprint = self.card.get("fingerprint", {}).get("records_sha256", "unset")
-            self._photos = base / "photos" / str(fingerprint)[:16]
+            held = [
+                s.sha256 for k, d in self.datasets.items() if k != "train" for s in d.reader.shards
+            ]
+            self._photos = (
+                base / "photos" / hashlib.sha256(" ".join(held).encode()).hexdigest()[:16]
+            )
             for split, ds in self.datasets.items():
                 if split != "train":
                     self._write_photos(ds, self._photos)
@@ -175,7 +188,7 @@ class ShardDataModule(ImageFolderDataModule):
     def _write_photos(self, ds: ShardDataset, folder: Path) -> None:
         for photo in ds.photos:
             path = folder / photo.record.path  # checked relative when the index was read
-            if not path.is_file():
+            if not path.is_file() or sha256_of(path.read_bytes()) != photo.sha256:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with replacing(path) as tmp:  # other processes may read it meanwhile
                     tmp.write_bytes(ds.reader.read(photo))

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import tarfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ from inat_lightning.data.stores import LocalStore, Store, StoreError, check_name
 
 FORMAT, VERSION = "inat-lightning-shards", 1
 CARD = "shards.json"
+#: shard files a process keeps open at most (an epoch in random order touches every shard)
+OPEN_SHARDS = 64
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -130,10 +132,19 @@ def parse_card(data: bytes, where: str) -> dict[str, Any]:
         raise ShardError(f"{where}: not a {FORMAT} v{VERSION} card")
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise ShardError(f"{where}: classes is not a list of names")
+    if len(set(classes)) != len(classes):
+        raise ShardError(f"{where}: a class is named twice")
     if not (isinstance(splits, dict) and all(isinstance(s, str) for s in splits)):
         raise ShardError(f"{where}: splits is not a mapping of split names")
     for split in splits:
         check_name(split)
+    fingerprint = card.get("fingerprint")
+    if not isinstance(fingerprint, dict):
+        raise ShardError(f"{where}: fingerprint is not a mapping")
+    _sha(fingerprint.get("records_sha256"), f"{where}: fingerprint.records_sha256")
+    for key in ("near_duplicates", "lineages"):
+        if card.get(key) is not None and not isinstance(card[key], dict):
+            raise ShardError(f"{where}: {key} is not a mapping")
     return card
 
 
@@ -166,11 +177,11 @@ class ShardReader:
         if not isinstance(store, LocalStore) and cache_dir is None:
             raise ValueError(f"{store.url}: a remote shard set needs a cache_dir")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._files: dict[int, int] = {}
+        self._files: OrderedDict[int, int] = OrderedDict()
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_files": {}}  # descriptors stay with their process
+        return {**self.__dict__, "_files": OrderedDict()}  # descriptors stay with their process
 
     def local_path(self, n: int) -> Path:
         """Shard ``n`` on this machine: the store's own file, or the cached download."""
@@ -215,10 +226,13 @@ class ShardReader:
     def read(self, photo: Photo) -> bytes:
         """The photo's bytes, checked against its sha256."""
         if self._pid != os.getpid():  # a forked worker: its own descriptors
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._pid = OrderedDict(), os.getpid()
         fd = self._files.get(photo.shard)
         if fd is None:
+            if len(self._files) >= OPEN_SHARDS:  # thousands of shards: the least recent closed
+                os.close(self._files.popitem(last=False)[1])
             fd = self._files[photo.shard] = os.open(self.local_path(photo.shard), os.O_RDONLY)
+        self._files.move_to_end(photo.shard)
         data = os.pread(fd, photo.size, photo.offset)
         if len(data) != photo.size or hashlib.sha256(data).hexdigest() != photo.sha256:
             name = self.shards[photo.shard].name
@@ -231,7 +245,7 @@ class ShardReader:
     def close(self) -> None:
         for fd in self._files.values():
             os.close(fd)
-        self._files = {}
+        self._files = OrderedDict()
 
 
 class ShardDataset(ImageDataset):
@@ -252,7 +266,19 @@ class ShardDataset(ImageDataset):
         self.reader, self.photos = reader, list(photos)
 
     def load(self, index: int) -> torch.Tensor | Image.Image:
-        data = self.reader.read(self.photos[index])
+        """The photo decoded; a failure to read it (a corrupt shard, a full cache disk, a
+        store's error) is a :class:`ShardError` that stops the run, only a failure to decode
+        skips the photo."""
+        photo = self.photos[index]
+        try:
+            data = self.reader.read(photo)
+        except ShardError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every reading fault is the shard's, never a skip
+            name = self.reader.shards[photo.shard].name
+            raise ShardError(
+                f"{self.reader.store.url}/{name}: cannot be read ({type(e).__name__}: {e})"
+            ) from e
         return decode_bytes(data, Path(self.paths[index]).suffix, self.max_pixels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ class StoreError(OSError):
 def check_name(name: str) -> str:
     """``name`` when it is a safe relative object name (see :data:`NAME`), else ``ValueError``:
     a name read from an untrusted index never leads outside the store's root."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a relative object name (letters, digits, _ . - /)")
     return name
 
@@ -61,7 +61,11 @@ class LocalStore:
         self.url = str(self.root)
 
     def path(self, name: str) -> Path:
-        return self.root / check_name(name)
+        """The object's file; one a symlink leads out of the folder is refused."""
+        path = self.root / check_name(name)
+        if path.exists() and not path.resolve().is_relative_to(self.root.resolve()):
+            raise StoreError(f"{path}: a link out of {self.root}, not read")
+        return path
 
     def read(self, name: str) -> bytes:
         try:
@@ -118,7 +122,10 @@ class S3Store:
             session = boto3.session.Session()  # its own: the environment as it is now
             retries = Config(retries={"max_attempts": 5, "mode": "standard"})
             region = session.region_name or "us-east-1"
-            self._client = session.client("s3", region_name=region, config=retries)
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            self._client = session.client(  # the endpoint said, not left to the boto3 version
+                "s3", region_name=region, config=retries, endpoint_url=endpoint or None
+            )
             self._pid = os.getpid()
         return self._client
 
@@ -142,7 +149,17 @@ class S3Store:
             ) from e
 
     def read(self, name: str) -> bytes:
-        return self._call(name, self.client.get_object)["Body"].read()
+        body = self._call(name, self.client.get_object)["Body"]
+        return self._transfer(name, body.read)
+
+    def _transfer(self, name: str, fn, *args):
+        """A body read, its network errors a :class:`StoreError` naming the object."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return fn(*args)
+        except (BotoCoreError, OSError) as e:
+            raise StoreError(f"{self.url}/{name}: transfer failed ({e})") from e
 
     def size(self, name: str) -> int | None:
         try:
@@ -158,7 +175,7 @@ class S3Store:
     def download(self, name: str, dest: Path) -> None:
         with replacing(dest) as tmp, tmp.open("wb") as f:
             body = self._call(name, self.client.get_object)["Body"]
-            for chunk in iter(lambda: body.read(1 << 20), b""):
+            for chunk in iter(lambda: self._transfer(name, body.read, 1 << 20), b""):
                 f.write(chunk)
 
 

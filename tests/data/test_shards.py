@@ -3,6 +3,7 @@ photos, split and inputs as the ImageFolder they were built from; deterministic,
 builds; untrusted shards and indexes read as data, a corrupt one an error naming it."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_a_build_is_deterministic_and_an_interrupted_one_keeps_its_shards(
     real_write = LocalStore.write
 
     def failing_write(self, name, data):
-        if name == "train/shard-00003.tar":
+        if name.startswith("train/shard-00003-") and name.endswith(".tar"):
             raise OSError("disk full")
         written.append(name)
         real_write(self, name, data)
@@ -89,14 +90,17 @@ def test_a_build_is_deterministic_and_an_interrupted_one_keeps_its_shards(
     monkeypatch.setattr(LocalStore, "write", failing_write)
     with pytest.raises(OSError, match="disk full"):
         build_set(tmp_path, photos, tmp_path / "twice")
-    assert "train/shard-00002.tar" in written and not (tmp_path / "twice" / "shards.json").exists()
+    assert any(n.startswith("train/shard-00002-") for n in written)
+    assert not (tmp_path / "twice" / "shards.json").exists()
     monkeypatch.setattr(LocalStore, "write", real_write)
     rewritten = []
     monkeypatch.setattr(
         LocalStore, "write", lambda self, n, d: (rewritten.append(n), real_write(self, n, d))
     )
     build_set(tmp_path, photos, tmp_path / "twice")
-    assert "train/shard-00000.tar" not in rewritten and "train/shard-00003.tar" in rewritten
+    shards = [n for n in rewritten if n.endswith(".tar")]
+    assert not any(n.startswith("train/shard-00000-") for n in shards)
+    assert any(n.startswith("train/shard-00003-") for n in shards)
     once, twice = files_of(tmp_path / "once"), files_of(tmp_path / "twice")
     card_a, card_b = (json.loads(d.pop("shards.json")) for d in (once, twice))
     assert once == twice  # every shard, sidecar and index byte for byte
@@ -109,16 +113,16 @@ def test_a_corrupt_or_truncated_shard_is_an_error_naming_it(tmp_path, photos):
     shards.setup()
     test = shards.datasets["test"]
     first = test.photos[0]
-    shard = tmp_path / "set" / "test" / "shard-00000.tar"
+    shard = tmp_path / "set" / test.reader.shards[0].name
     data = bytearray(shard.read_bytes())
     data[first.offset + first.size // 2] ^= 0xFF  # one flipped bit in a photo's bytes
     shard.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match=r"test/shard-00000\.tar: the bytes of .* do not match"):
+    with pytest.raises(ShardError, match=r"test/shard-00000-\w+\.tar: the bytes of .* do not m"):
         test[0]
     shard.write_bytes(bytes(data[: len(data) // 2]))  # cut short
     again = ShardDataModule(tmp_path / "set", image_size=32, num_workers=2)
     again.setup()
-    with pytest.raises(Exception, match=r"shard-00000\.tar: \d+ bytes, the index says"):
+    with pytest.raises(Exception, match=r"shard-00000-\w+\.tar: \d+ bytes, the index says"):
         for _ in again.test_dataloader():  # through loader workers: an error, not a skip
             pass
 
@@ -193,15 +197,19 @@ def test_the_loader_state_restores_its_place_and_refuses_other_contents():
     loader = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
     loader.progress = lambda: (2, 5)
     state = loader.state_dict()
-    assert state == {"epoch": 0, "batches": 2, "of": 5}
+    made_with = {"batch_size": 4, "world_size": 1, "photos": 20, "seed": 1}
+    assert state == {"epoch": 0, "batches": 2, "of": 5, **made_with}
     again = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
     again.load_state_dict(state)
     whole = [b.tolist() for b in ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, 1))]
     assert [b.tolist() for b in again] == whole[2:]
-    again.load_state_dict({"epoch": 0, "batches": 3, "of": 3})  # saved at the epoch's end
+    again.load_state_dict({"epoch": 0, "batches": 3, "of": 3, **made_with})  # at its end
     assert again.sampler.epoch == 1 and len(list(again)) == 5
     with pytest.raises(ValueError, match="other contents"):
-        again.load_state_dict({"epoch": "os.system", "batches": 1, "of": 2})
+        again.load_state_dict({**state, "epoch": "os.system"})
+    for key, other in (("batch_size", 8), ("world_size", 2), ("photos", 21), ("seed", 2)):
+        with pytest.raises(ValueError, match=f"ran with {key}={other}, this run has"):
+            again.load_state_dict({**state, key: other})
 
 
 def test_a_photos_augmentation_is_drawn_from_its_own_seed(tmp_path, photos):
@@ -222,9 +230,18 @@ def test_a_store_url_with_credentials_or_without_a_bucket_is_refused():
         S3Store("s3:///set")
     with pytest.raises(ValueError, match="not a relative object name"):
         LocalStore("/tmp").read("../etc/passwd")
+    with pytest.raises(ValueError, match="not a relative object name"):
+        LocalStore("/tmp").read("train/a.tar\n")
     with pytest.raises(StoreError, match="no-such"):
         LocalStore("/tmp").read("no-such-object")
-    shutil.rmtree("/tmp/no-such-object", ignore_errors=True)
+
+
+def test_a_local_store_does_not_follow_a_link_out_of_its_folder(tmp_path):
+    (tmp_path / "set").mkdir()
+    (tmp_path / "secret").write_text("key")
+    (tmp_path / "set" / "shards.json").symlink_to(tmp_path / "secret")
+    with pytest.raises(StoreError, match="a link out of"):
+        LocalStore(tmp_path / "set").read("shards.json")
 
 
 @pytest.fixture(scope="module")
@@ -257,11 +274,11 @@ def test_a_set_on_an_object_store_reads_as_the_same_set_on_disk(tmp_path, photos
 def test_a_corrupt_object_in_the_store_is_an_error_naming_it(tmp_path, photos, s3):
     build_set(tmp_path, photos, "s3://lab/bad/v1")
     store = open_store("s3://lab/bad/v1")
-    good = store.read("test/shard-00000.tar")
-    store.write("test/shard-00000.tar", good[:-1024])  # truncated on the store
+    name = json.loads(store.read("test/index.json"))["shards"][0]["name"]
+    store.write(name, store.read(name)[:-1024])  # truncated on the store
     remote = ShardDataModule("s3://lab/bad/v1", image_size=32, cache_dir=tmp_path / "cache")
     remote.setup()
-    with pytest.raises(ShardError, match=r"s3://lab/bad/v1/test/shard-00000\.tar: \d+ bytes"):
+    with pytest.raises(ShardError, match=rf"s3://lab/bad/v1/{name}: \d+ bytes"):
         remote.datasets["test"][0]
     assert not list((tmp_path / "cache").glob("*.tar"))  # nothing half-fetched kept
     missing = r"s3://lab/none/shards.json: no shard set here \(not found\)"
@@ -276,3 +293,64 @@ def test_without_credentials_the_store_says_where_they_come_from(tmp_path, s3, m
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(StoreError, match="AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"):
         open_store("s3://lab/fish/v1").read("shards.json")
+
+
+def test_a_rebuild_rewrites_exactly_the_shards_whose_rows_or_photos_changed(tmp_path, photos):
+    root = tmp_path / "photos"
+    shutil.copytree(photos, root)
+    build_set(tmp_path, root, tmp_path / "set")
+    before = json.loads((tmp_path / "set" / "train" / "index.json").read_bytes())
+    first, last = before["photos"][0]["row"]["path"], before["photos"][-1]["row"]["path"]
+    manifest = root / "manifest.csv"  # a licence corrected in the first photo's row
+    rows = manifest.read_text().splitlines()
+    at = next(i for i, r in enumerate(rows) if f",{first}," in r)
+    rows[at] = rows[at].replace(f",{first},", f",{first},cc-by-fixed")
+    manifest.write_text("\n".join(rows) + "\n")
+    photo = root / last  # the last photo's file rewritten (same bytes, a newer file)
+    photo.write_bytes(photo.read_bytes())
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    build_set(tmp_path, root, tmp_path / "set")
+    after = json.loads((tmp_path / "set" / "train" / "index.json").read_bytes())
+    names = [(a["name"], b["name"]) for a, b in zip(before["shards"], after["shards"])]
+    assert names[0][0] != names[0][1]  # a new row: a new shard (the old one never reused)
+    assert all(a == b for a, b in names[1:])  # the others kept
+    assert after["photos"][0]["row"]["license"] == "cc-by-fixed"
+    sidecar = json.loads((tmp_path / "set" / f"{after['shards'][-1]['name']}.json").read_bytes())
+    assert sidecar["stats"][-1][1] == photo.stat().st_mtime_ns  # the changed file re-read
+
+
+def test_thousands_of_shards_keep_few_files_open_and_a_read_fault_stops_the_run(
+    tmp_path, photos, monkeypatch
+):
+    build_set(tmp_path, photos, tmp_path / "set", "shard_photos=1")  # a shard per photo
+    monkeypatch.setattr("inat_lightning.data.shards.OPEN_SHARDS", 3)
+    shards = ShardDataModule(tmp_path / "set", image_size=32)
+    shards.setup()
+    train = shards.datasets["train"]
+    assert len(train.reader.shards) == len(train) > 3
+    for i in range(len(train)):
+        train[i]
+        assert len(train.reader._files) <= 3
+    reader = shards.datasets["val"].reader
+    monkeypatch.setattr(reader, "local_path", lambda n: tmp_path / "no" / "such" / "cache")
+    with pytest.raises(ShardError, match=r"val/shard-\d+-\w+\.tar: cannot be read \("):
+        shards.datasets["val"][0]  # an error of the store or cache, never a skipped photo
+
+
+def test_the_resume_point_is_written_mid_epoch_only_between_whole_steps(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from inat_lightning.callbacks.checkpoints import ResumePoint
+
+    point = ResumePoint(tmp_path, every_n_train_steps=2)
+    saved = []
+    monkeypatch.setattr(point, "_save", lambda trainer: saved.append(trainer.global_step))
+    trainer = SimpleNamespace(
+        num_training_batches=20, accumulate_grad_batches=2, fast_dev_run=False
+    )
+    for i in range(20):  # the optimizer steps after every second batch
+        trainer.global_step = (i + 1) // 2
+        point.on_train_batch_end(trainer, None, None, None, i)
+    assert saved == [2, 4, 6, 8]  # after the step's second batch; none at the epoch's last one
+    with pytest.raises(ValueError, match="every_n_train_steps=0"):
+        ResumePoint(tmp_path, every_n_train_steps=0)

@@ -43,7 +43,8 @@ def test_the_demo_runs_the_clone_s_scripts_and_the_installed_package_s_module(tm
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode != 0
-    assert "usage: python -m inat_lightning.cli {train,evaluate,predict,scrape}" in res.stderr
+    tasks = "train,evaluate,predict,scrape,shards"
+    assert f"usage: python -m inat_lightning.cli {{{tasks}}}" in res.stderr
 
 
 @pytest.mark.slow
