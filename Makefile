@@ -64,7 +64,7 @@ tensorboard: venv  ## TensorBoard on every run (RUN=<run folder> for one)
 
 bench: venv  ## every benchmark (each prints JSON; docs/benchmarks.md records the figures)
 	$(BIN)/python -m bench.bench_loop --steps 40 --rounds 3  # benchmark 1's recorded command
-	for b in flops input gradcam downloader scale workers opendata predict detect classes near_duplicates; do $(BIN)/python -m bench.bench_$$b || exit 1; done
+	for b in flops input gradcam downloader scale workers opendata predict detect classes near_duplicates shards; do $(BIN)/python -m bench.bench_$$b || exit 1; done
 
 bench-demo: venv  ## the demo over several seeds: its audit verdict, mean and spread of its accuracy (~3 min a seed)
 	$(BIN)/python -m bench.bench_demo $(ARGS)
