@@ -23,6 +23,7 @@ from inat_lightning.callbacks.checkpoints import (
 from inat_lightning.checks import check_train_config, check_trainer
 from inat_lightning.config import ConfigError, build, build_all
 from inat_lightning.data.protocol import ClassifierData, check_data_module
+from inat_lightning.data.resumable import PlaceMismatch
 from inat_lightning.models.checkpoint import load_classifier
 from inat_lightning.models.metric_names import headline, key
 from inat_lightning.models.metrics import scalar_metrics
@@ -47,7 +48,10 @@ def train(cfg: DictConfig) -> float | None:
     if fitting:
         if ckpt:
             log.info("resuming from %s", ckpt)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        except PlaceMismatch as e:  # read as the fit restores the loader: before any step
+            raise ConfigError(str(e)) from e
     train_metrics = last_metrics(trainer)  # restored when a resumed fit had no epoch left
     checkpointing = best_checkpointing(trainer)
     best = checkpointing.best_model_path if checkpointing else ""

@@ -17,6 +17,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 
+class PlaceMismatch(ValueError):
+    """A checkpoint's place in an epoch that this run's loader cannot continue from."""
+
+
 class EpochSampler(DistributedSampler):
     """This rank's share of one epoch's order: a permutation of the dataset (or, with
     ``weights``, a draw with replacement: class-balanced sampling) from ``(seed, epoch)``, each
@@ -86,20 +90,23 @@ class ResumableLoader(DataLoader):
         return {**place, **self._made_with()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Only counts are read from a checkpoint (it may come from anyone); a place saved by a
-        run of another batch size, process count, data or seed is refused, naming it."""
+        """Only counts are read from a checkpoint (it may come from anyone). A place in the
+        middle of an epoch saved by a run of another batch size, process count, data or seed
+        is a :class:`PlaceMismatch` naming it (at an epoch's end, the next epoch starts whole
+        whatever they are)."""
         keys = ("epoch", "batches", "of", *self._made_with())
         if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in keys):
             raise ValueError(f"a train loader state of other contents: {state!r}")
-        for key, now in self._made_with().items():
-            if state[key] != now:
-                raise ValueError(
-                    f"resume: the checkpoint's train loader ran with {key}={state[key]}, this "
-                    f"run has {now}: its place in the epoch would be another's"
-                )
         epoch, batches, of = state["epoch"], state["batches"], state["of"]
         assert isinstance(self.sampler, EpochSampler)
         if batches >= of:  # saved at the end of its epoch: the next one starts whole
             self.sampler.start_at(epoch + 1, 0)
-        else:
-            self.sampler.start_at(epoch, batches * int(self.batch_size or 1))
+            return
+        for key, now in self._made_with().items():
+            if state[key] != now:
+                raise PlaceMismatch(
+                    f"resume: the checkpoint stopped mid-epoch with {key}={state[key]}, this "
+                    f"run has {now}: its place in the epoch would be another's (resume from an "
+                    "end-of-epoch checkpoint to change it)"
+                )
+        self.sampler.start_at(epoch, batches * int(self.batch_size or 1))

@@ -122,6 +122,12 @@ def test_a_run_killed_mid_epoch_resumes_from_its_place_to_the_uninterrupted_resu
     assert got["metrics"] == want["metrics"]
     assert got["best"] == want["best"] and got["test_confusion"] == want["test_confusion"]
     assert "not resumable" not in (tmp_path / "resumed.log").read_text()
+    # another batch size cannot continue that place: one line, before any step
+    other = [*overrides, "data.batch_size=8", f"ckpt_path={saved}"]
+    res = run_cli("train.py", *other, tmp_path=tmp_path / "other")
+    assert res.returncode == 2, res.stderr[-2000:]
+    refused = "config error: resume: the checkpoint stopped mid-epoch with batch_size=16, this "
+    assert refused + "run has 8" in res.stderr
 
 
 def test_ddp_from_shards_counts_every_test_photo_once(tmp_path, shard_set):
