@@ -35,9 +35,13 @@ class EpochSampler(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
         weights: torch.Tensor | None = None,
+        data_id: int = 0,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.weights = weights
+        #: what the dataset is (a number the data module derives from its content): a place in
+        #: an epoch belongs to one dataset
+        self.data_id = data_id
         self._skip: tuple[int, int] = (-1, 0)  # (epoch, samples) to leave out
 
     def start_at(self, epoch: int, samples: int) -> None:
@@ -81,6 +85,8 @@ class ResumableLoader(DataLoader):
             "batch_size": int(self.batch_size or 1),
             "world_size": int(sampler.num_replicas),
             "photos": len(sampler.dataset),  # type: ignore[arg-type]
+            "data": int(sampler.data_id),
+            "balanced": int(sampler.weights is not None),
             "seed": int(sampler.seed),
         }
 

@@ -158,8 +158,14 @@ class ShardDataModule(ImageFolderDataModule):
         return {**found, "shards": self.url}
 
     def near_duplicate_summary(self, examples: int = 4) -> dict[str, object] | None:
-        """What the build found (the split was decided before sharding)."""
-        return self.card.get("near_duplicates")
+        """What the build found (the split was decided before sharding); its example clusters
+        only where every photo is one this module writes into :attr:`root` (not train's)."""
+        found = self.card.get("near_duplicates")
+        if found is None:
+            return None
+        here = {r.path for k, recs in self.records.items() if k != "train" for r in recs}
+        shown = [c for c in found.get("examples") or [] if set(c) <= here]
+        return {**found, "examples": shown[:examples]}
 
     @property
     def root(self) -> Path:
@@ -208,7 +214,9 @@ class ShardDataModule(ImageFolderDataModule):
             weights = (1.0 / self.class_counts.clamp(min=1))[torch.tensor(data.labels)]
         trainer = self.trainer
         ranks = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        sampler = EpochSampler(data, self.seed, *ranks, weights=weights)
+        records = self.card["fingerprint"]["records_sha256"]
+        data_id = int(records[:15], 16)  # the shard set's records (checked hex at setup)
+        sampler = EpochSampler(data, self.seed, *ranks, weights=weights, data_id=data_id)
         sampler.set_epoch(trainer.current_epoch if trainer else 0)
         loader = self._loader("train", sampler=sampler, kind=ResumableLoader)
         loader.progress = self._progress

@@ -145,6 +145,12 @@ def parse_card(data: bytes, where: str) -> dict[str, Any]:
     for key in ("near_duplicates", "lineages"):
         if card.get(key) is not None and not isinstance(card[key], dict):
             raise ShardError(f"{where}: {key} is not a mapping")
+    examples = (card.get("near_duplicates") or {}).get("examples") or []
+    if not (
+        isinstance(examples, list)
+        and all(isinstance(c, list) and all(isinstance(p, str) for p in c) for c in examples)
+    ):
+        raise ShardError(f"{where}: near_duplicates.examples is not a list of path lists")
     return card
 
 
@@ -195,6 +201,12 @@ class ShardReader:
             return path
         assert self.cache_dir is not None
         path = self.cache_dir / f"{shard.sha256}.tar"
+        if path.is_file() and path.stat().st_size != shard.size:
+            raise ShardError(
+                f"{path}: the cached copy of {self.store.url}/{shard.name} is "
+                f"{path.stat().st_size} bytes, the index says {shard.size}: delete it to fetch "
+                "it again"
+            )
         if not path.is_file():
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with FileLock(str(path) + ".lock"):
@@ -236,9 +248,16 @@ class ShardReader:
         data = os.pread(fd, photo.size, photo.offset)
         if len(data) != photo.size or hashlib.sha256(data).hexdigest() != photo.sha256:
             name = self.shards[photo.shard].name
+            cached = (
+                ""
+                if isinstance(self.store, LocalStore)
+                else (
+                    f"; its cached copy {self.local_path(photo.shard)}: delete it to fetch it again"
+                )
+            )
             raise ShardError(
                 f"{self.store.url}/{name}: the bytes of {photo.record.path} (offset "
-                f"{photo.offset}) do not match the index's sha256 (a corrupt shard)"
+                f"{photo.offset}) do not match the index's sha256 (a corrupt shard{cached})"
             )
         return data
 

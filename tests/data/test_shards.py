@@ -197,7 +197,8 @@ def test_the_loader_state_restores_its_place_and_refuses_other_contents():
     loader = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
     loader.progress = lambda: (2, 5)
     state = loader.state_dict()
-    made_with = {"batch_size": 4, "world_size": 1, "photos": 20, "seed": 1}
+    made_with = {"batch_size": 4, "world_size": 1, "photos": 20, "data": 0, "balanced": 0}
+    made_with["seed"] = 1
     assert state == {"epoch": 0, "batches": 2, "of": 5, **made_with}
     again = ResumableLoader(data, batch_size=4, sampler=EpochSampler(data, seed=1))
     again.load_state_dict(state)
@@ -207,7 +208,8 @@ def test_the_loader_state_restores_its_place_and_refuses_other_contents():
     assert again.sampler.epoch == 1 and len(list(again)) == 5
     with pytest.raises(ValueError, match="other contents"):
         again.load_state_dict({**state, "epoch": "os.system"})
-    for key, other in (("batch_size", 8), ("world_size", 2), ("photos", 21), ("seed", 2)):
+    changed = {"batch_size": 8, "world_size": 2, "photos": 21, "data": 7, "balanced": 1, "seed": 2}
+    for key, other in changed.items():
         with pytest.raises(PlaceMismatch, match=f"mid-epoch with {key}={other}, this run has"):
             again.load_state_dict({**state, key: other})
         again.load_state_dict({**state, key: other, "batches": 5})  # at its end: any run goes
@@ -267,9 +269,15 @@ def test_a_set_on_an_object_store_reads_as_the_same_set_on_disk(tmp_path, photos
     for i in range(len(local.datasets["val"])):
         a, b = local.datasets["val"][i], remote.datasets["val"][i]
         assert (a is None and b is None) or torch.equal(a["image"], b["image"])
-    fetched = sorted(p.name for p in (tmp_path / "cache").glob("*.tar"))
+    fetched = sorted((tmp_path / "cache").glob("*.tar"))
     card = read_card(open_store("s3://lab/fish/v1"))
     assert len(fetched) == card["splits"]["val"]["shards"]  # fetched once each, named by content
+    fetched[0].write_bytes(fetched[0].read_bytes()[:100])  # the cache's copy damaged since
+    again = ShardDataModule("s3://lab/fish/v1", image_size=32, cache_dir=tmp_path / "cache")
+    again.setup()
+    with pytest.raises(ShardError, match=rf"{fetched[0]}: the cached copy of s3://lab/fish/v1/"):
+        for i in range(len(again.datasets["val"])):
+            again.datasets["val"][i]
 
 
 def test_a_corrupt_object_in_the_store_is_an_error_naming_it(tmp_path, photos, s3):

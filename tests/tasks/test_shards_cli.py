@@ -102,11 +102,10 @@ def test_a_run_killed_mid_epoch_resumes_from_its_place_to_the_uninterrupted_resu
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] in (8,), "not a mid-epoch resume point"
     loader_state = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    photos = json.loads((shard_set / "shards.json").read_text())["splits"]["train"]["photos"]
-    place = {"epoch": 0, "batches": 8, "of": 16}
-    assert loader_state == [
-        {**place, "batch_size": 16, "world_size": 1, "photos": photos, "seed": 5}
-    ]
+    card = json.loads((shard_set / "shards.json").read_text())
+    made_with = {"batch_size": 16, "world_size": 1, "photos": card["splits"]["train"]["photos"]}
+    made_with |= {"data": int(card["fingerprint"]["records_sha256"][:15], 16), "balanced": 0}
+    assert loader_state == [{"epoch": 0, "batches": 8, "of": 16, **made_with, "seed": 5}]
     saved = tmp_path / "saved.ckpt"
     shutil.copy(run / "checkpoints" / "last.ckpt", saved)
     runs = {
