@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import random
 import shutil
@@ -213,15 +214,12 @@ def main() -> None:
         if args.build:
             big = tmp / "big"
             one = photo_bytes(200, 64)  # small photos: 100k of them fit a laptop's disk
-            variants = [d + i.to_bytes(4, "big") for i, d in zip(range(args.build), cycle(one))]
+            variants = [
+                d + i.to_bytes(4, "big") for i, d in zip(range(args.build), itertools.cycle(one))
+            ]
             write_dataset(big, variants, classes=100)
             results[f"build_{args.build}"] = build(big, str(tmp / "bigset"))
     report("shards", results)
-
-
-def cycle(items: list[bytes]):
-    while True:
-        yield from items
 
 
 if __name__ == "__main__":

@@ -50,13 +50,6 @@ def group_id(k: int, members: list[tuple[int, Record]], sizes: list[int]) -> str
     return digest.hexdigest()[:12]
 
 
-def stats(real: Path, members: list[tuple[int, Record]]) -> list[list[int]]:
-    """Each photo's file as it is now (size, modification time): a kept shard's photos must
-    not have changed since it was written."""
-    found = [resolve_inside(real, r.path).stat() for _, r in members]
-    return [[st.st_size, st.st_mtime_ns] for st in found]
-
-
 def kept_shard(
     store: Store, name: str, members: list[tuple[int, Record]], now: list[list[int]]
 ) -> dict[str, Any] | None:
@@ -78,13 +71,19 @@ def write_split(
     """One split's shards, sidecars and index; what the card says of it."""
     real = root.resolve()
     records = sorted(records, key=lambda r: r.path)
-    sizes = [resolve_inside(real, r.path).stat().st_size for r in records]
+    # each photo's file as it is now (size, modification time), read once: the plan's sizes,
+    # and what a kept shard's photos must still be
+    stats = [
+        [st.st_size, st.st_mtime_ns]
+        for st in (resolve_inside(real, r.path).stat() for r in records)
+    ]
+    sizes = [size for size, _ in stats]
     groups = plan(sizes, int(cfg.shard_mb * 2**20), int(cfg.shard_photos))
     shards, photos, kept = [], [], 0
     for k, group in enumerate(groups):
         members = [(i, records[i]) for i in group]
         name = f"{split}/shard-{k:05d}-{group_id(k, members, [sizes[i] for i in group])}.tar"
-        now = stats(real, members)
+        now = [stats[i] for i in group]
         side = kept_shard(store, name, members, now)
         if side is None:
             side = write_shard(store, real, name, k, members)
