@@ -20,6 +20,8 @@ the cued class most confidently first — what a person paging through overlays 
 cost, discovery's seconds over the measured audit's on the same test split.
 
     python -m bench.bench_discover [--seeds 0 1 2 3 4] [--kinds petals scale_bar pin none]
+    python -m bench.bench_discover --kinds hand hand_none --keep runs/   # then, after a change:
+    python -m bench.bench_discover --kinds hand hand_none --keep runs/ --again
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,7 @@ import numpy as np
 
 from bench.common import report
 from inat_lightning.data.planted import CUED, KINDS, make_planted
+from inat_lightning.demo import EVALUATE as DEMO_EVALUATE
 
 REPO = Path(__file__).resolve().parents[1]
 HAND = "Piscis striatus"
@@ -59,6 +63,22 @@ def _run(args: list[str], env: dict | None = None) -> None:
     )  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"{args[:2]} failed: {done.stderr[-2000:]}")
+
+
+def evaluate_again(kind: str, seed: int, tmp: Path) -> tuple[Path, Path]:
+    """The model of one kind and seed, trained before in ``tmp``, evaluated again (into
+    ``<run>/reevaluate``): a change to discovery measured on the same models."""
+    run = tmp / f"{kind}-{seed}"
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    again = run / "reevaluate"
+    shutil.rmtree(again, ignore_errors=True)
+    if kind.startswith("hand"):
+        home = tmp / f"{kind}-{seed}-home"
+        args = ["evaluate.py", f"ckpt_path={best}", *DEMO_EVALUATE, f"hydra.run.dir={again}"]
+        _run(args, {"INAT_LIGHTNING_ROOT": str(home)})
+        return again, next((home / "data").glob("synthetic*"))
+    _run(["evaluate.py", f"ckpt_path={best}", *EVALUATE, f"hydra.run.dir={again}"])
+    return again, tmp / f"data-{kind}-{seed}"
 
 
 def train_and_evaluate(kind: str, seed: int, tmp: Path) -> tuple[Path, Path]:
@@ -132,6 +152,22 @@ def baseline_regions(evaluated: Path, root: Path, cued: str) -> list[tuple[str, 
     ]
 
 
+def held_back_by_look(rows: list[dict]) -> list[dict]:
+    """The clusters that pass every other condition of the verdict but whose look does not tell
+    their class's photos from the look-alike's (``audit.discovery.min_separation``): what that
+    condition holds back, with their evidence."""
+    from inat_lightning.analysis.discover import SUSPECTED, DiscoverConfig, DiscoveredCue, verdict
+
+    cfg = DiscoverConfig(min_separation=0.0)
+    out = []
+    for r in rows:
+        cue = DiscoveredCue(**{("class_" if k == "class" else k): v for k, v in r.items()})
+        if not r["verdict"] and verdict(cue, cfg) == SUSPECTED:
+            keys = ("class", "presence_gap", "acc_drop", "transplant_flip", "look_separation")
+            out.append({k: round(r[k], 2) if isinstance(r[k], float) else r[k] for k in keys})
+    return out
+
+
 def score(kind: str, seed: int, evaluated: Path, root: Path) -> dict:
     """One run's scores (see the module doc)."""
     found = json.loads((evaluated / "metrics.json").read_text())
@@ -141,7 +177,7 @@ def score(kind: str, seed: int, evaluated: Path, root: Path) -> dict:
     suspected = [r for r in rows if r["verdict"]]
     out = {
         "kind": kind, "seed": seed, "test_acc": round(found["metrics"]["test/acc"], 3),
-        "suspected": len(suspected),
+        "suspected": len(suspected), "held_back_by_look": held_back_by_look(rows),
         "cost_ratio": round(discovery["seconds"] / audit["seconds"], 2),
     }  # fmt: skip
     if kind in ("none", "hand_none"):
@@ -159,6 +195,7 @@ def score(kind: str, seed: int, evaluated: Path, root: Path) -> dict:
     out |= {
         "top_is_planted": bool(overlap and overlap["overlapping"] >= MIN_OVERLAP),
         "top_rank": top["rank"] if top else None,
+        "top_separation": round(top["look_separation"], 2) if top else None,
         "top_overlap": round(overlap["overlapping"], 2) if overlap else None,
         "top_centred": round(overlap["centred"], 2) if overlap else None,
         f"precision_at_{K}": precision_at_k(boxes, truth),
@@ -175,13 +212,20 @@ def main() -> None:
     kinds = [*KINDS, "hand", "hand_none"]
     parser.add_argument("--kinds", nargs="+", choices=kinds, default=list(KINDS))
     parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
+    parser.add_argument(
+        "--again", action="store_true",
+        help="with --keep: evaluate the runs trained there before again, not training them",
+    )  # fmt: skip
     a = parser.parse_args()
+    if a.again and not a.keep:
+        parser.error("--again needs --keep (the folder of the runs trained before)")
+    step = evaluate_again if a.again else train_and_evaluate
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         where = a.keep or Path(tmp)
         for kind in a.kinds:
             for seed in a.seeds:
-                evaluated, root = train_and_evaluate(kind, seed, where)
+                evaluated, root = step(kind, seed, where)
                 runs.append(score(kind, seed, evaluated, root))
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     summary = {}
@@ -190,6 +234,7 @@ def main() -> None:
         line = {"seeds": len(mine), "cost_ratio_max": max(r["cost_ratio"] for r in mine)}
         if kind in ("none", "hand_none"):
             line["seeds_with_a_false_alarm"] = sum(r["suspected"] > 0 for r in mine)
+            line["seeds_held_back_by_look"] = sum(bool(r["held_back_by_look"]) for r in mine)
         else:
             line["top_is_planted"] = sum(r["top_is_planted"] for r in mine)
             for key in (f"precision_at_{K}", f"baseline_precision_at_{K}"):

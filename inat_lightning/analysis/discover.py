@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 from sklearn.cluster import HDBSCAN
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -80,6 +81,11 @@ class DiscoverConfig:
         min_drop: accuracy drop (region removed, beyond the hole control) that is evidence.
         min_flip: share of the look-alike's photos the pasted region turns into the class that
             is evidence (either is enough, with the over-representation).
+        min_separation: how well the cluster's look, searched for anywhere in each photo
+            (:func:`look_scores`), tells the class's photos from its look-alike's (ROC AUC) at
+            least. A shortcut is something the class's photos show and the look-alike's do not;
+            a part of the species both show (twins drawn alike) is not one, even where the CAM
+            of the class's label follows the model's guess between them.
         position_weight: weight of where a region sits beside what it looks like.
         removal: how a region is removed (:data:`~inat_lightning.analysis.counterfactual.REMOVALS`).
         refine_grid: the written boxes are drawn finer than the CAM by occluding this many
@@ -106,6 +112,7 @@ class DiscoverConfig:
     min_gap: float = 0.2
     min_drop: float = 0.15
     min_flip: float = 0.5
+    min_separation: float = 0.7
     position_weight: float = 0.5
     removal: str = "inpaint"
     refine_grid: int = 8
@@ -120,6 +127,7 @@ class DiscoverConfig:
         ints += ("min_cluster_photos", "max_clusters", "refine_grid", "seed", "batch_size")
         floats = ("cam_threshold", "min_box", "max_box", "min_share_in_class")
         floats += ("min_over_representation", "min_gap", "min_drop", "min_flip", "position_weight")
+        floats += ("min_separation",)
         floats += ("refine_keep", "refine_hold")
         v = self.__dict__
         require_numbers(v, ints, floats)
@@ -132,6 +140,7 @@ class DiscoverConfig:
                 ),
                 "refine_keep": (0 < v["refine_keep"] <= 1, "in (0, 1]"),
                 "refine_hold": (0 < v["refine_hold"] <= 1, "in (0, 1]"),
+                "min_separation": (0 <= v["min_separation"] <= 1, "in [0, 1] (a ROC AUC)"),
                 "min_cluster_photos": (v["min_cluster_photos"] >= 2, ">= 2"),
                 "cam_threshold": (0 < v["cam_threshold"] < 1, "in (0, 1)"),
                 "min_box": (0 < v["min_box"] <= v["max_box"], "in (0, max_box]"),
@@ -169,6 +178,9 @@ class DiscoveredCue:
     lookalike: str
     verdict: str
     members: list[Proposal] = field(default_factory=list, repr=False)
+    look_separation: float | None = (
+        None  # the cluster's look: the class's photos vs the look-alike's
+    )
 
 
 def first_regions(members: Sequence[Proposal]) -> list[Proposal]:
@@ -212,12 +224,8 @@ def _bounded(lo: int, hi: int, peak: int, min_side: int, max_side: int, limit: i
     return lo, lo + side
 
 
-def describe(
-    net: nn.Module, x: torch.Tensor, proposals: Sequence[Proposal], cfg: DiscoverConfig
-) -> np.ndarray:
-    """``(M, C + 3)`` descriptions of the proposals: the CAM layer's activations averaged inside
-    each box (ROI-aligned, L2-normalised), then the distance of the box's centre from the
-    photo's and its size (shares of the input side) times ``position_weight``."""
+def layer_maps(net: nn.Module, x: torch.Tensor, cfg: DiscoverConfig) -> torch.Tensor:
+    """The CAM layer's activations of each photo, ``(N, C, h, w)``."""
     layer = resolve_layer(net, cfg.cam.target_layer)
     found: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda _m, _i, out: found.append(out.detach().cpu()))
@@ -226,12 +234,23 @@ def describe(
             forward(net, x, cfg.batch_size)
     finally:
         hook.remove()
-    maps = torch.cat(found)
-    side = x.shape[-1]
+    return torch.cat(found)
+
+
+def region_looks(maps: torch.Tensor, proposals: Sequence[Proposal], side: int) -> torch.Tensor:
+    """``(M, C)``: the activations averaged inside each proposal's box (ROI-aligned, boxes in
+    the ``side``-pixel input), L2-normalised."""
     rois = torch.tensor([[p.photo, *p.box] for p in proposals], dtype=torch.float32)
     pooled = roi_align(maps, rois, (2, 2), spatial_scale=maps.shape[-1] / side, aligned=True)
-    looks = torch.nn.functional.normalize(pooled.mean((2, 3)), dim=1).numpy()
-    boxes = rois[:, 1:].numpy() / side
+    return torch.nn.functional.normalize(pooled.mean((2, 3)), dim=1)
+
+
+def describe(maps: torch.Tensor, proposals: Sequence[Proposal], side: int, weight: float):
+    """``(M, C + 3)`` descriptions of the proposals: :func:`region_looks`, then the distance of
+    the box's centre from the photo's and its size (shares of the input side) times
+    ``weight``."""
+    looks = region_looks(maps, proposals, side).numpy()
+    boxes = np.array([p.box for p in proposals], dtype=np.float32) / side
     centre = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     where = np.stack(
         [
@@ -241,7 +260,32 @@ def describe(
         ],
         1,
     )  # how far from the centre, not which corner: a hand held in any corner is one cue
-    return np.concatenate([looks, cfg.position_weight * where], 1).astype(np.float32)
+    return np.concatenate([looks, weight * where], 1).astype(np.float32)
+
+
+def look_scores(maps: torch.Tensor, members: Sequence[Proposal], side: int) -> np.ndarray:
+    """Per photo of ``maps``, how much its most alike window looks like the cluster: the cosine
+    of the activations averaged over each window the size of the members' median box, against
+    the members' mean look. It finds the look wherever it is, whatever the CAM of the photo's
+    label shows (that CAM follows the model's guess)."""
+    look = torch.nn.functional.normalize(region_looks(maps, members, side).mean(0), dim=0)
+    boxes = np.array([p.box for p in members], dtype=np.float32) * maps.shape[-1] / side
+    kh = int(min(maps.shape[-2], max(1, round(float(np.median(boxes[:, 3] - boxes[:, 1]))))))
+    kw = int(min(maps.shape[-1], max(1, round(float(np.median(boxes[:, 2] - boxes[:, 0]))))))
+    windows = torch.nn.functional.avg_pool2d(maps, (kh, kw), stride=1)
+    windows = torch.nn.functional.normalize(windows, dim=1)
+    return torch.einsum("nchw,c->nhw", windows, look).flatten(1).max(1).values.numpy()
+
+
+def separation(scores: np.ndarray, labels: np.ndarray, c: int, other: int) -> float | None:
+    """How well ``scores`` (:func:`look_scores`) tell class ``c``'s photos from class
+    ``other``'s: the ROC AUC, 0.5 when the look is as common on both; ``None`` when either has
+    no photo."""
+    own, theirs = scores[labels == c], scores[labels == other]
+    if not len(own) or not len(theirs):
+        return None
+    truth = np.r_[np.ones(len(own)), np.zeros(len(theirs))]
+    return float(roc_auc_score(truth, np.r_[own, theirs]))
 
 
 def cluster_regions(descriptions: np.ndarray, min_photos: int) -> np.ndarray:
@@ -306,6 +350,7 @@ class Discovery:
         self.cfg, self.spec = cfg, spec
         self.cams = np.zeros((0, 1, 1), np.float32)
         self.inputs = torch.zeros(0)
+        self.maps = torch.zeros(0)
 
     def _tensor(self, photos: Sequence[Image.Image]) -> torch.Tensor:
         tf = self.spec.transform()
@@ -334,7 +379,9 @@ class Discovery:
             proposals = self.propose(self.cams)
             if not proposals:
                 return []
-            found = cluster_regions(describe(net, x, proposals, cfg), cfg.min_cluster_photos)
+            self.maps = layer_maps(net, x, cfg)
+            looks = describe(self.maps, proposals, x.shape[-1], cfg.position_weight)
+            found = cluster_regions(looks, cfg.min_cluster_photos)
             right = probs.argmax(1) == labels
             cues = self.candidates(proposals, found, labels, right, class_names)
             for cue in cues[: cfg.max_clusters]:
@@ -431,6 +478,8 @@ class Discovery:
             mean[c] = -np.inf
             twin = int(mean.argmax())
         cue.lookalike = class_names[twin]
+        scores = look_scores(self.maps, cue.members, self.inputs.shape[-1])
+        cue.look_separation = separation(scores, labels, c, twin)
         targets = np.flatnonzero(labels == twin)
         if not len(targets) or not idx:
             return
@@ -455,13 +504,16 @@ def gates(cue: DiscoveredCue, cfg: DiscoverConfig) -> bool:
 
 
 def verdict(cue: DiscoveredCue, cfg: DiscoverConfig) -> str:
-    """``SUSPECTED SHORTCUT`` when the cluster passes the :func:`gates` and a counterfactual
-    (removal beyond the hole control, or the transplant) says the class needs it."""
-    drop, flip = cue.acc_drop, cue.transplant_flip
+    """``SUSPECTED SHORTCUT`` when the cluster passes the :func:`gates`, a counterfactual
+    (removal beyond the hole control, or the transplant) says the class needs it, and its look
+    tells the class's photos from the look-alike's (not measured when the look-alike has no
+    photo examined)."""
+    drop, flip, apart = cue.acc_drop, cue.transplant_flip, cue.look_separation
     causal = (drop is not None and drop >= cfg.min_drop) or (
         flip is not None and flip >= cfg.min_flip
     )
-    return SUSPECTED if gates(cue, cfg) and causal else ""
+    distinct = apart is None or apart >= cfg.min_separation
+    return SUSPECTED if gates(cue, cfg) and causal and distinct else ""
 
 
 def rank(cues: list[DiscoveredCue], cfg: DiscoverConfig) -> list[DiscoveredCue]:
@@ -489,7 +541,8 @@ BOX_COLUMNS = ("photo_id", "x0", "y0", "x1", "y1", "label")
 #: the columns of ``discovered_cues.csv``
 COLUMNS = (
     "rank", "class", "cluster", "photos", "share_in_class", "share_elsewhere",
-    "over_representation", "presence_gap", "acc_drop", "transplant_flip", "lookalike", "verdict",
+    "over_representation", "presence_gap", "acc_drop", "transplant_flip", "look_separation",
+    "lookalike", "verdict",
 )  # fmt: skip
 
 

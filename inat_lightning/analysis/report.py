@@ -270,7 +270,9 @@ def _discovery(found: dict[str, Any] | None) -> list[str]:
         "(`presence_gap`), the accuracy the class loses when the region is removed beyond a "
         "same-size hole elsewhere (`acc_drop`), "
         "and the share of the look-alike's photos taken for the class once the region is "
-        "pasted on them (`transplant_flip`).",
+        "pasted on them (`transplant_flip`); and how well the region's look, found anywhere "
+        "in a photo by those features, tells the class's photos from the look-alike's "
+        "(`look_separation`, a ROC AUC: 0.5 when both show it as often).",
         "",
     ]
     if not found["rows"]:
@@ -310,7 +312,8 @@ def discovery_findings(found: dict[str, Any] | None) -> list[str]:
         f"{_measured(r['presence_gap'], '+.2f')} over those without, drop when removed beyond "
         f"the hole control {_measured(r['acc_drop'], '+.2f')}, pasted onto "
         f"{r['lookalike'] or 'the look-alike'} photos: "
-        f"{_measured(r['transplant_flip'], '+.0%')} more taken for it"
+        f"{_measured(r['transplant_flip'], '+.0%')} more taken for it, its look tells them "
+        f"apart at AUC {_measured(r.get('look_separation'), '.2f')}"
         for r in (found or {}).get("rows", [])
         if r["verdict"]
     ]

@@ -23,6 +23,7 @@ from inat_lightning.analysis.discover import (
     DiscoverConfig,
     DiscoveredCue,
     Discovery,
+    Proposal,
     agreement,
     box_in_photo,
     box_rows,
@@ -32,8 +33,10 @@ from inat_lightning.analysis.discover import (
     discover_split,
     examined,
     iou,
+    look_scores,
     presence_gap,
     save_gallery,
+    separation,
     shares,
     verdict,
 )
@@ -115,8 +118,48 @@ def test_a_verdict_needs_a_measured_counterfactual_and_says_what_was_not_measure
     (line,) = discovery_findings({"rows": cue_rows([cue])})
     assert "drop when removed beyond the hole control +0.50" in line
     assert "pasted onto the look-alike photos: not measured" in line
+    cue.look_separation = 0.55  # its look as common on the look-alike's photos: not a shortcut
+    assert verdict(cue, cfg) == ""
+    cue.look_separation = 0.9
+    assert verdict(cue, cfg) == SUSPECTED
+    assert (
+        "its look tells them apart at AUC 0.90" in discovery_findings({"rows": cue_rows([cue])})[0]
+    )
     cue.presence_gap = None  # on every photo of its class: nothing to compare
     assert verdict(cue, cfg) == ""
+
+
+def planted_maps(has_look: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
+    """``(N, 4, 8, 8)`` activations: a noisy background everywhere and, on the photos marked in
+    ``has_look``, a 2 x 2 window of another pattern (the look) at a random place; with each
+    such photo's window as a 16 px box of a 64 px input."""
+    maps = torch.tensor(rng.uniform(0, 0.3, (len(has_look), 4, 8, 8)), dtype=torch.float32)
+    maps[:, 1] += 1.0  # the background's own pattern
+    boxes = []
+    for i in np.flatnonzero(has_look):
+        y, x = (int(v) for v in rng.integers(0, 7, 2))
+        maps[i, :, y : y + 2, x : x + 2] = torch.tensor([1.0, 0.1, 0.1, 0.8])[:, None, None]
+        boxes.append(Proposal(int(i), (8.0 * x, 8.0 * y, 8.0 * x + 16, 8.0 * y + 16)))
+    return maps, boxes
+
+
+def test_a_cluster_s_look_is_found_wherever_it_is_and_tells_classes_apart_only_if_one_shows_it():
+    rng = np.random.default_rng(0)
+    has_look = np.array([True] * 8 + [False] * 4 + [False] * 12)
+    labels = np.array([0] * 12 + [1] * 12)
+    maps, members = planted_maps(has_look, rng)
+    scores = look_scores(maps, members[:3], 64)  # three members: the rest are found by look
+    assert scores[has_look].min() > 0.99 and scores[~has_look].max() < 0.8
+    # only class 0 shows it (8 of 12): the look tells 8 of its photos from all of class 1's
+    assert separation(scores, labels, 0, 1) == pytest.approx(
+        (8 * 12 + 4 * 12 * 0.5) / 144, abs=0.05
+    )
+    # both classes show it as often: it tells nothing apart, whatever the CAM showed
+    both = np.array([True] * 8 + [False] * 4 + [True] * 8 + [False] * 4)
+    maps, members = planted_maps(both, rng)
+    scores = look_scores(maps, members[:3], 64)
+    assert abs(separation(scores, labels, 0, 1) - 0.5) < 0.1
+    assert separation(scores, labels, 0, 2) is None  # no photo of class 2: not measured
 
 
 def test_examined_photos_are_bounded_most_photographed_classes_first():
@@ -245,6 +288,28 @@ def test_a_square_on_every_photo_of_its_class_cannot_be_told_from_the_species():
     square = max(cues, key=lambda q: q.acc_drop or 0.0)
     assert square.share_in_class == 1.0 and square.acc_drop == 1.0  # causal, but on every photo
     assert square.presence_gap is None and all(q.verdict != SUSPECTED for q in cues)
+
+
+def test_a_square_the_look_alike_shows_as_often_is_not_a_shortcut_though_the_model_uses_it():
+    """The square on two thirds of both classes' photos: the network still takes every photo
+    with it for class 0, so the CAM of class 0 finds it only on class 0's photos (over-
+    represented there, a presence gap, causal) — but its look is on class 1's photos as often:
+    the data does not tell class 0 by it, the model guesses by it (twins drawn alike)."""
+    rng = np.random.default_rng(0)
+    photos = photos_with_squares(12, True, rng) + photos_with_squares(6, False, rng)
+    photos += photos_with_squares(8, True, rng) + photos_with_squares(4, False, rng)
+    labels = np.array([0] * 18 + [1] * 12)
+    cfg = DiscoverConfig(min_cluster_photos=5, cam=CamSetting(target_layer="layer1"))
+    cues = Discovery(cfg, InputSpec(32, 1.0)).run(FishAndSquare(), photos, labels, ["a", "b"])
+    square = next(q for q in cues if q.class_ == "a" and q.acc_drop == 1.0)
+    assert square.share_elsewhere == 0.0 and square.presence_gap == 1.0  # what the CAM shows
+    assert square.transplant_flip == pytest.approx(4 / 12)  # the 4 of b without it flip
+    assert abs(square.look_separation - 0.5) < 0.1 and square.verdict == ""
+    assert all(q.verdict != SUSPECTED for q in cues)
+    # the same network where only class a has the square: suspected, its look apart (AUC ~0.83)
+    photos, labels = cued_set(np.random.default_rng(0))
+    cues = Discovery(cfg, InputSpec(32, 1.0)).run(FishAndSquare(), photos, labels, ["a", "b"])
+    assert cues[0].verdict == SUSPECTED and cues[0].look_separation > 0.8
 
 
 def test_a_square_on_every_photo_of_every_class_is_not_a_shortcut():
