@@ -82,10 +82,11 @@ class DiscoverConfig:
         min_flip: share of the look-alike's photos the pasted region turns into the class that
             is evidence (either is enough, with the over-representation).
         min_separation: how well the cluster's look, searched for anywhere in each photo
-            (:func:`look_scores`), tells the class's photos from its look-alike's (ROC AUC) at
-            least. A shortcut is something the class's photos show and the look-alike's do not;
-            a part of the species both show (twins drawn alike) is not one, even where the CAM
-            of the class's label follows the model's guess between them.
+            (:func:`look_scores`), tells the photos its regions were found on from the
+            look-alike's photos (:func:`separation`, a ROC AUC) at least. A shortcut is
+            something the class's photos show and the look-alike's do not; a part of the species
+            both show (twins drawn alike) is not one, even where the CAM of the class's label
+            follows the model's guess between them.
         position_weight: weight of where a region sits beside what it looks like.
         removal: how a region is removed (:data:`~inat_lightning.analysis.counterfactual.REMOVALS`).
         refine_grid: the written boxes are drawn finer than the CAM by occluding this many
@@ -263,29 +264,37 @@ def describe(maps: torch.Tensor, proposals: Sequence[Proposal], side: int, weigh
     return np.concatenate([looks, weight * where], 1).astype(np.float32)
 
 
-def look_scores(maps: torch.Tensor, members: Sequence[Proposal], side: int) -> np.ndarray:
-    """Per photo of ``maps``, how much its most alike window looks like the cluster: the cosine
-    of the activations averaged over each window the size of the members' median box, against
-    the members' mean look. It finds the look wherever it is, whatever the CAM of the photo's
-    label shows (that CAM follows the model's guess)."""
-    look = torch.nn.functional.normalize(region_looks(maps, members, side).mean(0), dim=0)
+def look_scores(
+    maps: torch.Tensor, members: Sequence[Proposal], side: int, photos: Sequence[int]
+) -> np.ndarray:
+    """Per photo in ``photos`` (indices into ``maps``), how much its most alike window looks like
+    the cluster: the cosine of the activations averaged over each window the size of the
+    members' median box against the members' mean look — a member photo's own regions left out
+    of that mean, so that it is scored as any other photo is. It finds the look wherever it is,
+    whatever the CAM of the photo's label shows (that CAM follows the model's guess)."""
+    looks = region_looks(maps, members, side)
+    owner = torch.tensor([p.photo for p in members])
+    chosen = torch.as_tensor(list(photos), dtype=torch.long)
+    own = torch.stack([looks[owner == i].sum(0) for i in chosen.tolist()])
+    centres = torch.nn.functional.normalize(looks.sum(0) - own, dim=1)
     boxes = np.array([p.box for p in members], dtype=np.float32) * maps.shape[-1] / side
     kh = int(min(maps.shape[-2], max(1, round(float(np.median(boxes[:, 3] - boxes[:, 1]))))))
     kw = int(min(maps.shape[-1], max(1, round(float(np.median(boxes[:, 2] - boxes[:, 0]))))))
-    windows = torch.nn.functional.avg_pool2d(maps, (kh, kw), stride=1)
+    windows = torch.nn.functional.avg_pool2d(maps[chosen], (kh, kw), stride=1)
     windows = torch.nn.functional.normalize(windows, dim=1)
-    return torch.einsum("nchw,c->nhw", windows, look).flatten(1).max(1).values.numpy()
+    return torch.einsum("nchw,nc->nhw", windows, centres).flatten(1).max(1).values.numpy()
 
 
-def separation(scores: np.ndarray, labels: np.ndarray, c: int, other: int) -> float | None:
-    """How well ``scores`` (:func:`look_scores`) tell class ``c``'s photos from class
-    ``other``'s: the ROC AUC, 0.5 when the look is as common on both; ``None`` when either has
-    no photo."""
-    own, theirs = scores[labels == c], scores[labels == other]
-    if not len(own) or not len(theirs):
+def separation(with_region: np.ndarray, lookalike: np.ndarray) -> float | None:
+    """How well the :func:`look_scores` of the photos a cluster's regions were found on tell
+    them from the look-alike's photos: the ROC AUC, 0.5 when the look-alike's photos show the
+    look as strongly (a part both twins have), about 1 when they do not; ``None`` when the
+    look-alike has no photo. Against the photos with the region, not all of the class's, so
+    that a cue on a third of its class's photos is as distinct as one on all of them."""
+    if not len(with_region) or not len(lookalike):
         return None
-    truth = np.r_[np.ones(len(own)), np.zeros(len(theirs))]
-    return float(roc_auc_score(truth, np.r_[own, theirs]))
+    truth = np.r_[np.ones(len(with_region)), np.zeros(len(lookalike))]
+    return float(roc_auc_score(truth, np.r_[with_region, lookalike]))
 
 
 def cluster_regions(descriptions: np.ndarray, min_photos: int) -> np.ndarray:
@@ -478,8 +487,10 @@ class Discovery:
             mean[c] = -np.inf
             twin = int(mean.argmax())
         cue.lookalike = class_names[twin]
-        scores = look_scores(self.maps, cue.members, self.inputs.shape[-1])
-        cue.look_separation = separation(scores, labels, c, twin)
+        found_on = sorted({p.photo for p in cue.members})
+        theirs = np.flatnonzero(labels == twin).tolist()
+        scores = look_scores(self.maps, cue.members, self.inputs.shape[-1], found_on + theirs)
+        cue.look_separation = separation(scores[: len(found_on)], scores[len(found_on) :])
         targets = np.flatnonzero(labels == twin)
         if not len(targets) or not idx:
             return

@@ -271,8 +271,8 @@ def _discovery(found: dict[str, Any] | None) -> list[str]:
         "same-size hole elsewhere (`acc_drop`), "
         "and the share of the look-alike's photos taken for the class once the region is "
         "pasted on them (`transplant_flip`); and how well the region's look, found anywhere "
-        "in a photo by those features, tells the class's photos from the look-alike's "
-        "(`look_separation`, a ROC AUC: 0.5 when both show it as often).",
+        "in a photo by those features, tells the photos it is on from the look-alike's "
+        "photos (`look_separation`, a ROC AUC: 0.5 when the look-alike shows it as well).",
         "",
     ]
     if not found["rows"]:
