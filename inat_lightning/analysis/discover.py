@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
+from scipy.stats import fisher_exact
 from sklearn.cluster import HDBSCAN
 from sklearn.metrics import roc_auc_score
 from torch import nn
@@ -78,6 +79,8 @@ class DiscoverConfig:
             not in it) a suspected cluster shows at least: a region the class is told by on the
             photos that show it, and missed on those that do not. The species itself is on
             every photo of its class, so its regions show no gap.
+        max_presence_p: the presence gap's one-sided p-value (:func:`presence_p`) at most: a
+            gap on a photo or two is chance.
         min_drop: accuracy drop (region removed, beyond the hole control) that is evidence.
         min_flip: share of the look-alike's photos the pasted region turns into the class that
             is evidence (either is enough, with the over-representation).
@@ -111,6 +114,7 @@ class DiscoverConfig:
     min_share_in_class: float = 0.15
     min_over_representation: float = 1.5
     min_gap: float = 0.2
+    max_presence_p: float = 0.05
     min_drop: float = 0.15
     min_flip: float = 0.5
     min_separation: float = 0.7
@@ -128,7 +132,7 @@ class DiscoverConfig:
         ints += ("min_cluster_photos", "max_clusters", "refine_grid", "seed", "batch_size")
         floats = ("cam_threshold", "min_box", "max_box", "min_share_in_class")
         floats += ("min_over_representation", "min_gap", "min_drop", "min_flip", "position_weight")
-        floats += ("min_separation",)
+        floats += ("min_separation", "max_presence_p")
         floats += ("refine_keep", "refine_hold")
         v = self.__dict__
         require_numbers(v, ints, floats)
@@ -142,6 +146,7 @@ class DiscoverConfig:
                 "refine_keep": (0 < v["refine_keep"] <= 1, "in (0, 1]"),
                 "refine_hold": (0 < v["refine_hold"] <= 1, "in (0, 1]"),
                 "min_separation": (0 <= v["min_separation"] <= 1, "in [0, 1] (a ROC AUC)"),
+                "max_presence_p": (0 < v["max_presence_p"] <= 1, "in (0, 1] (a p-value)"),
                 "min_cluster_photos": (v["min_cluster_photos"] >= 2, ">= 2"),
                 "cam_threshold": (0 < v["cam_threshold"] < 1, "in (0, 1)"),
                 "min_box": (0 < v["min_box"] <= v["max_box"], "in (0, max_box]"),
@@ -179,9 +184,8 @@ class DiscoveredCue:
     lookalike: str
     verdict: str
     members: list[Proposal] = field(default_factory=list, repr=False)
-    look_separation: float | None = (
-        None  # the cluster's look: the class's photos vs the look-alike's
-    )
+    look_separation: float | None = None  # ROC AUC: its look, class vs look-alike
+    presence_p: float | None = None  # one-sided p-value of the presence gap
 
 
 def first_regions(members: Sequence[Proposal]) -> list[Proposal]:
@@ -315,13 +319,33 @@ def shares(
     return held / num_examined[c], elsewhere
 
 
-def presence_gap(own: np.ndarray, member_photos: set[int], right: np.ndarray) -> float | None:
-    """Accuracy on the class's photos (``own``) that a cluster holds minus on those it does not
-    (``right``: whether each photo was classified right); ``None`` when either side is empty."""
+def _with_without(own: np.ndarray, member_photos: set[int], right: np.ndarray):
+    """Whether each of the class's photos (``own``) was right, for those a cluster holds and for
+    the rest; ``None`` when either side is empty."""
     inside = np.array([i in member_photos for i in own], dtype=bool)
     if inside.all() or not inside.any():
         return None
-    return float(right[own[inside]].mean() - right[own[~inside]].mean())
+    return right[own[inside]], right[own[~inside]]
+
+
+def presence_gap(own: np.ndarray, member_photos: set[int], right: np.ndarray) -> float | None:
+    """Accuracy on the class's photos (``own``) that a cluster holds minus on those it does not
+    (``right``: whether each photo was classified right); ``None`` when either side is empty."""
+    sides = _with_without(own, member_photos, right)
+    return None if sides is None else float(sides[0].mean() - sides[1].mean())
+
+
+def presence_p(own: np.ndarray, member_photos: set[int], right: np.ndarray) -> float | None:
+    """The one-sided p-value of the presence gap: Fisher's exact test on the right and wrong
+    photos with and without the region, the chance of a gap this large if the region's photos
+    were no likelier right. A species' own regions, missed on a photo or two the model got
+    wrong, show a gap of 1.0 with p = 1/n: chance, not a cue."""
+    sides = _with_without(own, member_photos, right)
+    if sides is None:
+        return None
+    (a, b) = sides
+    table = [[int(a.sum()), int((~a).sum())], [int(b.sum()), int((~b).sum())]]
+    return float(fisher_exact(table, alternative="greater").pvalue)
 
 
 def box_in_photo(box: Box, photo: Image.Image, spec: InputSpec) -> Box:
@@ -452,10 +476,11 @@ class Discovery:
                     continue
                 share, elsewhere = shares(labels, photos, examined_per_class, c)
                 gap = presence_gap(np.flatnonzero(labels == c), photos, right)
+                p = presence_p(np.flatnonzero(labels == c), photos, right)
                 own = [p for p in members if labels[p.photo] == c]
                 ratio = share / max(elsewhere, floor)
                 cues.append(DiscoveredCue(0, class_names[c], k, held[c], share, elsewhere, ratio,
-                                          gap, None, None, "", "", own))  # fmt: skip
+                                          gap, None, None, "", "", own, presence_p=p))  # fmt: skip
 
         def first(q: DiscoveredCue) -> tuple:
             passed = gates(q, cfg)
@@ -511,6 +536,8 @@ def gates(cue: DiscoveredCue, cfg: DiscoverConfig) -> bool:
         and cue.over_representation >= cfg.min_over_representation
         and cue.presence_gap is not None
         and cue.presence_gap >= cfg.min_gap
+        and cue.presence_p is not None
+        and cue.presence_p <= cfg.max_presence_p
     )
 
 
@@ -552,8 +579,8 @@ BOX_COLUMNS = ("photo_id", "x0", "y0", "x1", "y1", "label")
 #: the columns of ``discovered_cues.csv``
 COLUMNS = (
     "rank", "class", "cluster", "photos", "share_in_class", "share_elsewhere",
-    "over_representation", "presence_gap", "acc_drop", "transplant_flip", "look_separation",
-    "lookalike", "verdict",
+    "over_representation", "presence_gap", "presence_p", "acc_drop", "transplant_flip",
+    "look_separation", "lookalike", "verdict",
 )  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from inat_lightning.analysis.discover import (
     iou,
     look_scores,
     presence_gap,
+    presence_p,
     save_gallery,
     separation,
     shares,
@@ -111,6 +112,9 @@ def test_agreement_with_known_boxes_counts_overlap_and_centres_per_discovered_la
 def test_a_verdict_needs_a_measured_counterfactual_and_says_what_was_not_measured():
     cfg = DiscoverConfig()
     cue = DiscoveredCue(1, "striatus", 3, 12, 0.6, 0.0, 60.0, 0.9, None, None, "", "")
+    cue.acc_drop = 0.5
+    assert verdict(cue, cfg) == ""  # the presence gap's p-value not measured: not suspected
+    cue.presence_p, cue.acc_drop = 0.001, None
     assert verdict(cue, cfg) == ""  # gates passed, nothing measured: not suspected
     cue.acc_drop = 0.5  # the look-alike had no photo examined: no transplant
     assert verdict(cue, cfg) == SUSPECTED
@@ -212,6 +216,19 @@ def test_presence_gap_is_the_accuracy_with_the_region_minus_without():
     assert presence_gap(own, {0, 1, 3}, right) == pytest.approx(2 / 3 - 1 / 2)
     assert presence_gap(own, {0, 1, 2, 3, 4}, right) is None  # on every photo: nothing to compare
     assert presence_gap(own, {5, 6}, right) is None
+
+
+def test_a_presence_gap_on_a_photo_or_two_is_chance():
+    own = np.arange(14)
+    # 13 photos with the region all right, the one without wrong: a gap of 1.0, p = 1/14
+    right = np.array([True] * 13 + [False])
+    assert presence_gap(own, set(range(13)), right) == 1.0
+    assert presence_p(own, set(range(13)), right) == pytest.approx(1 / 14)
+    # 9 with it all right, 5 without all wrong: p = 1 / C(14, 5)
+    right = np.array([True] * 9 + [False] * 5)
+    assert presence_p(own, set(range(9)), right) == pytest.approx(1 / 2002)
+    assert presence_p(own, set(range(9)), ~right) == 1.0  # right without it: no evidence
+    assert presence_p(own, set(range(14)), right) is None
 
 
 def test_discovery_finds_the_square_a_class_is_told_by_and_not_the_fish_every_photo_has(
