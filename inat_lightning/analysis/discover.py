@@ -114,10 +114,10 @@ class DiscoverConfig:
     min_share_in_class: float = 0.15
     min_over_representation: float = 1.5
     min_gap: float = 0.2
-    max_presence_p: float = 0.01
+    max_presence_p: float = 0.05
     min_drop: float = 0.15
     min_flip: float = 0.5
-    min_separation: float = 0.8
+    min_separation: float = 0.7
     position_weight: float = 0.5
     removal: str = "inpaint"
     refine_grid: int = 8
