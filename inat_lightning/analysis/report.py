@@ -314,8 +314,8 @@ def discovery_findings(found: dict[str, Any] | None) -> list[str]:
         f"(p {_measured(r.get('presence_p'), '.2g')}), drop when removed beyond "
         f"the hole control {_measured(r['acc_drop'], '+.2f')}, pasted onto "
         f"{r['lookalike'] or 'the look-alike'} photos: "
-        f"{_measured(r['transplant_flip'], '+.0%')} more taken for it, its look tells them "
-        f"apart at AUC {_measured(r.get('look_separation'), '.2f')}"
+        f"{_measured(r['transplant_flip'], '+.0%')} more taken for it; its look sets its "
+        f"photos apart from the look-alike's at AUC {_measured(r.get('look_separation'), '.2f')}"
         for r in (found or {}).get("rows", [])
         if r["verdict"]
     ]

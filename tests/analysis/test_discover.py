@@ -127,7 +127,8 @@ def test_a_verdict_needs_a_measured_counterfactual_and_says_what_was_not_measure
     cue.look_separation = 0.9
     assert verdict(cue, cfg) == SUSPECTED
     assert (
-        "its look tells them apart at AUC 0.90" in discovery_findings({"rows": cue_rows([cue])})[0]
+        "its photos apart from the look-alike's at AUC 0.90"
+        in discovery_findings({"rows": cue_rows([cue])})[0]
     )
     cue.presence_gap = None  # on every photo of its class: nothing to compare
     assert verdict(cue, cfg) == ""
@@ -400,7 +401,8 @@ def test_on_real_photos_discovery_finds_the_planted_cue_nobody_told_it_of(tmp_pa
     petals planted on 70 % of one class's photos, which only they tell from its twin. Margins
     from docs/benchmarks.md (benchmark 14, 5 seeds): the top suspected shortcut of the class
     overlaps the planted boxes on 100 % of its photos on every seed (asserted: >= 70 %), its
-    presence gap 0.59-0.96 (asserted: >= 0.4)."""
+    presence gap 0.59-0.96 (asserted: >= 0.4) at p <= 0.007 (asserted: <= 0.05, the verdict's
+    bound), its look separation 0.97-1.00 (asserted: >= 0.8)."""
     from bench.bench_discover import EVALUATE, PER_CLASS, PLANTED_TRAIN
     from inat_lightning.data.planted import CUED, make_planted
     from tests.helpers.cli import run_cli, run_dirs
@@ -416,7 +418,8 @@ def test_on_real_photos_discovery_finds_the_planted_cue_nobody_told_it_of(tmp_pa
     found = json.loads((out / "metrics.json").read_text())["discovery"]
     top = next(r for r in found["rows"] if r["class"] == CUED)
     assert top["verdict"] == SUSPECTED, found["rows"]
-    assert top["presence_gap"] >= 0.4
+    assert top["presence_gap"] >= 0.4 and top["presence_p"] <= 0.05
+    assert top["look_separation"] >= 0.8
     assert found["overlap_with_known_boxes"][f"discovered_{top['rank']}"]["overlapping"] >= 0.7
     report = (out / "report.md").read_text()
     assert "## Discovered cues (nobody boxed them)" in report and f"{CUED}: {SUSPECTED}" in report
