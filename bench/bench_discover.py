@@ -195,7 +195,9 @@ def score(kind: str, seed: int, evaluated: Path, root: Path) -> dict:
     out |= {
         "top_is_planted": bool(overlap and overlap["overlapping"] >= MIN_OVERLAP),
         "top_rank": top["rank"] if top else None,
-        "top_separation": round(top["look_separation"], 2) if top else None,
+        "top_separation": (
+            round(top["look_separation"], 2) if top and top["look_separation"] is not None else None
+        ),
         "top_overlap": round(overlap["overlapping"], 2) if overlap else None,
         "top_centred": round(overlap["centred"], 2) if overlap else None,
         f"precision_at_{K}": precision_at_k(boxes, truth),

@@ -476,11 +476,12 @@ class Discovery:
                     continue
                 share, elsewhere = shares(labels, photos, examined_per_class, c)
                 gap = presence_gap(np.flatnonzero(labels == c), photos, right)
-                p = presence_p(np.flatnonzero(labels == c), photos, right)
+                chance = presence_p(np.flatnonzero(labels == c), photos, right)
                 own = [p for p in members if labels[p.photo] == c]
                 ratio = share / max(elsewhere, floor)
-                cues.append(DiscoveredCue(0, class_names[c], k, held[c], share, elsewhere, ratio,
-                                          gap, None, None, "", "", own, presence_p=p))  # fmt: skip
+                cue = DiscoveredCue(0, class_names[c], k, held[c], share, elsewhere, ratio, gap,
+                                    None, None, "", "", own, presence_p=chance)  # fmt: skip
+                cues.append(cue)
 
         def first(q: DiscoveredCue) -> tuple:
             passed = gates(q, cfg)

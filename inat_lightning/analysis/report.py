@@ -278,7 +278,10 @@ def _discovery(found: dict[str, Any] | None) -> list[str]:
     ]
     if not found["rows"]:
         return lines + ["No region recurs across photos.", ""]
-    lines += [to_markdown(found["rows"]), ""]
+    # a p-value in significant digits: to three decimals 7.6e-08 would read 0.000
+    p = "presence_p"
+    table = [{**r, p: None if r.get(p) is None else format(r[p], ".2g")} for r in found["rows"]]
+    lines += [to_markdown(table), ""]
     if found.get("gallery"):
         lines += [
             "Per ranked cluster: four of its regions, then two photos under their red CAM with "

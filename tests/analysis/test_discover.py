@@ -157,10 +157,11 @@ def test_a_cluster_s_look_is_found_wherever_it_is_and_tells_photos_apart_only_if
     assert separation(scores[:4], scores[8:]) == 1.0  # the look-alike's photos lack it
     assert separation(scores[:4], scores[4:8]) == pytest.approx(0.5, abs=0.3)
     assert separation(scores[:4], scores[:0]) is None  # no photo of the look-alike: not measured
-    # a member is scored without its own region: alone in the cluster, a look that is nowhere
-    # else scores as low as any other photo
+    # a member photo is scored against the other members' mean look, not its own: alone in the
+    # cluster, a look that is nowhere else scores as if it were no member at all
     lone = Proposal(8, (0.0, 0.0, 16.0, 16.0))
-    assert look_scores(maps, [*members[:4], lone], 64, [8])[0] < 0.8
+    alone = look_scores(maps, [*members[:4], lone], 64, [8])[0]
+    assert alone == pytest.approx(look_scores(maps, members[:4], 64, [8])[0]) and alone < 0.8
 
 
 def test_examined_photos_are_bounded_most_photographed_classes_first():
