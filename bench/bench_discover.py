@@ -154,7 +154,7 @@ def baseline_regions(evaluated: Path, root: Path, cued: str) -> list[tuple[str, 
 
 def held_back_by_look(rows: list[dict]) -> list[dict]:
     """The clusters that pass every other condition of the verdict but whose look does not tell
-    their class's photos from the look-alike's (``audit.discovery.min_separation``): what that
+    the photos it is on from the look-alike's (``audit.discovery.min_separation``): what that
     condition holds back, with their evidence."""
     from inat_lightning.analysis.discover import SUSPECTED, DiscoverConfig, DiscoveredCue, verdict
 

@@ -184,7 +184,7 @@ class DiscoveredCue:
     lookalike: str
     verdict: str
     members: list[Proposal] = field(default_factory=list, repr=False)
-    look_separation: float | None = None  # ROC AUC: its look, class vs look-alike
+    look_separation: float | None = None  # ROC AUC: its look, its photos vs the look-alike's
     presence_p: float | None = None  # one-sided p-value of the presence gap
 
 
@@ -229,17 +229,18 @@ def _bounded(lo: int, hi: int, peak: int, min_side: int, max_side: int, limit: i
     return lo, lo + side
 
 
-def layer_maps(net: nn.Module, x: torch.Tensor, cfg: DiscoverConfig) -> torch.Tensor:
-    """The CAM layer's activations of each photo, ``(N, C, h, w)``."""
+def with_maps(net: nn.Module, x: torch.Tensor, cfg: DiscoverConfig) -> tuple:
+    """The softmax outputs ``(N, K)`` and, from the same forward pass, the CAM layer's
+    activations ``(N, C, h, w)`` of each photo."""
     layer = resolve_layer(net, cfg.cam.target_layer)
     found: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda _m, _i, out: found.append(out.detach().cpu()))
     try:
         with torch.no_grad():
-            forward(net, x, cfg.batch_size)
+            probs = forward(net, x, cfg.batch_size)
     finally:
         hook.remove()
-    return torch.cat(found)
+    return probs, torch.cat(found)
 
 
 def region_looks(maps: torch.Tensor, proposals: Sequence[Proposal], side: int) -> torch.Tensor:
@@ -407,12 +408,11 @@ class Discovery:
         with untouched(net):
             net.eval()
             self.inputs = x = self._tensor(photos)
-            probs = forward(net, x, cfg.batch_size)
+            probs, self.maps = with_maps(net, x, cfg)
             self.cams = compute_cams(net, x, labels.tolist(), cfg.cam, cfg.batch_size)
             proposals = self.propose(self.cams)
             if not proposals:
                 return []
-            self.maps = layer_maps(net, x, cfg)
             looks = describe(self.maps, proposals, x.shape[-1], cfg.position_weight)
             found = cluster_regions(looks, cfg.min_cluster_photos)
             right = probs.argmax(1) == labels
@@ -475,8 +475,8 @@ class Discovery:
                 if held[c] < cfg.min_cluster_photos:
                     continue
                 share, elsewhere = shares(labels, photos, examined_per_class, c)
-                gap = presence_gap(np.flatnonzero(labels == c), photos, right)
-                chance = presence_p(np.flatnonzero(labels == c), photos, right)
+                mine = np.flatnonzero(labels == c)
+                gap, chance = presence_gap(mine, photos, right), presence_p(mine, photos, right)
                 own = [p for p in members if labels[p.photo] == c]
                 ratio = share / max(elsewhere, floor)
                 cue = DiscoveredCue(0, class_names[c], k, held[c], share, elsewhere, ratio, gap,
@@ -513,11 +513,10 @@ class Discovery:
             mean[c] = -np.inf
             twin = int(mean.argmax())
         cue.lookalike = class_names[twin]
-        found_on = sorted({p.photo for p in cue.members})
-        theirs = np.flatnonzero(labels == twin).tolist()
-        scores = look_scores(self.maps, cue.members, self.inputs.shape[-1], found_on + theirs)
-        cue.look_separation = separation(scores[: len(found_on)], scores[len(found_on) :])
         targets = np.flatnonzero(labels == twin)
+        found_on = sorted({p.photo for p in cue.members})
+        scores = look_scores(self.maps, cue.members, self.inputs.shape[-1], [*found_on, *targets])
+        cue.look_separation = separation(scores[: len(found_on)], scores[len(found_on) :])
         if not len(targets) or not idx:
             return
         pasted = [
@@ -545,8 +544,8 @@ def gates(cue: DiscoveredCue, cfg: DiscoverConfig) -> bool:
 def verdict(cue: DiscoveredCue, cfg: DiscoverConfig) -> str:
     """``SUSPECTED SHORTCUT`` when the cluster passes the :func:`gates`, a counterfactual
     (removal beyond the hole control, or the transplant) says the class needs it, and its look
-    tells the class's photos from the look-alike's (not measured when the look-alike has no
-    photo examined)."""
+    tells the photos it is on from the look-alike's (not measured, and not required, when the
+    look-alike has no photo examined)."""
     drop, flip, apart = cue.acc_drop, cue.transplant_flip, cue.look_separation
     causal = (drop is not None and drop >= cfg.min_drop) or (
         flip is not None and flip >= cfg.min_flip
