@@ -3,14 +3,17 @@ grouped.
 
 Quality: 96 px tiles (half-overlapping) of real photos, each with 5 mild copies (JPEG at
 quality 50, two-thirds size, two-thirds and back, 10 % brighter, smaller and brighter), all
-saved as JPEG. Counted for the hash alone and for both signals (hash and low frequencies):
-copies found with their tile, and distinct tiles joined with another distinct tile. Two sets:
-the photos the tests plant copies of (scikit-image's, "rocket" a night sky) and a held-out set
-the signals were not tuned on (scikit-image's and scikit-learn's other photos).
+saved as JPEG. Counted for the hash alone, for both signals (hash and low frequencies) and for
+both with smooth pairs checked on the photos' grain: copies found with their tile, and distinct
+tiles joined with another distinct tile. Three sets: the photos the tests plant copies of
+(scikit-image's, "rocket" a night sky), a held-out set the signals were not tuned on
+(scikit-image's and scikit-learn's other photos) and a fresh one the grain was not tuned on
+(matplotlib's Grace Hopper, scikit-image's retina, cell, clock and motorcycle).
 
 Scale: a million random 64-bit hashes with planted near copies (0-5 bits: what re-encoding,
 resizing and brightening do), a fifth of them smooth photos with low-frequency signals (a
-tenth as many planted smooth copies), half of those in crowds of look-alike skies; against
+tenth as many planted smooth copies, half of them brightened), half of those in crowds of
+look-alike skies (the photos the grain check would read counted, at the decoding rate); against
 decoding and hashing real photos (500 px like iNaturalist's "medium"), the rate scaled to a
 million: grouping must cost a small share of making the signals. Goal: a million grouped within
 a minute and 1 GB.
@@ -31,7 +34,9 @@ from bench.common import report
 from inat_lightning.data.near_duplicates import (
     DEFAULT_DISTANCE,
     LOWFREQ_SIDE,
+    Signature,
     clusters,
+    photo_grain,
     photo_signature,
 )
 
@@ -39,17 +44,29 @@ TUNED = ("astronaut", "coffee", "chelsea", "coins", "hubble_deep_field", "immuno
 TUNED += ("rocket",)
 HELD_OUT = ("camera", "moon", "horse", "page", "brick", "grass", "gravel", "cat", "china")
 HELD_OUT += ("flower",)
+FRESH = ("grace_hopper", "retina", "cell", "clock", "stereo_motorcycle")
+SIGNALS = {
+    "hash_alone": (False, False),
+    "both_signals": (True, False),
+    "grain_checked": (True, True),
+}
 
 
 def real_photo(name: str) -> Image.Image:
-    """A photo scikit-image (or, for china and flower, scikit-learn) ships."""
+    """A photo scikit-image (or, for china and flower, scikit-learn; for grace_hopper,
+    matplotlib) ships."""
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_image
 
         return Image.fromarray(load_sample_image(f"{name}.jpg"))
+    if name == "grace_hopper":
+        from matplotlib import cbook
+
+        return Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
     import skimage.data as sd
 
-    return Image.fromarray(getattr(sd, name)()).convert("RGB")
+    photo = getattr(sd, name)()
+    return Image.fromarray(photo[0] if isinstance(photo, tuple) else photo).convert("RGB")
 
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -69,9 +86,23 @@ def mild_copies(tile: Image.Image) -> list[Image.Image]:
     return [jpeg(c, 85) for c in [*made, brighter(smaller).enhance(1.1)]]
 
 
+Photo = tuple[Signature, "np.ndarray | None"]  # a photo's signals and grain
+
+
+def grouped(photos: list[Photo], lowfreq: bool, grain: bool) -> np.ndarray:
+    """Cluster labels of ``photos`` by the hash, the low frequencies and the grain as asked."""
+    return clusters(
+        [s.phash for s, _ in photos],
+        DEFAULT_DISTANCE,
+        [s.lowfreq for s, _ in photos] if lowfreq else None,
+        grain=(lambda i: photos[i][1]) if grain else None,
+    )
+
+
 def tile_quality(names: tuple[str, ...], side: int = 96) -> dict[str, object]:
-    """Copies found and distinct tiles joined, by the hash alone and by both signals."""
-    tiles, copies = [], []
+    """Copies found and distinct tiles joined, by each set of :data:`SIGNALS`."""
+    tiles: list[Photo] = []
+    copies: list[list[Photo]] = []
     for name in names:
         photo = real_photo(name)
         for y in range(0, photo.height - side + 1, side // 2):
@@ -79,28 +110,20 @@ def tile_quality(names: tuple[str, ...], side: int = 96) -> dict[str, object]:
                 tile = jpeg(photo.crop((x, y, x + side, y + side)), 90)
                 signature = photo_signature(tile.copy())
                 if signature.phash:  # a tile with structure to compare
-                    tiles.append(signature)
-                    copies.append([photo_signature(c) for c in mild_copies(tile)])
-
-    def joined(pairs_of: list, lowfreq: bool) -> int:
-        labels = clusters(
-            [s.phash for s in pairs_of],
-            DEFAULT_DISTANCE,
-            [s.lowfreq for s in pairs_of] if lowfreq else None,
-        )
-        return int(labels[0] == labels[1])
+                    tiles.append((signature, photo_grain(tile.copy())))
+                    made = mild_copies(tile)
+                    copies.append([(photo_signature(c.copy()), photo_grain(c)) for c in made])
 
     out: dict[str, object] = {"tiles": len(tiles), "copies": 5 * len(tiles)}
-    flat = sum(not c.phash for made in copies for c in made)
+    flat = sum(not c.phash for made in copies for c, _ in made)
     out["copies_left_flat"] = flat  # clipped to white or black: nothing left to compare
-    for lowfreq in (False, True):
-        key = "both_signals" if lowfreq else "hash_alone"
-        found = sum(joined([t, c], lowfreq) for t, made in zip(tiles, copies) for c in made)
-        labels = clusters(
-            [t.phash for t in tiles],
-            DEFAULT_DISTANCE,
-            [t.lowfreq for t in tiles] if lowfreq else None,
+    for key, (lowfreq, grain) in SIGNALS.items():
+        found = sum(
+            int(len(set(grouped([t, c], lowfreq, grain).tolist())) == 1)
+            for t, made in zip(tiles, copies)
+            for c in made
         )
+        labels = grouped(tiles, lowfreq, grain)
         merged = int((np.bincount(labels)[labels] > 1).sum())
         out[key] = {
             "copies_missed": 5 * len(tiles) - found,
@@ -144,6 +167,7 @@ def lowfreq_with_crowds(n: int, copies: int, skip: int, seed: int = 0) -> tuple[
     original, copy = spread[0::2], spread[1::2]
     directions[copy] = directions[original] + rng.integers(-1, 2, (len(copy), size))
     tones[copy] = tones[original]
+    tones[copy[::2]] += 4  # half of them brightened by 10 %: the grain decides
     raw = np.concatenate([tones, np.clip(directions, -127, 127) & 0xFF], 1).astype(np.uint8)
     return [row.tobytes().hex() if s else "" for row, s in zip(raw, smooth)], len(copy)
 
@@ -178,8 +202,13 @@ def main() -> None:
     hashes, planted = hashes_with_copies(a.hashes, a.copies)
     lowfreq, smooth_planted = lowfreq_with_crowds(a.hashes, a.copies // 10, a.copies)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    asked: set[int] = set()
+
+    def grain(i: int) -> None:  # no photos here: counts those the grain check would read
+        asked.add(i)
+
     t0 = time.perf_counter()
-    labels = clusters(hashes, DEFAULT_DISTANCE, lowfreq)
+    labels = clusters(hashes, DEFAULT_DISTANCE, lowfreq, grain=grain)
     grouping = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     found = int((np.bincount(labels) > 1).sum())
@@ -188,7 +217,8 @@ def main() -> None:
     quality = (
         {}
         if a.no_quality
-        else {"tuned_on": tile_quality(TUNED), "held_out": tile_quality(HELD_OUT)}
+        else {k: tile_quality(v) for k, v in (("tuned_on", TUNED), ("held_out", HELD_OUT))}
+        | {"fresh": tile_quality(FRESH)}
     )
     report(
         "near_duplicates",
@@ -205,6 +235,8 @@ def main() -> None:
             "rss_before_grouping_mb": round(rss0 / 1024),
             "decode_and_hash_photos_per_s": round(rate, 1),
             "hashing_the_photos_s": round(hashing),
+            "photos_read_for_their_grain": len(asked),
+            "reading_them_s": round(len(asked) / rate, 1),
             "grouping_share_of_hashing": round(grouping / hashing, 4),
         },
     )

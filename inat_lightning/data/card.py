@@ -11,8 +11,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from inat_lightning.data.manifest import Record
-from inat_lightning.data.near_duplicates import DEFAULT_DISTANCE, cluster_members, clusters
+from inat_lightning.data.manifest import DEFAULT_MAX_PIXELS, Record
+from inat_lightning.data.near_duplicates import (
+    DEFAULT_DISTANCE,
+    cluster_members,
+    clusters,
+    grains_of_files,
+)
 
 CARD_NAME = "DATASET.md"
 CREDITS_NAME = "CREDITS.csv"
@@ -74,7 +79,9 @@ def write_credits(path: Path, records: Sequence[Record]) -> None:
     os.replace(tmp, path)
 
 
-def card_text(records: Sequence[Record], query: Mapping[str, Any], top: int = 10) -> str:
+def card_text(
+    records: Sequence[Record], query: Mapping[str, Any], top: int = 10, root: Path | None = None
+) -> str:
     """The Markdown of ``DATASET.md`` for ``records`` scraped with ``query``."""
     classes = Counter(r.taxon_name for r in records)
     licences = Counter(r.license or ARR for r in records)
@@ -103,7 +110,7 @@ def card_text(records: Sequence[Record], query: Mapping[str, Any], top: int = 10
         _places(records),
         "",
         *_grades(records),
-        *_near_duplicates(records),
+        *_near_duplicates(records, root),
         f"Per-photo credits: `{CREDITS_NAME}`.",
         "",
     ]
@@ -155,11 +162,13 @@ def _places(records: list[Record]) -> str:
     )
 
 
-def _near_duplicates(records: Sequence[Record]) -> list[str]:
-    """How many near-duplicate clusters the photos' perceptual hashes (made at download) form,
-    with the largest few: the split keeps each whole."""
+def _near_duplicates(records: Sequence[Record], root: Path | None) -> list[str]:
+    """How many near-duplicate clusters the photos' signals (made at download) form, with the
+    largest few: the split keeps each whole (smooth pairs checked on the photos in ``root``)."""
     hashed = [r for r in records if r.phash]
-    labels = clusters([r.phash for r in hashed], DEFAULT_DISTANCE, [r.lowfreq for r in hashed])
+    grain = grains_of_files(root, [r.path for r in hashed], DEFAULT_MAX_PIXELS) if root else None
+    lowfreq = [r.lowfreq for r in hashed]
+    labels = clusters([r.phash for r in hashed], DEFAULT_DISTANCE, lowfreq, grain=grain)
     found = cluster_members([r.path for r in hashed], labels)
     lines = ["## Near-duplicate photos", ""]
     if not found:
@@ -179,6 +188,6 @@ def write_card(root: Path, records: Sequence[Record], query: Mapping[str, Any]) 
     write_credits(root / CREDITS_NAME, records)
     path = root / CARD_NAME
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(card_text(records, query), encoding="utf-8")
+    tmp.write_text(card_text(records, query, root=root), encoding="utf-8")
     os.replace(tmp, path)
     return path

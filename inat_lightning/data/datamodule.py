@@ -21,7 +21,7 @@ from inat_lightning.data.dataset import (
     collate_skipping,
 )
 from inat_lightning.data.manifest import Record, load_records
-from inat_lightning.data.near_duplicates import cluster_members, fill_hashes
+from inat_lightning.data.near_duplicates import cluster_members, fill_hashes, grains_of_files
 from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
@@ -134,10 +134,11 @@ def near_labels(
 ) -> tuple[list[int] | None, list[list[str]]]:
     """Each record's near-duplicate cluster and the clusters of more than one photo (paths),
     the photos' signals made first where the records lack them (only the hash when
-    ``split.near_cosine`` is null: no decoding for the rest)."""
+    ``split.near_cosine`` is null: no decoding for the rest); the photos of smooth pairs are
+    read again to check their grain."""
     smooth = split.near_cosine is not None
     fill_hashes(root, records, cache, max_pixels, need_lowfreq=smooth)
-    near = split.near(records)
+    near = split.near(records, grains_of_files(root, [r.path for r in records], max_pixels))
     found = cluster_members([r.path for r in records], near or [])
     photos = sum(len(c) for c in found)
     log.info("near-duplicates: %d clusters of %d photos kept whole", len(found), photos)

@@ -33,7 +33,7 @@ import hashlib
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -325,13 +325,17 @@ class SplitSpec:
             return sum(1 for x in self.ratios if x > 0)
         return self.folds + (self.ratios[2] > 0)
 
-    def near(self, records: Sequence[Record]) -> list[int] | None:
-        """Each record's near-duplicate cluster (``None`` when turned off)."""
+    def near(
+        self, records: Sequence[Record], grain: Callable[[int], Any] | None = None
+    ) -> list[int] | None:
+        """Each record's near-duplicate cluster (``None`` when turned off); smooth pairs are
+        checked on the photos' ``grain`` (``grain(i)``: record ``i``'s) when given."""
         if not self.near_duplicates:
             return None
         lowfreq = None if self.near_cosine is None else [r.lowfreq for r in records]
         hashes = [r.phash for r in records]
-        return clusters(hashes, int(self.near_distance), lowfreq, self.near_cosine).tolist()
+        found = clusters(hashes, int(self.near_distance), lowfreq, self.near_cosine, grain)
+        return found.tolist()
 
     def moved(
         self, records: Sequence[Record], splits: Sequence[str], near: Sequence[int] | None = None
