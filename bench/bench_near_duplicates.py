@@ -167,7 +167,8 @@ def lowfreq_with_crowds(n: int, copies: int, skip: int, seed: int = 0) -> tuple[
     original, copy = spread[0::2], spread[1::2]
     directions[copy] = directions[original] + rng.integers(-1, 2, (len(copy), size))
     tones[copy] = tones[original]
-    tones[copy[::2]] += 4  # half of them brightened by 10 %: the grain decides
+    brightened = 1.1 * (np.exp2(tones[copy[::2]] / 32) - 1)  # half of them 10 % brighter:
+    tones[copy[::2]] = np.round(32 * np.log2(1 + brightened))  # their grain decides
     raw = np.concatenate([tones, np.clip(directions, -127, 127) & 0xFF], 1).astype(np.uint8)
     return [row.tobytes().hex() if s else "" for row, s in zip(raw, smooth)], len(copy)
 
