@@ -14,9 +14,9 @@ from typing import Any
 from inat_lightning.data.manifest import DEFAULT_MAX_PIXELS, Record
 from inat_lightning.data.near_duplicates import (
     DEFAULT_DISTANCE,
+    GrainsOfFiles,
     cluster_members,
     clusters,
-    grains_of_files,
 )
 
 CARD_NAME = "DATASET.md"
@@ -166,7 +166,7 @@ def _near_duplicates(records: Sequence[Record], root: Path | None) -> list[str]:
     """How many near-duplicate clusters the photos' signals (made at download) form, with the
     largest few: the split keeps each whole (smooth pairs checked on the photos in ``root``)."""
     hashed = [r for r in records if r.phash]
-    grain = grains_of_files(root, [r.path for r in hashed], DEFAULT_MAX_PIXELS) if root else None
+    grain = GrainsOfFiles(root, [r.path for r in hashed], DEFAULT_MAX_PIXELS) if root else None
     lowfreq = [r.lowfreq for r in hashed]
     labels = clusters([r.phash for r in hashed], DEFAULT_DISTANCE, lowfreq, grain=grain)
     found = cluster_members([r.path for r in hashed], labels)

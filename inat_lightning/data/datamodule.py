@@ -21,7 +21,7 @@ from inat_lightning.data.dataset import (
     collate_skipping,
 )
 from inat_lightning.data.manifest import Record, load_records
-from inat_lightning.data.near_duplicates import cluster_members, fill_hashes, grains_of_files
+from inat_lightning.data.near_duplicates import GrainsOfFiles, cluster_members, fill_hashes
 from inat_lightning.data.spec import InputSpec
 from inat_lightning.data.split import SPLITS, SplitSpec, write_splits
 from inat_lightning.data.synthetic import SyntheticSpecies
@@ -138,10 +138,17 @@ def near_labels(
     read again to check their grain."""
     smooth = split.near_cosine is not None
     fill_hashes(root, records, cache, max_pixels, need_lowfreq=smooth)
-    near = split.near(records, grains_of_files(root, [r.path for r in records], max_pixels))
+    grains = GrainsOfFiles(root, [r.path for r in records], max_pixels)
+    near = split.near(records, grains)
     found = cluster_members([r.path for r in records], near or [])
     photos = sum(len(c) for c in found)
-    log.info("near-duplicates: %d clusters of %d photos kept whole", len(found), photos)
+    log.info(
+        "near-duplicates: %d clusters of %d photos kept whole (%d photos of smooth pairs read "
+        "again for their grain)",
+        len(found),
+        photos,
+        len(grains.known),
+    )
     return near, found
 
 

@@ -171,19 +171,18 @@ def signature_of_file(root: Path, relative: str, max_pixels: int) -> Signature:
     return _of_file(root, relative, max_pixels, photo_signature) or Signature()
 
 
-def grains_of_files(
-    root: Path, paths: Sequence[str], max_pixels: int
-) -> Callable[[int], np.ndarray | None]:
-    """``grain(i)``: the grain of the photo ``paths[i]`` inside ``root``, read when first asked
+class GrainsOfFiles:
+    """``grains(i)``: the grain of the photo ``paths[i]`` inside ``root``, read when first asked
     for (only the photos of smooth pairs are), ``None`` when it cannot be read."""
-    known: dict[int, np.ndarray | None] = {}
 
-    def grain(i: int) -> np.ndarray | None:
-        if i not in known:
-            known[i] = _of_file(root, paths[i], max_pixels, photo_grain)
-        return known[i]
+    def __init__(self, root: Path, paths: Sequence[str], max_pixels: int) -> None:
+        self.root, self.paths, self.max_pixels = root, paths, max_pixels
+        self.known: dict[int, np.ndarray | None] = {}
 
-    return grain
+    def __call__(self, i: int) -> np.ndarray | None:
+        if i not in self.known:
+            self.known[i] = _of_file(self.root, self.paths[i], self.max_pixels, photo_grain)
+        return self.known[i]
 
 
 def fill_hashes(

@@ -23,6 +23,7 @@ from inat_lightning.data.near_duplicates import (
     SMOOTH_CROWD,
     SMOOTH_STD,
     SMOOTH_TONE,
+    GrainsOfFiles,
     clusters,
     confirmed,
     fill_hashes,
@@ -233,6 +234,11 @@ def test_the_dataset_card_checks_the_grain_of_the_photos_it_has(tmp_path):
     assert "- `a/t240.jpg`, `a/copy.jpg`" in checked
     unchecked = card_text(records, {})
     assert "1 clusters of near-duplicate photos (2 photos" not in unchecked
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    (tmp_path.parent / "outside.jpg").write_bytes((tmp_path / "a" / "t240.jpg").read_bytes())
+    grains = GrainsOfFiles(tmp_path, ["a/t240.jpg", "a/broken.jpg", "../outside.jpg"], 10**8)
+    assert [g is None for g in map(grains, range(3))] == [False, True, True]
+    assert float(grains(0) @ grains(0)) == pytest.approx(1.0) and len(grains.known) == 3
 
 
 def test_cosine_one_still_joins_identical_signals():
