@@ -142,12 +142,14 @@ def near_labels(
     near = split.near(records, grains)
     found = cluster_members([r.path for r in records], near or [])
     photos = sum(len(c) for c in found)
+    unread = sum(g is None for g in grains.known.values())
     log.info(
         "near-duplicates: %d clusters of %d photos kept whole (%d photos of smooth pairs read "
-        "again for their grain)",
+        "again for their grain%s)",
         len(found),
         photos,
-        len(grains.known),
+        len(grains.known) - unread,
+        f"; {unread} unreadable, their pairs kept on low frequencies" if unread else "",
     )
     return near, found
 

@@ -218,27 +218,45 @@ def test_the_dataset_card_checks_the_grain_of_the_photos_it_has(tmp_path):
     """The card written beside scraped photos counts the clusters the split will keep: a
     brightened copy with its tile, not the sky's other tiles; without the photos at hand the
     low frequencies alone join those too."""
+    root = tmp_path / "photos"
     sky = real_photos((SMOOTH,))[SMOOTH]
-    (tmp_path / "a").mkdir()
+    (root / "a").mkdir(parents=True)
     made = {f"t{x}": sky.crop((x, 0, x + 96, 96)) for x in range(0, sky.width - 95, 48)}
     made["copy"] = ImageEnhance.Brightness(made["t240"]).enhance(1.1)
     records = []
     for name, photo in made.items():
-        photo.save(tmp_path / "a" / f"{name}.jpg", quality=90)
-        with Image.open(tmp_path / "a" / f"{name}.jpg") as saved:
+        photo.save(root / "a" / f"{name}.jpg", quality=90)
+        with Image.open(root / "a" / f"{name}.jpg") as saved:
             signature = photo_signature(saved)
         phash, lowfreq = astuple(signature)
         records.append(Record(name, name, "", "a", f"a/{name}.jpg", phash=phash, lowfreq=lowfreq))
-    checked = card_text(records, {}, root=tmp_path)
+    checked = card_text(records, {}, root=root)
     assert "1 clusters of near-duplicate photos (2 photos" in checked, checked
     assert "- `a/t240.jpg`, `a/copy.jpg`" in checked
     unchecked = card_text(records, {})
     assert "1 clusters of near-duplicate photos (2 photos" not in unchecked
-    (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
-    (tmp_path.parent / "outside.jpg").write_bytes((tmp_path / "a" / "t240.jpg").read_bytes())
-    grains = GrainsOfFiles(tmp_path, ["a/t240.jpg", "a/broken.jpg", "../outside.jpg"], 10**8)
-    assert [g is None for g in map(grains, range(3))] == [False, True, True]
-    assert float(grains(0) @ grains(0)) == pytest.approx(1.0) and len(grains.known) == 3
+
+
+def test_grains_are_read_inside_the_root_however_it_is_named(tmp_path, monkeypatch):
+    """A relative root, or one reached through a link, reads its photos (every photo of it once
+    looked outside it); a broken photo, a path or a link leaving the root read as none."""
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    tile = tiles(real_photos((SMOOTH,))[SMOOTH])[3]
+    tile.save(root / "a" / "sky.jpg", quality=90)
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    tile.save(tmp_path / "outside.jpg", quality=90)
+    (root / "a" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (tmp_path / "linked").symlink_to(root)
+    monkeypatch.chdir(tmp_path)
+    paths = ["a/sky.jpg", "a/broken.jpg", "../outside.jpg", "a/link.jpg"]
+    for named in (Path("photos"), tmp_path / "linked", Path("linked")):
+        grains = GrainsOfFiles(named, paths, 10**8)
+        assert [grains(i) is None for i in range(4)] == [False, True, True, True], named
+        assert float(grains(0) @ grains(0)) == pytest.approx(1.0, abs=1e-5)
+        records = [Record("1", "1", "", "a", "a/sky.jpg")]
+        assert fill_hashes(named, records, None, 10**8, show_progress=False) == 1, named
+        assert records[0].phash and records[0].lowfreq
 
 
 def test_cosine_one_still_joins_identical_signals():
@@ -377,6 +395,7 @@ def test_planted_copies_never_straddle_the_split_by_default(planted, tmp_path):
     copies_made = {b for _, b in pairs}
     distinct = [p for p in on if p not in copies_made]
     joined = [p for c in found for p in c if p not in copies_made and len(set(c) - copies_made) > 1]
+    assert all(p.startswith("Delta/") for p in joined), joined  # no textured photo
     assert len(joined) <= 0.01 * len(distinct), (len(joined), len(distinct), found)
     clustered = {p for c in found for p in c}  # everything else splits as before
     assert all(on[p] == off[p] for p in on if p not in clustered)
