@@ -38,9 +38,10 @@ class OutsideRoot(ValueError):
 
 def resolve_inside(root: Path, relative: str) -> Path:
     """``root / relative`` with symlinks followed; :class:`OutsideRoot` when it leaves ``root``
-    (itself already resolved: callers resolve it once, not per image)."""
+    (best resolved once by the caller, not per image: a relative root, or one through a link,
+    is resolved here only when the path seems to leave it)."""
     path = (root / relative).resolve()
-    if not path.is_relative_to(root):
+    if not path.is_relative_to(root) and not path.is_relative_to(root.resolve()):
         error = OutsideRoot(f"path {relative!r} leaves the dataset root {str(root)!r} to {path}")
         error.target = path
         raise error

@@ -425,3 +425,19 @@ def test_the_summary_counts_the_clusters_and_the_picture_shows_them(planted, tmp
     )
     off.setup()
     assert off.near_duplicate_summary() is None
+
+
+def test_a_relative_root_finds_the_same_clusters_and_draws_them(planted, tmp_path, monkeypatch):
+    """``data.root=photos`` (relative, as the defaults are) hashes, checks and draws the photos
+    as an absolute root does: each photo of it was once taken for one outside it."""
+    from inat_lightning.analysis.tiles import side_by_side
+
+    root, _ = planted
+    absolute = ImageFolderDataModule(root, image_size=32)
+    absolute.setup()
+    monkeypatch.chdir(root.parent)
+    relative = ImageFolderDataModule(Path(root.name), image_size=32)
+    relative.setup()
+    assert relative.near_clusters == absolute.near_clusters and relative.near_clusters
+    examples = relative.near_duplicate_summary()["examples"]
+    assert side_by_side(Path(root.name), examples, tmp_path / "nd.png", size=64) is not None
