@@ -151,7 +151,35 @@ def near_labels(
         len(grains.known) - unread,
         f"; {unread} unreadable, their pairs kept on low frequencies" if unread else "",
     )
+    if found and len(found[0]) > max(10, 0.05 * len(records)):
+        log.warning(
+            "near-duplicates: one cluster holds %d of %d photos (%s, ...), all in one split: "
+            "a placeholder image, or signals a manifest copied from one photo? "
+            "data.split.near_duplicates=false turns grouping off",
+            len(found[0]),
+            len(records),
+            ", ".join(found[0][:3]),
+        )
     return near, found
+
+
+def check_filled(
+    split: SplitSpec, records: dict[str, list[Record]], clusters: list[list[str]]
+) -> None:
+    """An error naming the split that came out empty (the classes were checked to fill every
+    split; a near-duplicate cluster holding most photos can still empty one)."""
+    wanted = {"train": True, "val": split.folds is not None or split.ratios[1] > 0}
+    wanted["test"] = split.ratios[2] > 0
+    empty = [name for name in SPLITS if wanted[name] and not records[name]]
+    if empty:
+        why = (
+            f": near-duplicate clusters keep photos together, the largest holds "
+            f"{len(clusters[0])} ({', '.join(clusters[0][:3])}, ...); "
+            "data.split.near_duplicates=false turns that off"
+            if clusters
+            else ""
+        )
+        raise ValueError(f"data.split: the {' and '.join(empty)} split is empty{why}")
 
 
 def near_summary(
@@ -264,6 +292,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.max_pixels, self.spec = max_pixels, InputSpec(image_size, crop_ratio)
         self.max_missing = max_missing
         self.hash_cache = Path(hash_cache) if hash_cache else None
+        if (
+            self.hash_cache is not None
+            and self.hash_cache.exists()
+            and not self.hash_cache.is_dir()
+        ):
+            raise ValueError(f"hash_cache={str(hash_cache)!r}: a file, not a folder")
         self.held_out_classes = [str(c) for c in held_out_classes or ()]
         #: near-duplicate clusters of more than one photo, as lists of record paths (setup)
         self.near_clusters: list[list[str]] = []
@@ -308,6 +342,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         for name in SPLITS:
             self.records[name] = [r for r, s in zip(records, splits) if s == name]
         self._split_of = {r.path: s for r, s in zip(records, splits)}
+        check_filled(self.split, self.records, self.near_clusters)
         train = train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter)
         tf = {"train": train, "val": self.spec.transform(), "test": self.spec.transform()}
         for name in (*SPLITS, "held_out") if self.held_out_classes else SPLITS:

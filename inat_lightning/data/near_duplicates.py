@@ -99,9 +99,19 @@ def _thumbnail(image: Image.Image) -> np.ndarray | None:
     match every other). An image not yet decoded is decoded at reduced size where the format
     allows (JPEG's DCT scaling), so this costs a fraction of a full decode."""
     image.draft("RGB", (128, 128))
-    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    grey = _grey(image).resize((32, 32), Image.Resampling.LANCZOS)
     pixels = np.asarray(grey, dtype=np.float64)
     return pixels if float(pixels.std()) >= MIN_STRUCTURE else None
+
+
+def _grey(image: Image.Image) -> Image.Image:
+    """The photo in 8-bit grey; a 16- or 32-bit one scaled, not clipped at 255 (a 16-bit PNG
+    would turn white)."""
+    if image.mode.startswith("I"):
+        wide = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if wide.max() > 255 else 1.0
+        return Image.fromarray(np.clip(wide / scale, 0, 255).astype(np.uint8))
+    return image.convert("L")
 
 
 def _phash(pixels: np.ndarray) -> str:
@@ -165,7 +175,7 @@ def _of_file(
     try:
         with Image.open(open_checked(root, relative, max_pixels)) as image:
             return make(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # noqa: BLE001 - any failure to decode (Pillow raises SyntaxError too)
         return None
 
 
@@ -303,16 +313,32 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
             probe = keys ^ flip
             lo = np.searchsorted(table, probe, "left")
             counts = np.searchsorted(table, probe, "right") - lo
-            if not counts.any():
-                continue
-            left = np.repeat(np.arange(len(hashes)), counts)
-            starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-            right = order[starts + np.arange(counts.sum())]
-            keep = left < right
-            left, right = left[keep], right[keep]
-            near = np.bitwise_count(hashes[left] ^ hashes[right]) <= max_distance
-            found.append(np.stack([left[near], right[near]], 1))  # verified: few are kept
+            for a, b in _blocks(counts, _BLOCK):  # bounded memory, even for crafted hashes
+                some = counts[a:b]
+                left = np.repeat(np.arange(a, b), some)
+                starts = np.repeat(lo[a:b] - (np.cumsum(some) - some), some)
+                right = order[starts + np.arange(some.sum())]
+                keep = left < right
+                left, right = left[keep], right[keep]
+                near = np.bitwise_count(hashes[left] ^ hashes[right]) <= max_distance
+                found.append(np.stack([left[near], right[near]], 1))  # verified: few are kept
     return np.unique(np.concatenate(found), axis=0)
+
+
+def _blocks(counts: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """Ranges ``[a, b)`` of hashes whose candidates (``counts``) total about ``size`` at most
+    (one hash at least): one range for real hashes, many where a crafted manifest shares a
+    chunk among thousands of hashes (every pair a candidate)."""
+    total = np.cumsum(counts)
+    if not len(total) or total[-1] == 0:
+        return []
+    ranges, start = [], 0
+    while start < len(counts):
+        base = int(total[start - 1]) if start else 0
+        stop = max(int(np.searchsorted(total, base + size, "right")), start + 1)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
 
 
 def parse_lowfreq(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

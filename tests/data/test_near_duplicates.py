@@ -441,3 +441,93 @@ def test_a_relative_root_finds_the_same_clusters_and_draws_them(planted, tmp_pat
     assert relative.near_clusters == absolute.near_clusters and relative.near_clusters
     examples = relative.near_duplicate_summary()["examples"]
     assert side_by_side(Path(root.name), examples, tmp_path / "nd.png", size=64) is not None
+
+
+def broken_png(photo: Image.Image) -> bytes:
+    """A PNG whose second data chunk's type is damaged (bit rot, a bad copy): the header reads,
+    decoding raises ``SyntaxError`` (not ``OSError``) from Pillow."""
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    second = data.find(b"IDAT", data.find(b"IDAT") + 4)
+    assert second > 0  # Pillow writes a photo's pixels in several chunks
+    data[second : second + 4] = b"\x00\x01\x02\x03"
+    return bytes(data)
+
+
+def test_a_photo_that_fails_to_decode_gets_no_signal_and_no_grain(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "rot.png").write_bytes(broken_png(real_photos()["astronaut"]))
+    with Image.open(tmp_path / "a" / "rot.png") as image, pytest.raises(SyntaxError):
+        image.convert("L")
+    records = [Record("1", "1", "", "a", "a/rot.png")]
+    assert fill_hashes(tmp_path, records, None, 10**8, show_progress=False) == 0
+    assert records[0].phash == records[0].lowfreq == ""
+    assert GrainsOfFiles(tmp_path, ["a/rot.png"], 10**8)(0) is None
+
+
+def test_a_16_bit_photo_is_scaled_not_clipped():
+    """A 16-bit grey PNG of a photo has the signals of its 8-bit copy (``convert("L")`` alone
+    clips it to white)."""
+    grey = np.asarray(real_photos()["coffee"].convert("L"))
+    wide = Image.fromarray(grey.astype(np.uint16) * 257)
+    buffer = io.BytesIO()
+    wide.save(buffer, "PNG")
+    with Image.open(buffer) as opened:
+        assert opened.mode.startswith("I")
+        sixteen = photo_signature(opened)
+    eight = photo_signature(Image.fromarray(grey))
+    assert distance(sixteen.phash, eight.phash) <= 1 and sixteen.lowfreq[:4] == eight.lowfreq[:4]
+
+
+def test_hashes_crafted_to_share_a_chunk_are_paired_in_bounded_blocks(monkeypatch):
+    """Thousands of distinct hashes with one chunk alike make every pair a candidate: they are
+    verified a block at a time, and the pairs are still exactly the brute-force ones."""
+    import inat_lightning.data.near_duplicates as nd
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2**21, 600, dtype=np.uint64)  # the top 43 bits zero: chunks 2, 3
+    values[300:] = values[:300] ^ np.uint64(1 << 5)  # 300 planted pairs, 1 bit apart
+    values = np.unique(values)
+    monkeypatch.setattr(nd, "_BLOCK", 1000)
+    blocks = nd._blocks(np.full(len(values), len(values)), nd._BLOCK)
+    assert len(blocks) > 100 and blocks[0] == (0, 1)  # each hash its own block here
+    found = {tuple(p) for p in near_pairs(values, DEFAULT_DISTANCE).tolist()}
+    brute = {
+        (i, j)
+        for i, j in combinations(range(len(values)), 2)
+        if int(values[i] ^ values[j]).bit_count() <= DEFAULT_DISTANCE
+    }
+    assert found == brute and len(brute) >= 300
+
+
+def test_one_placeholder_photo_everywhere_is_an_error_naming_the_split(tmp_path, caplog):
+    """A manifest whose photos all carry one hash (a placeholder image, or a copied cell) puts
+    every photo in one cluster: the split that comes out empty is named, with the cluster; a
+    cluster of a large share of the photos is a warning."""
+    photos = tiles(real_photos()["astronaut"])[:24]
+    records = []
+    for i, tile in enumerate(photos):
+        label = "Alpha" if i % 2 else "Beta"
+        (tmp_path / label).mkdir(exist_ok=True)
+        tile.save(tmp_path / label / f"{i}.jpg", quality=90)
+        records.append(Record(str(i), str(i), "", label, f"{label}/{i}.jpg", phash="0" * 16))
+    write_manifest(tmp_path / "manifest.csv", records)
+    dm = ImageFolderDataModule(tmp_path, image_size=32)
+    with pytest.raises(ValueError, match=r"^data\.split: the .*split is empty: near-duplicate"):
+        dm.setup()
+    for r in records[12:]:  # half of the photos alike: warned, still split
+        r.phash = ""
+    write_manifest(tmp_path / "manifest.csv", records)
+    dm = ImageFolderDataModule(tmp_path, image_size=32)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert "one cluster holds 12 of 24 photos" in caplog.text
+    assert sum(map(len, dm.records.values())) == 24
+
+
+def test_a_hash_cache_that_is_a_file_is_refused_before_any_photo_is_read(planted, tmp_path):
+    root, _ = planted
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"^hash_cache='.*cache': a file, not a folder$"):
+        ImageFolderDataModule(root, image_size=32, hash_cache=tmp_path / "cache")
