@@ -201,12 +201,15 @@ def _best_metric(summary: dict[str, Any]) -> dict[str, float]:
 
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
     """Hyperparameters and final metrics (as ``hp/<metric>``) for TensorBoard's HPARAMS tab,
-    where the runs of a sweep line up in one table."""
+    where the runs of a sweep line up in one table. Written after the trainer closed its
+    writer, so that one is closed again here: its events are on disk before the process ends
+    (a writer's thread left to flush them at exit lost them now and then)."""
     keep = headline("val", "test")
     hp = {f"hp/{k}": v for k, v in metrics.items() if k in keep or k.startswith("best/")}
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
             lg.log_hyperparams(_flat_hparams(cfg), metrics=hp)
+            lg.experiment.close()
         else:
             lg.log_hyperparams(_flat_hparams(cfg))
 
