@@ -97,7 +97,7 @@ def build_datamodule(cfg: DictConfig, ckpt: str | None) -> ClassifierData:
         check_data_module(datamodule)
         datamodule.setup("fit")
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        raise ConfigError(f"data: {e}") from e
+        raise ConfigError(str(e) if str(e).startswith("data.") else f"data: {e}") from e
     return datamodule
 
 

@@ -68,7 +68,7 @@ def side_by_side(
         for path in paths:
             try:
                 photo = np.asarray(load_rgb(root, path), dtype=np.float32) / 255
-            except (OSError, ValueError):
+            except Exception:  # noqa: BLE001 - any photo that fails to decode is left out
                 continue
             tiles.append(caption_tile(photo, [Path(path).name[:24]], size))
         if tiles:

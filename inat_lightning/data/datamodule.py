@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,23 +163,41 @@ def near_labels(
     return near, found
 
 
+def cache_folder(hash_cache: str | Path | None) -> Path | None:
+    """``data.hash_cache`` as a folder (``None``: no cache), refused before any photo is read
+    when it names a file."""
+    path = Path(hash_cache) if hash_cache else None
+    if path is not None and path.exists() and not path.is_dir():
+        raise ValueError(f"hash_cache={str(hash_cache)!r}: a file, not a folder")
+    return path
+
+
 def check_filled(
-    split: SplitSpec, records: dict[str, list[Record]], clusters: list[list[str]]
+    split: SplitSpec,
+    records: dict[str, list[Record]],
+    clusters: list[list[str]],
+    bare: Callable[[], set[str]],
 ) -> None:
-    """An error naming the split that came out empty (the classes were checked to fill every
-    split; a near-duplicate cluster holding most photos can still empty one)."""
+    """An error naming the splits that came out empty (the classes were checked to fill every
+    split; a near-duplicate cluster holding most photos, a pinning ``file`` or few observers
+    can still empty one). ``bare()`` gives the splits without near-duplicate grouping: the
+    clusters are named as the cause only when those fill the split."""
     wanted = {"train": True, "val": split.folds is not None or split.ratios[1] > 0}
     wanted["test"] = split.ratios[2] > 0
     empty = [name for name in SPLITS if wanted[name] and not records[name]]
-    if empty:
+    if not empty:
+        return
+    if clusters and all(name in bare() for name in empty):
         why = (
             f": near-duplicate clusters keep photos together, the largest holds "
-            f"{len(clusters[0])} ({', '.join(clusters[0][:3])}, ...); "
+            f"{len(clusters[0])} ({', '.join(map(repr, clusters[0][:3]))}, ...); "
             "data.split.near_duplicates=false turns that off"
-            if clusters
-            else ""
         )
-        raise ValueError(f"data.split: the {' and '.join(empty)} split is empty{why}")
+    else:
+        causes = [f"file={split.file!r}" if split.file else "", f"group_by={split.group_by}"]
+        why = f" ({', '.join(c for c in causes if c)})"
+    splits = f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'}"
+    raise ValueError(f"data.split: {splits} empty{why}")
 
 
 def near_summary(
@@ -291,13 +309,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.crop_scale, self.color_jitter = tuple(crop_scale), color_jitter
         self.max_pixels, self.spec = max_pixels, InputSpec(image_size, crop_ratio)
         self.max_missing = max_missing
-        self.hash_cache = Path(hash_cache) if hash_cache else None
-        if (
-            self.hash_cache is not None
-            and self.hash_cache.exists()
-            and not self.hash_cache.is_dir()
-        ):
-            raise ValueError(f"hash_cache={str(hash_cache)!r}: a file, not a folder")
+        self.hash_cache = cache_folder(hash_cache)
         self.held_out_classes = [str(c) for c in held_out_classes or ()]
         #: near-duplicate clusters of more than one photo, as lists of record paths (setup)
         self.near_clusters: list[list[str]] = []
@@ -342,7 +354,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         for name in SPLITS:
             self.records[name] = [r for r, s in zip(records, splits) if s == name]
         self._split_of = {r.path: s for r, s in zip(records, splits)}
-        check_filled(self.split, self.records, self.near_clusters)
+        check_filled(
+            self.split, self.records, self.near_clusters, lambda: set(self.split.assign(records))
+        )
         train = train_transform(self.image_size, self.crop_scale, color_jitter=self.color_jitter)
         tf = {"train": train, "val": self.spec.transform(), "test": self.spec.transform()}
         for name in (*SPLITS, "held_out") if self.held_out_classes else SPLITS:

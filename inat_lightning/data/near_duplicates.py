@@ -108,9 +108,9 @@ def _grey(image: Image.Image) -> Image.Image:
     """The photo in 8-bit grey; a 16- or 32-bit one scaled, not clipped at 255 (a 16-bit PNG
     would turn white)."""
     if image.mode.startswith("I"):
-        wide = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if wide.max() > 255 else 1.0
-        return Image.fromarray(np.clip(wide / scale, 0, 255).astype(np.uint8))
+        wide = image.convert("F")  # 4 bytes a pixel, not numpy's 8
+        scale = 257.0 if wide.getextrema()[1] > 255 else 1.0
+        return wide.point(lambda v: v / scale).convert("L")
     return image.convert("L")
 
 
@@ -175,6 +175,8 @@ def _of_file(
     try:
         with Image.open(open_checked(root, relative, max_pixels)) as image:
             return make(image)
+    except ImportError:  # a broken install is not a broken photo
+        raise
     except Exception:  # noqa: BLE001 - any failure to decode (Pillow raises SyntaxError too)
         return None
 

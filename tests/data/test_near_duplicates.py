@@ -464,6 +464,9 @@ def test_a_photo_that_fails_to_decode_gets_no_signal_and_no_grain(tmp_path):
     assert fill_hashes(tmp_path, records, None, 10**8, show_progress=False) == 0
     assert records[0].phash == records[0].lowfreq == ""
     assert GrainsOfFiles(tmp_path, ["a/rot.png"], 10**8)(0) is None
+    from inat_lightning.analysis.tiles import side_by_side
+
+    assert side_by_side(tmp_path, [["a/rot.png"]], tmp_path / "nd.png") is None  # left out
 
 
 def test_a_16_bit_photo_is_scaled_not_clipped():
@@ -514,7 +517,7 @@ def test_one_placeholder_photo_everywhere_is_an_error_naming_the_split(tmp_path,
         records.append(Record(str(i), str(i), "", label, f"{label}/{i}.jpg", phash="0" * 16))
     write_manifest(tmp_path / "manifest.csv", records)
     dm = ImageFolderDataModule(tmp_path, image_size=32)
-    with pytest.raises(ValueError, match=r"^data\.split: the .*split is empty: near-duplicate"):
+    with pytest.raises(ValueError, match=r"^data\.split: the .* empty: near-duplicate"):
         dm.setup()
     for r in records[12:]:  # half of the photos alike: warned, still split
         r.phash = ""
@@ -531,3 +534,19 @@ def test_a_hash_cache_that_is_a_file_is_refused_before_any_photo_is_read(planted
     (tmp_path / "cache").write_text("not a folder")
     with pytest.raises(ValueError, match=r"^hash_cache='.*cache': a file, not a folder$"):
         ImageFolderDataModule(root, image_size=32, hash_cache=tmp_path / "cache")
+
+
+def test_a_split_emptied_by_a_pinning_file_names_the_file_not_the_clusters(planted, tmp_path):
+    """A ``splits.csv`` made without a test split, pinned under ratios that want one: the
+    error names the file (the near-duplicate clusters, there too, are not the cause)."""
+    root, _ = planted
+    pinned = tmp_path / "splits.csv"
+    ImageFolderDataModule(
+        root, image_size=32, split=SplitSpec(ratios=(0.8, 0.2, 0)), splits_out=pinned
+    ).setup()
+    dm = ImageFolderDataModule(root, image_size=32, split=SplitSpec(file=str(pinned)))
+    with pytest.raises(ValueError) as error:
+        dm.setup()
+    assert str(error.value) == (
+        f"data.split: the test split is empty (file={str(pinned)!r}, group_by=observation)"
+    )
