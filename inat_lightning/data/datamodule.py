@@ -138,9 +138,10 @@ def near_labels(
     read again to check their grain."""
     smooth = split.near_cosine is not None
     fill_hashes(root, records, cache, max_pixels, need_lowfreq=smooth)
-    grains = GrainsOfFiles(root, [r.path for r in records], max_pixels)
+    paths = [r.path for r in records]
+    grains = GrainsOfFiles(root, paths, max_pixels)
     near = split.near(records, grains)
-    found = cluster_members([r.path for r in records], near or [])
+    found = cluster_members(paths, near or [])
     photos = sum(len(c) for c in found)
     unread = sum(g is None for g in grains.known.values())
     log.info(

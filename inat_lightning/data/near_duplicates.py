@@ -343,6 +343,12 @@ def _blocks(counts: np.ndarray, size: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def _tone_steps(text: str) -> bytes:
+    """A ``lowfreq``'s mean and contrast as stored: its first two bytes, in steps of
+    1/:data:`_TONE_STEPS` of log2 (see :func:`_lowfreq`)."""
+    return bytes.fromhex(text[:4])
+
+
 def parse_lowfreq(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(tone, direction, valid)``: each photo's log2 mean and contrast ``(N, 2)``, its 15
     coefficients as a unit vector ``(N, 15)``, and whether it has a well-formed ``lowfreq``."""
@@ -427,8 +433,7 @@ def confirmed(
     ``texts`` well-formed)."""
     keep = np.ones(len(pairs), dtype=bool)
     for k, (i, j) in enumerate(pairs.tolist()):
-        a, b = bytes.fromhex(texts[i][:4]), bytes.fromhex(texts[j][:4])
-        if abs(a[0] - b[0]) <= 1 and abs(a[1] - b[1]) <= 1:
+        if all(abs(x - y) <= 1 for x, y in zip(_tone_steps(texts[i]), _tone_steps(texts[j]))):
             continue
         mine, theirs = grain(i), grain(j)
         if mine is not None and theirs is not None:
